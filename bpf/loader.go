@@ -1,0 +1,151 @@
+package bpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+)
+
+var (
+	// ErrPermission means the process may not load or attach BPF programs.
+	ErrPermission = errors.New("not permitted to load BPF programs: run as root or with CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON")
+	// ErrUnsupportedKernel means the running kernel lacks a feature the
+	// programs need.
+	ErrUnsupportedKernel = errors.New("kernel lacks a required BPF feature")
+)
+
+// DefaultRingBufferSize is the ring buffer size used when Options leaves it
+// zero: room for about 80,000 records.
+const DefaultRingBufferSize = 8 << 20
+
+// Options tune what Load creates.
+type Options struct {
+	// RingBufferSize in bytes: a power of two and a multiple of the page
+	// size. Zero means DefaultRingBufferSize.
+	RingBufferSize int
+}
+
+// Objects are the loaded programs and maps, and the links that attach them.
+type Objects struct {
+	objs  netflowObjects
+	links []link.Link
+}
+
+// Load checks the kernel, then loads the programs and maps into it. Nothing
+// is attached yet.
+func Load(opts Options) (*Objects, error) {
+	if err := checkKernel(); err != nil {
+		return nil, err
+	}
+	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("raise memlock limit: %w", wrapPermission(err))
+	}
+
+	spec, err := loadNetflow()
+	if err != nil {
+		return nil, fmt.Errorf("parse bpf object: %w", err)
+	}
+	size := opts.RingBufferSize
+	if size == 0 {
+		size = DefaultRingBufferSize
+	}
+	spec.Maps["events"].MaxEntries = uint32(size)
+
+	o := &Objects{}
+	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			// The last lines of the log say why.
+			return nil, fmt.Errorf("load bpf objects: %w (verifier: %+v)", ErrUnsupportedKernel, ve)
+		}
+		return nil, fmt.Errorf("load bpf objects: %w", wrapPermission(err))
+	}
+	return o, nil
+}
+
+// checkKernel names the missing feature instead of a verifier log.
+func checkKernel() error {
+	checks := []struct {
+		have func() error
+		what string
+	}{
+		{func() error { return features.HaveProgramType(ebpf.CGroupSKB) }, "cgroup_skb programs (Linux 4.10)"},
+		{func() error { return features.HaveMapType(ebpf.SkStorage) }, "socket-local storage (Linux 5.2)"},
+		{func() error { return features.HaveMapType(ebpf.RingBuf) }, "BPF ring buffers (Linux 5.8)"},
+		{func() error { return features.HaveProgramHelper(ebpf.CGroupSKB, asm.FnSkcToTcpSock) }, "bpf_skc_to_tcp_sock in cgroup_skb (Linux 5.9, BTF)"},
+	}
+	for _, c := range checks {
+		err := c.have()
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("%w: %s", ErrUnsupportedKernel, c.what)
+		}
+		if err != nil {
+			return fmt.Errorf("probe kernel for %s: %w", c.what, wrapPermission(err))
+		}
+	}
+	return nil
+}
+
+func wrapPermission(err error) error {
+	if errors.Is(err, os.ErrPermission) {
+		return fmt.Errorf("%w: %w", ErrPermission, err)
+	}
+	return err
+}
+
+// Attach attaches both programs to the cgroup v2 directory at path. Only
+// sockets created in that cgroup or below it are watched.
+func (o *Objects) Attach(cgroupPath string) error {
+	for _, a := range []struct {
+		prog *ebpf.Program
+		typ  ebpf.AttachType
+		name string
+	}{
+		{o.objs.NetflowIngress, ebpf.AttachCGroupInetIngress, "ingress"},
+		{o.objs.NetflowEgress, ebpf.AttachCGroupInetEgress, "egress"},
+	} {
+		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: a.typ, Program: a.prog})
+		if err != nil {
+			o.Detach()
+			return fmt.Errorf("attach %s to %s: %w", a.name, cgroupPath, wrapPermission(err))
+		}
+		o.links = append(o.links, l)
+	}
+	return nil
+}
+
+// Detach removes the programs from the cgroup; records already in the ring
+// buffer stay readable.
+func (o *Objects) Detach() {
+	for _, l := range o.links {
+		_ = l.Close()
+	}
+	o.links = nil
+}
+
+// Close detaches the programs and frees the maps.
+func (o *Objects) Close() error {
+	o.Detach()
+	return o.objs.Close()
+}
+
+// NewReader returns a reader of the records in the ring buffer.
+func (o *Objects) NewReader() (*ringbuf.Reader, error) {
+	rd, err := ringbuf.NewReader(o.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	return rd, nil
+}
+
+// Ingress and Egress are the programs, for BPF_PROG_TEST_RUN.
+func (o *Objects) Ingress() *ebpf.Program { return o.objs.NetflowIngress }
+func (o *Objects) Egress() *ebpf.Program  { return o.objs.NetflowEgress }

@@ -1,0 +1,382 @@
+//go:build ignore
+
+// Kernel side of netflowtcpend: two cgroup_skb programs that watch the TCP
+// segments of every socket in a cgroup and write one record into a ring
+// buffer when a socket's connection ends (its first accepted FIN or RST).
+//
+// Both programs are observers: they return 1 (let the packet through) on
+// every path. Returning 0 would drop the packet for every socket in the
+// cgroup.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/in6.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "netflow.h"
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+#define PASS 1
+
+// TCP header flags (byte 13 of the header).
+#define TH_FIN 0x01
+#define TH_SYN 0x02
+#define TH_RST 0x04
+#define TH_ACK 0x10
+
+// Socket states (include/net/tcp_states.h).
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_CLOSE_WAIT 8
+#define TCP_LAST_ACK 9
+#define TCP_LISTEN 10
+#define TCP_CLOSING 11
+
+#define SOCK_RAW 3
+
+// sock_state.flags
+#define SOCK_OUTGOING (1 << 0)      // the socket sent the SYN
+#define SOCK_FROM_LISTENER (1 << 1) // state copied from a listener: accepted socket
+#define SOCK_ENDED (1 << 2)         // the end record was written
+#define SOCK_LOST (1 << 3)          // an end record could not be written (ring full)
+
+// How many IPv6 extension headers the parser walks before giving up.
+#define MAX_IPV6_EXT 6
+
+// Per-socket state, freed by the kernel together with the socket. BPF_F_CLONE
+// copies a listener's state into every socket accepted from it, which is how
+// an accepted socket learns that it is incoming: its own handshake is only
+// ever seen on the listener.
+struct sock_state {
+	__u64 start_ns;
+	__u32 flags;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct sock_state);
+} sock_states SEC(".maps");
+
+// Sized by the loader (ring_buffer_size); this is only the default.
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 23);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+// Force these types into BTF so that bpf2go generates their Go twins.
+const struct event *unused_event __attribute__((unused));
+const enum stat *unused_stat __attribute__((unused));
+
+// Minimal kernel types for the window check, relocated with CO-RE against the
+// running kernel's BTF. Only the fields read below are declared.
+struct sock {
+	struct {
+		int owned;
+	} sk_lock;
+	struct {
+		int len;
+	} sk_backlog;
+} __attribute__((preserve_access_index));
+
+struct inet_sock {
+	struct sock sk;
+} __attribute__((preserve_access_index));
+
+struct inet_connection_sock {
+	struct inet_sock icsk_inet;
+} __attribute__((preserve_access_index));
+
+struct tcp_sock {
+	struct inet_connection_sock inet_conn;
+	__u32 rcv_nxt;
+	__u32 rcv_wup;
+	__u32 rcv_wnd;
+	__u32 snd_nxt;
+	__u32 snd_una;
+} __attribute__((preserve_access_index));
+
+// A parsed TCP segment. Addresses are as on the wire; IPv4 uses word 0.
+struct segment {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u32 seq;
+	__u32 ack_seq;
+	__u32 payload_len;
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 flags;
+};
+
+static __always_inline void count(__u32 stat)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &stat);
+	if (v)
+		*v += 1;
+}
+
+// seq_before is the kernel's before(): serial number arithmetic.
+static __always_inline int seq_before(__u32 a, __u32 b)
+{
+	return (__s32)(a - b) < 0;
+}
+
+// Parse the network and TCP headers. skb->data starts at the network header
+// in cgroup_skb programs. Returns 0 for anything that is not a complete,
+// first-fragment TCP segment.
+static __always_inline int parse_segment(struct __sk_buff *skb, struct segment *seg)
+{
+	__u32 l4off;
+	__u8 proto;
+
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		__u8 ip[20];
+		if (bpf_skb_load_bytes(skb, 0, ip, sizeof(ip)))
+			return 0;
+		if ((ip[0] >> 4) != 4 || (ip[0] & 0x0f) < 5)
+			return 0;
+		// A non-first fragment carries no TCP header.
+		if (((ip[6] & 0x1f) | ip[7]) != 0)
+			return 0;
+		proto = ip[9];
+		l4off = (ip[0] & 0x0f) * 4;
+		__builtin_memcpy(&seg->saddr[0], &ip[12], 4);
+		__builtin_memcpy(&seg->daddr[0], &ip[16], 4);
+		seg->family = FAMILY_IPV4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		__u8 ip6[40];
+		if (bpf_skb_load_bytes(skb, 0, ip6, sizeof(ip6)))
+			return 0;
+		if ((ip6[0] >> 4) != 6)
+			return 0;
+		proto = ip6[6];
+		l4off = 40;
+		__builtin_memcpy(seg->saddr, &ip6[8], 16);
+		__builtin_memcpy(seg->daddr, &ip6[24], 16);
+		seg->family = FAMILY_IPV6;
+
+#pragma unroll
+		for (int i = 0; i < MAX_IPV6_EXT; i++) {
+			__u8 ext[4];
+			if (proto != IPPROTO_HOPOPTS && proto != IPPROTO_ROUTING &&
+			    proto != IPPROTO_DSTOPTS && proto != IPPROTO_FRAGMENT &&
+			    proto != IPPROTO_AH)
+				break;
+			if (bpf_skb_load_bytes(skb, l4off, ext, sizeof(ext)))
+				return 0;
+			if (proto == IPPROTO_FRAGMENT) {
+				// Fragment offset in the upper 13 bits of bytes 2-3.
+				if ((((__u16)ext[2] << 8 | ext[3]) & 0xfff8) != 0)
+					return 0;
+				l4off += 8;
+			} else if (proto == IPPROTO_AH) {
+				l4off += ((__u32)ext[1] + 2) * 4;
+			} else {
+				l4off += ((__u32)ext[1] + 1) * 8;
+			}
+			proto = ext[0];
+		}
+	} else {
+		return 0;
+	}
+
+	if (proto != IPPROTO_TCP)
+		return 0;
+
+	// Ports, sequence and acknowledgment numbers, data offset and flags.
+	__u8 th[14];
+	if (bpf_skb_load_bytes(skb, l4off, th, sizeof(th)))
+		return 0;
+	__u32 doff = (th[12] >> 4) * 4;
+	if (doff < 20 || skb->len < l4off + doff)
+		return 0;
+
+	seg->sport = (__u16)th[0] << 8 | th[1];
+	seg->dport = (__u16)th[2] << 8 | th[3];
+	seg->seq = (__u32)th[4] << 24 | (__u32)th[5] << 16 | (__u32)th[6] << 8 | th[7];
+	seg->ack_seq = (__u32)th[8] << 24 | (__u32)th[9] << 16 | (__u32)th[10] << 8 | th[11];
+	seg->flags = th[13];
+	seg->payload_len = skb->len - l4off - doff;
+	return 1;
+}
+
+// accepted_by_tcp says whether TCP will act on an incoming FIN or RST. The
+// ingress hook runs before TCP validates the segment, so an out-of-window or
+// forged FIN/RST reaches it; such segments end nothing. This mirrors
+// tcp_validate_incoming() and tcp_rcv_synsent_state_process().
+static __always_inline int accepted_by_tcp(struct bpf_sock *sk, struct segment *seg)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	// No TCP state to check against (BPF_PROG_TEST_RUN's dummy socket):
+	// take the segment at face value.
+	if (!tp)
+		return 1;
+
+	__u32 rcv_nxt = tp->rcv_nxt;
+
+	if (sk->state == TCP_SYN_SENT) {
+		// Only a RST that acknowledges our SYN is acceptable; everything
+		// else without SYN is dropped.
+		return (seg->flags & TH_RST) && (seg->flags & TH_ACK) &&
+		       seg->ack_seq == tp->snd_nxt;
+	}
+
+	// The receive window, as tcp_receive_window() computes it.
+	__s32 win = (__s32)(tp->rcv_wup + tp->rcv_wnd - rcv_nxt);
+	if (win < 0)
+		win = 0;
+	__u32 end_seq = seg->seq + seg->payload_len + ((seg->flags & TH_FIN) ? 1 : 0);
+	int in_window = !seq_before(end_seq, tp->rcv_wup) &&
+			!seq_before(rcv_nxt + (__u32)win, seg->seq);
+
+	if (!(seg->flags & TH_RST))
+		return in_window;
+
+	// RFC 5961: a RST is accepted only at exactly rcv_nxt (or rcv_nxt-1
+	// once a FIN was received, tcp_reset_check()); other in-window RSTs only
+	// draw a challenge ACK.
+	if (seg->seq == rcv_nxt)
+		return 1;
+	if (seg->seq == rcv_nxt - 1 &&
+	    (sk->state == TCP_CLOSE_WAIT || sk->state == TCP_LAST_ACK || sk->state == TCP_CLOSING))
+		return 1;
+	// Segments queued in the socket backlog (socket owned by a task) have
+	// not advanced rcv_nxt yet; a RST behind them is checked against the
+	// window, as TCP will find it exact once the backlog is processed.
+	if (tp->inet_conn.icsk_inet.sk.sk_backlog.len > 0)
+		return in_window;
+	return 0;
+}
+
+static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
+				     struct segment *seg, int egress)
+{
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		count(STAT_NO_STORAGE); // no once-only guard: write it anyway
+	else if (st->flags & SOCK_ENDED)
+		return; // retransmitted FIN, second FIN, RST after FIN
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		// Leave SOCK_ENDED clear so that a later FIN/RST of this socket
+		// tries again; count each socket once.
+		if (!st || !(__sync_fetch_and_or(&st->flags, SOCK_LOST) & SOCK_LOST))
+			count(STAT_LOST);
+		return;
+	}
+	// Ingress and egress may race on two CPUs: only one of them writes.
+	__u32 old = 0;
+	if (st) {
+		old = __sync_fetch_and_or(&st->flags, SOCK_ENDED);
+		if (old & SOCK_ENDED) {
+			bpf_ringbuf_discard(e, 0);
+			return;
+		}
+	}
+
+	e->time_ns = bpf_ktime_get_ns();
+	e->start_ns = st ? st->start_ns : 0;
+	e->cookie = bpf_get_socket_cookie(skb);
+	e->cgroup_id = bpf_skb_cgroup_id(skb);
+	__builtin_memcpy(e->saddr, seg->saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, seg->daddr, sizeof(e->daddr));
+	e->sport = seg->sport;
+	e->dport = seg->dport;
+	e->family = seg->family;
+	if (old & SOCK_FROM_LISTENER)
+		e->direction = DIRECTION_INCOMING;
+	else if (old & SOCK_OUTGOING)
+		e->direction = DIRECTION_OUTGOING;
+	else
+		e->direction = DIRECTION_UNKNOWN;
+	e->end_by = egress ? END_BY_LOCAL : END_BY_REMOTE;
+	e->end_flag = (seg->flags & TH_RST) ? END_FLAG_RST : END_FLAG_FIN;
+	e->flags = (old & SOCK_LOST) ? EVENT_F_RETRIED : 0;
+	if (!st)
+		e->flags |= EVENT_F_NO_STORAGE;
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline int handle(struct __sk_buff *skb, int egress)
+{
+	struct segment seg;
+	if (!parse_segment(skb, &seg))
+		return PASS;
+
+	// Fast path: data and pure ACKs need no state at all.
+	if (!(seg.flags & (TH_SYN | TH_FIN | TH_RST)))
+		return PASS;
+
+	struct bpf_sock *sk = skb->sk;
+	if (!sk)
+		return PASS;
+	sk = bpf_sk_fullsock(sk);
+	if (!sk)
+		return PASS;
+	// The kernel's per-netns control socket (SOCK_RAW) sends the RSTs and
+	// ACKs that answer segments matching no socket, and raw sockets send
+	// whatever they like: neither is a connection.
+	if (sk->type == SOCK_RAW)
+		return PASS;
+
+	if (sk->state == TCP_LISTEN) {
+		// The handshake of an accepted socket is seen on its listener; the
+		// accepted socket is cloned from it (with this state) while the
+		// SYN (fast open) or the final ACK is processed. A listener itself
+		// never ends.
+		if (!egress && !(seg.flags & TH_RST)) {
+			struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0,
+								   BPF_SK_STORAGE_GET_F_CREATE);
+			if (st) {
+				st->start_ns = bpf_ktime_get_ns();
+				st->flags = SOCK_FROM_LISTENER;
+			}
+		}
+		return PASS;
+	}
+
+	if (seg.flags & (TH_FIN | TH_RST)) {
+		if (egress || accepted_by_tcp(sk, &seg))
+			emit_end(skb, sk, &seg, egress);
+		return PASS;
+	}
+
+	// A SYN without ACK leaving a socket: it is connecting.
+	if (egress && !(seg.flags & TH_ACK)) {
+		struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0,
+							   BPF_SK_STORAGE_GET_F_CREATE);
+		if (st && (!(st->flags & SOCK_OUTGOING) || (st->flags & SOCK_ENDED))) {
+			// New connection, or a new connect() on a socket whose
+			// previous attempt ended: start over.
+			st->start_ns = bpf_ktime_get_ns();
+			st->flags = SOCK_OUTGOING;
+		}
+	}
+	return PASS;
+}
+
+SEC("cgroup_skb/ingress")
+int netflow_ingress(struct __sk_buff *skb)
+{
+	return handle(skb, 0);
+}
+
+SEC("cgroup_skb/egress")
+int netflow_egress(struct __sk_buff *skb)
+{
+	return handle(skb, 1);
+}

@@ -1,0 +1,63 @@
+// Types shared by the kernel programs and, through bpf2go, the Go loader.
+// The Go side decodes struct event by hand (see event.go); a test checks that
+// its layout matches the one bpf2go generates from this file.
+
+#pragma once
+
+#include <linux/types.h>
+
+enum family {
+	FAMILY_IPV4 = 4,
+	FAMILY_IPV6 = 6,
+};
+
+enum direction {
+	DIRECTION_UNKNOWN = 0,
+	DIRECTION_INCOMING = 1,
+	DIRECTION_OUTGOING = 2,
+};
+
+enum end_by {
+	END_BY_LOCAL = 1,
+	END_BY_REMOTE = 2,
+};
+
+enum end_flag {
+	END_FLAG_FIN = 1,
+	END_FLAG_RST = 2,
+};
+
+// event.flags
+enum event_flags {
+	// An earlier end record of this socket could not be written (ring buffer
+	// full); this one is the retry, from a later FIN or RST.
+	EVENT_F_RETRIED = 1 << 0,
+	// The kernel could not allocate socket storage: no once-only guard, the
+	// direction and start time are unknown.
+	EVENT_F_NO_STORAGE = 1 << 1,
+};
+
+// Indexes into the per-CPU stats array.
+enum stat {
+	STAT_LOST = 0,       // sockets whose end record did not fit in the ring buffer
+	STAT_NO_STORAGE = 1, // socket storage allocation failures
+	STAT_COUNT = 2,
+};
+
+// One ended connection, as seen by one local socket.
+struct event {
+	__u64 time_ns;   // CLOCK_MONOTONIC when the terminating segment passed
+	__u64 start_ns;  // CLOCK_MONOTONIC of the handshake; 0: not observed
+	__u64 cookie;    // socket cookie (SO_COOKIE, sock_diag idiag_cookie)
+	__u64 cgroup_id; // cgroup v2 id of the socket
+	__u8 saddr[16];  // sender of the terminating segment; IPv4 in bytes 0-3
+	__u8 daddr[16];  // receiver of the terminating segment
+	__u16 sport;     // host byte order
+	__u16 dport;
+	__u8 family;     // enum family, as on the wire
+	__u8 direction;  // enum direction
+	__u8 end_by;     // enum end_by
+	__u8 end_flag;   // enum end_flag
+	__u32 flags;     // enum event_flags
+	__u32 _pad;
+};

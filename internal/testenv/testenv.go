@@ -1,0 +1,24 @@
+// Package testenv holds the rules tests follow about their environment.
+package testenv
+
+import (
+	"os"
+	"testing"
+)
+
+// InCI reports whether the tests run under CI (CI=true), where every test
+// must run: a missing privilege there is a failure, never a skip.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// RequireRoot skips the test when the process is not root, except in CI,
+// where it fails it.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if InCI() {
+		t.Fatal("this test loads BPF programs and needs root; CI=true, so not skipping")
+	}
+	t.Skip("skipping: needs root to load BPF programs (run make test as root)")
+}
