@@ -1,0 +1,81 @@
+package bpf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// encode writes e as the kernel does, through the type bpf2go generated from
+// netflow.h, so that a layout change in C that Decode misses fails here.
+func encode(t *testing.T, e netflowEvent) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	require.NoError(t, binary.Write(&buf, binary.LittleEndian, e))
+	require.Equal(t, EventSize, buf.Len())
+	return buf.Bytes()
+}
+
+func TestDecode(t *testing.T) {
+	v4 := netflowEvent{
+		TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupId: 4242,
+		Sport: 40000, Dport: 443, Family: 4, Direction: 2, EndBy: 1, EndFlag: 1, Flags: FlagRetried,
+	}
+	copy(v4.Saddr[:], []byte{10, 0, 0, 1})
+	copy(v4.Daddr[:], []byte{93, 184, 216, 34})
+
+	v6 := v4
+	v6.Family, v6.Direction, v6.EndBy, v6.EndFlag, v6.Flags = 6, 1, 2, 2, 0
+	a, b := netip.MustParseAddr("2001:db8::1").As16(), netip.MustParseAddr("2001:db8::2").As16()
+	v6.Saddr, v6.Daddr = a, b
+
+	tests := []struct {
+		name string
+		in   netflowEvent
+		want Event
+	}{
+		{"ipv4 outgoing local FIN retried", v4, Event{
+			TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupID: 4242,
+			Source:      netip.MustParseAddrPort("10.0.0.1:40000"),
+			Destination: netip.MustParseAddrPort("93.184.216.34:443"),
+			Direction:   DirectionOutgoing, EndBy: EndByLocal, EndFlag: EndFlagFIN, Flags: FlagRetried,
+		}},
+		{"ipv6 incoming remote RST", v6, Event{
+			TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupID: 4242,
+			Source:      netip.MustParseAddrPort("[2001:db8::1]:40000"),
+			Destination: netip.MustParseAddrPort("[2001:db8::2]:443"),
+			Direction:   DirectionIncoming, EndBy: EndByRemote, EndFlag: EndFlagRST,
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got Event
+			require.NoError(t, got.Decode(encode(t, tt.in)))
+			assert.Equal(t, tt.want, got)
+		})
+	}
+}
+
+func TestDecodeRejectsBadRecords(t *testing.T) {
+	good := netflowEvent{Family: 4, EndBy: 1, EndFlag: 1}
+	tests := []struct {
+		name    string
+		raw     []byte
+		wantErr string
+	}{
+		{"short", encode(t, good)[:EventSize-1], "record of 79 bytes, want 80"},
+		{"family", encode(t, netflowEvent{Family: 5, EndBy: 1, EndFlag: 1}), "unknown address family 5"},
+		{"end side", encode(t, netflowEvent{Family: 4, EndBy: 3, EndFlag: 1}), "unknown end side 3"},
+		{"end flag", encode(t, netflowEvent{Family: 6, EndBy: 2, EndFlag: 0}), "unknown end flag 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var e Event
+			assert.EqualError(t, e.Decode(tt.raw), tt.wantErr)
+		})
+	}
+}

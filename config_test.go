@@ -1,0 +1,86 @@
+package netflowtcpend
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/confmap"
+	"go.opentelemetry.io/collector/confmap/confmaptest"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
+	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
+)
+
+func TestLoadConfig(t *testing.T) {
+	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
+	require.NoError(t, err)
+
+	custom := createDefaultConfig()
+	custom.RingBufferSize = 16 << 20
+	custom.MaxBatchSize = 500
+	custom.FlushInterval = time.Second
+
+	tests := []struct {
+		id      string
+		want    *Config
+		wantErr string // substring of the unmarshal or validation error
+	}{
+		{id: "", want: createDefaultConfig()},
+		{id: "custom", want: custom},
+		{id: "relative_cgroup", wantErr: `cgroup_path "sys/fs/cgroup" must be an absolute path`},
+		{id: "missing_cgroup", wantErr: "cgroup_path: /sys/fs/cgroup/does-not-exist-netflowtcpend does not exist; use a cgroup v2 directory or leave it empty"},
+		{id: "not_cgroup", wantErr: "cgroup_path: /proc is not a directory on a cgroup v2 filesystem"},
+		{id: "ring_not_power_of_two", wantErr: "ring_buffer_size 1000000 must be a power of two from 65536 (64 KiB) to 1073741824 (1 GiB)"},
+		{id: "ring_too_small", wantErr: "ring_buffer_size 4096 must be a power of two"},
+		{id: "batch_zero", wantErr: "max_batch_size 0 must be from 1 to 1048576"},
+		{id: "interval_negative", wantErr: "flush_interval -1s must be positive"},
+		{id: "unknown_key", wantErr: "has invalid keys: buffer"},
+	}
+	for _, tt := range tests {
+		t.Run("netflowtcpend/"+tt.id, func(t *testing.T) {
+			id := component.NewID(metadata.Type)
+			if tt.id != "" {
+				id = component.NewIDWithName(metadata.Type, tt.id)
+			}
+			sub, err := cm.Sub(id.String())
+			require.NoError(t, err)
+			cfg := NewFactory().CreateDefaultConfig()
+			err = sub.Unmarshal(cfg)
+			if err == nil {
+				err = confmap.Validate(cfg)
+			}
+			if tt.wantErr != "" {
+				require.Error(t, err)
+				assert.Contains(t, err.Error(), tt.wantErr)
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, cfg)
+		})
+	}
+}
+
+func TestValidateAcceptsCgroupV2Directories(t *testing.T) {
+	root, err := cgroupv2.Root()
+	if err != nil {
+		t.Skipf("no cgroup v2 mount here: %v", err)
+	}
+	cfg := createDefaultConfig()
+	cfg.CgroupPath = root
+	assert.NoError(t, cfg.Validate())
+
+	// A file inside the cgroup filesystem is not a cgroup.
+	cfg.CgroupPath = filepath.Join(root, "cgroup.procs")
+	assert.ErrorContains(t, cfg.Validate(), "is a file")
+}
+
+func TestDefaultConfigIsValidAndWatchesTheRoot(t *testing.T) {
+	cfg := createDefaultConfig()
+	assert.Empty(t, cfg.CgroupPath, "empty means the cgroup v2 root, found at start")
+	assert.NoError(t, cfg.Validate())
+	assert.LessOrEqual(t, cfg.FlushInterval, time.Second, "records must reach the pipeline within a second")
+}

@@ -1,0 +1,44 @@
+// Package netflowtcpend is an OpenTelemetry Collector receiver that emits one
+// log record each time a TCP connection of a watched local socket ends (its
+// first FIN or RST), observed by eBPF cgroup_skb programs.
+package netflowtcpend
+
+import (
+	"context"
+
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
+	flowreceiver "github.com/netflowtcpend/netflowtcpend/receiver"
+)
+
+// NewFactory returns the factory that ocb and the collector use.
+func NewFactory() receiver.Factory {
+	return receiver.NewFactory(
+		metadata.Type,
+		func() component.Config { return createDefaultConfig() },
+		receiver.WithLogs(createLogs, metadata.LogsStability),
+	)
+}
+
+func createLogs(_ context.Context, set receiver.Settings, cfg component.Config, next consumer.Logs) (receiver.Logs, error) {
+	c := cfg.(*Config)
+	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID:             set.ID,
+		Transport:              "ebpf",
+		LongLivedCtx:           true,
+		ReceiverCreateSettings: set,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return flowreceiver.New(flowreceiver.Settings{
+		CgroupPath:     c.CgroupPath,
+		RingBufferSize: c.RingBufferSize,
+		MaxBatchSize:   c.MaxBatchSize,
+		FlushInterval:  c.FlushInterval,
+	}, set.TelemetrySettings, obsrecv, next)
+}

@@ -1,0 +1,66 @@
+package receiver
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
+)
+
+// warnEvery rate-limits warnings about lost or malformed records.
+const warnEvery = 10 * time.Second
+
+// lossWatcher turns the kernel's cumulative counters into telemetry and into
+// warnings that are written at most once per warnEvery.
+type lossWatcher struct {
+	logger    *zap.Logger
+	telemetry *metadata.TelemetryBuilder
+
+	last         bpf.Stats
+	unwarnedLost uint64
+	unwarnedBad  uint64
+	lastBadErr   error
+	lastWarning  time.Time
+}
+
+func (w *lossWatcher) update(s bpf.Stats) {
+	ctx := context.Background()
+	if d := s.Lost - w.last.Lost; d > 0 {
+		w.telemetry.NetflowtcpendRecordsLost.Add(ctx, int64(d))
+		w.unwarnedLost += d
+	}
+	if d := s.NoStorage - w.last.NoStorage; d > 0 {
+		w.telemetry.NetflowtcpendSocketStorageFailures.Add(ctx, int64(d))
+	}
+	w.last = s
+	w.warn()
+}
+
+func (w *lossWatcher) malformed(err error) {
+	w.unwarnedBad++
+	w.lastBadErr = err
+}
+
+func (w *lossWatcher) warn() {
+	if w.unwarnedLost == 0 && w.unwarnedBad == 0 {
+		return
+	}
+	now := time.Now()
+	if now.Sub(w.lastWarning) < warnEvery {
+		return
+	}
+	w.lastWarning = now
+	if w.unwarnedLost > 0 {
+		w.logger.Warn("Kernel ring buffer was full; connection-end records were lost. Raise ring_buffer_size, or look for a slow consumer",
+			zap.Uint64("lost", w.unwarnedLost), zap.Uint64("lost_total", w.last.Lost))
+		w.unwarnedLost = 0
+	}
+	if w.unwarnedBad > 0 {
+		w.logger.Warn("Dropped records that could not be decoded",
+			zap.Uint64("malformed", w.unwarnedBad), zap.Error(w.lastBadErr))
+		w.unwarnedBad = 0
+	}
+}

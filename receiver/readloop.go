@@ -1,0 +1,150 @@
+package receiver
+
+import (
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.uber.org/zap"
+
+	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
+)
+
+// readLoop owns everything on the path from the ring buffer to the next
+// consumer; it runs on one goroutine, so nothing here needs a lock.
+type readLoop struct {
+	r      *Receiver
+	objs   *bpf.Objects
+	reader *ringbuf.Reader
+	clock  clock
+	losses lossWatcher
+
+	batch    plog.Logs
+	records  plog.LogRecordSlice
+	nextTick time.Time
+	event    bpf.Event
+	body     []byte
+}
+
+func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader) *readLoop {
+	l := &readLoop{r: r, objs: objs, reader: rd, losses: lossWatcher{logger: r.logger, telemetry: r.telemetry}}
+	l.clock.sync()
+	l.newBatch()
+	return l
+}
+
+// run reads until Shutdown flushes or closes the reader. A tick, every
+// flush interval, passes on the batch, re-syncs the clock and reads the
+// kernel's loss counters; a full batch is passed on at once.
+func (l *readLoop) run(ctx context.Context) {
+	var rec ringbuf.Record
+	l.tick(ctx)
+	for {
+		err := l.reader.ReadInto(&rec)
+		switch {
+		case err == nil:
+			l.add(rec.RawSample)
+			if l.records.Len() >= l.r.settings.MaxBatchSize {
+				l.flush(ctx)
+			}
+			// Ring drained: a slow trickle must not hold a batch back.
+			if rec.Remaining == 0 && !time.Now().Before(l.nextTick) {
+				l.tick(ctx)
+			}
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			l.tick(ctx)
+		case errors.Is(err, ringbuf.ErrFlushed):
+			// Shutdown: the programs are detached and the ring is empty.
+			l.flush(ctx)
+			l.pollLosses()
+			return
+		default:
+			if !errors.Is(err, ringbuf.ErrClosed) && !errors.Is(err, os.ErrClosed) {
+				l.r.logger.Error("Reading the ring buffer failed; stopping", zap.Error(err))
+			}
+			l.flush(ctx)
+			return
+		}
+	}
+}
+
+func (l *readLoop) tick(ctx context.Context) {
+	l.flush(ctx)
+	l.pollLosses()
+	l.clock.sync()
+	l.nextTick = time.Now().Add(l.r.settings.FlushInterval)
+	l.reader.SetDeadline(l.nextTick)
+}
+
+func (l *readLoop) pollLosses() {
+	stats, err := l.objs.Stats()
+	if err != nil {
+		l.r.logger.Warn("Reading kernel counters failed", zap.Error(err))
+		return
+	}
+	l.losses.update(stats)
+}
+
+func (l *readLoop) newBatch() {
+	l.batch = plog.NewLogs()
+	sl := l.batch.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty()
+	sl.Scope().SetName(metadata.ScopeName)
+	l.records = sl.LogRecords()
+	l.records.EnsureCapacity(l.r.settings.MaxBatchSize)
+}
+
+func (l *readLoop) add(raw []byte) {
+	if err := l.event.Decode(raw); err != nil {
+		l.r.telemetry.NetflowtcpendRecordsMalformed.Add(context.Background(), 1)
+		l.losses.malformed(err)
+		return
+	}
+	if l.event.Flags&bpf.FlagRetried != 0 {
+		l.r.telemetry.NetflowtcpendRecordsRetried.Add(context.Background(), 1)
+	}
+	l.body = appendRecord(l.records, &l.event, &l.clock, pcommon.NewTimestampFromTime(time.Now()), l.body)
+}
+
+// flush passes the batch to the next consumer. A consumer that refuses with
+// a retryable error (a memory_limiter, say) is retried with backoff: the
+// reader stops meanwhile, so the kernel ring buffer holds new records, and
+// what does not fit there is counted as lost. Only a permanent error or
+// Shutdown's deadline drops a batch.
+func (l *readLoop) flush(ctx context.Context) {
+	n := l.records.Len()
+	if n == 0 {
+		return
+	}
+	logs := l.batch
+	l.newBatch()
+
+	backoff := 50 * time.Millisecond
+	for {
+		opCtx := l.r.obsrecv.StartLogsOp(ctx)
+		err := l.r.next.ConsumeLogs(opCtx, logs)
+		l.r.obsrecv.EndLogsOp(opCtx, "netflow", n, err)
+		if err == nil {
+			return
+		}
+		if consumererror.IsPermanent(err) {
+			l.r.logger.Error("Next consumer refused records permanently; dropping them",
+				zap.Int("records", n), zap.Error(err))
+			return
+		}
+		l.r.logger.Warn("Next consumer refused records; retrying",
+			zap.Int("records", n), zap.Duration("backoff", backoff), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			l.r.logger.Error("Shutting down; dropping refused records", zap.Int("records", n))
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
