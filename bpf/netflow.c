@@ -104,8 +104,9 @@ struct tcp_sock {
 	__u32 rcv_nxt;
 	__u32 rcv_wup;
 	__u32 rcv_wnd;
-	__u32 snd_nxt;
 	__u32 snd_una;
+	__u32 write_seq;
+	__u32 max_window;
 } __attribute__((preserve_access_index));
 
 // A parsed TCP segment. Addresses are as on the wire; IPv4 uses word 0.
@@ -227,11 +228,18 @@ static __always_inline int accepted_by_tcp(struct bpf_sock *sk, struct segment *
 
 	__u32 rcv_nxt = tp->rcv_nxt;
 
+	// Acknowledgments are bounded by write_seq, the end of what the socket
+	// has queued, not by snd_nxt: on loopback a reply can arrive while the
+	// sender is still inside its transmit call and has not advanced snd_nxt
+	// (it then waits in the socket backlog).
+	__u32 snd_una = tp->snd_una;
+	__u32 write_seq = tp->write_seq;
+	int ack_ok = (seg->flags & TH_ACK) && !seq_before(write_seq, seg->ack_seq);
+
 	if (sk->state == TCP_SYN_SENT) {
 		// Only a RST that acknowledges our SYN is acceptable; everything
 		// else without SYN is dropped.
-		return (seg->flags & TH_RST) && (seg->flags & TH_ACK) &&
-		       seg->ack_seq == tp->snd_nxt;
+		return (seg->flags & TH_RST) && ack_ok && seq_before(snd_una, seg->ack_seq);
 	}
 
 	// The receive window, as tcp_receive_window() computes it.
@@ -242,8 +250,11 @@ static __always_inline int accepted_by_tcp(struct bpf_sock *sk, struct segment *
 	int in_window = !seq_before(end_seq, tp->rcv_wup) &&
 			!seq_before(rcv_nxt + (__u32)win, seg->seq);
 
-	if (!(seg->flags & TH_RST))
-		return in_window;
+	if (!(seg->flags & TH_RST)) {
+		// A FIN also needs an acceptable ACK (tcp_ack()): none, one for
+		// data never sent, or one older than the largest window is dropped.
+		return in_window && ack_ok && !seq_before(seg->ack_seq, snd_una - tp->max_window);
+	}
 
 	// RFC 5961: a RST is accepted only at exactly rcv_nxt (or rcv_nxt-1
 	// once a FIN was received, tcp_reset_check()); other in-window RSTs only

@@ -1,0 +1,69 @@
+# netflowtcpend: `make test` and `make run` set up what they need on a fresh
+# Debian/Ubuntu machine with Go (apt packages when run as root, Go tools into
+# .tools/).
+
+SHELL := /bin/bash
+GO    ?= go
+
+# Pinned tool versions. The collector modules in go.mod and
+# builder-config.yaml must stay on the same release.
+BUILDER_VERSION  := v0.165.0
+MDATAGEN_VERSION := v0.159.0
+CLANG            := clang-19
+CLANG_VERSION    := 19.1.7
+
+TOOLS    := $(CURDIR)/.tools
+BUILDER  := $(TOOLS)/builder
+MDATAGEN := $(TOOLS)/mdatagen
+BINARY   := $(CURDIR)/dist/otelcol-netflowtcpend
+
+# Fuzz time per target in make test.
+FUZZTIME ?= 10s
+
+.PHONY: all build run test generate bench tools clean
+
+all: build
+
+$(BUILDER):
+	GOBIN=$(TOOLS) $(GO) install go.opentelemetry.io/collector/cmd/builder@$(BUILDER_VERSION)
+
+# The module proxy serves mdatagen $(MDATAGEN_VERSION) only as a dependency,
+# so it is built from a throwaway module.
+$(MDATAGEN):
+	rm -rf $(TOOLS)/mdatagen-src && mkdir -p $(TOOLS)/mdatagen-src
+	cd $(TOOLS)/mdatagen-src && \
+	  $(GO) mod init mdatagen-tool >/dev/null 2>&1 && \
+	  $(GO) get go.opentelemetry.io/collector/cmd/mdatagen@$(MDATAGEN_VERSION) && \
+	  $(GO) build -o $(MDATAGEN) go.opentelemetry.io/collector/cmd/mdatagen
+
+tools: $(BUILDER) $(MDATAGEN)
+
+# build: the collector distribution, with ocb.
+build: $(BUILDER)
+	$(BUILDER) --config builder-config.yaml
+
+# run: the collector printing every record to stdout. Needs root (or
+# CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON).
+run: build
+	$(BINARY) --config examples/debug.yaml
+
+# generate: kernel objects with the pinned clang, and the mdatagen metadata
+# package. mdatagen names packages after the folder it runs in, so it runs in
+# a folder named after the module, whatever this checkout is called.
+generate: $(MDATAGEN)
+	@./scripts/ensure-packages.sh $(CLANG) llvm-19 libbpf-dev linux-libc-dev
+	@$(CLANG) --version | grep -q "clang version $(CLANG_VERSION)" || \
+	  { echo "make generate needs $(CLANG) $(CLANG_VERSION), found: $$($(CLANG) --version | head -1)"; exit 1; }
+	cd bpf && $(GO) generate ./...
+	tmp=$$(mktemp -d) && ln -s $(CURDIR) $$tmp/netflowtcpend && \
+	  (cd $$tmp/netflowtcpend && $(MDATAGEN) metadata.yaml); status=$$?; rm -rf $$tmp; exit $$status
+
+# test: every test. Privileged tests need root; under CI=true they fail
+# instead of skipping without it. The end-to-end test runs the built binary.
+test: build
+	@./scripts/ensure-packages.sh iproute2
+	$(GO) vet ./...
+	NETFLOWTCPEND_BINARY=$(BINARY) $(GO) test -count=1 -timeout 15m ./...
+
+clean:
+	rm -rf dist $(TOOLS)

@@ -1,0 +1,84 @@
+// Package testnet gives privileged tests what they attach to and where their
+// traffic runs: a child cgroup to monitor, network namespaces joined by a
+// veth pair, and sockets with the details tests assert on.
+package testnet
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
+)
+
+// Cgroup is a child cgroup made for one test and removed after it.
+type Cgroup struct {
+	Path string
+	root string
+}
+
+var cgroupSeq atomic.Int64
+
+// migrate serializes moves of this process between cgroups.
+var migrate sync.Mutex
+
+// NewCgroup creates an empty child cgroup of the cgroup v2 root.
+func NewCgroup(t testing.TB) *Cgroup {
+	t.Helper()
+	root, err := cgroupv2.Root()
+	require.NoError(t, err)
+	path := filepath.Join(root, fmt.Sprintf("netflowtcpend-test-%d-%d", os.Getpid(), cgroupSeq.Add(1)))
+	require.NoError(t, os.Mkdir(path, 0o755))
+	t.Cleanup(func() {
+		// Sockets keep a reference to their cgroup, which may hold off the
+		// removal for a moment after they close; a leftover empty cgroup is
+		// harmless, so this only reports.
+		if err := os.Remove(path); err != nil {
+			t.Logf("remove test cgroup: %v", err)
+		}
+	})
+	return &Cgroup{Path: path, root: root}
+}
+
+// Run runs f with this process in the cgroup. A socket belongs to the cgroup
+// of the process that created it, for its whole life, so sockets that f
+// creates are monitored and sockets created before or after are not.
+// Accepted sockets belong to their listener's cgroup.
+func (c *Cgroup) Run(t testing.TB, f func()) {
+	t.Helper()
+	migrate.Lock()
+	defer migrate.Unlock()
+	home, err := currentCgroup(c.root)
+	require.NoError(t, err)
+	require.NoError(t, writePid(c.Path))
+	defer func() { require.NoError(t, writePid(home)) }()
+	f()
+}
+
+func writePid(cgroup string) error {
+	return os.WriteFile(filepath.Join(cgroup, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
+}
+
+// currentCgroup returns the directory of this process's cgroup v2.
+func currentCgroup(root string) (string, error) {
+	f, err := os.Open("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if rel, ok := strings.CutPrefix(s.Text(), "0::"); ok {
+			return filepath.Join(root, rel), nil
+		}
+	}
+	return "", fmt.Errorf("no cgroup v2 line in /proc/self/cgroup")
+}

@@ -1,0 +1,102 @@
+package testnet
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// Netns is a network namespace made for a test.
+type Netns struct {
+	handle netns.NsHandle
+	// Addr4 and Addr6 are this side's addresses on the veth pair.
+	Addr4, Addr6 netip.Addr
+}
+
+// Do runs f on an OS thread inside the namespace. Sockets that f creates
+// live in the namespace for their whole life, whichever thread uses them
+// later.
+func (n *Netns) Do(f func() error) error {
+	done := make(chan error)
+	go func() {
+		// The thread is never unlocked: it ends with the goroutine instead
+		// of going back to the pool in a foreign namespace.
+		runtime.LockOSThread()
+		if err := netns.Set(n.handle); err != nil {
+			done <- fmt.Errorf("enter network namespace: %w", err)
+			return
+		}
+		done <- f()
+	}()
+	return <-done
+}
+
+// NewVethPair creates two network namespaces joined by a veth pair:
+// 10.77.0.1 and fd77::1 in the first, 10.77.0.2 and fd77::2 in the second.
+func NewVethPair(t testing.TB) (*Netns, *Netns) {
+	t.Helper()
+	a := newNetns(t, "10.77.0.1", "fd77::1")
+	b := newNetns(t, "10.77.0.2", "fd77::2")
+	require.NoError(t, a.Do(func() error {
+		return netlink.LinkAdd(&netlink.Veth{
+			LinkAttrs:     netlink.LinkAttrs{Name: "nft0"},
+			PeerName:      "nft1",
+			PeerNamespace: netlink.NsFd(int(b.handle)),
+		})
+	}))
+	require.NoError(t, a.Do(func() error { return a.configure("nft0") }))
+	require.NoError(t, b.Do(func() error { return b.configure("nft1") }))
+	return a, b
+}
+
+// configure brings up lo and the veth end and gives it the addresses.
+func (n *Netns) configure(veth string) error {
+	for _, name := range []string{"lo", veth} {
+		link, err := netlink.LinkByName(name)
+		if err != nil {
+			return err
+		}
+		if name == veth {
+			for _, a := range []struct {
+				ip   netip.Addr
+				bits int
+			}{{n.Addr4, 24}, {n.Addr6, 64}} {
+				if err := netlink.AddrAdd(link, &netlink.Addr{
+					IPNet: &net.IPNet{IP: a.ip.AsSlice(), Mask: net.CIDRMask(a.bits, a.ip.BitLen())},
+					// No duplicate address detection: usable at once.
+					Flags: unix.IFA_F_NODAD,
+				}); err != nil {
+					return fmt.Errorf("add %s to %s: %w", a.ip, name, err)
+				}
+			}
+		}
+		if err := netlink.LinkSetUp(link); err != nil {
+			return fmt.Errorf("set %s up: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func newNetns(t testing.TB, addr4, addr6 string) *Netns {
+	t.Helper()
+	n := &Netns{Addr4: netip.MustParseAddr(addr4), Addr6: netip.MustParseAddr(addr6)}
+	done := make(chan error)
+	go func() {
+		// netns.New moves this thread into the new namespace; the locked
+		// thread dies with the goroutine.
+		runtime.LockOSThread()
+		h, err := netns.New()
+		n.handle = h
+		done <- err
+	}()
+	require.NoError(t, <-done)
+	t.Cleanup(func() { n.handle.Close() })
+	return n
+}

@@ -1,0 +1,91 @@
+package receiver
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
+)
+
+func newTestReceiver(t *testing.T, s Settings, next consumer.Logs) *Receiver {
+	t.Helper()
+	set := receivertest.NewNopSettings(metadata.Type)
+	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID: set.ID, Transport: "ebpf", ReceiverCreateSettings: set,
+	})
+	require.NoError(t, err)
+	r, err := New(s, set.TelemetrySettings, obsrecv, next)
+	require.NoError(t, err)
+	return r
+}
+
+var testSettings = Settings{RingBufferSize: 1 << 16, MaxBatchSize: 16, FlushInterval: 20 * time.Millisecond}
+
+func TestShutdownWithoutStartAndTwice(t *testing.T) {
+	r := newTestReceiver(t, testSettings, consumertest.NewNop())
+	assert.NoError(t, r.Shutdown(context.Background()))
+	assert.NoError(t, r.Shutdown(context.Background()))
+}
+
+func TestStartRejectsPathsThatAreNotCgroupV2(t *testing.T) {
+	for _, tt := range []struct{ path, wantErr string }{
+		{"/proc", "cgroup_path: /proc is not a directory on a cgroup v2 filesystem"},
+		{"/nonexistent-cgroup", "cgroup_path: stat /nonexistent-cgroup: no such file or directory"},
+	} {
+		s := testSettings
+		s.CgroupPath = tt.path
+		r := newTestReceiver(t, s, consumertest.NewNop())
+		assert.ErrorContains(t, r.Start(context.Background(), nil), tt.wantErr)
+		assert.NoError(t, r.Shutdown(context.Background()))
+	}
+}
+
+func TestStartAndShutdownTwice(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	assert.Error(t, h.rcv.Start(context.Background(), nil), "a second Start must fail, not attach twice")
+	assert.NoError(t, h.rcv.Shutdown(context.Background()))
+	assert.NoError(t, h.rcv.Shutdown(context.Background()))
+}
+
+func TestShutdownPassesOnRecordsStillInTheRing(t *testing.T) {
+	h := newHarness(t)
+	// Nothing would be flushed for an hour but for Shutdown.
+	h.startWith(Settings{RingBufferSize: 1 << 20, MaxBatchSize: 1 << 20, FlushInterval: time.Hour})
+	c := dial(t, loopback4, h, true, true)
+	require.NoError(t, c.client.Close())
+	require.NoError(t, readEnd(t, c.server))
+	assert.Zero(t, h.sink.LogRecordCount(), "nothing is passed on before the flush interval")
+	assert.Len(t, h.stop(), 2)
+}
+
+func TestRecordsArriveWithinTheFlushInterval(t *testing.T) {
+	h := newHarness(t)
+	h.startWith(Settings{RingBufferSize: 1 << 20, MaxBatchSize: 1 << 20, FlushInterval: 100 * time.Millisecond})
+	c := dial(t, loopback4, h, true, true)
+	require.NoError(t, c.client.Close())
+	require.NoError(t, readEnd(t, c.server))
+	assert.Eventually(t, func() bool { return h.sink.LogRecordCount() == 2 }, time.Second, 10*time.Millisecond)
+}
+
+func TestBatchesAreCappedAtMaxBatchSize(t *testing.T) {
+	h := newHarness(t)
+	h.startWith(Settings{RingBufferSize: 1 << 20, MaxBatchSize: 3, FlushInterval: time.Hour})
+	for range 5 {
+		c := dial(t, loopback4, h, true, true)
+		require.NoError(t, c.client.Close())
+		require.NoError(t, readEnd(t, c.server))
+	}
+	assert.Len(t, h.stop(), 10)
+	for _, logs := range h.sink.AllLogs() {
+		assert.LessOrEqual(t, logs.LogRecordCount(), 3)
+	}
+}
