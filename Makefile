@@ -17,9 +17,6 @@ BUILDER  := $(TOOLS)/builder
 MDATAGEN := $(TOOLS)/mdatagen
 BINARY   := $(CURDIR)/dist/otelcol-netflowtcpend
 
-# Fuzz time per target in make test.
-FUZZTIME ?= 10s
-
 .PHONY: all build run test generate bench tools clean
 
 all: build
@@ -61,7 +58,6 @@ generate: $(MDATAGEN)
 # test: every test. Privileged tests need root; under CI=true they fail
 # instead of skipping without it. The end-to-end test runs the built binary.
 test: build
-	@./scripts/ensure-packages.sh iproute2
 	$(GO) vet ./...
 	NETFLOWTCPEND_BINARY=$(BINARY) $(GO) test -count=1 -timeout 15m ./...
 

@@ -476,8 +476,8 @@ func sequenceNumbers(t *testing.T, c *net.TCPConn) (rcvNxt, sndNxt uint32) {
 	return rcvNxt, sndNxt
 }
 
-// inject sends a crafted IPv4 segment through a raw socket, outside the
-// monitored cgroup, as an attacker on the path would.
+// inject sends a crafted IPv4 segment through a raw socket, as an attacker
+// on the path would.
 func inject(t *testing.T, s tp.Segment) {
 	t.Helper()
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
@@ -540,4 +540,22 @@ func TestForgedRSTThatTCPAcceptsEndsTheConnection(t *testing.T) {
 	assert.Contains(t, records, c.clientRecord("outgoing", "remote", "rst", "ipv4"))
 	assert.Contains(t, records, c.serverRecord("incoming", "local", "fin", "ipv4"))
 	assert.Len(t, records, 2)
+}
+
+// The kernel's control socket, which answers segments that match no socket,
+// is a raw socket in the root cgroup; a raw socket in the monitored cgroup
+// takes the same path through the programs and must not yield a record.
+func TestRawSocketsAreNotConnections(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	h.cg.Run(t, func() {
+		for _, flags := range []uint8{tp.FIN | tp.ACK, tp.RST, tp.RST | tp.ACK} {
+			inject(t, tp.Segment{
+				Src: netip.MustParseAddrPort("127.0.0.1:40000"),
+				Dst: netip.MustParseAddrPort("127.0.0.1:9"),
+				Seq: 1, Ack: 1, Flags: flags,
+			})
+		}
+	})
+	assert.Empty(t, h.stop())
 }

@@ -18,6 +18,7 @@ const warnEvery = 10 * time.Second
 type lossWatcher struct {
 	logger    *zap.Logger
 	telemetry *metadata.TelemetryBuilder
+	now       func() time.Time
 
 	last         bpf.Stats
 	unwarnedLost uint64
@@ -48,8 +49,8 @@ func (w *lossWatcher) warn() {
 	if w.unwarnedLost == 0 && w.unwarnedBad == 0 {
 		return
 	}
-	now := time.Now()
-	if now.Sub(w.lastWarning) < warnEvery {
+	now := w.now()
+	if !w.lastWarning.IsZero() && now.Sub(w.lastWarning) < warnEvery {
 		return
 	}
 	w.lastWarning = now

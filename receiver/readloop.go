@@ -33,7 +33,7 @@ type readLoop struct {
 }
 
 func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader) *readLoop {
-	l := &readLoop{r: r, objs: objs, reader: rd, losses: lossWatcher{logger: r.logger, telemetry: r.telemetry}}
+	l := &readLoop{r: r, objs: objs, reader: rd, losses: lossWatcher{logger: r.logger, telemetry: r.telemetry, now: time.Now}}
 	l.clock.sync()
 	l.newBatch()
 	return l

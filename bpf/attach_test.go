@@ -1,0 +1,123 @@
+package bpf
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+)
+
+// connPair is a loopback connection whose sockets are in cg.
+func connPair(t *testing.T, cg *testnet.Cgroup) (client, server *net.TCPConn) {
+	t.Helper()
+	var l *net.TCPListener
+	var err error
+	cg.Run(t, func() {
+		l, err = testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+		require.NoError(t, err)
+		client, err = testnet.Dial(testnet.AddrPort(l.Addr()))
+		require.NoError(t, err)
+	})
+	defer l.Close()
+	server, err = l.AcceptTCP()
+	require.NoError(t, err)
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+func drain(t *testing.T, rd *ringbuf.Reader) []Event {
+	t.Helper()
+	var events []Event
+	rd.SetDeadline(time.Now())
+	for {
+		rec, err := rd.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return events
+		}
+		require.NoError(t, err)
+		var e Event
+		require.NoError(t, e.Decode(rec.RawSample))
+		events = append(events, e)
+	}
+}
+
+// A record that does not fit in the ring buffer is counted once per socket,
+// and the socket's next FIN or RST writes it after all, marked as retried.
+func TestLostRecordsAreCountedAndRetried(t *testing.T) {
+	testenv.RequireRoot(t)
+	cg := testnet.NewCgroup(t)
+	objs, err := Load(Options{RingBufferSize: 4096}) // room for about 46 records
+	require.NoError(t, err)
+	t.Cleanup(func() { objs.Close() })
+	rd, err := objs.NewReader()
+	require.NoError(t, err)
+	t.Cleanup(func() { rd.Close() })
+	require.NoError(t, objs.Attach(cg.Path))
+
+	victimClient, victimServer := connPair(t, cg)
+	clientCookie, err := testnet.Cookie(victimClient)
+	require.NoError(t, err)
+	serverCookie, err := testnet.Cookie(victimServer)
+	require.NoError(t, err)
+
+	// Fill the ring without reading it.
+	for i := 0; ; i++ {
+		require.Less(t, i, 200, "the ring buffer never filled")
+		s, err := objs.Stats()
+		require.NoError(t, err)
+		if s.Lost > 0 {
+			break
+		}
+		c, sv := connPair(t, cg)
+		require.NoError(t, c.Close())
+		_, _ = io.Copy(io.Discard, sv)
+		require.NoError(t, sv.Close())
+	}
+	before, err := objs.Stats()
+	require.NoError(t, err)
+
+	// Both victim sockets end while the ring is full.
+	require.NoError(t, victimClient.CloseWrite())
+	_, err = io.Copy(io.Discard, victimServer)
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond) // a retransmitted FIN must not count again
+	after, err := objs.Stats()
+	require.NoError(t, err)
+	assert.Equal(t, before.Lost+2, after.Lost, "each socket's lost record is counted once")
+
+	for _, e := range drain(t, rd) {
+		require.NotContains(t, []uint64{clientCookie, serverCookie}, e.Cookie)
+	}
+
+	// The sockets' next FIN: the server's own and the client receiving it.
+	require.NoError(t, victimServer.Close())
+	_, err = io.Copy(io.Discard, victimClient)
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond)
+
+	got := map[uint64]Event{}
+	for _, e := range drain(t, rd) {
+		got[e.Cookie] = e
+	}
+	require.Contains(t, got, clientCookie)
+	require.Contains(t, got, serverCookie)
+	assert.Equal(t, FlagRetried, got[clientCookie].Flags&FlagRetried)
+	assert.Equal(t, FlagRetried, got[serverCookie].Flags&FlagRetried)
+	assert.Equal(t, EndByRemote, got[clientCookie].EndBy)
+	assert.Equal(t, EndByLocal, got[serverCookie].EndBy)
+	assert.Equal(t, DirectionOutgoing, got[clientCookie].Direction)
+	assert.Equal(t, DirectionIncoming, got[serverCookie].Direction)
+	assert.NotZero(t, got[clientCookie].StartNs, "the handshake was observed")
+	assert.NotZero(t, got[serverCookie].StartNs, "the handshake was observed on the listener")
+	assert.Less(t, got[clientCookie].StartNs, got[clientCookie].TimeNs)
+}

@@ -1,0 +1,237 @@
+// Package e2e runs the built collector binary (dist/otelcol-netflowtcpend)
+// against an OTLP/HTTP endpoint that the test serves, and checks that real
+// connections arrive there as records.
+package e2e
+
+import (
+	"bufio"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+)
+
+const binaryEnv = "NETFLOWTCPEND_BINARY"
+
+// otlpServer collects the log records that OTLP/HTTP exporters send it.
+type otlpServer struct {
+	mu      sync.Mutex
+	records []plog.LogRecord
+}
+
+func (s *otlpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != "/v1/logs" {
+		http.NotFound(w, r)
+		return
+	}
+	var body io.Reader = r.Body
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		gz, err := gzip.NewReader(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		body = gz
+	}
+	raw, err := io.ReadAll(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	req := plogotlp.NewExportRequest()
+	if err := req.UnmarshalProto(raw); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	s.mu.Lock()
+	rls := req.Logs().ResourceLogs()
+	for i := 0; i < rls.Len(); i++ {
+		sls := rls.At(i).ScopeLogs()
+		for j := 0; j < sls.Len(); j++ {
+			lrs := sls.At(j).LogRecords()
+			for k := 0; k < lrs.Len(); k++ {
+				s.records = append(s.records, lrs.At(k))
+			}
+		}
+	}
+	s.mu.Unlock()
+	resp, _ := plogotlp.NewExportResponse().MarshalProto()
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	_, _ = w.Write(resp)
+}
+
+// byCookie returns the records of the given socket.
+func (s *otlpServer) byCookie(cookie uint64) []plog.LogRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []plog.LogRecord
+	for _, lr := range s.records {
+		if v, ok := lr.Attributes().Get("netflow.socket.cookie"); ok && uint64(v.Int()) == cookie {
+			out = append(out, lr)
+		}
+	}
+	return out
+}
+
+func TestCollectorExportsConnectionEndsOverOTLPHTTP(t *testing.T) {
+	bin := os.Getenv(binaryEnv)
+	if bin == "" {
+		if testenv.InCI() {
+			t.Fatalf("%s is not set; run this through make test, which builds the collector", binaryEnv)
+		}
+		t.Skipf("skipping: %s is not set (make test builds the collector and sets it)", binaryEnv)
+	}
+	testenv.RequireRoot(t)
+
+	sink := &otlpServer{}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: sink}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	cg := testnet.NewCgroup(t)
+	config := filepath.Join(t.TempDir(), "config.yaml")
+	require.NoError(t, os.WriteFile(config, []byte(fmt.Sprintf(`
+receivers:
+  netflowtcpend:
+    cgroup_path: %s
+processors:
+  batch:
+    timeout: 100ms
+exporters:
+  otlp_http:
+    endpoint: http://%s
+    retry_on_failure:
+      initial_interval: 100ms
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    logs:
+      receivers: [netflowtcpend]
+      processors: [batch]
+      exporters: [otlp_http]
+`, cg.Path, ln.Addr())), 0o600))
+
+	// The collector starts outside the test cgroup: its own export
+	// connections are not monitored.
+	cmd := exec.Command(bin, "--config", config)
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+		}
+	})
+	waitForLine(t, stderr, "Everything is ready")
+
+	type socket struct {
+		cookie uint64
+		dir    string
+	}
+	var sockets []socket
+	for range 3 {
+		var l *net.TCPListener
+		var client *net.TCPConn
+		cg.Run(t, func() {
+			l, err = testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+			require.NoError(t, err)
+			client, err = testnet.Dial(testnet.AddrPort(l.Addr()))
+			require.NoError(t, err)
+		})
+		server, err := l.AcceptTCP()
+		require.NoError(t, err)
+		l.Close()
+		for _, s := range []struct {
+			c   *net.TCPConn
+			dir string
+		}{{client, "outgoing"}, {server, "incoming"}} {
+			cookie, err := testnet.Cookie(s.c)
+			require.NoError(t, err)
+			sockets = append(sockets, socket{cookie, s.dir})
+		}
+		require.NoError(t, client.Close())
+		_, err = io.Copy(io.Discard, server)
+		require.NoError(t, err)
+		require.NoError(t, server.Close())
+	}
+
+	for _, s := range sockets {
+		var records []plog.LogRecord
+		require.Eventually(t, func() bool {
+			records = sink.byCookie(s.cookie)
+			return len(records) > 0
+		}, 20*time.Second, 50*time.Millisecond, "no record for socket %d", s.cookie)
+		require.Len(t, records, 1)
+		lr := records[0]
+		assert.Equal(t, "netflow.tcp.end", lr.EventName())
+		dir, _ := lr.Attributes().Get("netflow.direction")
+		assert.Equal(t, s.dir, dir.Str())
+		addr, _ := lr.Attributes().Get("source.address")
+		assert.Equal(t, "127.0.0.1", addr.Str())
+		assert.WithinDuration(t, time.Now(), lr.Timestamp().AsTime(), 30*time.Second)
+	}
+
+	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-exited:
+		assert.NoError(t, err, "the collector must shut down cleanly")
+	case <-time.After(20 * time.Second):
+		t.Fatal("the collector did not stop after SIGTERM")
+	}
+}
+
+// waitForLine reads the collector's log until a line contains want, then
+// keeps draining it in the background so that the collector never blocks.
+func waitForLine(t *testing.T, r io.Reader, want string) {
+	t.Helper()
+	found := make(chan struct{})
+	var seen strings.Builder
+	var mu sync.Mutex
+	go func() {
+		s := bufio.NewScanner(r)
+		s.Buffer(make([]byte, 1<<20), 1<<20)
+		once := sync.Once{}
+		for s.Scan() {
+			mu.Lock()
+			seen.WriteString(s.Text() + "\n")
+			mu.Unlock()
+			if strings.Contains(s.Text(), want) {
+				once.Do(func() { close(found) })
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	select {
+	case <-found:
+	case <-ctx.Done():
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("collector never logged %q; its log:\n%s", want, seen.String())
+	}
+}
