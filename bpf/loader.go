@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -22,7 +23,7 @@ var (
 )
 
 // DefaultRingBufferSize is the ring buffer size used when Options leaves it
-// zero: room for about 80,000 records.
+// zero: room for about 95,000 records of 88 bytes.
 const DefaultRingBufferSize = 8 << 20
 
 // Options tune what Load creates.
@@ -85,6 +86,12 @@ func checkKernel() error {
 	for _, c := range checks {
 		err := c.have()
 		if errors.Is(err, ebpf.ErrNotSupported) {
+			// The kernel hides helpers that read kernel memory from
+			// programs loaded without CAP_PERFMON: a permission problem
+			// that looks like a missing feature.
+			if !hasPerfmon() {
+				return fmt.Errorf("%w (missing CAP_PERFMON; the kernel then hides %s)", ErrPermission, c.what)
+			}
 			return fmt.Errorf("%w: %s", ErrUnsupportedKernel, c.what)
 		}
 		if err != nil {
@@ -92,6 +99,18 @@ func checkKernel() error {
 		}
 	}
 	return nil
+}
+
+// hasPerfmon reports whether the process has CAP_PERFMON or CAP_SYS_ADMIN,
+// which also grants it.
+func hasPerfmon() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return true // cannot tell: do not blame permissions
+	}
+	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	return has(unix.CAP_PERFMON) || has(unix.CAP_SYS_ADMIN)
 }
 
 func wrapPermission(err error) error {
