@@ -559,3 +559,49 @@ func TestRawSocketsAreNotConnections(t *testing.T) {
 	})
 	assert.Empty(t, h.stop())
 }
+
+// Go servers listen with MPTCP by default (Go 1.24+). The TCP sockets the
+// programs see are then kernel-made subflows, whose cookies differ from
+// SO_COOKIE on the Go side, so records are matched by address here.
+func TestMPTCPServer(t *testing.T) {
+	for _, clientMPTCP := range []bool{false, true} {
+		t.Run(fmt.Sprintf("client MPTCP %v", clientMPTCP), func(t *testing.T) {
+			h := newHarness(t)
+			h.start()
+			var ln net.Listener
+			var client net.Conn
+			h.cg.Run(t, func() {
+				lc := net.ListenConfig{}
+				lc.SetMultipathTCP(true)
+				var err error
+				ln, err = lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+				require.NoError(t, err)
+				d := net.Dialer{}
+				d.SetMultipathTCP(clientMPTCP)
+				client, err = d.Dial("tcp", ln.Addr().String())
+				require.NoError(t, err)
+			})
+			server, err := ln.Accept()
+			require.NoError(t, err)
+			ln.Close()
+			clientAddr, serverAddr := testnet.AddrPort(client.LocalAddr()), testnet.AddrPort(server.LocalAddr())
+			require.NoError(t, client.Close())
+			require.NoError(t, readEnd(t, server))
+			require.NoError(t, server.Close())
+
+			records := h.stop()
+			require.Len(t, records, 2, "%+v", records)
+			byDir := map[string]record{}
+			for _, r := range records {
+				r.Cookie = 0
+				byDir[r.Direction] = r
+			}
+			want := record{Source: clientAddr.String(), Dest: serverAddr.String(), Reason: "fin", NetType: "ipv4"}
+			wantOut, wantIn := want, want
+			wantOut.Direction, wantOut.EndBy = "outgoing", "local"
+			wantIn.Direction, wantIn.EndBy = "incoming", "remote"
+			assert.Equal(t, wantOut, byDir["outgoing"])
+			assert.Equal(t, wantIn, byDir["incoming"])
+		})
+	}
+}
