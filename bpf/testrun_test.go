@@ -1,11 +1,8 @@
 package bpf
 
 import (
-	"errors"
 	"net/netip"
-	"os"
 	"testing"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -46,18 +43,7 @@ func (r *testRun) run(t *testing.T, prog *ebpf.Program, frame []byte, repeat uin
 	require.NoError(t, err)
 	require.EqualValues(t, 1, verdict, "the program must let every packet through")
 
-	var events []Event
-	r.rd.SetDeadline(time.Now())
-	for {
-		rec, err := r.rd.Read()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return events
-		}
-		require.NoError(t, err)
-		var e Event
-		require.NoError(t, e.Decode(rec.RawSample))
-		events = append(events, e)
-	}
+	return drain(t, r.rd)
 }
 
 var (

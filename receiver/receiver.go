@@ -144,7 +144,7 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, ctx.Err())
 	}
 	r.cancel()
-	err = errors.Join(err, r.reader.Close(), r.objs.Close())
+	// Unregister the gauge callback before the reader it reads goes away.
 	r.telemetry.Shutdown()
-	return err
+	return errors.Join(err, r.reader.Close(), r.objs.Close())
 }
