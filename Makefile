@@ -12,6 +12,9 @@ MDATAGEN_VERSION := v0.159.0
 CLANG            := clang-19
 CLANG_VERSION    := 19.1.7
 
+# How long make test fuzzes the DNS parse path.
+FUZZTIME ?= 15s
+
 TOOLS    := $(CURDIR)/.tools
 BUILDER  := $(TOOLS)/builder
 MDATAGEN := $(TOOLS)/mdatagen
@@ -56,10 +59,13 @@ generate: $(MDATAGEN)
 	  (cd $$tmp/netflowtcpend && $(MDATAGEN) metadata.yaml); status=$$?; rm -rf $$tmp; exit $$status
 
 # test: every test. Privileged tests need root; under CI=true they fail
-# instead of skipping without it. The end-to-end test runs the built binary.
+# instead of skipping without it. The end-to-end test runs the built binary;
+# the DNS tests run dnsmasq (from dnsmasq-base: the binary, no service).
 test: build
+	@./scripts/ensure-packages.sh --best-effort dnsmasq-base
 	$(GO) vet ./...
 	NETFLOWTCPEND_BINARY=$(BINARY) $(GO) test -count=1 -timeout 15m ./...
+	$(GO) test -run '^$$' -fuzz '^FuzzObserve$$' -fuzztime $(FUZZTIME) ./internal/dnscache/
 
 clean:
 	rm -rf dist $(TOOLS)

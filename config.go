@@ -28,6 +28,28 @@ type Config struct {
 	// FlushInterval is the longest a record waits in a batch.
 	FlushInterval time.Duration `mapstructure:"flush_interval"`
 
+	// DNS configures the cache that fills the domain attributes.
+	DNS DNSConfig `mapstructure:"dns"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// DNSConfig configures the DNS cache built from the DNS answers that
+// monitored sockets receive.
+type DNSConfig struct {
+	// Enabled turns DNS capture and the domain attributes on.
+	Enabled bool `mapstructure:"enabled"`
+	// MaxAddresses bounds the addresses in the cache (least recently used
+	// evicted first).
+	MaxAddresses int `mapstructure:"max_addresses"`
+	// MaxNames caps the names in one domains attribute.
+	MaxNames int `mapstructure:"max_names"`
+	// PayloadLimit is the most bytes of one DNS message the kernel copies.
+	PayloadLimit int `mapstructure:"payload_limit"`
+	// MinTTL is the shortest time an answer stays valid.
+	MinTTL time.Duration `mapstructure:"min_ttl"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -36,6 +58,9 @@ const (
 	minRingBufferSize = 1 << 16
 	maxRingBufferSize = 1 << 30
 	maxMaxBatchSize   = 1 << 20
+	maxDNSAddresses   = 1 << 24
+	maxDNSNames       = 1000
+	minDNSPayload     = 512 // the classic UDP DNS limit
 )
 
 func createDefaultConfig() *Config {
@@ -43,6 +68,13 @@ func createDefaultConfig() *Config {
 		RingBufferSize: bpf.DefaultRingBufferSize,
 		MaxBatchSize:   1024,
 		FlushInterval:  200 * time.Millisecond,
+		DNS: DNSConfig{
+			Enabled:      true,
+			MaxAddresses: 65536,
+			MaxNames:     10,
+			PayloadLimit: 4096, // EDNS0 answers; 1232 is the common UDP size
+			MinTTL:       5 * time.Second,
+		},
 	}
 }
 
@@ -68,6 +100,20 @@ func (c *Config) Validate() error {
 	}
 	if c.FlushInterval <= 0 {
 		errs = append(errs, fmt.Errorf("flush_interval %v must be positive, e.g. 200ms", c.FlushInterval))
+	}
+	if d := c.DNS; d.Enabled {
+		if d.MaxAddresses < 1 || d.MaxAddresses > maxDNSAddresses {
+			errs = append(errs, fmt.Errorf("dns.max_addresses %d must be from 1 to %d", d.MaxAddresses, maxDNSAddresses))
+		}
+		if d.MaxNames < 1 || d.MaxNames > maxDNSNames {
+			errs = append(errs, fmt.Errorf("dns.max_names %d must be from 1 to %d", d.MaxNames, maxDNSNames))
+		}
+		if d.PayloadLimit < minDNSPayload || d.PayloadLimit > bpf.MaxDNSPayload {
+			errs = append(errs, fmt.Errorf("dns.payload_limit %d must be from %d to %d bytes", d.PayloadLimit, minDNSPayload, bpf.MaxDNSPayload))
+		}
+		if d.MinTTL < 0 {
+			errs = append(errs, fmt.Errorf("dns.min_ttl %v must not be negative", d.MinTTL))
+		}
 	}
 	return errors.Join(errs...)
 }

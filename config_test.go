@@ -23,6 +23,14 @@ func TestLoadConfig(t *testing.T) {
 	custom.RingBufferSize = 16 << 20
 	custom.MaxBatchSize = 500
 	custom.FlushInterval = time.Second
+	custom.DNS.MaxAddresses = 1000
+	custom.DNS.MaxNames = 3
+	custom.DNS.PayloadLimit = 1232
+	custom.DNS.MinTTL = 0
+
+	dnsOff := createDefaultConfig()
+	dnsOff.DNS.Enabled = false
+	dnsOff.DNS.MaxNames = 0 // not checked while DNS is off
 
 	tests := []struct {
 		id      string
@@ -31,6 +39,7 @@ func TestLoadConfig(t *testing.T) {
 	}{
 		{id: "", want: createDefaultConfig()},
 		{id: "custom", want: custom},
+		{id: "dns_off", want: dnsOff},
 		{id: "relative_cgroup", wantErr: `cgroup_path "sys/fs/cgroup" must be an absolute path`},
 		{id: "missing_cgroup", wantErr: "cgroup_path: /sys/fs/cgroup/does-not-exist-netflowtcpend does not exist; use a cgroup v2 directory or leave it empty"},
 		{id: "not_cgroup", wantErr: "cgroup_path: /proc is not a directory on a cgroup v2 filesystem"},
@@ -39,6 +48,10 @@ func TestLoadConfig(t *testing.T) {
 		{id: "batch_zero", wantErr: "max_batch_size 0 must be from 1 to 1048576"},
 		{id: "interval_negative", wantErr: "flush_interval -1s must be positive"},
 		{id: "unknown_key", wantErr: "has invalid keys: buffer"},
+		{id: "dns_bad", wantErr: "dns.max_addresses 0 must be from 1 to 16777216\n" +
+			"dns.max_names 5000 must be from 1 to 1000\n" +
+			"dns.payload_limit 100 must be from 512 to 8192 bytes\n" +
+			"dns.min_ttl -1s must not be negative"},
 	}
 	for _, tt := range tests {
 		t.Run("netflowtcpend/"+tt.id, func(t *testing.T) {

@@ -40,5 +40,12 @@ func createLogs(_ context.Context, set receiver.Settings, cfg component.Config, 
 		RingBufferSize: c.RingBufferSize,
 		MaxBatchSize:   c.MaxBatchSize,
 		FlushInterval:  c.FlushInterval,
+		DNS: flowreceiver.DNSSettings{
+			Enabled:      c.DNS.Enabled,
+			MaxAddresses: c.DNS.MaxAddresses,
+			MaxNames:     c.DNS.MaxNames,
+			PayloadLimit: c.DNS.PayloadLimit,
+			MinTTL:       c.DNS.MinTTL,
+		},
 	}, set.TelemetrySettings, obsrecv, next)
 }

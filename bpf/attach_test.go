@@ -35,20 +35,32 @@ func connPair(t *testing.T, cg *testnet.Cgroup) (client, server *net.TCPConn) {
 	return client, server
 }
 
-func drain(t *testing.T, rd *ringbuf.Reader) []Event {
+// drainRaw returns every record in the ring.
+func drainRaw(t *testing.T, rd *ringbuf.Reader) [][]byte {
 	t.Helper()
-	var events []Event
+	var raws [][]byte
 	rd.SetDeadline(time.Now())
 	for {
 		rec, err := rd.Read()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return events
+			return raws
 		}
 		require.NoError(t, err)
+		raws = append(raws, rec.RawSample)
+	}
+}
+
+// drain returns the connection-end records in the ring; there must be no
+// other kind.
+func drain(t *testing.T, rd *ringbuf.Reader) []Event {
+	t.Helper()
+	var events []Event
+	for _, raw := range drainRaw(t, rd) {
 		var e Event
-		require.NoError(t, e.Decode(rec.RawSample))
+		require.NoError(t, e.Decode(raw))
 		events = append(events, e)
 	}
+	return events
 }
 
 // A record that does not fit in the ring buffer is counted once per socket,

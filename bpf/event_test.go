@@ -12,16 +12,16 @@ import (
 
 // encode writes e as the kernel does, through the type bpf2go generated from
 // netflow.h, so that a layout change in C that Decode misses fails here.
-func encode(t *testing.T, e netflowEvent) []byte {
+func encode(t *testing.T, e any) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	require.NoError(t, binary.Write(&buf, binary.LittleEndian, e))
-	require.Equal(t, EventSize, buf.Len())
 	return buf.Bytes()
 }
 
 func TestDecode(t *testing.T) {
 	v4 := netflowEvent{
+		Type: 1, Netns: 4026531840,
 		TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupId: 4242,
 		Sport: 40000, Dport: 443, Family: 4, Direction: 2, EndBy: 1, EndFlag: 1, Flags: FlagRetried,
 	}
@@ -39,13 +39,13 @@ func TestDecode(t *testing.T) {
 		want Event
 	}{
 		{"ipv4 outgoing local FIN retried", v4, Event{
-			TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupID: 4242,
+			TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupID: 4242, Netns: 4026531840,
 			Source:      netip.MustParseAddrPort("10.0.0.1:40000"),
 			Destination: netip.MustParseAddrPort("93.184.216.34:443"),
 			Direction:   DirectionOutgoing, EndBy: EndByLocal, EndFlag: EndFlagFIN, Flags: FlagRetried,
 		}},
 		{"ipv6 incoming remote RST", v6, Event{
-			TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupID: 4242,
+			TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupID: 4242, Netns: 4026531840,
 			Source:      netip.MustParseAddrPort("[2001:db8::1]:40000"),
 			Destination: netip.MustParseAddrPort("[2001:db8::2]:443"),
 			Direction:   DirectionIncoming, EndBy: EndByRemote, EndFlag: EndFlagRST,
@@ -61,21 +61,62 @@ func TestDecode(t *testing.T) {
 }
 
 func TestDecodeRejectsBadRecords(t *testing.T) {
-	good := netflowEvent{Family: 4, EndBy: 1, EndFlag: 1}
+	good := netflowEvent{Type: 1, Family: 4, EndBy: 1, EndFlag: 1}
 	tests := []struct {
 		name    string
 		raw     []byte
 		wantErr string
 	}{
-		{"short", encode(t, good)[:EventSize-1], "record of 79 bytes, want 80"},
-		{"family", encode(t, netflowEvent{Family: 5, EndBy: 1, EndFlag: 1}), "unknown address family 5"},
-		{"end side", encode(t, netflowEvent{Family: 4, EndBy: 3, EndFlag: 1}), "unknown end side 3"},
-		{"end flag", encode(t, netflowEvent{Family: 6, EndBy: 2, EndFlag: 0}), "unknown end flag 0"},
+		{"short", encode(t, good)[:EventSize-1], "record of 87 bytes, want 88"},
+		{"type", encode(t, netflowEvent{Type: 2, Family: 4, EndBy: 1, EndFlag: 1}), "record type 2 is not a connection end"},
+		{"family", encode(t, netflowEvent{Type: 1, Family: 5, EndBy: 1, EndFlag: 1}), "unknown address family 5"},
+		{"end side", encode(t, netflowEvent{Type: 1, Family: 4, EndBy: 3, EndFlag: 1}), "unknown end side 3"},
+		{"end flag", encode(t, netflowEvent{Type: 1, Family: 6, EndBy: 2, EndFlag: 0}), "unknown end flag 0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var e Event
 			assert.EqualError(t, e.Decode(tt.raw), tt.wantErr)
+		})
+	}
+}
+
+func TestDecodeDNS(t *testing.T) {
+	h := netflowDnsEvent{
+		Type: 2, Family: 6, Protocol: 17, Egress: 0, Netns: 4026532000,
+		PayloadLen: 5, WireLen: 1500, TimeNs: 77, Cookie: 99, Sport: 53, Dport: 40000,
+	}
+	h.Saddr = netip.MustParseAddr("fd53::1").As16()
+	h.Daddr = netip.MustParseAddr("fd53::2").As16()
+	raw := append(encode(t, h), "hello"...)
+	require.Len(t, raw, DNSHeaderSize+5)
+
+	var m DNSMessage
+	require.NoError(t, m.Decode(raw))
+	assert.Equal(t, DNSMessage{
+		TimeNs: 77, Cookie: 99, Netns: 4026532000,
+		Source:      netip.MustParseAddrPort("[fd53::1]:53"),
+		Destination: netip.MustParseAddrPort("[fd53::2]:40000"),
+		WireLen:     1500, Payload: []byte("hello"),
+	}, m)
+
+	h.Protocol, h.Egress, h.Family = 6, 1, 4
+	require.NoError(t, m.Decode(append(encode(t, h), "hello"...)))
+	assert.True(t, m.TCP)
+	assert.True(t, m.Egress)
+	assert.Equal(t, netip.MustParseAddrPort("253.83.0.0:53"), m.Source, "IPv4 uses the first four bytes")
+
+	for _, bad := range []struct {
+		name    string
+		raw     []byte
+		wantErr string
+	}{
+		{"short", raw[:DNSHeaderSize-1], "DNS record of 71 bytes, want at least 72"},
+		{"payload past the end", raw[:DNSHeaderSize+4], "DNS record says 5 payload bytes, has 4"},
+		{"not DNS", encode(t, netflowEvent{Type: 1, Family: 4, EndBy: 1, EndFlag: 1}), "record type 1 is not DNS"},
+	} {
+		t.Run(bad.name, func(t *testing.T) {
+			assert.EqualError(t, m.Decode(bad.raw), bad.wantErr)
 		})
 	}
 }

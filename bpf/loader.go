@@ -31,7 +31,13 @@ type Options struct {
 	// RingBufferSize in bytes: a power of two and a multiple of the page
 	// size. Zero means DefaultRingBufferSize.
 	RingBufferSize int
+	// DNSPayloadLimit is the most bytes of a DNS message copied to user
+	// space, up to MaxDNSPayload. Zero turns DNS capture off.
+	DNSPayloadLimit int
 }
+
+// MaxDNSPayload is the largest DNSPayloadLimit (DNS_PAYLOAD_MAX).
+const MaxDNSPayload = 8192
 
 // Objects are the loaded programs and maps, and the links that attach them.
 type Objects struct {
@@ -59,6 +65,12 @@ func Load(opts Options) (*Objects, error) {
 		size = DefaultRingBufferSize
 	}
 	spec.Maps["events"].MaxEntries = uint32(size)
+	if opts.DNSPayloadLimit < 0 || opts.DNSPayloadLimit > MaxDNSPayload {
+		return nil, fmt.Errorf("DNS payload limit %d is not within 0..%d", opts.DNSPayloadLimit, MaxDNSPayload)
+	}
+	if err := spec.Variables["dns_payload_limit"].Set(uint32(opts.DNSPayloadLimit)); err != nil {
+		return nil, fmt.Errorf("set DNS payload limit: %w", err)
+	}
 
 	o := &Objects{}
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {

@@ -3,6 +3,8 @@
 // Kernel side of netflowtcpend: two cgroup_skb programs that watch the TCP
 // segments of every socket in a cgroup and write one record into a ring
 // buffer when a socket's connection ends (its first accepted FIN or RST).
+// They also copy the DNS messages the sockets send to and receive from port
+// 53, from which user space builds its cache of names.
 //
 // Both programs are observers: they return 1 (let the packet through) on
 // every path. Returning 0 would drop the packet for every socket in the
@@ -76,20 +78,63 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+// Most DNS payload bytes one record can carry; dns_payload_limit, set by
+// the loader, is at most this. A power of two, for the verifier.
+#define DNS_PAYLOAD_MAX 8192
+
+// Set by the loader before the programs are loaded; 0 turns DNS off.
+volatile const __u32 dns_payload_limit = 4096;
+
+// A DNS record is assembled here, then copied into the ring buffer with its
+// real length: reserving the maximum for every message would waste the ring.
+struct dns_scratch {
+	struct dns_event hdr;
+	__u8 payload[DNS_PAYLOAD_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dns_scratch);
+} dns_scratch SEC(".maps");
+
 // Force these types into BTF so that bpf2go generates their Go twins.
 const struct event *unused_event __attribute__((unused));
+const struct dns_event *unused_dns_event __attribute__((unused));
 const enum stat *unused_stat __attribute__((unused));
+const enum record_type *unused_record_type __attribute__((unused));
 
-// Minimal kernel types for the window check, relocated with CO-RE against the
-// running kernel's BTF. Only the fields read below are declared.
-struct sock {
+// Minimal kernel types, relocated with CO-RE against the running kernel's
+// BTF. Only the fields read below are declared.
+struct ns_common {
+	unsigned int inum;
+} __attribute__((preserve_access_index));
+
+struct net {
+	struct ns_common ns;
+} __attribute__((preserve_access_index));
+
+struct sock_common {
 	struct {
-		int owned;
-	} sk_lock;
+		struct net *net;
+	} skc_net;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
 	struct {
 		int len;
 	} sk_backlog;
 } __attribute__((preserve_access_index));
+
+struct sk_buff {
+	struct sock *sk;
+} __attribute__((preserve_access_index));
+
+// Linux 6.3+; on older kernels the loader leaves it unresolved (weak) and
+// records carry netns 0.
+extern void *bpf_cast_to_kern_ctx(void *) __ksym __weak;
 
 struct inet_sock {
 	struct sock sk;
@@ -109,17 +154,20 @@ struct tcp_sock {
 	__u32 max_window;
 } __attribute__((preserve_access_index));
 
-// A parsed TCP segment. Addresses are as on the wire; IPv4 uses word 0.
+// A parsed TCP segment or UDP datagram. Addresses are as on the wire; IPv4
+// uses word 0.
 struct segment {
 	__u32 saddr[4];
 	__u32 daddr[4];
 	__u32 seq;
 	__u32 ack_seq;
+	__u32 payload_off;
 	__u32 payload_len;
 	__u16 sport;
 	__u16 dport;
 	__u8 family;
-	__u8 flags;
+	__u8 proto;
+	__u8 flags; // TCP only
 };
 
 static __always_inline void count(__u32 stat)
@@ -135,9 +183,9 @@ static __always_inline int seq_before(__u32 a, __u32 b)
 	return (__s32)(a - b) < 0;
 }
 
-// Parse the network and TCP headers. skb->data starts at the network header
-// in cgroup_skb programs. Returns 0 for anything that is not a complete,
-// first-fragment TCP segment.
+// Parse the network and transport headers. skb->data starts at the network
+// header in cgroup_skb programs. Returns 0 for anything that is not a
+// complete, first-fragment TCP segment or UDP datagram.
 static __always_inline int parse_segment(struct __sk_buff *skb, struct segment *seg)
 {
 	__u32 l4off;
@@ -194,6 +242,17 @@ static __always_inline int parse_segment(struct __sk_buff *skb, struct segment *
 		return 0;
 	}
 
+	seg->proto = proto;
+	if (proto == IPPROTO_UDP) {
+		__u8 uh[4];
+		if (bpf_skb_load_bytes(skb, l4off, uh, sizeof(uh)) || skb->len < l4off + 8)
+			return 0;
+		seg->sport = (__u16)uh[0] << 8 | uh[1];
+		seg->dport = (__u16)uh[2] << 8 | uh[3];
+		seg->payload_off = l4off + 8;
+		seg->payload_len = skb->len - l4off - 8;
+		return 1;
+	}
 	if (proto != IPPROTO_TCP)
 		return 0;
 
@@ -210,8 +269,62 @@ static __always_inline int parse_segment(struct __sk_buff *skb, struct segment *
 	seg->seq = (__u32)th[4] << 24 | (__u32)th[5] << 16 | (__u32)th[6] << 8 | th[7];
 	seg->ack_seq = (__u32)th[8] << 24 | (__u32)th[9] << 16 | (__u32)th[10] << 8 | th[11];
 	seg->flags = th[13];
+	seg->payload_off = l4off + doff;
 	seg->payload_len = skb->len - l4off - doff;
 	return 1;
+}
+
+// netns_of returns the inode number of the socket's network namespace (as in
+// /proc/PID/ns/net), or 0 where the kernel cannot tell.
+static __always_inline __u32 netns_of(struct __sk_buff *skb)
+{
+	if (!bpf_cast_to_kern_ctx)
+		return 0;
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+	struct sock *sk = kskb->sk;
+	if (!sk)
+		return 0;
+	return sk->__sk_common.skc_net.net->ns.inum;
+}
+
+// emit_dns copies a DNS message (or, for TCP, the segment's payload with its
+// length prefixes) that a socket sent to port 53 or received from it.
+static __always_inline void emit_dns(struct __sk_buff *skb, struct segment *seg, int egress)
+{
+	__u32 len = seg->payload_len;
+	if (len == 0 || dns_payload_limit == 0)
+		return;
+	if (len > dns_payload_limit)
+		len = dns_payload_limit;
+	if (len > DNS_PAYLOAD_MAX)
+		len = DNS_PAYLOAD_MAX;
+	// The verifier wants a length it can bound without tracking the above.
+	len = ((len - 1) & (DNS_PAYLOAD_MAX - 1)) + 1;
+
+	__u32 zero = 0;
+	struct dns_scratch *d = bpf_map_lookup_elem(&dns_scratch, &zero);
+	if (!d)
+		return;
+	if (bpf_skb_load_bytes(skb, seg->payload_off, d->payload, len)) {
+		count(STAT_DNS_LOST);
+		return;
+	}
+	struct dns_event *h = &d->hdr;
+	h->type = RECORD_DNS;
+	h->family = seg->family;
+	h->protocol = seg->proto;
+	h->egress = egress;
+	h->netns = netns_of(skb);
+	h->payload_len = len;
+	h->wire_len = seg->payload_len;
+	h->time_ns = bpf_ktime_get_ns();
+	h->cookie = bpf_get_socket_cookie(skb);
+	__builtin_memcpy(h->saddr, seg->saddr, sizeof(h->saddr));
+	__builtin_memcpy(h->daddr, seg->daddr, sizeof(h->daddr));
+	h->sport = seg->sport;
+	h->dport = seg->dport;
+	if (bpf_ringbuf_output(&events, d, sizeof(*h) + len, 0))
+		count(STAT_DNS_LOST);
 }
 
 // accepted_by_tcp says whether TCP will act on an incoming FIN or RST. The
@@ -299,6 +412,8 @@ static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 		}
 	}
 
+	e->type = RECORD_TCP_END;
+	e->netns = netns_of(skb);
 	e->time_ns = bpf_ktime_get_ns();
 	e->start_ns = st ? st->start_ns : 0;
 	e->cookie = bpf_get_socket_cookie(skb);
@@ -326,6 +441,13 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 {
 	struct segment seg;
 	if (!parse_segment(skb, &seg))
+		return PASS;
+
+	// DNS: queries the socket sends, answers it receives.
+	int dns = (egress ? seg.dport : seg.sport) == 53;
+	if (dns)
+		emit_dns(skb, &seg, egress);
+	if (seg.proto != IPPROTO_TCP)
 		return PASS;
 
 	// Fast path: data and pure ACKs need no state at all.

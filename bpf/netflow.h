@@ -41,11 +41,26 @@ enum event_flags {
 enum stat {
 	STAT_LOST = 0,       // sockets whose end record did not fit in the ring buffer
 	STAT_NO_STORAGE = 1, // socket storage allocation failures
-	STAT_COUNT = 2,
+	STAT_DNS_LOST = 2,   // DNS messages that did not fit in the ring buffer
+	STAT_COUNT = 3,
+};
+
+// The first byte of every ring buffer record.
+enum record_type {
+	RECORD_TCP_END = 1, // struct event
+	RECORD_DNS = 2,     // struct dns_event, then the payload
 };
 
 // One ended connection, as seen by one local socket.
 struct event {
+	__u8 type;       // RECORD_TCP_END
+	__u8 family;     // enum family, as on the wire
+	__u8 direction;  // enum direction
+	__u8 end_by;     // enum end_by
+	__u8 end_flag;   // enum end_flag
+	__u8 _pad[3];
+	__u32 flags;     // enum event_flags
+	__u32 netns;     // inode of the socket's network namespace; 0: unknown
 	__u64 time_ns;   // CLOCK_MONOTONIC when the terminating segment passed
 	__u64 start_ns;  // CLOCK_MONOTONIC of the handshake; 0: not observed
 	__u64 cookie;    // socket cookie (SO_COOKIE, sock_diag idiag_cookie)
@@ -54,10 +69,25 @@ struct event {
 	__u8 daddr[16];  // receiver of the terminating segment
 	__u16 sport;     // host byte order
 	__u16 dport;
-	__u8 family;     // enum family, as on the wire
-	__u8 direction;  // enum direction
-	__u8 end_by;     // enum end_by
-	__u8 end_flag;   // enum end_flag
-	__u32 flags;     // enum event_flags
+	__u32 _pad2;
+};
+
+// A DNS message a socket sent to port 53 or received from it. payload_len
+// bytes of the UDP payload (or of the TCP segment's payload, with its 2-byte
+// length prefixes) follow the header in the ring buffer record.
+struct dns_event {
+	__u8 type;         // RECORD_DNS
+	__u8 family;       // enum family
+	__u8 protocol;     // IPPROTO_UDP or IPPROTO_TCP
+	__u8 egress;       // 1: sent by the socket, 0: received
+	__u32 netns;       // inode of the socket's network namespace; 0: unknown
+	__u32 payload_len; // bytes that follow
+	__u32 wire_len;    // payload bytes on the wire (more: truncated copy)
+	__u64 time_ns;     // CLOCK_MONOTONIC
+	__u64 cookie;      // socket cookie
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
 	__u32 _pad;
 };

@@ -13,8 +13,40 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type netflowDnsEvent struct {
+	_          structs.HostLayout
+	Type       uint8
+	Family     uint8
+	Protocol   uint8
+	Egress     uint8
+	Netns      uint32
+	PayloadLen uint32
+	WireLen    uint32
+	TimeNs     uint64
+	Cookie     uint64
+	Saddr      [16]uint8
+	Daddr      [16]uint8
+	Sport      uint16
+	Dport      uint16
+	Pad        uint32
+}
+
+type netflowDnsScratch struct {
+	_       structs.HostLayout
+	Hdr     netflowDnsEvent
+	Payload [8192]uint8
+}
+
 type netflowEvent struct {
 	_         structs.HostLayout
+	Type      uint8
+	Family    uint8
+	Direction uint8
+	EndBy     uint8
+	EndFlag   uint8
+	Pad       [3]uint8
+	Flags     uint32
+	Netns     uint32
 	TimeNs    uint64
 	StartNs   uint64
 	Cookie    uint64
@@ -23,13 +55,15 @@ type netflowEvent struct {
 	Daddr     [16]uint8
 	Sport     uint16
 	Dport     uint16
-	Family    uint8
-	Direction uint8
-	EndBy     uint8
-	EndFlag   uint8
-	Flags     uint32
-	Pad       uint32
+	Pad2      uint32
 }
+
+type netflowRecordType uint32
+
+const (
+	netflowRecordTypeRECORD_TCP_END netflowRecordType = 1
+	netflowRecordTypeRECORD_DNS     netflowRecordType = 2
+)
 
 type netflowSockState struct {
 	_       structs.HostLayout
@@ -43,20 +77,25 @@ type netflowStat uint32
 const (
 	netflowStatSTAT_LOST       netflowStat = 0
 	netflowStatSTAT_NO_STORAGE netflowStat = 1
-	netflowStatSTAT_COUNT      netflowStat = 2
+	netflowStatSTAT_DNS_LOST   netflowStat = 2
+	netflowStatSTAT_COUNT      netflowStat = 3
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	netflowMapEvents          = "events"
-	netflowMapSockStates      = "sock_states"
-	netflowMapStats           = "stats"
-	netflowProgNetflowEgress  = "netflow_egress"
-	netflowProgNetflowIngress = "netflow_ingress"
-	netflowVarUnusedEvent     = "unused_event"
-	netflowVarUnusedStat      = "unused_stat"
+	netflowMapDnsScratch       = "dns_scratch"
+	netflowMapEvents           = "events"
+	netflowMapSockStates       = "sock_states"
+	netflowMapStats            = "stats"
+	netflowProgNetflowEgress   = "netflow_egress"
+	netflowProgNetflowIngress  = "netflow_ingress"
+	netflowVarDnsPayloadLimit  = "dns_payload_limit"
+	netflowVarUnusedDnsEvent   = "unused_dns_event"
+	netflowVarUnusedEvent      = "unused_event"
+	netflowVarUnusedRecordType = "unused_record_type"
+	netflowVarUnusedStat       = "unused_stat"
 )
 
 // loadNetflow returns the embedded CollectionSpec for netflow.
@@ -109,6 +148,7 @@ type netflowProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowMapSpecs struct {
+	DnsScratch *ebpf.MapSpec `ebpf:"dns_scratch"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	SockStates *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats      *ebpf.MapSpec `ebpf:"stats"`
@@ -118,8 +158,11 @@ type netflowMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowVariableSpecs struct {
-	UnusedEvent *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedStat  *ebpf.VariableSpec `ebpf:"unused_stat"`
+	DnsPayloadLimit  *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
+	UnusedDnsEvent   *ebpf.VariableSpec `ebpf:"unused_dns_event"`
+	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedRecordType *ebpf.VariableSpec `ebpf:"unused_record_type"`
+	UnusedStat       *ebpf.VariableSpec `ebpf:"unused_stat"`
 }
 
 // netflowObjects contains all objects after they have been loaded into the kernel.
@@ -142,6 +185,7 @@ func (o *netflowObjects) Close() error {
 //
 // It can be passed to loadNetflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowMaps struct {
+	DnsScratch *ebpf.Map `ebpf:"dns_scratch"`
 	Events     *ebpf.Map `ebpf:"events"`
 	SockStates *ebpf.Map `ebpf:"sock_states"`
 	Stats      *ebpf.Map `ebpf:"stats"`
@@ -149,6 +193,7 @@ type netflowMaps struct {
 
 func (m *netflowMaps) Close() error {
 	return _NetflowClose(
+		m.DnsScratch,
 		m.Events,
 		m.SockStates,
 		m.Stats,
@@ -159,8 +204,11 @@ func (m *netflowMaps) Close() error {
 //
 // It can be passed to loadNetflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowVariables struct {
-	UnusedEvent *ebpf.Variable `ebpf:"unused_event"`
-	UnusedStat  *ebpf.Variable `ebpf:"unused_stat"`
+	DnsPayloadLimit  *ebpf.Variable `ebpf:"dns_payload_limit"`
+	UnusedDnsEvent   *ebpf.Variable `ebpf:"unused_dns_event"`
+	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
+	UnusedRecordType *ebpf.Variable `ebpf:"unused_record_type"`
+	UnusedStat       *ebpf.Variable `ebpf:"unused_stat"`
 }
 
 // netflowPrograms contains all programs after they have been loaded into the kernel.

@@ -8,6 +8,8 @@ type Stats struct {
 	Lost uint64
 	// NoStorage counts failures to allocate socket storage.
 	NoStorage uint64
+	// DNSLost counts DNS messages that did not fit in the ring buffer.
+	DNSLost uint64
 }
 
 // Stats reads the kernel counters.
@@ -16,6 +18,7 @@ func (o *Objects) Stats() (Stats, error) {
 	for key, dst := range map[netflowStat]*uint64{
 		netflowStatSTAT_LOST:       &s.Lost,
 		netflowStatSTAT_NO_STORAGE: &s.NoStorage,
+		netflowStatSTAT_DNS_LOST:   &s.DNSLost,
 	} {
 		var perCPU []uint64
 		if err := o.objs.Stats.Lookup(uint32(key), &perCPU); err != nil {

@@ -25,8 +25,13 @@ type testRun struct {
 
 func newTestRun(t *testing.T) *testRun {
 	t.Helper()
+	return newTestRunWith(t, Options{RingBufferSize: 1 << 16, DNSPayloadLimit: 1024})
+}
+
+func newTestRunWith(t *testing.T, opts Options) *testRun {
+	t.Helper()
 	testenv.RequireRoot(t)
-	objs, err := Load(Options{RingBufferSize: 1 << 16})
+	objs, err := Load(opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { objs.Close() })
 	rd, err := objs.NewReader()
@@ -36,14 +41,34 @@ func newTestRun(t *testing.T) *testRun {
 }
 
 // run runs prog on frame repeat times (on one dummy socket) and returns the
-// records it wrote.
+// connection-end records it wrote.
 func (r *testRun) run(t *testing.T, prog *ebpf.Program, frame []byte, repeat uint32) []Event {
+	t.Helper()
+	r.pass(t, prog, frame, repeat)
+	return drain(t, r.rd)
+}
+
+// runDNS runs prog on frame once and returns the DNS records it wrote.
+func (r *testRun) runDNS(t *testing.T, prog *ebpf.Program, frame []byte) []DNSMessage {
+	t.Helper()
+	r.pass(t, prog, frame, 1)
+	var msgs []DNSMessage
+	for _, raw := range drainRaw(t, r.rd) {
+		if TypeOf(raw) != RecordDNS {
+			continue
+		}
+		var m DNSMessage
+		require.NoError(t, m.Decode(raw))
+		msgs = append(msgs, m)
+	}
+	return msgs
+}
+
+func (r *testRun) pass(t *testing.T, prog *ebpf.Program, frame []byte, repeat uint32) {
 	t.Helper()
 	verdict, err := prog.Run(&ebpf.RunOptions{Data: frame, Repeat: repeat})
 	require.NoError(t, err)
 	require.EqualValues(t, 1, verdict, "the program must let every packet through")
-
-	return drain(t, r.rd)
 }
 
 var (
@@ -161,4 +186,89 @@ func assertEvent(t *testing.T, want, got Event) {
 func mangle(b []byte, f func([]byte)) []byte {
 	f(b)
 	return b
+}
+
+func TestTestRunDNS(t *testing.T) {
+	r := newTestRun(t)
+	resolver4 := netip.MustParseAddrPort("10.0.0.53:53")
+	resolver6 := netip.MustParseAddrPort("[2001:db8::53]:53")
+	query := []byte("\x12\x34\x01\x00query bytes")
+	big := make([]byte, 3000) // test-run takes frames up to about a page
+	for i := range big {
+		big[i] = byte(i)
+	}
+	udp4 := func(src, dst netip.AddrPort, p []byte) []byte {
+		return tp.Ethernet(tp.Datagram{Src: src, Dst: dst, Payload: p}.IPv4())
+	}
+	tcpDNS := func(src, dst netip.AddrPort, flags uint8, p []byte) []byte {
+		return tp.Ethernet(tp.Segment{Src: src, Dst: dst, Seq: 1, Ack: 1, Flags: flags, Payload: p}.IPv4())
+	}
+
+	tests := []struct {
+		name   string
+		egress bool
+		frame  []byte
+		want   []byte // the payload copied; nil: no DNS record
+		wire   int
+		tcp    bool
+		endToo bool // a connection-end record as well
+	}{
+		{name: "udp query sent", egress: true, frame: udp4(v4a, resolver4, query), want: query, wire: len(query)},
+		{name: "udp answer received", frame: udp4(resolver4, v4a, query), want: query, wire: len(query)},
+		{name: "udp query received (a server)", frame: udp4(v4a, resolver4, query)},
+		{name: "udp answer sent (a server)", egress: true, frame: udp4(resolver4, v4a, query)},
+		{name: "udp other port", egress: true, frame: udp4(v4a, netip.MustParseAddrPort("10.0.0.53:443"), query)},
+		{name: "udp ipv6 query", egress: true, frame: tp.Ethernet(tp.Datagram{Src: v6a, Dst: resolver6, Payload: query}.IPv6()),
+			want: query, wire: len(query)},
+		{name: "udp large answer is cut at the limit", frame: udp4(resolver4, v4a, big), want: big[:1024], wire: 3000},
+		{name: "udp empty", egress: true, frame: udp4(v4a, resolver4, nil)},
+		{name: "tcp query", egress: true, frame: tcpDNS(v4a, resolver4, tp.PSH|tp.ACK, query), want: query, wire: len(query), tcp: true},
+		{name: "tcp answer with FIN", frame: tcpDNS(resolver4, v4a, tp.FIN|tp.PSH|tp.ACK, query), want: query, wire: len(query),
+			tcp: true, endToo: true},
+		{name: "tcp handshake", egress: true, frame: tcpDNS(v4a, resolver4, tp.SYN, nil)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			prog := r.objs.Ingress()
+			if tt.egress {
+				prog = r.objs.Egress()
+			}
+			r.pass(t, prog, tt.frame, 1)
+			var msgs []DNSMessage
+			ends := 0
+			for _, raw := range drainRaw(t, r.rd) {
+				switch TypeOf(raw) {
+				case RecordDNS:
+					var m DNSMessage
+					require.NoError(t, m.Decode(raw))
+					msgs = append(msgs, m)
+				case RecordTCPEnd:
+					ends++
+				}
+			}
+			if tt.endToo {
+				assert.Equal(t, 1, ends)
+			} else {
+				assert.Zero(t, ends)
+			}
+			if tt.want == nil {
+				assert.Empty(t, msgs)
+				return
+			}
+			require.Len(t, msgs, 1)
+			m := msgs[0]
+			assert.Equal(t, tt.want, m.Payload)
+			assert.Equal(t, tt.wire, m.WireLen)
+			assert.Equal(t, tt.egress, m.Egress)
+			assert.Equal(t, tt.tcp, m.TCP)
+			assert.NotZero(t, m.Cookie)
+			assert.NotZero(t, m.TimeNs)
+		})
+	}
+}
+
+func TestTestRunDNSOff(t *testing.T) {
+	r := newTestRunWith(t, Options{RingBufferSize: 1 << 16})
+	frame := tp.Ethernet(tp.Datagram{Src: v4a, Dst: netip.MustParseAddrPort("10.0.0.53:53"), Payload: []byte("q")}.IPv4())
+	assert.Empty(t, r.runDNS(t, r.objs.Egress(), frame))
 }

@@ -25,10 +25,14 @@ const (
 	AttrEndBy              = "netflow.end.by"
 	AttrSocketCookie       = "netflow.socket.cookie"
 	AttrCgroupID           = "netflow.cgroup.id"
+	AttrNetns              = "netflow.netns"
 )
 
-// appendRecord adds the log record for e to lrs.
-func appendRecord(lrs plog.LogRecordSlice, e *bpf.Event, clk *clock, observed pcommon.Timestamp, body []byte) []byte {
+// appendRecord adds the log record for e to lrs, with the names the DNS
+// cache knows for each side. It returns body, a buffer reused across calls.
+func appendRecord(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstNames []string,
+	clk *clock, observed pcommon.Timestamp, body []byte,
+) []byte {
 	lr := lrs.AppendEmpty()
 	lr.SetEventName(EventName)
 	lr.SetTimestamp(clk.wall(e.TimeNs))
@@ -44,14 +48,14 @@ func appendRecord(lrs plog.LogRecordSlice, e *bpf.Event, clk *clock, observed pc
 	lr.Body().SetStr(string(body))
 
 	attrs := lr.Attributes()
-	attrs.EnsureCapacity(13)
+	attrs.EnsureCapacity(14)
 	attrs.PutStr(AttrDirection, e.Direction.String())
 	attrs.PutStr(AttrSourceAddress, e.Source.Addr().String())
 	attrs.PutInt(AttrSourcePort, int64(e.Source.Port()))
 	attrs.PutStr(AttrDestinationAddress, e.Destination.Addr().String())
 	attrs.PutInt(AttrDestinationPort, int64(e.Destination.Port()))
-	attrs.PutEmptySlice(AttrSourceDomains)
-	attrs.PutEmptySlice(AttrDestinationDomains)
+	putStrings(attrs.PutEmptySlice(AttrSourceDomains), srcNames)
+	putStrings(attrs.PutEmptySlice(AttrDestinationDomains), dstNames)
 	attrs.PutStr(AttrNetworkTransport, "tcp")
 	if e.Source.Addr().Is4() {
 		attrs.PutStr(AttrNetworkType, "ipv4")
@@ -66,6 +70,9 @@ func appendRecord(lrs plog.LogRecordSlice, e *bpf.Event, clk *clock, observed pc
 	attrs.PutStr(AttrEndBy, e.EndBy.String())
 	attrs.PutInt(AttrSocketCookie, int64(e.Cookie))
 	attrs.PutInt(AttrCgroupID, int64(e.CgroupID))
+	if e.Netns != 0 {
+		attrs.PutInt(AttrNetns, int64(e.Netns))
+	}
 	return body
 }
 
@@ -82,4 +89,11 @@ func appendSummary(b []byte, e *bpf.Event) []byte {
 	b = append(b, ' ')
 	b = append(b, e.EndFlag.String()...)
 	return b
+}
+
+func putStrings(s pcommon.Slice, values []string) {
+	s.EnsureCapacity(len(values))
+	for _, v := range values {
+		s.AppendEmpty().SetStr(v)
+	}
 }

@@ -26,11 +26,13 @@ func TestAppendRecord(t *testing.T) {
 		direction string
 		reason    string
 		endBy     string
+		srcNames  []string
+		dstNames  []string
 	}{
 		{
 			name: "ipv4 outgoing local FIN",
 			event: bpf.Event{
-				TimeNs: 5_000_000_000, StartNs: 4_000_000_000, Cookie: 77, CgroupID: 1234,
+				TimeNs: 5_000_000_000, StartNs: 4_000_000_000, Cookie: 77, CgroupID: 1234, Netns: 4026531840,
 				Source:      netip.MustParseAddrPort("10.0.0.1:40000"),
 				Destination: netip.MustParseAddrPort("93.184.216.34:443"),
 				Direction:   bpf.DirectionOutgoing, EndBy: bpf.EndByLocal, EndFlag: bpf.EndFlagFIN,
@@ -38,6 +40,7 @@ func TestAppendRecord(t *testing.T) {
 			body:     "outgoing tcp 10.0.0.1:40000 -> 93.184.216.34:443 ended by local FIN",
 			severity: plog.SeverityNumberInfo, sevText: "INFO", netType: "ipv4",
 			direction: "outgoing", reason: "fin", endBy: "local",
+			dstNames: []string{"www.example.com", "example.com.cdn.net"},
 		},
 		{
 			name: "ipv6 incoming remote RST",
@@ -50,6 +53,7 @@ func TestAppendRecord(t *testing.T) {
 			body:     "incoming tcp [2001:db8::2]:51000 -> [2001:db8::1]:8080 ended by remote RST",
 			severity: plog.SeverityNumberWarn, sevText: "WARN", netType: "ipv6",
 			direction: "incoming", reason: "rst", endBy: "remote",
+			srcNames: []string{"client.example.org"}, dstNames: []string{"server.example.org"},
 		},
 		{
 			name: "unknown direction",
@@ -67,7 +71,7 @@ func TestAppendRecord(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			lrs := plog.NewLogRecordSlice()
-			appendRecord(lrs, &tt.event, &clk, observed, nil)
+			appendRecord(lrs, &tt.event, tt.srcNames, tt.dstNames, &clk, observed, nil)
 			require.Equal(t, 1, lrs.Len())
 			lr := lrs.At(0)
 
@@ -84,14 +88,17 @@ func TestAppendRecord(t *testing.T) {
 				"source.port":                 int64(tt.event.Source.Port()),
 				"destination.address":         tt.event.Destination.Addr().String(),
 				"destination.port":            int64(tt.event.Destination.Port()),
-				"netflow.source.domains":      []any{},
-				"netflow.destination.domains": []any{},
+				"netflow.source.domains":      strings(tt.srcNames),
+				"netflow.destination.domains": strings(tt.dstNames),
 				"network.transport":           "tcp",
 				"network.type":                tt.netType,
 				"netflow.end.reason":          tt.reason,
 				"netflow.end.by":              tt.endBy,
 				"netflow.socket.cookie":       int64(tt.event.Cookie),
 				"netflow.cgroup.id":           int64(tt.event.CgroupID),
+			}
+			if tt.event.Netns != 0 {
+				want["netflow.netns"] = int64(tt.event.Netns)
 			}
 			assert.Equal(t, want, lr.Attributes().AsRaw())
 
@@ -115,10 +122,20 @@ func TestAppendRecordReusesBodyBuffer(t *testing.T) {
 		Source: netip.MustParseAddrPort("10.0.0.1:1"), Destination: netip.MustParseAddrPort("10.0.0.2:2"),
 		EndBy: bpf.EndByLocal, EndFlag: bpf.EndFlagFIN,
 	}
-	buf := appendRecord(lrs, &e, &clock{}, 0, nil)
+	buf := appendRecord(lrs, &e, nil, nil, &clock{}, 0, nil)
 	e.Source = netip.MustParseAddrPort("10.0.0.3:3")
-	appendRecord(lrs, &e, &clock{}, 0, buf)
+	appendRecord(lrs, &e, nil, nil, &clock{}, 0, buf)
 	assert.Equal(t, "unknown tcp 10.0.0.1:1 -> 10.0.0.2:2 ended by local FIN", lrs.At(0).Body().Str(),
 		"an earlier body must not change when the buffer is reused")
 	assert.Equal(t, "unknown tcp 10.0.0.3:3 -> 10.0.0.2:2 ended by local FIN", lrs.At(1).Body().Str())
+}
+
+// strings is how pcommon returns a string slice attribute: empty, not nil,
+// when there are no names.
+func strings(names []string) []any {
+	out := []any{}
+	for _, n := range names {
+		out = append(out, n)
+	}
+	return out
 }

@@ -39,6 +39,7 @@ type record struct {
 	EndBy     string
 	Reason    string
 	NetType   string
+	Netns     uint32
 }
 
 // harness is one receiver attached to one test cgroup.
@@ -101,6 +102,7 @@ func (h *harness) stop() []record {
 						EndBy:     str(AttrEndBy),
 						Reason:    str(AttrEndReason),
 						NetType:   str(AttrNetworkType),
+						Netns:     uint32(num(AttrNetns)),
 					})
 				}
 			}
@@ -137,6 +139,13 @@ func (tr transport) netType() string {
 	return "ipv6"
 }
 
+func inode(ns *testnet.Netns) uint32 {
+	if ns == nil {
+		return testnet.HostInode()
+	}
+	return ns.Inode()
+}
+
 func in(ns *testnet.Netns, f func() error) error {
 	if ns == nil {
 		return f()
@@ -149,6 +158,7 @@ type conn struct {
 	client, server             *net.TCPConn
 	clientCookie, serverCookie uint64
 	clientAddr, serverAddr     netip.AddrPort
+	clientNetns, serverNetns   uint32
 }
 
 // dial connects a client to a new listener over tr. Sockets are created in
@@ -188,6 +198,7 @@ func dial(t *testing.T, tr transport, h *harness, serverMonitored, clientMonitor
 	require.NoError(t, err)
 	c.clientAddr = testnet.AddrPort(c.client.LocalAddr())
 	c.serverAddr = testnet.AddrPort(c.server.LocalAddr())
+	c.clientNetns, c.serverNetns = inode(tr.client), inode(tr.server)
 	t.Cleanup(func() { c.client.Close(); c.server.Close() })
 
 	// Both ends work.
@@ -223,7 +234,7 @@ func requireReset(t *testing.T, c net.Conn) {
 }
 
 func (c *conn) clientRecord(dir, endBy, reason, netType string) record {
-	r := record{Cookie: c.clientCookie, Direction: dir, EndBy: endBy, Reason: reason, NetType: netType}
+	r := record{Cookie: c.clientCookie, Direction: dir, EndBy: endBy, Reason: reason, NetType: netType, Netns: c.clientNetns}
 	r.Source, r.Dest = c.clientAddr.String(), c.serverAddr.String()
 	if endBy == "remote" {
 		r.Source, r.Dest = c.serverAddr.String(), c.clientAddr.String()
@@ -232,7 +243,7 @@ func (c *conn) clientRecord(dir, endBy, reason, netType string) record {
 }
 
 func (c *conn) serverRecord(dir, endBy, reason, netType string) record {
-	r := record{Cookie: c.serverCookie, Direction: dir, EndBy: endBy, Reason: reason, NetType: netType}
+	r := record{Cookie: c.serverCookie, Direction: dir, EndBy: endBy, Reason: reason, NetType: netType, Netns: c.serverNetns}
 	r.Source, r.Dest = c.serverAddr.String(), c.clientAddr.String()
 	if endBy == "remote" {
 		r.Source, r.Dest = c.clientAddr.String(), c.serverAddr.String()
@@ -366,7 +377,7 @@ func TestRefusedConnect(t *testing.T) {
 				}))
 			})
 			want := record{Cookie: cookie, Direction: "outgoing", Source: server.String(), Dest: client.String(),
-				EndBy: "remote", Reason: "rst", NetType: tr.netType()}
+				EndBy: "remote", Reason: "rst", NetType: tr.netType(), Netns: inode(tr.client)}
 			assert.Equal(t, []record{want}, h.stop())
 		})
 	}
@@ -596,7 +607,8 @@ func TestMPTCPServer(t *testing.T) {
 				r.Cookie = 0
 				byDir[r.Direction] = r
 			}
-			want := record{Source: clientAddr.String(), Dest: serverAddr.String(), Reason: "fin", NetType: "ipv4"}
+			want := record{Source: clientAddr.String(), Dest: serverAddr.String(), Reason: "fin", NetType: "ipv4",
+				Netns: testnet.HostInode()}
 			wantOut, wantIn := want, want
 			wantOut.Direction, wantOut.EndBy = "outgoing", "local"
 			wantIn.Direction, wantIn.EndBy = "incoming", "remote"

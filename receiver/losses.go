@@ -20,11 +20,12 @@ type lossWatcher struct {
 	telemetry *metadata.TelemetryBuilder
 	now       func() time.Time
 
-	last         bpf.Stats
-	unwarnedLost uint64
-	unwarnedBad  uint64
-	lastBadErr   error
-	lastWarning  time.Time
+	last            bpf.Stats
+	unwarnedLost    uint64
+	unwarnedDNSLost uint64
+	unwarnedBad     uint64
+	lastBadErr      error
+	lastWarning     time.Time
 }
 
 func (w *lossWatcher) update(s bpf.Stats) {
@@ -36,6 +37,10 @@ func (w *lossWatcher) update(s bpf.Stats) {
 	if d := s.NoStorage - w.last.NoStorage; d > 0 {
 		w.telemetry.NetflowtcpendSocketStorageFailures.Add(ctx, int64(d))
 	}
+	if d := s.DNSLost - w.last.DNSLost; d > 0 {
+		w.telemetry.NetflowtcpendDNSMessagesLost.Add(ctx, int64(d))
+		w.unwarnedDNSLost += d
+	}
 	w.last = s
 	w.warn()
 }
@@ -46,7 +51,7 @@ func (w *lossWatcher) malformed(err error) {
 }
 
 func (w *lossWatcher) warn() {
-	if w.unwarnedLost == 0 && w.unwarnedBad == 0 {
+	if w.unwarnedLost == 0 && w.unwarnedBad == 0 && w.unwarnedDNSLost == 0 {
 		return
 	}
 	now := w.now()
@@ -58,6 +63,11 @@ func (w *lossWatcher) warn() {
 		w.logger.Warn("Kernel ring buffer was full; connection-end records were lost. Raise ring_buffer_size, or look for a slow consumer",
 			zap.Uint64("lost", w.unwarnedLost), zap.Uint64("lost_total", w.last.Lost))
 		w.unwarnedLost = 0
+	}
+	if w.unwarnedDNSLost > 0 {
+		w.logger.Warn("Kernel ring buffer was full; DNS messages were lost, so some domains may be missing",
+			zap.Uint64("lost", w.unwarnedDNSLost), zap.Uint64("lost_total", w.last.DNSLost))
+		w.unwarnedDNSLost = 0
 	}
 	if w.unwarnedBad > 0 {
 		w.logger.Warn("Dropped records that could not be decoded",

@@ -3,6 +3,7 @@ package receiver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/dnscache"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 )
 
@@ -29,6 +31,7 @@ type readLoop struct {
 	records  plog.LogRecordSlice
 	nextTick time.Time
 	event    bpf.Event
+	dnsMsg   bpf.DNSMessage
 	body     []byte
 }
 
@@ -100,15 +103,48 @@ func (l *readLoop) newBatch() {
 }
 
 func (l *readLoop) add(raw []byte) {
-	if err := l.event.Decode(raw); err != nil {
+	var err error
+	switch bpf.TypeOf(raw) {
+	case bpf.RecordTCPEnd:
+		if err = l.event.Decode(raw); err == nil {
+			l.addRecord()
+		}
+	case bpf.RecordDNS:
+		if err = l.dnsMsg.Decode(raw); err == nil {
+			l.observeDNS()
+		}
+	default:
+		err = fmt.Errorf("unknown record type %d", bpf.TypeOf(raw))
+	}
+	if err != nil {
 		l.r.telemetry.NetflowtcpendRecordsMalformed.Add(context.Background(), 1)
 		l.losses.malformed(err)
-		return
 	}
-	if l.event.Flags&bpf.FlagRetried != 0 {
+}
+
+func (l *readLoop) addRecord() {
+	e := &l.event
+	if e.Flags&bpf.FlagRetried != 0 {
 		l.r.telemetry.NetflowtcpendRecordsRetried.Add(context.Background(), 1)
 	}
-	l.body = appendRecord(l.records, &l.event, &l.clock, pcommon.NewTimestampFromTime(time.Now()), l.body)
+	var srcNames, dstNames []string
+	if l.r.dns != nil {
+		srcNames = l.r.dns.Names(e.Netns, e.Source.Addr(), e.StartNs, e.TimeNs)
+		dstNames = l.r.dns.Names(e.Netns, e.Destination.Addr(), e.StartNs, e.TimeNs)
+	}
+	l.body = appendRecord(l.records, e, srcNames, dstNames, &l.clock, pcommon.NewTimestampFromTime(time.Now()), l.body)
+}
+
+func (l *readLoop) observeDNS() {
+	if l.r.dns == nil {
+		return
+	}
+	m := &l.dnsMsg
+	l.r.dns.Observe(dnscache.Message{
+		TimeNs: m.TimeNs, Cookie: m.Cookie, Netns: m.Netns,
+		Source: m.Source, Dest: m.Destination, Sent: m.Egress,
+		TCP: m.TCP, Payload: m.Payload, Truncated: m.WireLen > len(m.Payload),
+	})
 }
 
 // flush passes the batch to the next consumer. A consumer that refuses with

@@ -42,7 +42,7 @@ func loopWithOneRecord(t *testing.T, next consumer.Logs) *readLoop {
 		Source: netip.MustParseAddrPort("10.0.0.1:1"), Destination: netip.MustParseAddrPort("10.0.0.2:2"),
 		EndBy: bpf.EndByLocal, EndFlag: bpf.EndFlagFIN,
 	}
-	appendRecord(l.records, &e, &l.clock, 0, nil)
+	appendRecord(l.records, &e, nil, nil, &l.clock, 0, nil)
 	return l
 }
 

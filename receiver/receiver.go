@@ -19,6 +19,7 @@ import (
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
+	"github.com/netflowtcpend/netflowtcpend/internal/dnscache"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 )
 
@@ -28,7 +29,21 @@ type Settings struct {
 	RingBufferSize int
 	MaxBatchSize   int
 	FlushInterval  time.Duration
+	DNS            DNSSettings
 }
+
+// DNSSettings configure the DNS cache.
+type DNSSettings struct {
+	Enabled      bool
+	MaxAddresses int
+	MaxNames     int
+	PayloadLimit int
+	MinTTL       time.Duration
+}
+
+// dnsQueryTimeout is how long a query waits for its answer: resolvers give
+// up after about 5 s per attempt.
+const dnsQueryTimeout = 15 * time.Second
 
 // Receiver watches TCP connection ends in a cgroup. It implements
 // receiver.Logs.
@@ -38,6 +53,7 @@ type Receiver struct {
 	telemetry *metadata.TelemetryBuilder
 	obsrecv   *receiverhelper.ObsReport
 	next      consumer.Logs
+	dns       *dnscache.Cache // nil when DNS is off
 
 	mu      sync.Mutex // guards the fields below across Start and Shutdown
 	objs    *bpf.Objects
@@ -53,7 +69,16 @@ func New(s Settings, tel component.TelemetrySettings, obsrecv *receiverhelper.Ob
 	if err != nil {
 		return nil, fmt.Errorf("create telemetry: %w", err)
 	}
-	return &Receiver{settings: s, logger: tel.Logger, telemetry: tb, obsrecv: obsrecv, next: next}, nil
+	r := &Receiver{settings: s, logger: tel.Logger, telemetry: tb, obsrecv: obsrecv, next: next}
+	if s.DNS.Enabled {
+		r.dns = dnscache.New(dnscache.Config{
+			MaxAddresses: s.DNS.MaxAddresses,
+			MaxNames:     s.DNS.MaxNames,
+			MinTTL:       s.DNS.MinTTL,
+			QueryTimeout: dnsQueryTimeout,
+		})
+	}
+	return r, nil
 }
 
 // Start loads the kernel programs, attaches them to the cgroup and starts
@@ -77,7 +102,11 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 		return fmt.Errorf("cgroup_path: %w", err)
 	}
 
-	objs, err := bpf.Load(bpf.Options{RingBufferSize: r.settings.RingBufferSize})
+	opts := bpf.Options{RingBufferSize: r.settings.RingBufferSize}
+	if r.dns != nil {
+		opts.DNSPayloadLimit = r.settings.DNS.PayloadLimit
+	}
+	objs, err := bpf.Load(opts)
 	if err != nil {
 		return err
 	}
@@ -86,11 +115,8 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 		objs.Close()
 		return err
 	}
-	if err := r.telemetry.RegisterNetflowtcpendRingBufferPendingCallback(
-		func(_ context.Context, o metric.Int64Observer) error {
-			o.Observe(int64(rd.AvailableBytes()))
-			return nil
-		}); err != nil {
+	if err := r.registerGauges(rd); err != nil {
+		r.telemetry.Shutdown()
 		rd.Close()
 		objs.Close()
 		return fmt.Errorf("register telemetry: %w", err)
@@ -113,6 +139,33 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 		zap.String("cgroup_path", path),
 		zap.Int("ring_buffer_size", rd.BufferSize()))
 	return nil
+}
+
+// registerGauges registers the callbacks of the asynchronous metrics.
+func (r *Receiver) registerGauges(rd *ringbuf.Reader) error {
+	observe := func(f func() int64) metric.Int64Callback {
+		return func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(f())
+			return nil
+		}
+	}
+	err := r.telemetry.RegisterNetflowtcpendRingBufferPendingCallback(
+		observe(func() int64 { return int64(rd.AvailableBytes()) }))
+	if r.dns == nil {
+		return err
+	}
+	stat := func(f func(dnscache.Stats) uint64) metric.Int64Callback {
+		return observe(func() int64 { return int64(f(r.dns.Stats())) })
+	}
+	return errors.Join(err,
+		r.telemetry.RegisterNetflowtcpendDNSCacheAddressesCallback(observe(func() int64 { return int64(r.dns.Len()) })),
+		r.telemetry.RegisterNetflowtcpendDNSCacheEvictionsCallback(stat(func(s dnscache.Stats) uint64 { return s.Evictions })),
+		r.telemetry.RegisterNetflowtcpendDNSCacheHitsCallback(stat(func(s dnscache.Stats) uint64 { return s.Hits })),
+		r.telemetry.RegisterNetflowtcpendDNSCacheMissesCallback(stat(func(s dnscache.Stats) uint64 { return s.Misses })),
+		r.telemetry.RegisterNetflowtcpendDNSMessagesIncompleteCallback(stat(func(s dnscache.Stats) uint64 { return s.Incomplete })),
+		r.telemetry.RegisterNetflowtcpendDNSParseErrorsCallback(stat(func(s dnscache.Stats) uint64 { return s.ParseErrors })),
+		r.telemetry.RegisterNetflowtcpendDNSUnmatchedAnswersCallback(stat(func(s dnscache.Stats) uint64 { return s.Unmatched })),
+	)
 }
 
 // Shutdown detaches the programs, passes on every record already in the ring

@@ -28,6 +28,14 @@ type TelemetryBuilder struct {
 	meter                              metric.Meter
 	mu                                 sync.Mutex
 	registrations                      []metric.Registration
+	NetflowtcpendDNSCacheAddresses     metric.Int64ObservableGauge
+	NetflowtcpendDNSCacheEvictions     metric.Int64ObservableCounter
+	NetflowtcpendDNSCacheHits          metric.Int64ObservableCounter
+	NetflowtcpendDNSCacheMisses        metric.Int64ObservableCounter
+	NetflowtcpendDNSMessagesIncomplete metric.Int64ObservableCounter
+	NetflowtcpendDNSMessagesLost       metric.Int64Counter
+	NetflowtcpendDNSParseErrors        metric.Int64ObservableCounter
+	NetflowtcpendDNSUnmatchedAnswers   metric.Int64ObservableCounter
 	NetflowtcpendRecordsLost           metric.Int64Counter
 	NetflowtcpendRecordsMalformed      metric.Int64Counter
 	NetflowtcpendRecordsRetried        metric.Int64Counter
@@ -44,6 +52,111 @@ type telemetryBuilderOptionFunc func(mb *TelemetryBuilder)
 
 func (tbof telemetryBuilderOptionFunc) apply(mb *TelemetryBuilder) {
 	tbof(mb)
+}
+
+// RegisterNetflowtcpendDNSCacheAddressesCallback sets callback for observable NetflowtcpendDNSCacheAddresses metric.
+func (builder *TelemetryBuilder) RegisterNetflowtcpendDNSCacheAddressesCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.NetflowtcpendDNSCacheAddresses, obs: o})
+		return nil
+	}, builder.NetflowtcpendDNSCacheAddresses)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterNetflowtcpendDNSCacheEvictionsCallback sets callback for observable NetflowtcpendDNSCacheEvictions metric.
+func (builder *TelemetryBuilder) RegisterNetflowtcpendDNSCacheEvictionsCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.NetflowtcpendDNSCacheEvictions, obs: o})
+		return nil
+	}, builder.NetflowtcpendDNSCacheEvictions)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterNetflowtcpendDNSCacheHitsCallback sets callback for observable NetflowtcpendDNSCacheHits metric.
+func (builder *TelemetryBuilder) RegisterNetflowtcpendDNSCacheHitsCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.NetflowtcpendDNSCacheHits, obs: o})
+		return nil
+	}, builder.NetflowtcpendDNSCacheHits)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterNetflowtcpendDNSCacheMissesCallback sets callback for observable NetflowtcpendDNSCacheMisses metric.
+func (builder *TelemetryBuilder) RegisterNetflowtcpendDNSCacheMissesCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.NetflowtcpendDNSCacheMisses, obs: o})
+		return nil
+	}, builder.NetflowtcpendDNSCacheMisses)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterNetflowtcpendDNSMessagesIncompleteCallback sets callback for observable NetflowtcpendDNSMessagesIncomplete metric.
+func (builder *TelemetryBuilder) RegisterNetflowtcpendDNSMessagesIncompleteCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.NetflowtcpendDNSMessagesIncomplete, obs: o})
+		return nil
+	}, builder.NetflowtcpendDNSMessagesIncomplete)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterNetflowtcpendDNSParseErrorsCallback sets callback for observable NetflowtcpendDNSParseErrors metric.
+func (builder *TelemetryBuilder) RegisterNetflowtcpendDNSParseErrorsCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.NetflowtcpendDNSParseErrors, obs: o})
+		return nil
+	}, builder.NetflowtcpendDNSParseErrors)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
+}
+
+// RegisterNetflowtcpendDNSUnmatchedAnswersCallback sets callback for observable NetflowtcpendDNSUnmatchedAnswers metric.
+func (builder *TelemetryBuilder) RegisterNetflowtcpendDNSUnmatchedAnswersCallback(cb metric.Int64Callback) error {
+	reg, err := builder.meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		cb(ctx, &observerInt64{inst: builder.NetflowtcpendDNSUnmatchedAnswers, obs: o})
+		return nil
+	}, builder.NetflowtcpendDNSUnmatchedAnswers)
+	if err != nil {
+		return err
+	}
+	builder.mu.Lock()
+	defer builder.mu.Unlock()
+	builder.registrations = append(builder.registrations, reg)
+	return nil
 }
 
 // RegisterNetflowtcpendRingBufferPendingCallback sets callback for observable NetflowtcpendRingBufferPending metric.
@@ -89,6 +202,54 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	}
 	builder.meter = Meter(settings)
 	var err, errs error
+	builder.NetflowtcpendDNSCacheAddresses, err = builder.meter.Int64ObservableGauge(
+		"otelcol_netflowtcpend_dns_cache_addresses",
+		metric.WithDescription("Addresses held in the DNS cache. [Alpha]"),
+		metric.WithUnit("{address}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.NetflowtcpendDNSCacheEvictions, err = builder.meter.Int64ObservableCounter(
+		"otelcol_netflowtcpend_dns_cache_evictions",
+		metric.WithDescription("Addresses evicted from the DNS cache for size (least recently used first). [Alpha]"),
+		metric.WithUnit("{address}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.NetflowtcpendDNSCacheHits, err = builder.meter.Int64ObservableCounter(
+		"otelcol_netflowtcpend_dns_cache_hits",
+		metric.WithDescription("Record addresses for which the DNS cache had names. [Alpha]"),
+		metric.WithUnit("{lookup}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.NetflowtcpendDNSCacheMisses, err = builder.meter.Int64ObservableCounter(
+		"otelcol_netflowtcpend_dns_cache_misses",
+		metric.WithDescription("Record addresses for which the DNS cache had no names. [Alpha]"),
+		metric.WithUnit("{lookup}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.NetflowtcpendDNSMessagesIncomplete, err = builder.meter.Int64ObservableCounter(
+		"otelcol_netflowtcpend_dns_messages_incomplete",
+		metric.WithDescription("DNS messages dropped because they were not whole in one record (copy truncated at dns.payload_limit, or a TCP message split over segments). [Alpha]"),
+		metric.WithUnit("{message}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.NetflowtcpendDNSMessagesLost, err = builder.meter.Int64Counter(
+		"otelcol_netflowtcpend_dns_messages_lost",
+		metric.WithDescription("DNS messages the kernel could not write because the ring buffer was full. [Alpha]"),
+		metric.WithUnit("{message}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.NetflowtcpendDNSParseErrors, err = builder.meter.Int64ObservableCounter(
+		"otelcol_netflowtcpend_dns_parse_errors",
+		metric.WithDescription("Malformed or hostile DNS messages dropped. [Alpha]"),
+		metric.WithUnit("{message}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.NetflowtcpendDNSUnmatchedAnswers, err = builder.meter.Int64ObservableCounter(
+		"otelcol_netflowtcpend_dns_unmatched_answers",
+		metric.WithDescription("DNS answers dropped because they matched no outstanding query of the socket that received them (same id, question and server). [Alpha]"),
+		metric.WithUnit("{message}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.NetflowtcpendRecordsLost, err = builder.meter.Int64Counter(
 		"otelcol_netflowtcpend_records_lost",
 		metric.WithDescription("Connection ends whose record the kernel could not write because the ring buffer was full (each socket counted once). [Alpha]"),

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
 	"runtime"
 	"testing"
 
@@ -37,6 +38,29 @@ func (n *Netns) Do(f func() error) error {
 	}()
 	return <-done
 }
+
+// Inode returns the namespace's inode number, as records carry it.
+func (n *Netns) Inode() uint32 {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(n.handle), &st); err != nil {
+		panic(err)
+	}
+	return uint32(st.Ino)
+}
+
+// hostInode is read at start, before any thread enters a test namespace:
+// later, /proc/self/ns/net may show a namespace that the main thread was
+// left in (a locked goroutine that ends on the main thread wedges it there).
+var hostInode = func() uint32 {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		panic(err)
+	}
+	return uint32(st.Ino)
+}()
+
+// HostInode returns the inode number of this process's network namespace.
+func HostInode() uint32 { return hostInode }
 
 // NewVethPair creates two network namespaces joined by a veth pair:
 // 10.77.0.1 and fd77::1 in the first, 10.77.0.2 and fd77::2 in the second.
@@ -82,6 +106,41 @@ func (n *Netns) configure(veth string) error {
 		}
 	}
 	return nil
+}
+
+// NewNetns creates a network namespace with lo up.
+func NewNetns(t testing.TB) *Netns {
+	t.Helper()
+	n := newNetns(t, "127.0.0.1", "::1")
+	require.NoError(t, n.Do(func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	}))
+	return n
+}
+
+// AddLoopbackAddr adds an address (a /32 or /128) to lo in the namespace.
+func (n *Netns) AddLoopbackAddr(t testing.TB, addr netip.Addr) {
+	t.Helper()
+	require.NoError(t, n.Do(func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.AddrAdd(lo, &netlink.Addr{
+			IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(addr.BitLen(), addr.BitLen())},
+			Flags: unix.IFA_F_NODAD,
+		})
+	}))
+}
+
+// Start starts cmd inside the namespace: the child inherits the namespace
+// of the thread that forks it.
+func (n *Netns) Start(cmd *exec.Cmd) error {
+	return n.Do(cmd.Start)
 }
 
 func newNetns(t testing.TB, addr4, addr6 string) *Netns {

@@ -51,30 +51,67 @@ func (s Segment) TCPHeader() []byte {
 	binary.BigEndian.PutUint16(b[14:], win)
 	copy(b[20:], s.Payload)
 
-	var sum uint32
-	src, dst := s.Src.Addr().AsSlice(), s.Dst.Addr().AsSlice()
-	sum = add(sum, src)
-	sum = add(sum, dst)
-	sum += 6 + uint32(len(b)) // protocol and TCP length
-	sum = add(sum, b)
-	binary.BigEndian.PutUint16(b[16:], fold(sum))
+	binary.BigEndian.PutUint16(b[16:], checksum(s.Src.Addr(), s.Dst.Addr(), protoTCP, b))
 	return b
 }
 
 // IPv4 returns the segment in an IPv4 packet.
-func (s Segment) IPv4() []byte {
-	tcp := s.TCPHeader()
-	ip := make([]byte, 20, 20+len(tcp))
+func (s Segment) IPv4() []byte { return ipv4(s.Src.Addr(), s.Dst.Addr(), protoTCP, s.TCPHeader()) }
+
+// IPv6 returns the segment in an IPv6 packet behind the given extension
+// headers.
+func (s Segment) IPv6(exts ...Ext) []byte {
+	return ipv6(s.Src.Addr(), s.Dst.Addr(), protoTCP, s.TCPHeader(), exts...)
+}
+
+// Datagram describes a UDP datagram.
+type Datagram struct {
+	Src, Dst netip.AddrPort
+	Payload  []byte
+}
+
+// UDPHeader returns the UDP header and payload with their checksum.
+func (d Datagram) UDPHeader() []byte {
+	b := make([]byte, 8+len(d.Payload))
+	binary.BigEndian.PutUint16(b[0:], d.Src.Port())
+	binary.BigEndian.PutUint16(b[2:], d.Dst.Port())
+	binary.BigEndian.PutUint16(b[4:], uint16(len(b)))
+	copy(b[8:], d.Payload)
+	binary.BigEndian.PutUint16(b[6:], checksum(d.Src.Addr(), d.Dst.Addr(), protoUDP, b))
+	return b
+}
+
+// IPv4 returns the datagram in an IPv4 packet.
+func (d Datagram) IPv4() []byte { return ipv4(d.Src.Addr(), d.Dst.Addr(), protoUDP, d.UDPHeader()) }
+
+// IPv6 returns the datagram in an IPv6 packet.
+func (d Datagram) IPv6() []byte { return ipv6(d.Src.Addr(), d.Dst.Addr(), protoUDP, d.UDPHeader()) }
+
+const (
+	protoTCP = 6
+	protoUDP = 17
+)
+
+// checksum is the TCP/UDP checksum over the pseudo-header and l4.
+func checksum(src, dst netip.Addr, proto uint8, l4 []byte) uint16 {
+	sum := add(0, src.AsSlice())
+	sum = add(sum, dst.AsSlice())
+	sum += uint32(proto) + uint32(len(l4))
+	return fold(add(sum, l4))
+}
+
+func ipv4(src, dst netip.Addr, proto uint8, l4 []byte) []byte {
+	ip := make([]byte, 20, 20+len(l4))
 	ip[0] = 0x45
-	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(tcp)))
+	binary.BigEndian.PutUint16(ip[2:], uint16(20+len(l4)))
 	ip[6] = 0x40 // don't fragment
 	ip[8] = 64
-	ip[9] = 6
-	src, dst := s.Src.Addr().As4(), s.Dst.Addr().As4()
-	copy(ip[12:], src[:])
-	copy(ip[16:], dst[:])
+	ip[9] = proto
+	s4, d4 := src.As4(), dst.As4()
+	copy(ip[12:], s4[:])
+	copy(ip[16:], d4[:])
 	binary.BigEndian.PutUint16(ip[10:], fold(add(0, ip)))
-	return append(ip, tcp...)
+	return append(ip, l4...)
 }
 
 // Ext is an IPv6 extension header.
@@ -84,13 +121,10 @@ type Ext struct {
 	FragmentOffset uint16
 }
 
-// IPv6 returns the segment in an IPv6 packet behind the given extension
-// headers.
-func (s Segment) IPv6(exts ...Ext) []byte {
-	tcp := s.TCPHeader()
+func ipv6(src, dst netip.Addr, proto uint8, l4 []byte, exts ...Ext) []byte {
 	var chain []byte
 	for i, e := range exts {
-		next := uint8(6)
+		next := proto
 		if i+1 < len(exts) {
 			next = exts[i+1].Type
 		}
@@ -110,18 +144,18 @@ func (s Segment) IPv6(exts ...Ext) []byte {
 		h[0] = next
 		chain = append(chain, h...)
 	}
-	ip := make([]byte, 40, 40+len(chain)+len(tcp))
+	ip := make([]byte, 40, 40+len(chain)+len(l4))
 	ip[0] = 0x60
-	binary.BigEndian.PutUint16(ip[4:], uint16(len(chain)+len(tcp)))
-	ip[6] = 6
+	binary.BigEndian.PutUint16(ip[4:], uint16(len(chain)+len(l4)))
+	ip[6] = proto
 	if len(exts) > 0 {
 		ip[6] = exts[0].Type
 	}
 	ip[7] = 64
-	src, dst := s.Src.Addr().As16(), s.Dst.Addr().As16()
-	copy(ip[8:], src[:])
-	copy(ip[24:], dst[:])
-	return append(append(ip, chain...), tcp...)
+	s16, d16 := src.As16(), dst.As16()
+	copy(ip[8:], s16[:])
+	copy(ip[24:], d16[:])
+	return append(append(ip, chain...), l4...)
 }
 
 // Ethernet puts an IP packet in an Ethernet frame, as BPF_PROG_TEST_RUN
