@@ -270,6 +270,11 @@ func TestDomainsFromARealResolver(t *testing.T) {
 	overTCP := d.connect(target4)
 	overTCP.close(t)
 
+	// AAAA over UDP, through the CNAME.
+	require.Equal(t, target6, d.lookup("udp", dnsServer6, "alias.example.test", dnsmessage.TypeAAAA))
+	v6UDP := d.connect(target6)
+	v6UDP.close(t)
+
 	d.stop()
 	got := domainsByPort(t, d.harness)
 	none := []string{}
@@ -277,6 +282,7 @@ func TestDomainsFromARealResolver(t *testing.T) {
 	assert.Equal(t, [2][]string{none, {"www.example.test"}}, got[v6.port])
 	assert.Equal(t, [2][]string{none, {"www.example.test", "alias.example.test"}}, got[both.port])
 	assert.Equal(t, [2][]string{none, {"alias.example.test", "www.example.test"}}, got[overTCP.port])
+	assert.Equal(t, [2][]string{none, {"alias.example.test", "www.example.test"}}, got[v6UDP.port])
 	assert.Zero(t, d.rcv.dns.Stats().Unmatched)
 	assert.Zero(t, d.rcv.dns.Stats().ParseErrors)
 }
