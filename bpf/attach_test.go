@@ -125,8 +125,10 @@ func TestLostRecordsAreCountedAndRetried(t *testing.T) {
 	require.Contains(t, got, serverCookie)
 	assert.Equal(t, FlagRetried, got[clientCookie].Flags&FlagRetried)
 	assert.Equal(t, FlagRetried, got[serverCookie].Flags&FlagRetried)
-	assert.Equal(t, EndByRemote, got[clientCookie].EndBy)
-	assert.Equal(t, EndByLocal, got[serverCookie].EndBy)
+	// The retry reports the end that was lost: the client's FIN.
+	assert.Equal(t, EndByLocal, got[clientCookie].EndBy)
+	assert.Equal(t, EndByRemote, got[serverCookie].EndBy)
+	assert.Equal(t, got[clientCookie].Source, got[serverCookie].Source, "both name the client as the sender")
 	assert.Equal(t, DirectionOutgoing, got[clientCookie].Direction)
 	assert.Equal(t, DirectionIncoming, got[serverCookie].Direction)
 	assert.NotZero(t, got[clientCookie].StartNs, "the handshake was observed")

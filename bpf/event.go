@@ -1,7 +1,6 @@
 package bpf
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"unsafe"
@@ -42,19 +41,32 @@ func (e EndBy) String() string {
 	return "remote"
 }
 
-// EndFlag is the TCP flag that ended the connection.
-type EndFlag uint8
+// EndReason says how the connection ended for the socket.
+type EndReason uint8
 
 const (
-	EndFlagFIN EndFlag = 1
-	EndFlagRST EndFlag = 2
+	EndFIN     EndReason = 1 // its first FIN
+	EndRST     EndReason = 2 // its first RST
+	EndTimeout EndReason = 3 // no FIN or RST: connect, retransmission or keepalive timeout
+	EndAbort   EndReason = 4 // no FIN or RST: another error (ICMP, ss -K)
+	EndClosed  EndReason = 5 // no FIN or RST: closed before anything was sent
 )
 
-func (f EndFlag) String() string {
-	if f == EndFlagRST {
-		return "RST"
+func (r EndReason) String() string {
+	switch r {
+	case EndFIN:
+		return "fin"
+	case EndRST:
+		return "rst"
+	case EndTimeout:
+		return "timeout"
+	case EndAbort:
+		return "abort"
+	case EndClosed:
+		return "closed"
+	default:
+		return "unknown"
 	}
-	return "FIN"
 }
 
 // Event flags, from struct event in netflow.h.
@@ -84,20 +96,40 @@ const EventSize = int(unsafe.Sizeof(netflowEvent{}))
 
 // Event is one ended connection as one local socket saw it.
 type Event struct {
-	TimeNs   uint64 // CLOCK_MONOTONIC of the terminating segment
+	TimeNs   uint64 // CLOCK_MONOTONIC of the end
 	StartNs  uint64 // CLOCK_MONOTONIC of the handshake; 0 when not observed
 	Cookie   uint64
 	CgroupID uint64
 	Netns    uint32 // inode of the network namespace; 0 when unknown
-	// Source sent the terminating segment, Destination received it. IPv4
-	// traffic (also of dual-stack IPv6 sockets) has IPv4 addresses.
+	// Source sent the terminating segment (the local side for ends without
+	// one), Destination received it. IPv4 traffic, also of dual-stack IPv6
+	// sockets, has IPv4 addresses.
 	Source      netip.AddrPort
 	Destination netip.AddrPort
 	Direction   Direction
 	EndBy       EndBy
-	EndFlag     EndFlag
+	EndReason   EndReason
+	State       uint8  // TCP state before the end
+	Error       uint16 // errno the kernel ended the socket with, or 0
 	Flags       uint32
+
+	SRTTMicros    uint32
+	BytesSent     uint64 // payload bytes, each once
+	BytesReceived uint64 // payload bytes received in order
+	SegsSent      uint32
+	SegsReceived  uint32
+	Retransmits   uint32
 }
+
+// TCP states that mean the handshake never completed.
+const (
+	stateSynSent = 2
+	stateSynRecv = 3
+)
+
+// Established reports whether the connection was ever established: a
+// refused or timed-out connect was not.
+func (e *Event) Established() bool { return e.State != stateSynSent && e.State != stateSynRecv }
 
 // Decode parses one ring buffer record. It allocates nothing.
 func (e *Event) Decode(b []byte) error {
@@ -107,27 +139,28 @@ func (e *Event) Decode(b []byte) error {
 	if t := TypeOf(b); t != RecordTCPEnd {
 		return fmt.Errorf("record type %d is not a connection end", t)
 	}
-	le := binary.LittleEndian
-	src, dst, err := addrs(b[1], b[48:64], b[64:80])
+	// Copy into the type bpf2go generated from netflow.h: the layout is
+	// the C one by construction.
+	var r netflowEvent
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&r)), EventSize), b)
+	src, dst, err := addrs(r.Family, r.Saddr[:], r.Daddr[:])
 	if err != nil {
 		return err
 	}
-	e.Source = netip.AddrPortFrom(src, le.Uint16(b[80:]))
-	e.Destination = netip.AddrPortFrom(dst, le.Uint16(b[82:]))
-	e.Direction = Direction(b[2])
-	e.EndBy = EndBy(b[3])
-	e.EndFlag = EndFlag(b[4])
-	e.Flags = le.Uint32(b[8:])
-	e.Netns = le.Uint32(b[12:])
-	e.TimeNs = le.Uint64(b[16:])
-	e.StartNs = le.Uint64(b[24:])
-	e.Cookie = le.Uint64(b[32:])
-	e.CgroupID = le.Uint64(b[40:])
+	*e = Event{
+		TimeNs: r.TimeNs, StartNs: r.StartNs, Cookie: r.Cookie, CgroupID: r.CgroupId, Netns: r.Netns,
+		Source:      netip.AddrPortFrom(src, r.Sport),
+		Destination: netip.AddrPortFrom(dst, r.Dport),
+		Direction:   Direction(r.Direction), EndBy: EndBy(r.EndBy), EndReason: EndReason(r.EndReason),
+		State: r.State, Error: r.Error, Flags: r.Flags,
+		SRTTMicros: r.SrttUs, BytesSent: r.BytesSent, BytesReceived: r.BytesReceived,
+		SegsSent: r.SegsSent, SegsReceived: r.SegsReceived, Retransmits: r.Retransmits,
+	}
 	if e.EndBy != EndByLocal && e.EndBy != EndByRemote {
 		return fmt.Errorf("unknown end side %d", e.EndBy)
 	}
-	if e.EndFlag != EndFlagFIN && e.EndFlag != EndFlagRST {
-		return fmt.Errorf("unknown end flag %d", e.EndFlag)
+	if e.EndReason < EndFIN || e.EndReason > EndClosed {
+		return fmt.Errorf("unknown end reason %d", e.EndReason)
 	}
 	return nil
 }
@@ -158,40 +191,39 @@ func (m *DNSMessage) Decode(b []byte) error {
 	if t := TypeOf(b); t != RecordDNS {
 		return fmt.Errorf("record type %d is not DNS", t)
 	}
-	le := binary.LittleEndian
-	src, dst, err := addrs(b[1], b[32:48], b[48:64])
+	var h netflowDnsEvent
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&h)), DNSHeaderSize), b)
+	src, dst, err := addrs(h.Family, h.Saddr[:], h.Daddr[:])
 	if err != nil {
 		return err
 	}
-	n := int(le.Uint32(b[8:]))
+	n := int(h.PayloadLen)
 	if n > len(b)-DNSHeaderSize {
 		return fmt.Errorf("DNS record says %d payload bytes, has %d", n, len(b)-DNSHeaderSize)
 	}
-	switch b[2] {
-	case 6:
-		m.TCP = true
-	case 17:
-		m.TCP = false
+	switch h.Protocol {
+	case 6, 17:
 	default:
-		return fmt.Errorf("DNS record over protocol %d", b[2])
+		return fmt.Errorf("DNS record over protocol %d", h.Protocol)
 	}
-	m.Egress = b[3] != 0
-	m.Netns = le.Uint32(b[4:])
-	m.WireLen = int(le.Uint32(b[12:]))
-	m.TimeNs = le.Uint64(b[16:])
-	m.Cookie = le.Uint64(b[24:])
-	m.Source = netip.AddrPortFrom(src, le.Uint16(b[64:]))
-	m.Destination = netip.AddrPortFrom(dst, le.Uint16(b[66:]))
-	m.Payload = b[DNSHeaderSize : DNSHeaderSize+n]
+	*m = DNSMessage{
+		TimeNs: h.TimeNs, Cookie: h.Cookie, Netns: h.Netns,
+		Source:      netip.AddrPortFrom(src, h.Sport),
+		Destination: netip.AddrPortFrom(dst, h.Dport),
+		TCP:         h.Protocol == 6, Egress: h.Egress != 0,
+		WireLen: int(h.WireLen), Payload: b[DNSHeaderSize : DNSHeaderSize+n],
+	}
 	return nil
 }
 
+// addrs returns the addresses as on the wire: IPv4-mapped IPv6 addresses
+// (of dual-stack sockets, read from the socket at a timeout) are unmapped.
 func addrs(family byte, src, dst []byte) (netip.Addr, netip.Addr, error) {
 	switch family {
 	case 4:
 		return netip.AddrFrom4([4]byte(src[:4])), netip.AddrFrom4([4]byte(dst[:4])), nil
 	case 6:
-		return netip.AddrFrom16([16]byte(src)), netip.AddrFrom16([16]byte(dst)), nil
+		return netip.AddrFrom16([16]byte(src)).Unmap(), netip.AddrFrom16([16]byte(dst)).Unmap(), nil
 	default:
 		return netip.Addr{}, netip.Addr{}, fmt.Errorf("unknown address family %d", family)
 	}

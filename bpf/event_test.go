@@ -23,13 +23,14 @@ func TestDecode(t *testing.T) {
 	v4 := netflowEvent{
 		Type: 1, Netns: 4026531840,
 		TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupId: 4242,
-		Sport: 40000, Dport: 443, Family: 4, Direction: 2, EndBy: 1, EndFlag: 1, Flags: FlagRetried,
+		Sport: 40000, Dport: 443, Family: 4, Direction: 2, EndBy: 1, EndReason: 1, Flags: FlagRetried,
+		State: 1, SrttUs: 250, BytesSent: 1000, BytesReceived: 2000, SegsSent: 7, SegsReceived: 8, Retransmits: 2,
 	}
 	copy(v4.Saddr[:], []byte{10, 0, 0, 1})
 	copy(v4.Daddr[:], []byte{93, 184, 216, 34})
 
 	v6 := v4
-	v6.Family, v6.Direction, v6.EndBy, v6.EndFlag, v6.Flags = 6, 1, 2, 2, 0
+	v6.Family, v6.Direction, v6.EndBy, v6.EndReason, v6.Flags, v6.State, v6.Error = 6, 1, 2, 3, 0, 2, 110
 	a, b := netip.MustParseAddr("2001:db8::1").As16(), netip.MustParseAddr("2001:db8::2").As16()
 	v6.Saddr, v6.Daddr = a, b
 
@@ -42,13 +43,15 @@ func TestDecode(t *testing.T) {
 			TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupID: 4242, Netns: 4026531840,
 			Source:      netip.MustParseAddrPort("10.0.0.1:40000"),
 			Destination: netip.MustParseAddrPort("93.184.216.34:443"),
-			Direction:   DirectionOutgoing, EndBy: EndByLocal, EndFlag: EndFlagFIN, Flags: FlagRetried,
+			Direction:   DirectionOutgoing, EndBy: EndByLocal, EndReason: EndFIN, Flags: FlagRetried,
+			State: 1, SRTTMicros: 250, BytesSent: 1000, BytesReceived: 2000, SegsSent: 7, SegsReceived: 8, Retransmits: 2,
 		}},
-		{"ipv6 incoming remote RST", v6, Event{
+		{"ipv6 incoming timeout", v6, Event{
 			TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupID: 4242, Netns: 4026531840,
 			Source:      netip.MustParseAddrPort("[2001:db8::1]:40000"),
 			Destination: netip.MustParseAddrPort("[2001:db8::2]:443"),
-			Direction:   DirectionIncoming, EndBy: EndByRemote, EndFlag: EndFlagRST,
+			Direction:   DirectionIncoming, EndBy: EndByRemote, EndReason: EndTimeout, State: 2, Error: 110,
+			SRTTMicros: 250, BytesSent: 1000, BytesReceived: 2000, SegsSent: 7, SegsReceived: 8, Retransmits: 2,
 		}},
 	}
 	for _, tt := range tests {
@@ -61,17 +64,17 @@ func TestDecode(t *testing.T) {
 }
 
 func TestDecodeRejectsBadRecords(t *testing.T) {
-	good := netflowEvent{Type: 1, Family: 4, EndBy: 1, EndFlag: 1}
+	good := netflowEvent{Type: 1, Family: 4, EndBy: 1, EndReason: 1}
 	tests := []struct {
 		name    string
 		raw     []byte
 		wantErr string
 	}{
-		{"short", encode(t, good)[:EventSize-1], "record of 87 bytes, want 88"},
-		{"type", encode(t, netflowEvent{Type: 2, Family: 4, EndBy: 1, EndFlag: 1}), "record type 2 is not a connection end"},
-		{"family", encode(t, netflowEvent{Type: 1, Family: 5, EndBy: 1, EndFlag: 1}), "unknown address family 5"},
-		{"end side", encode(t, netflowEvent{Type: 1, Family: 4, EndBy: 3, EndFlag: 1}), "unknown end side 3"},
-		{"end flag", encode(t, netflowEvent{Type: 1, Family: 6, EndBy: 2, EndFlag: 0}), "unknown end flag 0"},
+		{"short", encode(t, good)[:EventSize-1], "record of 119 bytes, want 120"},
+		{"type", encode(t, netflowEvent{Type: 2, Family: 4, EndBy: 1, EndReason: 1}), "record type 2 is not a connection end"},
+		{"family", encode(t, netflowEvent{Type: 1, Family: 5, EndBy: 1, EndReason: 1}), "unknown address family 5"},
+		{"end side", encode(t, netflowEvent{Type: 1, Family: 4, EndBy: 3, EndReason: 1}), "unknown end side 3"},
+		{"end reason", encode(t, netflowEvent{Type: 1, Family: 6, EndBy: 2, EndReason: 6}), "unknown end reason 6"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -113,7 +116,7 @@ func TestDecodeDNS(t *testing.T) {
 	}{
 		{"short", raw[:DNSHeaderSize-1], "DNS record of 71 bytes, want at least 72"},
 		{"payload past the end", raw[:DNSHeaderSize+4], "DNS record says 5 payload bytes, has 4"},
-		{"not DNS", encode(t, netflowEvent{Type: 1, Family: 4, EndBy: 1, EndFlag: 1}), "record type 1 is not DNS"},
+		{"not DNS", encode(t, netflowEvent{Type: 1, Family: 4, EndBy: 1, EndReason: 1}), "record type 1 is not DNS"},
 	} {
 		t.Run(bad.name, func(t *testing.T) {
 			assert.EqualError(t, m.Decode(bad.raw), bad.wantErr)

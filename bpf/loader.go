@@ -132,8 +132,10 @@ func wrapPermission(err error) error {
 	return err
 }
 
-// Attach attaches both programs to the cgroup v2 directory at path. Only
-// sockets created in that cgroup or below it are watched.
+// Attach attaches both cgroup_skb programs to the cgroup v2 directory at
+// path (only sockets created in that cgroup or below it are watched), and
+// the socket state tracepoint, which only acts on sockets those programs
+// have seen.
 func (o *Objects) Attach(cgroupPath string) error {
 	for _, a := range []struct {
 		prog *ebpf.Program
@@ -150,6 +152,12 @@ func (o *Objects) Attach(cgroupPath string) error {
 		}
 		o.links = append(o.links, l)
 	}
+	l, err := link.AttachTracing(link.TracingOptions{Program: o.objs.NetflowState})
+	if err != nil {
+		o.Detach()
+		return fmt.Errorf("attach inet_sock_set_state tracepoint: %w", wrapPermission(err))
+	}
+	o.links = append(o.links, l)
 	return nil
 }
 

@@ -16,6 +16,8 @@
 #include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 
 #include "netflow.h"
 
@@ -32,12 +34,20 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 // Socket states (include/net/tcp_states.h).
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
 #define TCP_CLOSE_WAIT 8
 #define TCP_LAST_ACK 9
 #define TCP_LISTEN 10
 #define TCP_CLOSING 11
 
 #define SOCK_RAW 3
+#define AF_INET 2
+
+// errno values the state tracepoint tells apart.
+#define ECONNRESET 104
+#define ETIMEDOUT 110
+#define ECONNREFUSED 111
 
 // sock_state.flags
 #define SOCK_OUTGOING (1 << 0)      // the socket sent the SYN
@@ -55,7 +65,11 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 struct sock_state {
 	__u64 start_ns;
 	__u32 flags;
-	__u32 _pad;
+	// With SOCK_LOST: the end that could not be written, for the retry.
+	__u8 lost_reason;
+	__u8 lost_by;
+	__u16 _pad;
+	__u64 lost_time_ns;
 };
 
 struct {
@@ -116,9 +130,24 @@ struct net {
 } __attribute__((preserve_access_index));
 
 struct sock_common {
+	__be32 skc_daddr;
+	__be32 skc_rcv_saddr;
+	__be16 skc_dport;
+	__u16 skc_num;
+	unsigned short skc_family;
 	struct {
 		struct net *net;
 	} skc_net;
+	struct in6_addr skc_v6_daddr;
+	struct in6_addr skc_v6_rcv_saddr;
+} __attribute__((preserve_access_index));
+
+struct kernfs_node {
+	__u64 id;
+} __attribute__((preserve_access_index));
+
+struct cgroup {
+	struct kernfs_node *kn;
 } __attribute__((preserve_access_index));
 
 struct sock {
@@ -126,6 +155,11 @@ struct sock {
 	struct {
 		int len;
 	} sk_backlog;
+	int sk_err;
+	__u16 sk_protocol;
+	struct {
+		struct cgroup *cgroup;
+	} sk_cgrp_data;
 } __attribute__((preserve_access_index));
 
 struct sk_buff {
@@ -138,6 +172,7 @@ extern void *bpf_cast_to_kern_ctx(void *) __ksym __weak;
 
 struct inet_sock {
 	struct sock sk;
+	__be16 inet_sport;
 } __attribute__((preserve_access_index));
 
 struct inet_connection_sock {
@@ -152,6 +187,13 @@ struct tcp_sock {
 	__u32 snd_una;
 	__u32 write_seq;
 	__u32 max_window;
+	__u32 srtt_us;
+	__u32 segs_in;
+	__u32 segs_out;
+	__u32 total_retrans;
+	__u64 bytes_sent;
+	__u64 bytes_retrans;
+	__u64 bytes_received;
 } __attribute__((preserve_access_index));
 
 // A parsed TCP segment or UDP datagram. Addresses are as on the wire; IPv4
@@ -385,55 +427,121 @@ static __always_inline int accepted_by_tcp(struct bpf_sock *sk, struct segment *
 	return 0;
 }
 
+// fill_counters copies the socket's TCP counters into e. The kernel counts
+// an outgoing segment before the egress hook and an incoming one after the
+// ingress hook: the terminating segment is added here when it came in.
+static __always_inline void fill_counters(struct event *e, struct tcp_sock *tp, struct segment *seg, int egress)
+{
+	if (!tp)
+		return; // BPF_PROG_TEST_RUN's dummy socket has no TCP state
+	e->srtt_us = tp->srtt_us >> 3;
+	e->bytes_sent = tp->bytes_sent - tp->bytes_retrans;
+	e->bytes_received = tp->bytes_received;
+	e->segs_sent = tp->segs_out;
+	e->segs_received = tp->segs_in;
+	e->retransmits = tp->total_retrans;
+	if (!egress && seg) {
+		e->segs_received++;
+		// The payload that is new and in order is what TCP will count.
+		__u32 rcv_nxt = tp->rcv_nxt;
+		__u32 end = seg->seq + seg->payload_len;
+		if (!seq_before(rcv_nxt, seg->seq) && seq_before(rcv_nxt, end))
+			e->bytes_received += end - rcv_nxt;
+	}
+}
+
+static __always_inline __u8 direction_of(__u32 flags)
+{
+	if (flags & SOCK_FROM_LISTENER)
+		return DIRECTION_INCOMING;
+	if (flags & SOCK_OUTGOING)
+		return DIRECTION_OUTGOING;
+	return DIRECTION_UNKNOWN;
+}
+
+// claim reserves a record for a socket's end and makes sure that only one
+// end is ever written for it: ingress and egress may race on two CPUs. It
+// returns NULL when the socket already ended or the ring buffer is full; in
+// the latter case the end is saved in st so that the socket's next FIN, RST
+// or close writes it after all, and the loss is counted once per socket.
+static __always_inline struct event *claim(struct sock_state *st, __u32 *old, __u8 reason, __u8 by, __u64 now)
+{
+	if (!st)
+		count(STAT_NO_STORAGE); // no once-only guard: write it anyway
+	else if (st->flags & SOCK_ENDED)
+		return 0; // retransmitted FIN, second FIN, RST after FIN
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		if (!st) {
+			count(STAT_LOST);
+		} else if (!(__sync_fetch_and_or(&st->flags, SOCK_LOST) & SOCK_LOST)) {
+			st->lost_reason = reason;
+			st->lost_by = by;
+			st->lost_time_ns = now;
+			count(STAT_LOST);
+		}
+		return 0;
+	}
+	*old = 0;
+	if (st) {
+		*old = __sync_fetch_and_or(&st->flags, SOCK_ENDED);
+		if (*old & SOCK_ENDED) {
+			bpf_ringbuf_discard(e, 0);
+			return 0;
+		}
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->type = RECORD_TCP_END;
+	e->time_ns = now;
+	e->end_reason = reason;
+	e->end_by = by;
+	if (*old & SOCK_LOST) {
+		// The retry of an end that did not fit: report that end.
+		e->flags = EVENT_F_RETRIED;
+		e->end_reason = st->lost_reason;
+		e->end_by = st->lost_by;
+		e->time_ns = st->lost_time_ns;
+	}
+	if (st) {
+		e->start_ns = st->start_ns;
+		e->direction = direction_of(*old);
+	} else {
+		e->flags |= EVENT_F_NO_STORAGE;
+	}
+	return e;
+}
+
 static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 				     struct segment *seg, int egress)
 {
 	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!st)
-		count(STAT_NO_STORAGE); // no once-only guard: write it anyway
-	else if (st->flags & SOCK_ENDED)
-		return; // retransmitted FIN, second FIN, RST after FIN
-
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		// Leave SOCK_ENDED clear so that a later FIN/RST of this socket
-		// tries again; count each socket once.
-		if (!st || !(__sync_fetch_and_or(&st->flags, SOCK_LOST) & SOCK_LOST))
-			count(STAT_LOST);
+	__u32 old;
+	__u8 reason = (seg->flags & TH_RST) ? END_RST : END_FIN;
+	struct event *e = claim(st, &old, reason, egress ? END_BY_LOCAL : END_BY_REMOTE, bpf_ktime_get_ns());
+	if (!e)
 		return;
-	}
-	// Ingress and egress may race on two CPUs: only one of them writes.
-	__u32 old = 0;
-	if (st) {
-		old = __sync_fetch_and_or(&st->flags, SOCK_ENDED);
-		if (old & SOCK_ENDED) {
-			bpf_ringbuf_discard(e, 0);
-			return;
-		}
-	}
 
-	e->type = RECORD_TCP_END;
 	e->netns = netns_of(skb);
-	e->time_ns = bpf_ktime_get_ns();
-	e->start_ns = st ? st->start_ns : 0;
 	e->cookie = bpf_get_socket_cookie(skb);
 	e->cgroup_id = bpf_skb_cgroup_id(skb);
-	__builtin_memcpy(e->saddr, seg->saddr, sizeof(e->saddr));
-	__builtin_memcpy(e->daddr, seg->daddr, sizeof(e->daddr));
-	e->sport = seg->sport;
-	e->dport = seg->dport;
 	e->family = seg->family;
-	if (old & SOCK_FROM_LISTENER)
-		e->direction = DIRECTION_INCOMING;
-	else if (old & SOCK_OUTGOING)
-		e->direction = DIRECTION_OUTGOING;
-	else
-		e->direction = DIRECTION_UNKNOWN;
-	e->end_by = egress ? END_BY_LOCAL : END_BY_REMOTE;
-	e->end_flag = (seg->flags & TH_RST) ? END_FLAG_RST : END_FLAG_FIN;
-	e->flags = (old & SOCK_LOST) ? EVENT_F_RETRIED : 0;
-	if (!st)
-		e->flags |= EVENT_F_NO_STORAGE;
+	e->state = sk->state;
+	// Source is the side that sent the terminating segment; a retried end
+	// may have come from the other side than this segment.
+	int local_sent = e->end_by == END_BY_LOCAL;
+	if (local_sent == egress) {
+		__builtin_memcpy(e->saddr, seg->saddr, sizeof(e->saddr));
+		__builtin_memcpy(e->daddr, seg->daddr, sizeof(e->daddr));
+		e->sport = seg->sport;
+		e->dport = seg->dport;
+	} else {
+		__builtin_memcpy(e->saddr, seg->daddr, sizeof(e->saddr));
+		__builtin_memcpy(e->daddr, seg->saddr, sizeof(e->daddr));
+		e->sport = seg->dport;
+		e->dport = seg->sport;
+	}
+	fill_counters(e, bpf_skc_to_tcp_sock(sk), seg, egress);
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -512,4 +620,79 @@ SEC("cgroup_skb/egress")
 int netflow_egress(struct __sk_buff *skb)
 {
 	return handle(skb, 1);
+}
+
+// Connections that end without a FIN or RST: a connect or retransmission or
+// keepalive timeout, an ICMP error, a connect the application gave up on.
+// TCP moves the socket to CLOSE; if the cgroup programs saw the socket (it
+// has state) and it has not ended yet, this is its end. It also catches the
+// RST of an abortive close, which the kernel sends after the move to CLOSE,
+// and a RST that TCP took although the ingress program judged it out of
+// window (a backlog it could not see).
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != TCP_CLOSE || oldstate == TCP_LISTEN || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	if (!st || (st->flags & SOCK_ENDED))
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+
+	int err = sk->sk_err;
+	__u8 reason = END_CLOSED, by = END_BY_LOCAL;
+	if (err == 0 && (oldstate == TCP_ESTABLISHED || oldstate == TCP_SYN_RECV)) {
+		// An abortive close (SO_LINGER 0, unread data): the kernel moves
+		// the socket to CLOSE, then sends a RST on it.
+		reason = END_RST;
+	} else if (err == ECONNRESET || err == ECONNREFUSED) {
+		// TCP took a RST that the ingress program did not: report it.
+		reason = END_RST;
+		by = END_BY_REMOTE;
+		err = 0;
+	} else if (err == ETIMEDOUT) {
+		reason = END_TIMEOUT;
+	} else if (err) {
+		reason = END_ABORT;
+	}
+	__u32 old;
+	struct event *e = claim(st, &old, reason, by, bpf_ktime_get_ns());
+	if (!e)
+		return 0;
+
+	struct sock_common *skc = &sk->__sk_common;
+	e->error = err;
+	e->state = oldstate;
+	e->netns = skc->skc_net.net->ns.inum;
+	e->cookie = bpf_get_socket_cookie(sk);
+	e->cgroup_id = sk->sk_cgrp_data.cgroup->kn->id;
+	// inet_sport, not skc_num: on the way to CLOSE the kernel releases
+	// the local port (skc_num = 0) before this tracepoint.
+	__u16 lport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport), rport = bpf_ntohs(skc->skc_dport);
+	if (skc->skc_family == AF_INET) {
+		e->family = FAMILY_IPV4;
+		__builtin_memcpy(e->saddr, &skc->skc_rcv_saddr, 4);
+		__builtin_memcpy(e->daddr, &skc->skc_daddr, 4);
+	} else {
+		// User space unmaps IPv4-mapped addresses of dual-stack sockets.
+		e->family = FAMILY_IPV6;
+		BPF_CORE_READ_INTO(&e->saddr, skc, skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&e->daddr, skc, skc_v6_daddr);
+	}
+	e->sport = lport;
+	e->dport = rport;
+	if (e->end_by == END_BY_REMOTE) {
+		// A retried end that the remote side sent.
+		__u8 tmp[16];
+		__builtin_memcpy(tmp, e->saddr, 16);
+		__builtin_memcpy(e->saddr, e->daddr, 16);
+		__builtin_memcpy(e->daddr, tmp, 16);
+		e->sport = rport;
+		e->dport = lport;
+	}
+	fill_counters(e, tp, 0, 1);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
 }

@@ -22,9 +22,13 @@ enum end_by {
 	END_BY_REMOTE = 2,
 };
 
-enum end_flag {
-	END_FLAG_FIN = 1,
-	END_FLAG_RST = 2,
+// Why the connection ended, for this socket.
+enum end_reason {
+	END_FIN = 1,     // the first FIN
+	END_RST = 2,     // the first RST
+	END_TIMEOUT = 3, // no FIN or RST: the kernel gave up (connect, retransmission, keepalive)
+	END_ABORT = 4,   // no FIN or RST: an error other than a timeout (ICMP, ss -K)
+	END_CLOSED = 5,  // no FIN or RST: closed before anything was sent (a connect given up)
 };
 
 // event.flags
@@ -57,8 +61,9 @@ struct event {
 	__u8 family;     // enum family, as on the wire
 	__u8 direction;  // enum direction
 	__u8 end_by;     // enum end_by
-	__u8 end_flag;   // enum end_flag
-	__u8 _pad[3];
+	__u8 end_reason; // enum end_reason
+	__u8 state;      // TCP state (include/net/tcp_states.h) before the end
+	__u16 error;     // the socket's error (errno) when the kernel ended it
 	__u32 flags;     // enum event_flags
 	__u32 netns;     // inode of the socket's network namespace; 0: unknown
 	__u64 time_ns;   // CLOCK_MONOTONIC when the terminating segment passed
@@ -69,6 +74,14 @@ struct event {
 	__u8 daddr[16];  // receiver of the terminating segment
 	__u16 sport;     // host byte order
 	__u16 dport;
+	__u32 srtt_us;   // smoothed round-trip time
+	// Counters as the end: sent includes the terminating segment; received
+	// includes it when it arrives (its in-order payload).
+	__u64 bytes_sent;     // payload bytes sent, each once (retransmissions not counted)
+	__u64 bytes_received; // payload bytes received in order
+	__u32 segs_sent;      // segments sent, SYN and pure ACKs included
+	__u32 segs_received;  // segments received
+	__u32 retransmits;    // segments retransmitted
 	__u32 _pad2;
 };
 

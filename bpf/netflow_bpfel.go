@@ -38,24 +38,31 @@ type netflowDnsScratch struct {
 }
 
 type netflowEvent struct {
-	_         structs.HostLayout
-	Type      uint8
-	Family    uint8
-	Direction uint8
-	EndBy     uint8
-	EndFlag   uint8
-	Pad       [3]uint8
-	Flags     uint32
-	Netns     uint32
-	TimeNs    uint64
-	StartNs   uint64
-	Cookie    uint64
-	CgroupId  uint64
-	Saddr     [16]uint8
-	Daddr     [16]uint8
-	Sport     uint16
-	Dport     uint16
-	Pad2      uint32
+	_             structs.HostLayout
+	Type          uint8
+	Family        uint8
+	Direction     uint8
+	EndBy         uint8
+	EndReason     uint8
+	State         uint8
+	Error         uint16
+	Flags         uint32
+	Netns         uint32
+	TimeNs        uint64
+	StartNs       uint64
+	Cookie        uint64
+	CgroupId      uint64
+	Saddr         [16]uint8
+	Daddr         [16]uint8
+	Sport         uint16
+	Dport         uint16
+	SrttUs        uint32
+	BytesSent     uint64
+	BytesReceived uint64
+	SegsSent      uint32
+	SegsReceived  uint32
+	Retransmits   uint32
+	Pad2          uint32
 }
 
 type netflowRecordType uint32
@@ -66,10 +73,13 @@ const (
 )
 
 type netflowSockState struct {
-	_       structs.HostLayout
-	StartNs uint64
-	Flags   uint32
-	Pad     uint32
+	_          structs.HostLayout
+	StartNs    uint64
+	Flags      uint32
+	LostReason uint8
+	LostBy     uint8
+	Pad        uint16
+	LostTimeNs uint64
 }
 
 type netflowStat uint32
@@ -91,6 +101,7 @@ const (
 	netflowMapStats            = "stats"
 	netflowProgNetflowEgress   = "netflow_egress"
 	netflowProgNetflowIngress  = "netflow_ingress"
+	netflowProgNetflowState    = "netflow_state"
 	netflowVarDnsPayloadLimit  = "dns_payload_limit"
 	netflowVarUnusedDnsEvent   = "unused_dns_event"
 	netflowVarUnusedEvent      = "unused_event"
@@ -142,6 +153,7 @@ type netflowSpecs struct {
 type netflowProgramSpecs struct {
 	NetflowEgress  *ebpf.ProgramSpec `ebpf:"netflow_egress"`
 	NetflowIngress *ebpf.ProgramSpec `ebpf:"netflow_ingress"`
+	NetflowState   *ebpf.ProgramSpec `ebpf:"netflow_state"`
 }
 
 // netflowMapSpecs contains maps before they are loaded into the kernel.
@@ -217,12 +229,14 @@ type netflowVariables struct {
 type netflowPrograms struct {
 	NetflowEgress  *ebpf.Program `ebpf:"netflow_egress"`
 	NetflowIngress *ebpf.Program `ebpf:"netflow_ingress"`
+	NetflowState   *ebpf.Program `ebpf:"netflow_state"`
 }
 
 func (p *netflowPrograms) Close() error {
 	return _NetflowClose(
 		p.NetflowEgress,
 		p.NetflowIngress,
+		p.NetflowState,
 	)
 }
 

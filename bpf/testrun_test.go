@@ -90,8 +90,8 @@ func TestTestRunSegments(t *testing.T) {
 		return tp.Ethernet(seg(v6a, v6b, flags, "").IPv6(exts...))
 	}
 	// end is the record expected from a FIN or RST from v4a/v6a to v4b/v6b.
-	end := func(src, dst netip.AddrPort, by EndBy, flag EndFlag) *Event {
-		return &Event{Source: src, Destination: dst, Direction: DirectionUnknown, EndBy: by, EndFlag: flag}
+	end := func(src, dst netip.AddrPort, by EndBy, reason EndReason) *Event {
+		return &Event{Source: src, Destination: dst, Direction: DirectionUnknown, EndBy: by, EndReason: reason}
 	}
 
 	tests := []struct {
@@ -105,21 +105,21 @@ func TestTestRunSegments(t *testing.T) {
 		{"ipv4 SYN-ACK", v4(tp.SYN|tp.ACK, ""), nil},
 		{"ipv4 ACK", v4(tp.ACK, ""), nil},
 		{"ipv4 data", v4(tp.PSH|tp.ACK, "hello"), nil},
-		{"ipv4 FIN", v4(tp.FIN|tp.ACK, ""), end(v4a, v4b, 0, EndFlagFIN)},
-		{"ipv4 FIN with data", v4(tp.FIN|tp.PSH|tp.ACK, "bye"), end(v4a, v4b, 0, EndFlagFIN)},
-		{"ipv4 RST", v4(tp.RST, ""), end(v4a, v4b, 0, EndFlagRST)},
-		{"ipv4 RST-ACK", v4(tp.RST|tp.ACK, ""), end(v4a, v4b, 0, EndFlagRST)},
+		{"ipv4 FIN", v4(tp.FIN|tp.ACK, ""), end(v4a, v4b, 0, EndFIN)},
+		{"ipv4 FIN with data", v4(tp.FIN|tp.PSH|tp.ACK, "bye"), end(v4a, v4b, 0, EndFIN)},
+		{"ipv4 RST", v4(tp.RST, ""), end(v4a, v4b, 0, EndRST)},
+		{"ipv4 RST-ACK", v4(tp.RST|tp.ACK, ""), end(v4a, v4b, 0, EndRST)},
 		{"ipv6 SYN", v6(tp.SYN), nil},
 		{"ipv6 data", tp.Ethernet(seg(v6a, v6b, tp.ACK, "data").IPv6()), nil},
-		{"ipv6 FIN", v6(tp.FIN | tp.ACK), end(v6a, v6b, 0, EndFlagFIN)},
-		{"ipv6 RST", v6(tp.RST), end(v6a, v6b, 0, EndFlagRST)},
-		{"ipv6 hop-by-hop FIN", v6(tp.FIN|tp.ACK, tp.Ext{Type: tp.HopByHop}), end(v6a, v6b, 0, EndFlagFIN)},
-		{"ipv6 routing RST", v6(tp.RST, tp.Ext{Type: tp.Routing}), end(v6a, v6b, 0, EndFlagRST)},
-		{"ipv6 destination options FIN", v6(tp.FIN, tp.Ext{Type: tp.DestOptions}), end(v6a, v6b, 0, EndFlagFIN)},
-		{"ipv6 authentication header FIN", v6(tp.FIN, tp.Ext{Type: tp.AuthHeader}), end(v6a, v6b, 0, EndFlagFIN)},
-		{"ipv6 first fragment FIN", v6(tp.FIN, tp.Ext{Type: tp.Fragment}), end(v6a, v6b, 0, EndFlagFIN)},
+		{"ipv6 FIN", v6(tp.FIN | tp.ACK), end(v6a, v6b, 0, EndFIN)},
+		{"ipv6 RST", v6(tp.RST), end(v6a, v6b, 0, EndRST)},
+		{"ipv6 hop-by-hop FIN", v6(tp.FIN|tp.ACK, tp.Ext{Type: tp.HopByHop}), end(v6a, v6b, 0, EndFIN)},
+		{"ipv6 routing RST", v6(tp.RST, tp.Ext{Type: tp.Routing}), end(v6a, v6b, 0, EndRST)},
+		{"ipv6 destination options FIN", v6(tp.FIN, tp.Ext{Type: tp.DestOptions}), end(v6a, v6b, 0, EndFIN)},
+		{"ipv6 authentication header FIN", v6(tp.FIN, tp.Ext{Type: tp.AuthHeader}), end(v6a, v6b, 0, EndFIN)},
+		{"ipv6 first fragment FIN", v6(tp.FIN, tp.Ext{Type: tp.Fragment}), end(v6a, v6b, 0, EndFIN)},
 		{"ipv6 chain of five FIN", v6(tp.FIN, tp.Ext{Type: tp.HopByHop}, tp.Ext{Type: tp.DestOptions},
-			tp.Ext{Type: tp.Routing}, tp.Ext{Type: tp.Fragment}, tp.Ext{Type: tp.DestOptions}), end(v6a, v6b, 0, EndFlagFIN)},
+			tp.Ext{Type: tp.Routing}, tp.Ext{Type: tp.Fragment}, tp.Ext{Type: tp.DestOptions}), end(v6a, v6b, 0, EndFIN)},
 		{"ipv6 later fragment", v6(tp.FIN, tp.Ext{Type: tp.Fragment, FragmentOffset: 100}), nil},
 		{"ipv6 chain too long to walk", v6(tp.FIN, tp.Ext{Type: tp.DestOptions}, tp.Ext{Type: tp.DestOptions},
 			tp.Ext{Type: tp.DestOptions}, tp.Ext{Type: tp.DestOptions}, tp.Ext{Type: tp.DestOptions},
@@ -175,7 +175,7 @@ func assertEvent(t *testing.T, want, got Event) {
 	assert.Equal(t, want.Destination, got.Destination, "destination")
 	assert.Equal(t, want.Direction, got.Direction, "direction")
 	assert.Equal(t, want.EndBy, got.EndBy, "end by")
-	assert.Equal(t, want.EndFlag, got.EndFlag, "end flag")
+	assert.Equal(t, want.EndReason, got.EndReason, "end reason")
 	assert.Zero(t, got.StartNs, "start is not observed on a fresh socket")
 	assert.NotZero(t, got.TimeNs, "time")
 	assert.NotZero(t, got.Cookie, "socket cookie")

@@ -1,8 +1,11 @@
 package receiver
 
 import (
+	"time"
+
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 )
@@ -21,8 +24,22 @@ const (
 	AttrDestinationDomains = "netflow.destination.domains"
 	AttrNetworkTransport   = "network.transport"
 	AttrNetworkType        = "network.type"
+	AttrClientAddress      = "client.address"
+	AttrClientPort         = "client.port"
+	AttrServerAddress      = "server.address"
+	AttrServerPort         = "server.port"
 	AttrEndReason          = "netflow.end.reason"
 	AttrEndBy              = "netflow.end.by"
+	AttrEndError           = "netflow.end.error"
+	AttrEstablished        = "netflow.established"
+	AttrStartTime          = "netflow.start_time"
+	AttrDuration           = "netflow.duration"
+	AttrBytesSent          = "netflow.bytes.sent"
+	AttrBytesReceived      = "netflow.bytes.received"
+	AttrSegmentsSent       = "netflow.segments.sent"
+	AttrSegmentsReceived   = "netflow.segments.received"
+	AttrRTT                = "netflow.tcp.rtt"
+	AttrRetransmissions    = "netflow.tcp.retransmissions"
 	AttrSocketCookie       = "netflow.socket.cookie"
 	AttrCgroupID           = "netflow.cgroup.id"
 	AttrNetns              = "netflow.netns"
@@ -37,18 +54,18 @@ func appendRecord(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstNames []st
 	lr.SetEventName(EventName)
 	lr.SetTimestamp(clk.wall(e.TimeNs))
 	lr.SetObservedTimestamp(observed)
-	if e.EndFlag == bpf.EndFlagRST {
-		lr.SetSeverityNumber(plog.SeverityNumberWarn)
-		lr.SetSeverityText("WARN")
-	} else {
+	if e.EndReason == bpf.EndFIN || e.EndReason == bpf.EndClosed {
 		lr.SetSeverityNumber(plog.SeverityNumberInfo)
 		lr.SetSeverityText("INFO")
+	} else {
+		lr.SetSeverityNumber(plog.SeverityNumberWarn)
+		lr.SetSeverityText("WARN")
 	}
 	body = appendSummary(body[:0], e)
 	lr.Body().SetStr(string(body))
 
 	attrs := lr.Attributes()
-	attrs.EnsureCapacity(14)
+	attrs.EnsureCapacity(28)
 	attrs.PutStr(AttrDirection, e.Direction.String())
 	attrs.PutStr(AttrSourceAddress, e.Source.Addr().String())
 	attrs.PutInt(AttrSourcePort, int64(e.Source.Port()))
@@ -62,12 +79,38 @@ func appendRecord(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstNames []st
 	} else {
 		attrs.PutStr(AttrNetworkType, "ipv6")
 	}
-	if e.EndFlag == bpf.EndFlagRST {
-		attrs.PutStr(AttrEndReason, "rst")
-	} else {
-		attrs.PutStr(AttrEndReason, "fin")
+	if e.Direction != bpf.DirectionUnknown {
+		local, remote := e.Source, e.Destination
+		if e.EndBy == bpf.EndByRemote {
+			local, remote = remote, local
+		}
+		client, server := local, remote
+		if e.Direction == bpf.DirectionIncoming {
+			client, server = remote, local
+		}
+		attrs.PutStr(AttrClientAddress, client.Addr().String())
+		attrs.PutInt(AttrClientPort, int64(client.Port()))
+		attrs.PutStr(AttrServerAddress, server.Addr().String())
+		attrs.PutInt(AttrServerPort, int64(server.Port()))
 	}
+	attrs.PutStr(AttrEndReason, e.EndReason.String())
 	attrs.PutStr(AttrEndBy, e.EndBy.String())
+	if e.Error != 0 {
+		attrs.PutStr(AttrEndError, unix.ErrnoName(unix.Errno(e.Error)))
+	}
+	attrs.PutBool(AttrEstablished, e.Established())
+	if e.StartNs != 0 && e.StartNs <= e.TimeNs {
+		attrs.PutStr(AttrStartTime, clk.wall(e.StartNs).AsTime().Format(time.RFC3339Nano))
+		attrs.PutDouble(AttrDuration, time.Duration(e.TimeNs-e.StartNs).Seconds())
+	}
+	attrs.PutInt(AttrBytesSent, int64(e.BytesSent))
+	attrs.PutInt(AttrBytesReceived, int64(e.BytesReceived))
+	attrs.PutInt(AttrSegmentsSent, int64(e.SegsSent))
+	attrs.PutInt(AttrSegmentsReceived, int64(e.SegsReceived))
+	if e.SRTTMicros != 0 {
+		attrs.PutDouble(AttrRTT, float64(e.SRTTMicros)/1e6)
+	}
+	attrs.PutInt(AttrRetransmissions, int64(e.Retransmits))
 	attrs.PutInt(AttrSocketCookie, int64(e.Cookie))
 	attrs.PutInt(AttrCgroupID, int64(e.CgroupID))
 	if e.Netns != 0 {
@@ -87,7 +130,19 @@ func appendSummary(b []byte, e *bpf.Event) []byte {
 	b = append(b, " ended by "...)
 	b = append(b, e.EndBy.String()...)
 	b = append(b, ' ')
-	b = append(b, e.EndFlag.String()...)
+	switch e.EndReason {
+	case bpf.EndFIN:
+		b = append(b, "FIN"...)
+	case bpf.EndRST:
+		b = append(b, "RST"...)
+	default:
+		b = append(b, e.EndReason.String()...)
+	}
+	if e.Error != 0 {
+		b = append(b, " ("...)
+		b = append(b, unix.ErrnoName(unix.Errno(e.Error))...)
+		b = append(b, ')')
+	}
 	return b
 }
 

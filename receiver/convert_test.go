@@ -15,57 +15,151 @@ import (
 func TestAppendRecord(t *testing.T) {
 	clk := clock{offset: 1_700_000_000_000_000_000}
 	observed := pcommon.Timestamp(1_700_000_123_000_000_000)
+	counters := func(e bpf.Event) bpf.Event {
+		e.BytesSent, e.BytesReceived, e.SegsSent, e.SegsReceived, e.Retransmits, e.SRTTMicros = 1000, 2000, 7, 8, 1, 1500
+		return e
+	}
 
 	tests := []struct {
-		name      string
-		event     bpf.Event
-		body      string
-		severity  plog.SeverityNumber
-		sevText   string
-		netType   string
-		direction string
-		reason    string
-		endBy     string
-		srcNames  []string
-		dstNames  []string
+		name               string
+		event              bpf.Event
+		srcNames, dstNames []string
+		body               string
+		severity           plog.SeverityNumber
+		want               map[string]any
 	}{
 		{
 			name: "ipv4 outgoing local FIN",
-			event: bpf.Event{
-				TimeNs: 5_000_000_000, StartNs: 4_000_000_000, Cookie: 77, CgroupID: 1234, Netns: 4026531840,
+			event: counters(bpf.Event{
+				TimeNs: 5_500_000_000, StartNs: 4_000_000_000, Cookie: 77, CgroupID: 1234, Netns: 4026531840,
 				Source:      netip.MustParseAddrPort("10.0.0.1:40000"),
 				Destination: netip.MustParseAddrPort("93.184.216.34:443"),
-				Direction:   bpf.DirectionOutgoing, EndBy: bpf.EndByLocal, EndFlag: bpf.EndFlagFIN,
-			},
-			body:     "outgoing tcp 10.0.0.1:40000 -> 93.184.216.34:443 ended by local FIN",
-			severity: plog.SeverityNumberInfo, sevText: "INFO", netType: "ipv4",
-			direction: "outgoing", reason: "fin", endBy: "local",
+				Direction:   bpf.DirectionOutgoing, EndBy: bpf.EndByLocal, EndReason: bpf.EndFIN, State: 1,
+			}),
 			dstNames: []string{"www.example.com", "example.com.cdn.net"},
+			body:     "outgoing tcp 10.0.0.1:40000 -> 93.184.216.34:443 ended by local FIN",
+			severity: plog.SeverityNumberInfo,
+			want: map[string]any{
+				"netflow.direction": "outgoing",
+				"source.address":    "10.0.0.1", "source.port": int64(40000),
+				"destination.address": "93.184.216.34", "destination.port": int64(443),
+				"netflow.source.domains":      []any{},
+				"netflow.destination.domains": []any{"www.example.com", "example.com.cdn.net"},
+				"network.transport":           "tcp", "network.type": "ipv4",
+				"client.address": "10.0.0.1", "client.port": int64(40000),
+				"server.address": "93.184.216.34", "server.port": int64(443),
+				"netflow.end.reason": "fin", "netflow.end.by": "local", "netflow.established": true,
+				"netflow.start_time": "2023-11-14T22:13:24Z", "netflow.duration": 1.5,
+				"netflow.bytes.sent": int64(1000), "netflow.bytes.received": int64(2000),
+				"netflow.segments.sent": int64(7), "netflow.segments.received": int64(8),
+				"netflow.tcp.rtt": 0.0015, "netflow.tcp.retransmissions": int64(1),
+				"netflow.socket.cookie": int64(77), "netflow.cgroup.id": int64(1234), "netflow.netns": int64(4026531840),
+			},
 		},
 		{
 			name: "ipv6 incoming remote RST",
 			event: bpf.Event{
-				TimeNs: 5_000_000_000, Cookie: 78, CgroupID: 1,
+				TimeNs: 5_500_000_000, StartNs: 5_000_000_000, Cookie: 78, CgroupID: 1,
 				Source:      netip.MustParseAddrPort("[2001:db8::2]:51000"),
 				Destination: netip.MustParseAddrPort("[2001:db8::1]:8080"),
-				Direction:   bpf.DirectionIncoming, EndBy: bpf.EndByRemote, EndFlag: bpf.EndFlagRST,
+				Direction:   bpf.DirectionIncoming, EndBy: bpf.EndByRemote, EndReason: bpf.EndRST, State: 1,
 			},
-			body:     "incoming tcp [2001:db8::2]:51000 -> [2001:db8::1]:8080 ended by remote RST",
-			severity: plog.SeverityNumberWarn, sevText: "WARN", netType: "ipv6",
-			direction: "incoming", reason: "rst", endBy: "remote",
 			srcNames: []string{"client.example.org"}, dstNames: []string{"server.example.org"},
+			body:     "incoming tcp [2001:db8::2]:51000 -> [2001:db8::1]:8080 ended by remote RST",
+			severity: plog.SeverityNumberWarn,
+			want: map[string]any{
+				"netflow.direction": "incoming",
+				"source.address":    "2001:db8::2", "source.port": int64(51000),
+				"destination.address": "2001:db8::1", "destination.port": int64(8080),
+				"netflow.source.domains":      []any{"client.example.org"},
+				"netflow.destination.domains": []any{"server.example.org"},
+				"network.transport":           "tcp", "network.type": "ipv6",
+				"client.address": "2001:db8::2", "client.port": int64(51000),
+				"server.address": "2001:db8::1", "server.port": int64(8080),
+				"netflow.end.reason": "rst", "netflow.end.by": "remote", "netflow.established": true,
+				"netflow.start_time": "2023-11-14T22:13:25Z", "netflow.duration": 0.5,
+				"netflow.bytes.sent": int64(0), "netflow.bytes.received": int64(0),
+				"netflow.segments.sent": int64(0), "netflow.segments.received": int64(0),
+				"netflow.tcp.retransmissions": int64(0),
+				"netflow.socket.cookie":       int64(78), "netflow.cgroup.id": int64(1),
+			},
 		},
 		{
-			name: "unknown direction",
+			name: "refused connect: RST before the handshake completed",
+			event: bpf.Event{
+				TimeNs: 5_000_000_000, StartNs: 4_999_000_000, Cookie: 80,
+				Source:      netip.MustParseAddrPort("10.0.0.2:80"),
+				Destination: netip.MustParseAddrPort("10.0.0.1:41000"),
+				Direction:   bpf.DirectionOutgoing, EndBy: bpf.EndByRemote, EndReason: bpf.EndRST, State: 2,
+			},
+			body:     "outgoing tcp 10.0.0.2:80 -> 10.0.0.1:41000 ended by remote RST",
+			severity: plog.SeverityNumberWarn,
+			want: map[string]any{
+				"netflow.direction": "outgoing",
+				"source.address":    "10.0.0.2", "source.port": int64(80),
+				"destination.address": "10.0.0.1", "destination.port": int64(41000),
+				"netflow.source.domains": []any{}, "netflow.destination.domains": []any{},
+				"network.transport": "tcp", "network.type": "ipv4",
+				"client.address": "10.0.0.1", "client.port": int64(41000),
+				"server.address": "10.0.0.2", "server.port": int64(80),
+				"netflow.end.reason": "rst", "netflow.end.by": "remote", "netflow.established": false,
+				"netflow.start_time": "2023-11-14T22:13:24.999Z", "netflow.duration": 0.001,
+				"netflow.bytes.sent": int64(0), "netflow.bytes.received": int64(0),
+				"netflow.segments.sent": int64(0), "netflow.segments.received": int64(0),
+				"netflow.tcp.retransmissions": int64(0),
+				"netflow.socket.cookie":       int64(80), "netflow.cgroup.id": int64(0),
+			},
+		},
+		{
+			name: "connect timeout",
+			event: bpf.Event{
+				TimeNs: 5_000_000_000, StartNs: 2_000_000_000, Cookie: 81,
+				Source:      netip.MustParseAddrPort("10.0.0.1:42000"),
+				Destination: netip.MustParseAddrPort("192.0.2.1:443"),
+				Direction:   bpf.DirectionOutgoing, EndBy: bpf.EndByLocal, EndReason: bpf.EndTimeout, State: 2, Error: 110,
+				SegsSent: 3,
+			},
+			body:     "outgoing tcp 10.0.0.1:42000 -> 192.0.2.1:443 ended by local timeout (ETIMEDOUT)",
+			severity: plog.SeverityNumberWarn,
+			want: map[string]any{
+				"netflow.direction": "outgoing",
+				"source.address":    "10.0.0.1", "source.port": int64(42000),
+				"destination.address": "192.0.2.1", "destination.port": int64(443),
+				"netflow.source.domains": []any{}, "netflow.destination.domains": []any{},
+				"network.transport": "tcp", "network.type": "ipv4",
+				"client.address": "10.0.0.1", "client.port": int64(42000),
+				"server.address": "192.0.2.1", "server.port": int64(443),
+				"netflow.end.reason": "timeout", "netflow.end.by": "local", "netflow.end.error": "ETIMEDOUT",
+				"netflow.established": false,
+				"netflow.start_time":  "2023-11-14T22:13:22Z", "netflow.duration": 3.0,
+				"netflow.bytes.sent": int64(0), "netflow.bytes.received": int64(0),
+				"netflow.segments.sent": int64(3), "netflow.segments.received": int64(0),
+				"netflow.tcp.retransmissions": int64(0),
+				"netflow.socket.cookie":       int64(81), "netflow.cgroup.id": int64(0),
+			},
+		},
+		{
+			name: "unknown direction, start not observed",
 			event: bpf.Event{
 				TimeNs: 5_000_000_000, Cookie: 79,
 				Source:      netip.MustParseAddrPort("127.0.0.1:5000"),
 				Destination: netip.MustParseAddrPort("127.0.0.1:6000"),
-				EndBy:       bpf.EndByRemote, EndFlag: bpf.EndFlagFIN,
+				EndBy:       bpf.EndByRemote, EndReason: bpf.EndFIN, State: 1,
 			},
 			body:     "unknown tcp 127.0.0.1:5000 -> 127.0.0.1:6000 ended by remote FIN",
-			severity: plog.SeverityNumberInfo, sevText: "INFO", netType: "ipv4",
-			direction: "unknown", reason: "fin", endBy: "remote",
+			severity: plog.SeverityNumberInfo,
+			want: map[string]any{
+				"netflow.direction": "unknown",
+				"source.address":    "127.0.0.1", "source.port": int64(5000),
+				"destination.address": "127.0.0.1", "destination.port": int64(6000),
+				"netflow.source.domains": []any{}, "netflow.destination.domains": []any{},
+				"network.transport": "tcp", "network.type": "ipv4",
+				"netflow.end.reason": "fin", "netflow.end.by": "remote", "netflow.established": true,
+				"netflow.bytes.sent": int64(0), "netflow.bytes.received": int64(0),
+				"netflow.segments.sent": int64(0), "netflow.segments.received": int64(0),
+				"netflow.tcp.retransmissions": int64(0),
+				"netflow.socket.cookie":       int64(79), "netflow.cgroup.id": int64(0),
+			},
 		},
 	}
 	for _, tt := range tests {
@@ -76,37 +170,23 @@ func TestAppendRecord(t *testing.T) {
 			lr := lrs.At(0)
 
 			assert.Equal(t, "netflow.tcp.end", lr.EventName())
-			assert.Equal(t, pcommon.Timestamp(1_700_000_005_000_000_000), lr.Timestamp(), "kernel time + clock offset")
+			assert.Equal(t, pcommon.Timestamp(clk.offset+int64(tt.event.TimeNs)), lr.Timestamp(), "kernel time + clock offset")
 			assert.Equal(t, observed, lr.ObservedTimestamp())
 			assert.Equal(t, tt.severity, lr.SeverityNumber())
-			assert.Equal(t, tt.sevText, lr.SeverityText())
+			assert.Equal(t, map[plog.SeverityNumber]string{plog.SeverityNumberInfo: "INFO", plog.SeverityNumberWarn: "WARN"}[tt.severity], lr.SeverityText())
 			assert.Equal(t, tt.body, lr.Body().Str())
-
-			want := map[string]any{
-				"netflow.direction":           tt.direction,
-				"source.address":              tt.event.Source.Addr().String(),
-				"source.port":                 int64(tt.event.Source.Port()),
-				"destination.address":         tt.event.Destination.Addr().String(),
-				"destination.port":            int64(tt.event.Destination.Port()),
-				"netflow.source.domains":      strings(tt.srcNames),
-				"netflow.destination.domains": strings(tt.dstNames),
-				"network.transport":           "tcp",
-				"network.type":                tt.netType,
-				"netflow.end.reason":          tt.reason,
-				"netflow.end.by":              tt.endBy,
-				"netflow.socket.cookie":       int64(tt.event.Cookie),
-				"netflow.cgroup.id":           int64(tt.event.CgroupID),
+			got := lr.Attributes().AsRaw()
+			if d, ok := got["netflow.duration"].(float64); ok {
+				assert.InDelta(t, tt.want["netflow.duration"], d, 1e-9)
+				got["netflow.duration"] = tt.want["netflow.duration"]
 			}
-			if tt.event.Netns != 0 {
-				want["netflow.netns"] = int64(tt.event.Netns)
-			}
-			assert.Equal(t, want, lr.Attributes().AsRaw())
+			assert.Equal(t, tt.want, got)
 
 			// Types as the contract fixes them, not only values.
 			for key, typ := range map[string]pcommon.ValueType{
 				"source.port": pcommon.ValueTypeInt, "destination.port": pcommon.ValueTypeInt,
 				"source.address": pcommon.ValueTypeStr, "netflow.source.domains": pcommon.ValueTypeSlice,
-				"netflow.destination.domains": pcommon.ValueTypeSlice,
+				"netflow.destination.domains": pcommon.ValueTypeSlice, "netflow.established": pcommon.ValueTypeBool,
 			} {
 				v, ok := lr.Attributes().Get(key)
 				require.True(t, ok, key)
@@ -120,7 +200,7 @@ func TestAppendRecordReusesBodyBuffer(t *testing.T) {
 	lrs := plog.NewLogRecordSlice()
 	e := bpf.Event{
 		Source: netip.MustParseAddrPort("10.0.0.1:1"), Destination: netip.MustParseAddrPort("10.0.0.2:2"),
-		EndBy: bpf.EndByLocal, EndFlag: bpf.EndFlagFIN,
+		EndBy: bpf.EndByLocal, EndReason: bpf.EndFIN,
 	}
 	buf := appendRecord(lrs, &e, nil, nil, &clock{}, 0, nil)
 	e.Source = netip.MustParseAddrPort("10.0.0.3:3")
@@ -128,14 +208,4 @@ func TestAppendRecordReusesBodyBuffer(t *testing.T) {
 	assert.Equal(t, "unknown tcp 10.0.0.1:1 -> 10.0.0.2:2 ended by local FIN", lrs.At(0).Body().Str(),
 		"an earlier body must not change when the buffer is reused")
 	assert.Equal(t, "unknown tcp 10.0.0.3:3 -> 10.0.0.2:2 ended by local FIN", lrs.At(1).Body().Str())
-}
-
-// strings is how pcommon returns a string slice attribute: empty, not nil,
-// when there are no names.
-func strings(names []string) []any {
-	out := []any{}
-	for _, n := range names {
-		out = append(out, n)
-	}
-	return out
 }

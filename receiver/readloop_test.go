@@ -40,7 +40,7 @@ func loopWithOneRecord(t *testing.T, next consumer.Logs) *readLoop {
 	l.newBatch()
 	e := bpf.Event{
 		Source: netip.MustParseAddrPort("10.0.0.1:1"), Destination: netip.MustParseAddrPort("10.0.0.2:2"),
-		EndBy: bpf.EndByLocal, EndFlag: bpf.EndFlagFIN,
+		EndBy: bpf.EndByLocal, EndReason: bpf.EndFIN,
 	}
 	appendRecord(l.records, &e, nil, nil, &l.clock, 0, nil)
 	return l
