@@ -80,6 +80,30 @@ func NewVethPair(t testing.TB) (*Netns, *Netns) {
 	return a, b
 }
 
+// Unanswered returns an address on the veth subnet that nobody answers: a
+// permanent neighbour entry sends its packets to a MAC address no interface
+// has, so they are dropped without an ICMP error or a RST.
+func (n *Netns) Unanswered(t testing.TB) netip.Addr {
+	t.Helper()
+	addr := netip.MustParseAddr("10.77.0.99")
+	require.NoError(t, n.Do(func() error {
+		link, err := netlink.LinkByName("nft0")
+		if err != nil {
+			link, err = netlink.LinkByName("nft1")
+		}
+		if err != nil {
+			return err
+		}
+		return netlink.NeighAdd(&netlink.Neigh{
+			LinkIndex:    link.Attrs().Index,
+			State:        netlink.NUD_PERMANENT,
+			IP:           addr.AsSlice(),
+			HardwareAddr: net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99},
+		})
+	}))
+	return addr
+}
+
 // configure brings up lo and the veth end and gives it the addresses.
 func (n *Netns) configure(veth string) error {
 	for _, name := range []string{"lo", veth} {

@@ -1,0 +1,188 @@
+package receiver
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+)
+
+// attrsByCookie returns every record's attributes by socket cookie.
+func (h *harness) attrsByCookie() map[uint64]map[string]any {
+	out := map[uint64]map[string]any{}
+	for _, logs := range h.sink.AllLogs() {
+		rls := logs.ResourceLogs()
+		for i := 0; i < rls.Len(); i++ {
+			lrs := rls.At(i).ScopeLogs().At(0).LogRecords()
+			for j := 0; j < lrs.Len(); j++ {
+				a := lrs.At(j).Attributes().AsRaw()
+				out[uint64(a[AttrSocketCookie].(int64))] = a
+			}
+		}
+	}
+	return out
+}
+
+func TestBytesSegmentsRTTAndDuration(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	for _, tr := range transports(t) {
+		t.Run(tr.name, func(t *testing.T) {
+			before := time.Now()
+			c := dial(t, tr, h, true, true) // the client sends "ping" (4 bytes)
+			request, response := make([]byte, 10_000), make([]byte, 300_000)
+			_, err := c.client.Write(request)
+			require.NoError(t, err)
+			readExactly(t, c.server, string(request))
+			_, err = c.server.Write(response)
+			require.NoError(t, err)
+			readExactly(t, c.client, string(response))
+			time.Sleep(20 * time.Millisecond) // the last ACKs
+			require.NoError(t, c.client.Close())
+			require.NoError(t, readEnd(t, c.server))
+			after := time.Now()
+			require.NoError(t, c.server.Close())
+
+			// Wait for both records without stopping: the harness serves
+			// every transport.
+			var got map[uint64]map[string]any
+			require.Eventually(t, func() bool {
+				got = h.attrsByCookie()
+				return got[c.clientCookie] != nil && got[c.serverCookie] != nil
+			}, 5*time.Second, 20*time.Millisecond)
+
+			for _, side := range []struct {
+				cookie         uint64
+				sent, received int64
+			}{
+				{c.clientCookie, 4 + 10_000, 300_000},
+				{c.serverCookie, 300_000, 4 + 10_000},
+			} {
+				a := got[side.cookie]
+				assert.Equal(t, side.sent, a[AttrBytesSent], "bytes sent")
+				assert.Equal(t, side.received, a[AttrBytesReceived], "bytes received")
+				assert.Equal(t, true, a[AttrEstablished])
+				assert.Greater(t, a[AttrSegmentsSent].(int64), int64(2))
+				assert.Greater(t, a[AttrSegmentsReceived].(int64), int64(2))
+				assert.Greater(t, a[AttrRTT].(float64), 0.0)
+				assert.Less(t, a[AttrRTT].(float64), 1.0)
+				assert.Equal(t, int64(0), a[AttrRetransmissions])
+
+				start, err := time.Parse(time.RFC3339Nano, a[AttrStartTime].(string))
+				require.NoError(t, err)
+				assert.False(t, start.Before(before.Add(-time.Millisecond)), "start %v before the test dialed at %v", start, before)
+				dur := time.Duration(a[AttrDuration].(float64) * float64(time.Second))
+				assert.Positive(t, dur)
+				assert.LessOrEqual(t, dur, after.Sub(before)+time.Millisecond, "duration within the test's own bounds")
+			}
+		})
+	}
+}
+
+func TestConnectTimeout(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	a, _ := testnet.NewVethPair(t)
+	nobody := a.Unanswered(t)
+
+	var cookie uint64
+	start := time.Now()
+	h.cg.Run(t, func() {
+		require.NoError(t, a.Do(func() error {
+			d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+				var serr error
+				err := c.Control(func(fd uintptr) {
+					// One SYN retransmission: the connect gives up after
+					// about 3 s instead of about 2 min.
+					serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_SYNCNT, 1)
+					if serr == nil {
+						cookie, serr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE)
+					}
+				})
+				return errors.Join(err, serr)
+			}}
+			d.SetMultipathTCP(false)
+			d.LocalAddr = &net.TCPAddr{IP: a.Addr4.AsSlice(), Port: 0}
+			_, err := d.Dial("tcp", netip.AddrPortFrom(nobody, 80).String())
+			if !errors.Is(err, unix.ETIMEDOUT) {
+				return errors.Join(errors.New("want ETIMEDOUT"), err)
+			}
+			return nil
+		}))
+	})
+	elapsed := time.Since(start)
+
+	h.stop()
+	got := h.attrsByCookie()[cookie]
+	require.NotNil(t, got, "no record for the timed-out socket")
+	assert.Equal(t, "timeout", got[AttrEndReason])
+	assert.Equal(t, "ETIMEDOUT", got[AttrEndError])
+	assert.Equal(t, "local", got[AttrEndBy])
+	assert.Equal(t, "outgoing", got[AttrDirection])
+	assert.Equal(t, false, got[AttrEstablished])
+	assert.Equal(t, a.Addr4.String(), got[AttrSourceAddress])
+	assert.Equal(t, nobody.String(), got[AttrDestinationAddress])
+	assert.Equal(t, int64(80), got[AttrDestinationPort])
+	assert.GreaterOrEqual(t, got[AttrSegmentsSent], int64(2), "the SYN and its retransmissions")
+	assert.Equal(t, got[AttrSegmentsSent].(int64)-1, got[AttrRetransmissions], "every segment after the SYN was a retransmission")
+	assert.Equal(t, int64(0), got[AttrSegmentsReceived])
+	assert.InDelta(t, elapsed.Seconds(), got[AttrDuration].(float64), 0.5)
+	assert.Len(t, h.attrsByCookie(), 1)
+}
+
+func TestRefusedConnectWasNeverEstablished(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	var closedPort uint16
+	ln, err := testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+	require.NoError(t, err)
+	closedPort = testnet.AddrPort(ln.Addr()).Port()
+	require.NoError(t, ln.Close())
+	var cookie uint64
+	h.cg.Run(t, func() {
+		_, cookie, err = connectRefused(netip.MustParseAddr("127.0.0.1"), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), closedPort))
+		require.NoError(t, err)
+	})
+	h.stop()
+	got := h.attrsByCookie()[cookie]
+	require.NotNil(t, got)
+	assert.Equal(t, false, got[AttrEstablished])
+	assert.Equal(t, "rst", got[AttrEndReason])
+}
+
+func TestConnectGivenUpByTheApplication(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	a, _ := testnet.NewVethPair(t)
+	nobody := a.Unanswered(t)
+	var cookie uint64
+	h.cg.Run(t, func() {
+		require.NoError(t, a.Do(func() error {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			cookie, _ = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+			err = unix.Connect(fd, &unix.SockaddrInet4{Port: 80, Addr: nobody.As4()})
+			if !errors.Is(err, unix.EINPROGRESS) {
+				return err
+			}
+			time.Sleep(100 * time.Millisecond)
+			return unix.Close(fd) // gave up before any answer
+		}))
+	})
+	h.stop()
+	got := h.attrsByCookie()[cookie]
+	require.NotNil(t, got)
+	assert.Equal(t, "closed", got[AttrEndReason])
+	assert.Equal(t, false, got[AttrEstablished])
+	assert.NotContains(t, got, AttrEndError)
+}
