@@ -3,6 +3,7 @@ package netflowtcpend
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -31,8 +32,61 @@ type Config struct {
 	// DNS configures the cache that fills the domain attributes.
 	DNS DNSConfig `mapstructure:"dns"`
 
+	// Filters choose which connection ends become records.
+	Filters FiltersConfig `mapstructure:"filters"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
+}
+
+// FiltersConfig chooses records: a record is kept when it matches every
+// include list that is set, and no exclude list.
+type FiltersConfig struct {
+	Include FilterConfig `mapstructure:"include"`
+	Exclude FilterConfig `mapstructure:"exclude"`
+	// ExcludeSelf drops the collector's own connections (its exports, its
+	// receivers' clients) and DNS lookups.
+	ExcludeSelf bool `mapstructure:"exclude_self"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// FilterConfig is one set of criteria; a connection matches a list when
+// either of its sides does.
+type FilterConfig struct {
+	Ports      []int    `mapstructure:"ports"`      // either port
+	CIDRs      []string `mapstructure:"cidrs"`      // either address, e.g. 10.0.0.0/8, 2001:db8::/32
+	Directions []string `mapstructure:"directions"` // incoming, outgoing, unknown
+	Cgroups    []string `mapstructure:"cgroups"`    // cgroup v2 directories, and everything below them
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+func (f FilterConfig) validate(key string) []error {
+	var errs []error
+	for _, p := range f.Ports {
+		if p < 1 || p > 65535 {
+			errs = append(errs, fmt.Errorf("%s.ports: %d is not a port (1 to 65535)", key, p))
+		}
+	}
+	for _, c := range f.CIDRs {
+		if _, err := netip.ParsePrefix(c); err != nil {
+			errs = append(errs, fmt.Errorf("%s.cidrs: %q is not an address range like 10.0.0.0/8 or 2001:db8::/32", key, c))
+		}
+	}
+	for _, d := range f.Directions {
+		if d != "incoming" && d != "outgoing" && d != "unknown" {
+			errs = append(errs, fmt.Errorf("%s.directions: %q is not incoming, outgoing or unknown", key, d))
+		}
+	}
+	for _, c := range f.Cgroups {
+		if err := cgroupv2.Check(c); err != nil {
+			errs = append(errs, fmt.Errorf("%s.cgroups: %w", key, err))
+		}
+	}
+	return errs
 }
 
 // DNSConfig configures the DNS cache built from the DNS answers that
@@ -75,6 +129,7 @@ func createDefaultConfig() *Config {
 			PayloadLimit: 4096, // EDNS0 answers; 1232 is the common UDP size
 			MinTTL:       5 * time.Second,
 		},
+		Filters: FiltersConfig{ExcludeSelf: true},
 	}
 }
 
@@ -115,5 +170,7 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("dns.min_ttl %v must not be negative", d.MinTTL))
 		}
 	}
+	errs = append(errs, c.Filters.Include.validate("filters.include")...)
+	errs = append(errs, c.Filters.Exclude.validate("filters.exclude")...)
 	return errors.Join(errs...)
 }

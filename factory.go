@@ -5,12 +5,14 @@ package netflowtcpend
 
 import (
 	"context"
+	"net/netip"
 
 	"go.opentelemetry.io/collector/component"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 
+	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	flowreceiver "github.com/netflowtcpend/netflowtcpend/receiver"
 )
@@ -47,5 +49,28 @@ func createLogs(_ context.Context, set receiver.Settings, cfg component.Config, 
 			PayloadLimit: c.DNS.PayloadLimit,
 			MinTTL:       c.DNS.MinTTL,
 		},
+		Filters: flowreceiver.FilterSettings{
+			Include:     criteria(c.Filters.Include),
+			Exclude:     criteria(c.Filters.Exclude),
+			ExcludeSelf: c.Filters.ExcludeSelf,
+		},
 	}, set.TelemetrySettings, obsrecv, next)
+}
+
+// criteria converts a validated filter list.
+func criteria(f FilterConfig) flowreceiver.Criteria {
+	var c flowreceiver.Criteria
+	for _, p := range f.Ports {
+		c.Ports = append(c.Ports, uint16(p))
+	}
+	for _, s := range f.CIDRs {
+		c.Prefixes = append(c.Prefixes, netip.MustParsePrefix(s).Masked())
+	}
+	for _, d := range f.Directions {
+		c.Directions = append(c.Directions, map[string]bpf.Direction{
+			"incoming": bpf.DirectionIncoming, "outgoing": bpf.DirectionOutgoing, "unknown": bpf.DirectionUnknown,
+		}[d])
+	}
+	c.Cgroups = append(c.Cgroups, f.Cgroups...)
+	return c
 }

@@ -119,6 +119,11 @@ type Event struct {
 	SegsSent      uint32
 	SegsReceived  uint32
 	Retransmits   uint32
+
+	// The process that created the socket (or, for an accepted one, the
+	// listener); 0 and "" when unknown.
+	PID        uint32
+	Executable string
 }
 
 // TCP states that mean the handshake never completed.
@@ -155,6 +160,10 @@ func (e *Event) Decode(b []byte) error {
 		State: r.State, Error: r.Error, Flags: r.Flags,
 		SRTTMicros: r.SrttUs, BytesSent: r.BytesSent, BytesReceived: r.BytesReceived,
 		SegsSent: r.SegsSent, SegsReceived: r.SegsReceived, Retransmits: r.Retransmits,
+		PID: r.Pid,
+	}
+	if r.Pid != 0 {
+		e.Executable = cString(r.Exe[:])
 	}
 	if e.EndBy != EndByLocal && e.EndBy != EndByRemote {
 		return fmt.Errorf("unknown end side %d", e.EndBy)
@@ -214,6 +223,15 @@ func (m *DNSMessage) Decode(b []byte) error {
 		WireLen: int(h.WireLen), Payload: b[DNSHeaderSize : DNSHeaderSize+n],
 	}
 	return nil
+}
+
+// cString returns the NUL-terminated string in b.
+func cString(b []int8) string {
+	n := 0
+	for n < len(b) && b[n] != 0 {
+		n++
+	}
+	return string(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), n))
 }
 
 // addrs returns the addresses as on the wire: IPv4-mapped IPv6 addresses

@@ -70,7 +70,7 @@ func TestDecodeRejectsBadRecords(t *testing.T) {
 		raw     []byte
 		wantErr string
 	}{
-		{"short", encode(t, good)[:EventSize-1], "record of 119 bytes, want 120"},
+		{"short", encode(t, good)[:EventSize-1], "record of 183 bytes, want 184"},
 		{"type", encode(t, netflowEvent{Type: 2, Family: 4, EndBy: 1, EndReason: 1}), "record type 2 is not a connection end"},
 		{"family", encode(t, netflowEvent{Type: 1, Family: 5, EndBy: 1, EndReason: 1}), "unknown address family 5"},
 		{"end side", encode(t, netflowEvent{Type: 1, Family: 4, EndBy: 3, EndReason: 1}), "unknown end side 3"},

@@ -23,7 +23,7 @@ var (
 )
 
 // DefaultRingBufferSize is the ring buffer size used when Options leaves it
-// zero: room for about 95,000 records of 88 bytes.
+// zero: room for about 45,000 connection-end records of 184 bytes.
 const DefaultRingBufferSize = 8 << 20
 
 // Options tune what Load creates.
@@ -34,6 +34,9 @@ type Options struct {
 	// DNSPayloadLimit is the most bytes of a DNS message copied to user
 	// space, up to MaxDNSPayload. Zero turns DNS capture off.
 	DNSPayloadLimit int
+	// IgnorePID is a process whose sockets yield no records and no DNS
+	// messages (the collector itself); 0 ignores none.
+	IgnorePID int
 }
 
 // MaxDNSPayload is the largest DNSPayloadLimit (DNS_PAYLOAD_MAX).
@@ -71,17 +74,24 @@ func Load(opts Options) (*Objects, error) {
 	if err := spec.Variables["dns_payload_limit"].Set(uint32(opts.DNSPayloadLimit)); err != nil {
 		return nil, fmt.Errorf("set DNS payload limit: %w", err)
 	}
+	if err := spec.Variables["self_tgid"].Set(uint32(opts.IgnorePID)); err != nil {
+		return nil, fmt.Errorf("set own process id: %w", err)
+	}
 
 	o := &Objects{}
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			// The last lines of the log say why.
-			return nil, fmt.Errorf("load bpf objects: %w (verifier: %+v)", ErrUnsupportedKernel, ve)
-		}
-		return nil, fmt.Errorf("load bpf objects: %w", wrapPermission(err))
+		return nil, loadError(err)
 	}
 	return o, nil
+}
+
+func loadError(err error) error {
+	var ve *ebpf.VerifierError
+	if errors.As(err, &ve) {
+		// The last lines of the log say why.
+		return fmt.Errorf("load bpf objects: %w (verifier: %+v)", ErrUnsupportedKernel, ve)
+	}
+	return fmt.Errorf("load bpf objects: %w", wrapPermission(err))
 }
 
 // checkKernel names the missing feature instead of a verifier log.
@@ -144,6 +154,7 @@ func (o *Objects) Attach(cgroupPath string) error {
 	}{
 		{o.objs.NetflowIngress, ebpf.AttachCGroupInetIngress, "ingress"},
 		{o.objs.NetflowEgress, ebpf.AttachCGroupInetEgress, "egress"},
+		{o.objs.NetflowSockCreate, ebpf.AttachCGroupInetSockCreate, "sock_create"},
 	} {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: a.typ, Program: a.prog})
 		if err != nil {

@@ -43,6 +43,9 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 
 #define SOCK_RAW 3
 #define AF_INET 2
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262
+#endif
 
 // errno values the state tracepoint tells apart.
 #define ECONNRESET 104
@@ -54,6 +57,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define SOCK_FROM_LISTENER (1 << 1) // state copied from a listener: accepted socket
 #define SOCK_ENDED (1 << 2)         // the end record was written
 #define SOCK_LOST (1 << 3)          // an end record could not be written (ring full)
+#define SOCK_IGNORE (1 << 4)        // the collector's own socket (exclude_self)
 
 // How many IPv6 extension headers the parser walks before giving up.
 #define MAX_IPV6_EXT 6
@@ -70,6 +74,9 @@ struct sock_state {
 	__u8 lost_by;
 	__u16 _pad;
 	__u64 lost_time_ns;
+	// The process that created (connecting sockets) or accepted the socket.
+	__u32 pid;
+	char exe[EXE_LEN];
 };
 
 struct {
@@ -98,6 +105,10 @@ struct {
 
 // Set by the loader before the programs are loaded; 0 turns DNS off.
 volatile const __u32 dns_payload_limit = 4096;
+
+// The collector's own process id, whose sockets yield nothing
+// (exclude_self); 0 keeps them.
+volatile const __u32 self_tgid = 0;
 
 // A DNS record is assembled here, then copied into the ring buffer with its
 // real length: reserving the maximum for every message would waste the ring.
@@ -165,6 +176,32 @@ struct sock {
 struct sk_buff {
 	struct sock *sk;
 } __attribute__((preserve_access_index));
+
+struct qstr {
+	const unsigned char *name;
+} __attribute__((preserve_access_index));
+
+struct dentry {
+	struct qstr d_name;
+} __attribute__((preserve_access_index));
+
+struct path {
+	struct dentry *dentry;
+} __attribute__((preserve_access_index));
+
+struct file {
+	struct path f_path;
+} __attribute__((preserve_access_index));
+
+struct mm_struct {
+	struct file *exe_file;
+} __attribute__((preserve_access_index));
+
+struct task_struct {
+	struct mm_struct *mm;
+} __attribute__((preserve_access_index));
+
+struct mptcp_sock;
 
 // Linux 6.3+; on older kernels the loader leaves it unresolved (weak) and
 // records carry netns 0.
@@ -427,6 +464,36 @@ static __always_inline int accepted_by_tcp(struct bpf_sock *sk, struct segment *
 	return 0;
 }
 
+// set_owner records the current process as the socket's owner: its process
+// id and its executable's base name (not the 15-character thread name).
+static __always_inline void set_owner(struct sock_state *st)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	st->pid = tgid;
+	st->exe[0] = 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct mm_struct *mm = task->mm;
+	if (mm) // kernel threads have none
+		bpf_probe_read_kernel_str(st->exe, sizeof(st->exe), mm->exe_file->f_path.dentry->d_name.name);
+	if (self_tgid && tgid == self_tgid)
+		st->flags |= SOCK_IGNORE;
+}
+
+// copy_owner copies the owner of an MPTCP connection's socket to one of its
+// TCP subflows, which the kernel creates without a process.
+static __always_inline void copy_owner(struct sock_state *st, struct bpf_sock *sk)
+{
+	struct mptcp_sock *msk = bpf_skc_to_mptcp_sock(sk);
+	if (!msk)
+		return;
+	struct sock_state *parent = bpf_sk_storage_get(&sock_states, msk, 0, 0);
+	if (!parent)
+		return;
+	st->pid = parent->pid;
+	__builtin_memcpy(st->exe, parent->exe, sizeof(st->exe));
+	st->flags |= parent->flags & SOCK_IGNORE;
+}
+
 // fill_counters copies the socket's TCP counters into e. The kernel counts
 // an outgoing segment before the egress hook and an incoming one after the
 // ingress hook: the terminating segment is added here when it came in.
@@ -468,8 +535,8 @@ static __always_inline struct event *claim(struct sock_state *st, __u32 *old, __
 {
 	if (!st)
 		count(STAT_NO_STORAGE); // no once-only guard: write it anyway
-	else if (st->flags & SOCK_ENDED)
-		return 0; // retransmitted FIN, second FIN, RST after FIN
+	else if (st->flags & (SOCK_ENDED | SOCK_IGNORE))
+		return 0; // retransmitted FIN, second FIN, RST after FIN; or ours
 
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
@@ -506,6 +573,8 @@ static __always_inline struct event *claim(struct sock_state *st, __u32 *old, __
 	if (st) {
 		e->start_ns = st->start_ns;
 		e->direction = direction_of(*old);
+		e->pid = st->pid;
+		__builtin_memcpy(e->exe, st->exe, sizeof(e->exe));
 	} else {
 		e->flags |= EVENT_F_NO_STORAGE;
 	}
@@ -516,6 +585,8 @@ static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 				     struct segment *seg, int egress)
 {
 	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (st && !st->pid)
+		copy_owner(st, sk); // an accepted MPTCP subflow: its owner is the MPTCP socket's
 	__u32 old;
 	__u8 reason = (seg->flags & TH_RST) ? END_RST : END_FIN;
 	struct event *e = claim(st, &old, reason, egress ? END_BY_LOCAL : END_BY_REMOTE, bpf_ktime_get_ns());
@@ -545,6 +616,18 @@ static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 	bpf_ringbuf_submit(e, 0);
 }
 
+// ignored says whether the packet's socket is the collector's own.
+static __always_inline int ignored(struct __sk_buff *skb)
+{
+	if (!self_tgid)
+		return 0;
+	struct bpf_sock *sk = skb->sk;
+	if (!sk || !(sk = bpf_sk_fullsock(sk)))
+		return 0;
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	return st && (st->flags & SOCK_IGNORE);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, int egress)
 {
 	struct segment seg;
@@ -553,7 +636,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 
 	// DNS: queries the socket sends, answers it receives.
 	int dns = (egress ? seg.dport : seg.sport) == 53;
-	if (dns)
+	if (dns && !ignored(skb))
 		emit_dns(skb, &seg, egress);
 	if (seg.proto != IPPROTO_TCP)
 		return PASS;
@@ -584,7 +667,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 								   BPF_SK_STORAGE_GET_F_CREATE);
 			if (st) {
 				st->start_ns = bpf_ktime_get_ns();
-				st->flags = SOCK_FROM_LISTENER;
+				st->flags = SOCK_FROM_LISTENER | (st->flags & SOCK_IGNORE);
 			}
 		}
 		return PASS;
@@ -604,7 +687,9 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			// New connection, or a new connect() on a socket whose
 			// previous attempt ended: start over.
 			st->start_ns = bpf_ktime_get_ns();
-			st->flags = SOCK_OUTGOING;
+			st->flags = SOCK_OUTGOING | (st->flags & SOCK_IGNORE);
+			if (!st->pid)
+				copy_owner(st, sk);
 		}
 	}
 	return PASS;
@@ -695,4 +780,18 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	fill_counters(e, tp, 0, 1);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+// A socket created by a process in the cgroup: remember the process. Sockets
+// accepted from a listener inherit its state, so they name the process that
+// created the listener. An observer: 1 lets every socket be created.
+SEC("cgroup/sock_create")
+int netflow_sock_create(struct bpf_sock *sk)
+{
+	if (sk->protocol != IPPROTO_TCP && sk->protocol != IPPROTO_MPTCP && sk->protocol != IPPROTO_UDP)
+		return 1;
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (st)
+		set_owner(st);
+	return 1;
 }

@@ -41,6 +41,9 @@ enum event_flags {
 	EVENT_F_NO_STORAGE = 1 << 1,
 };
 
+// Bytes kept of an executable's name, with its NUL.
+#define EXE_LEN 64
+
 // Indexes into the per-CPU stats array.
 enum stat {
 	STAT_LOST = 0,       // sockets whose end record did not fit in the ring buffer
@@ -82,7 +85,8 @@ struct event {
 	__u32 segs_sent;      // segments sent, SYN and pure ACKs included
 	__u32 segs_received;  // segments received
 	__u32 retransmits;    // segments retransmitted
-	__u32 _pad2;
+	__u32 pid;            // process that connected or accepted; 0: unknown
+	char exe[EXE_LEN];    // its executable's base name, NUL-terminated
 };
 
 // A DNS message a socket sent to port 53 or received from it. payload_len

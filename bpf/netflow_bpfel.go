@@ -62,7 +62,8 @@ type netflowEvent struct {
 	SegsSent      uint32
 	SegsReceived  uint32
 	Retransmits   uint32
-	Pad2          uint32
+	Pid           uint32
+	Exe           [64]int8
 }
 
 type netflowRecordType uint32
@@ -80,6 +81,9 @@ type netflowSockState struct {
 	LostBy     uint8
 	Pad        uint16
 	LostTimeNs uint64
+	Pid        uint32
+	Exe        [64]int8
+	_          [4]byte
 }
 
 type netflowStat uint32
@@ -95,18 +99,20 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	netflowMapDnsScratch       = "dns_scratch"
-	netflowMapEvents           = "events"
-	netflowMapSockStates       = "sock_states"
-	netflowMapStats            = "stats"
-	netflowProgNetflowEgress   = "netflow_egress"
-	netflowProgNetflowIngress  = "netflow_ingress"
-	netflowProgNetflowState    = "netflow_state"
-	netflowVarDnsPayloadLimit  = "dns_payload_limit"
-	netflowVarUnusedDnsEvent   = "unused_dns_event"
-	netflowVarUnusedEvent      = "unused_event"
-	netflowVarUnusedRecordType = "unused_record_type"
-	netflowVarUnusedStat       = "unused_stat"
+	netflowMapDnsScratch         = "dns_scratch"
+	netflowMapEvents             = "events"
+	netflowMapSockStates         = "sock_states"
+	netflowMapStats              = "stats"
+	netflowProgNetflowEgress     = "netflow_egress"
+	netflowProgNetflowIngress    = "netflow_ingress"
+	netflowProgNetflowSockCreate = "netflow_sock_create"
+	netflowProgNetflowState      = "netflow_state"
+	netflowVarDnsPayloadLimit    = "dns_payload_limit"
+	netflowVarSelfTgid           = "self_tgid"
+	netflowVarUnusedDnsEvent     = "unused_dns_event"
+	netflowVarUnusedEvent        = "unused_event"
+	netflowVarUnusedRecordType   = "unused_record_type"
+	netflowVarUnusedStat         = "unused_stat"
 )
 
 // loadNetflow returns the embedded CollectionSpec for netflow.
@@ -151,9 +157,10 @@ type netflowSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowProgramSpecs struct {
-	NetflowEgress  *ebpf.ProgramSpec `ebpf:"netflow_egress"`
-	NetflowIngress *ebpf.ProgramSpec `ebpf:"netflow_ingress"`
-	NetflowState   *ebpf.ProgramSpec `ebpf:"netflow_state"`
+	NetflowEgress     *ebpf.ProgramSpec `ebpf:"netflow_egress"`
+	NetflowIngress    *ebpf.ProgramSpec `ebpf:"netflow_ingress"`
+	NetflowSockCreate *ebpf.ProgramSpec `ebpf:"netflow_sock_create"`
+	NetflowState      *ebpf.ProgramSpec `ebpf:"netflow_state"`
 }
 
 // netflowMapSpecs contains maps before they are loaded into the kernel.
@@ -171,6 +178,7 @@ type netflowMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowVariableSpecs struct {
 	DnsPayloadLimit  *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
+	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
 	UnusedDnsEvent   *ebpf.VariableSpec `ebpf:"unused_dns_event"`
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedRecordType *ebpf.VariableSpec `ebpf:"unused_record_type"`
@@ -217,6 +225,7 @@ func (m *netflowMaps) Close() error {
 // It can be passed to loadNetflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowVariables struct {
 	DnsPayloadLimit  *ebpf.Variable `ebpf:"dns_payload_limit"`
+	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
 	UnusedDnsEvent   *ebpf.Variable `ebpf:"unused_dns_event"`
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 	UnusedRecordType *ebpf.Variable `ebpf:"unused_record_type"`
@@ -227,15 +236,17 @@ type netflowVariables struct {
 //
 // It can be passed to loadNetflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowPrograms struct {
-	NetflowEgress  *ebpf.Program `ebpf:"netflow_egress"`
-	NetflowIngress *ebpf.Program `ebpf:"netflow_ingress"`
-	NetflowState   *ebpf.Program `ebpf:"netflow_state"`
+	NetflowEgress     *ebpf.Program `ebpf:"netflow_egress"`
+	NetflowIngress    *ebpf.Program `ebpf:"netflow_ingress"`
+	NetflowSockCreate *ebpf.Program `ebpf:"netflow_sock_create"`
+	NetflowState      *ebpf.Program `ebpf:"netflow_state"`
 }
 
 func (p *netflowPrograms) Close() error {
 	return _NetflowClose(
 		p.NetflowEgress,
 		p.NetflowIngress,
+		p.NetflowSockCreate,
 		p.NetflowState,
 	)
 }

@@ -43,6 +43,9 @@ const (
 	AttrSocketCookie       = "netflow.socket.cookie"
 	AttrCgroupID           = "netflow.cgroup.id"
 	AttrNetns              = "netflow.netns"
+	AttrStartObserved      = "netflow.start_observed"
+	AttrProcessPID         = "process.pid"
+	AttrProcessExecutable  = "process.executable.name"
 )
 
 // appendRecord adds the log record for e to lrs, with the names the DNS
@@ -65,7 +68,7 @@ func appendRecord(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstNames []st
 	lr.Body().SetStr(string(body))
 
 	attrs := lr.Attributes()
-	attrs.EnsureCapacity(28)
+	attrs.EnsureCapacity(31)
 	attrs.PutStr(AttrDirection, e.Direction.String())
 	attrs.PutStr(AttrSourceAddress, e.Source.Addr().String())
 	attrs.PutInt(AttrSourcePort, int64(e.Source.Port()))
@@ -99,9 +102,17 @@ func appendRecord(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstNames []st
 		attrs.PutStr(AttrEndError, unix.ErrnoName(unix.Errno(e.Error)))
 	}
 	attrs.PutBool(AttrEstablished, e.Established())
-	if e.StartNs != 0 && e.StartNs <= e.TimeNs {
+	startObserved := e.StartNs != 0 && e.StartNs <= e.TimeNs
+	attrs.PutBool(AttrStartObserved, startObserved)
+	if startObserved {
 		attrs.PutStr(AttrStartTime, clk.wall(e.StartNs).AsTime().Format(time.RFC3339Nano))
 		attrs.PutDouble(AttrDuration, time.Duration(e.TimeNs-e.StartNs).Seconds())
+	}
+	if e.PID != 0 {
+		attrs.PutInt(AttrProcessPID, int64(e.PID))
+		if e.Executable != "" {
+			attrs.PutStr(AttrProcessExecutable, e.Executable)
+		}
 	}
 	attrs.PutInt(AttrBytesSent, int64(e.BytesSent))
 	attrs.PutInt(AttrBytesReceived, int64(e.BytesReceived))

@@ -35,6 +35,7 @@ func TestAppendRecord(t *testing.T) {
 				Source:      netip.MustParseAddrPort("10.0.0.1:40000"),
 				Destination: netip.MustParseAddrPort("93.184.216.34:443"),
 				Direction:   bpf.DirectionOutgoing, EndBy: bpf.EndByLocal, EndReason: bpf.EndFIN, State: 1,
+				PID: 4242, Executable: "curl",
 			}),
 			dstNames: []string{"www.example.com", "example.com.cdn.net"},
 			body:     "outgoing tcp 10.0.0.1:40000 -> 93.184.216.34:443 ended by local FIN",
@@ -54,6 +55,7 @@ func TestAppendRecord(t *testing.T) {
 				"netflow.segments.sent": int64(7), "netflow.segments.received": int64(8),
 				"netflow.tcp.rtt": 0.0015, "netflow.tcp.retransmissions": int64(1),
 				"netflow.socket.cookie": int64(77), "netflow.cgroup.id": int64(1234), "netflow.netns": int64(4026531840),
+				"netflow.start_observed": true, "process.pid": int64(4242), "process.executable.name": "curl",
 			},
 		},
 		{
@@ -82,6 +84,7 @@ func TestAppendRecord(t *testing.T) {
 				"netflow.segments.sent": int64(0), "netflow.segments.received": int64(0),
 				"netflow.tcp.retransmissions": int64(0),
 				"netflow.socket.cookie":       int64(78), "netflow.cgroup.id": int64(1),
+				"netflow.start_observed": true,
 			},
 		},
 		{
@@ -108,6 +111,7 @@ func TestAppendRecord(t *testing.T) {
 				"netflow.segments.sent": int64(0), "netflow.segments.received": int64(0),
 				"netflow.tcp.retransmissions": int64(0),
 				"netflow.socket.cookie":       int64(80), "netflow.cgroup.id": int64(0),
+				"netflow.start_observed": true,
 			},
 		},
 		{
@@ -136,6 +140,7 @@ func TestAppendRecord(t *testing.T) {
 				"netflow.segments.sent": int64(3), "netflow.segments.received": int64(0),
 				"netflow.tcp.retransmissions": int64(0),
 				"netflow.socket.cookie":       int64(81), "netflow.cgroup.id": int64(0),
+				"netflow.start_observed": true,
 			},
 		},
 		{
@@ -159,6 +164,7 @@ func TestAppendRecord(t *testing.T) {
 				"netflow.segments.sent": int64(0), "netflow.segments.received": int64(0),
 				"netflow.tcp.retransmissions": int64(0),
 				"netflow.socket.cookie":       int64(79), "netflow.cgroup.id": int64(0),
+				"netflow.start_observed": false,
 			},
 		},
 	}

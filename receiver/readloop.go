@@ -10,12 +10,12 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/pdata/pcommon"
-	"go.opentelemetry.io/collector/pdata/plog"
 	"go.uber.org/zap"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/containerid"
 	"github.com/netflowtcpend/netflowtcpend/internal/dnscache"
-	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
+	"github.com/netflowtcpend/netflowtcpend/internal/sockscan"
 )
 
 // readLoop owns everything on the path from the ring buffer to the next
@@ -27,19 +27,40 @@ type readLoop struct {
 	clock  clock
 	losses lossWatcher
 
-	batch    plog.Logs
-	records  plog.LogRecordSlice
+	batch    *batch
 	nextTick time.Time
 	event    bpf.Event
 	dnsMsg   bpf.DNSMessage
 	body     []byte
+
+	// Sockets open before Start, by cookie, until their record comes.
+	preexisting map[uint64]sockscan.Socket
+	// The container of each cgroup id seen ("" for none).
+	containers map[uint64]string
 }
 
 func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader) *readLoop {
-	l := &readLoop{r: r, objs: objs, reader: rd, losses: lossWatcher{logger: r.logger, telemetry: r.telemetry, now: time.Now}}
+	l := &readLoop{
+		r: r, objs: objs, reader: rd,
+		losses:     lossWatcher{logger: r.logger, telemetry: r.telemetry, now: time.Now},
+		batch:      newBatch(r.hostName, r.settings.MaxBatchSize),
+		containers: map[uint64]string{},
+	}
 	l.clock.sync()
-	l.newBatch()
 	return l
+}
+
+// scan reads the sockets that were open before the programs were attached.
+// Records that arrive meanwhile wait in the ring buffer.
+func (l *readLoop) scan() {
+	start := time.Now()
+	socks, err := sockscan.Scan("/proc", l.r.cgroupPath)
+	if err != nil {
+		l.r.logger.Warn("Reading the sockets open before start failed in part; their records may have direction unknown",
+			zap.Error(err))
+	}
+	l.preexisting = socks
+	l.r.logger.Debug("Read the sockets open before start", zap.Int("sockets", len(socks)), zap.Duration("took", time.Since(start)))
 }
 
 // run reads until Shutdown flushes or closes the reader. A tick, every
@@ -47,13 +68,14 @@ func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader) *readLoop {
 // kernel's loss counters; a full batch is passed on at once.
 func (l *readLoop) run(ctx context.Context) {
 	var rec ringbuf.Record
+	l.scan()
 	l.tick(ctx)
 	for {
 		err := l.reader.ReadInto(&rec)
 		switch {
 		case err == nil:
 			l.add(rec.RawSample)
-			if l.records.Len() >= l.r.settings.MaxBatchSize {
+			if l.batch.len >= l.r.settings.MaxBatchSize {
 				l.flush(ctx)
 			}
 			// Ring drained: a slow trickle must not hold a batch back.
@@ -94,14 +116,6 @@ func (l *readLoop) pollLosses() {
 	l.losses.update(stats)
 }
 
-func (l *readLoop) newBatch() {
-	l.batch = plog.NewLogs()
-	sl := l.batch.ResourceLogs().AppendEmpty().ScopeLogs().AppendEmpty()
-	sl.Scope().SetName(metadata.ScopeName)
-	l.records = sl.LogRecords()
-	l.records.EnsureCapacity(l.r.settings.MaxBatchSize)
-}
-
 func (l *readLoop) add(raw []byte) {
 	var err error
 	switch bpf.TypeOf(raw) {
@@ -127,12 +141,57 @@ func (l *readLoop) addRecord() {
 	if e.Flags&bpf.FlagRetried != 0 {
 		l.r.telemetry.NetflowtcpendRecordsRetried.Add(context.Background(), 1)
 	}
+	if e.StartNs == 0 && e.Direction == bpf.DirectionUnknown && !l.completePreexisting(e) {
+		return // the collector's own, from before start
+	}
+	cgPath, _ := l.r.cgroups.Path(e.CgroupID)
+	if !l.r.settings.Filters.keep(e, cgPath) {
+		l.r.telemetry.NetflowtcpendRecordsFiltered.Add(context.Background(), 1)
+		return
+	}
 	var srcNames, dstNames []string
 	if l.r.dns != nil {
 		srcNames = l.r.dns.Names(e.Netns, e.Source.Addr(), e.StartNs, e.TimeNs)
 		dstNames = l.r.dns.Names(e.Netns, e.Destination.Addr(), e.StartNs, e.TimeNs)
 	}
-	l.body = appendRecord(l.records, e, srcNames, dstNames, &l.clock, pcommon.NewTimestampFromTime(time.Now()), l.body)
+	lrs := l.batch.records(l.containerOf(e.CgroupID, cgPath))
+	l.body = appendRecord(lrs, e, srcNames, dstNames, &l.clock, pcommon.NewTimestampFromTime(time.Now()), l.body)
+	l.batch.len++
+}
+
+// completePreexisting fills in what the scan at start learned of a socket
+// whose handshake the programs did not see. It returns false for the
+// collector's own sockets when those are excluded.
+func (l *readLoop) completePreexisting(e *bpf.Event) bool {
+	s, ok := l.preexisting[e.Cookie]
+	if !ok {
+		return true
+	}
+	delete(l.preexisting, e.Cookie)
+	if l.r.settings.Filters.ExcludeSelf && s.PID == os.Getpid() {
+		return false
+	}
+	switch s.Direction {
+	case sockscan.Incoming:
+		e.Direction = bpf.DirectionIncoming
+	case sockscan.Outgoing:
+		e.Direction = bpf.DirectionOutgoing
+	}
+	if e.PID == 0 && s.PID != 0 {
+		e.PID, e.Executable = uint32(s.PID), s.Executable
+	}
+	return true
+}
+
+func (l *readLoop) containerOf(cgroupID uint64, cgPath string) string {
+	id, ok := l.containers[cgroupID]
+	if !ok {
+		id = containerid.FromCgroupPath(cgPath)
+		if cgPath != "" {
+			l.containers[cgroupID] = id
+		}
+	}
+	return id
 }
 
 func (l *readLoop) observeDNS() {
@@ -153,12 +212,10 @@ func (l *readLoop) observeDNS() {
 // what does not fit there is counted as lost. Only a permanent error or
 // Shutdown's deadline drops a batch.
 func (l *readLoop) flush(ctx context.Context) {
-	n := l.records.Len()
-	if n == 0 {
+	if l.batch.len == 0 {
 		return
 	}
-	logs := l.batch
-	l.newBatch()
+	logs, n := l.batch.take()
 
 	backoff := 50 * time.Millisecond
 	for {

@@ -36,13 +36,13 @@ func (f *flakyConsumer) Capabilities() consumer.Capabilities { return consumer.C
 
 func loopWithOneRecord(t *testing.T, next consumer.Logs) *readLoop {
 	r := newTestReceiver(t, testSettings, next)
-	l := &readLoop{r: r}
-	l.newBatch()
+	l := &readLoop{r: r, batch: newBatch("host", 16)}
 	e := bpf.Event{
 		Source: netip.MustParseAddrPort("10.0.0.1:1"), Destination: netip.MustParseAddrPort("10.0.0.2:2"),
 		EndBy: bpf.EndByLocal, EndReason: bpf.EndFIN,
 	}
-	appendRecord(l.records, &e, nil, nil, &l.clock, 0, nil)
+	appendRecord(l.batch.records(""), &e, nil, nil, &l.clock, 0, nil)
+	l.batch.len++
 	return l
 }
 
@@ -52,7 +52,8 @@ func TestFlushRetriesRetryableErrors(t *testing.T) {
 	l.flush(context.Background())
 	assert.Equal(t, 3, c.calls)
 	assert.Equal(t, 1, c.LogRecordCount(), "delivered once, after two refusals")
-	assert.Zero(t, l.records.Len(), "a new batch starts empty")
+	assert.Zero(t, l.batch.len, "a new batch starts empty")
+	assert.Zero(t, l.batch.logs.LogRecordCount())
 }
 
 func TestFlushDropsOnPermanentError(t *testing.T) {

@@ -7,6 +7,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -30,6 +33,7 @@ type Settings struct {
 	MaxBatchSize   int
 	FlushInterval  time.Duration
 	DNS            DNSSettings
+	Filters        FilterSettings
 }
 
 // DNSSettings configure the DNS cache.
@@ -54,13 +58,16 @@ type Receiver struct {
 	obsrecv   *receiverhelper.ObsReport
 	next      consumer.Logs
 	dns       *dnscache.Cache // nil when DNS is off
+	hostName  string
 
-	mu      sync.Mutex // guards the fields below across Start and Shutdown
-	objs    *bpf.Objects
-	reader  *ringbuf.Reader
-	done    chan struct{} // closed when the read loop has returned
-	cancel  context.CancelFunc
-	stopped bool
+	mu         sync.Mutex // guards the fields below across Start and Shutdown
+	cgroupPath string     // what the programs are attached to
+	cgroups    *cgroupv2.Paths
+	objs       *bpf.Objects
+	reader     *ringbuf.Reader
+	done       chan struct{} // closed when the read loop has returned
+	cancel     context.CancelFunc
+	stopped    bool
 }
 
 // New creates a receiver; nothing touches the kernel before Start.
@@ -70,6 +77,7 @@ func New(s Settings, tel component.TelemetrySettings, obsrecv *receiverhelper.Ob
 		return nil, fmt.Errorf("create telemetry: %w", err)
 	}
 	r := &Receiver{settings: s, logger: tel.Logger, telemetry: tb, obsrecv: obsrecv, next: next}
+	r.hostName, _ = os.Hostname()
 	if s.DNS.Enabled {
 		r.dns = dnscache.New(dnscache.Config{
 			MaxAddresses: s.DNS.MaxAddresses,
@@ -91,18 +99,30 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	}
 
 	path := r.settings.CgroupPath
-	if path == "" {
-		root, err := cgroupv2.Root()
-		if err != nil {
-			return fmt.Errorf("find the cgroup v2 root: %w; or set cgroup_path", err)
+	if path != "" {
+		if err := cgroupv2.Check(path); err != nil {
+			return fmt.Errorf("cgroup_path: %w", err)
 		}
+	}
+	root, err := cgroupv2.Root()
+	if err != nil {
+		return fmt.Errorf("find the cgroup v2 root: %w", err)
+	}
+	if path == "" {
 		path = root
 	}
-	if err := cgroupv2.Check(path); err != nil {
-		return fmt.Errorf("cgroup_path: %w", err)
+	r.cgroupPath = path
+	r.cgroups = cgroupv2.NewPaths(root, time.Second)
+	for _, list := range []*Criteria{&r.settings.Filters.Include, &r.settings.Filters.Exclude} {
+		for i, cg := range list.Cgroups {
+			list.Cgroups[i] = filepath.Clean("/" + strings.TrimPrefix(cg, root))
+		}
 	}
 
 	opts := bpf.Options{RingBufferSize: r.settings.RingBufferSize}
+	if r.settings.Filters.ExcludeSelf {
+		opts.IgnorePID = os.Getpid()
+	}
 	if r.dns != nil {
 		opts.DNSPayloadLimit = r.settings.DNS.PayloadLimit
 	}

@@ -36,6 +36,7 @@ type TelemetryBuilder struct {
 	NetflowtcpendDNSMessagesLost       metric.Int64Counter
 	NetflowtcpendDNSParseErrors        metric.Int64ObservableCounter
 	NetflowtcpendDNSUnmatchedAnswers   metric.Int64ObservableCounter
+	NetflowtcpendRecordsFiltered       metric.Int64Counter
 	NetflowtcpendRecordsLost           metric.Int64Counter
 	NetflowtcpendRecordsMalformed      metric.Int64Counter
 	NetflowtcpendRecordsRetried        metric.Int64Counter
@@ -248,6 +249,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_netflowtcpend_dns_unmatched_answers",
 		metric.WithDescription("DNS answers dropped because they matched no outstanding query of the socket that received them (same id, question and server). [Alpha]"),
 		metric.WithUnit("{message}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.NetflowtcpendRecordsFiltered, err = builder.meter.Int64Counter(
+		"otelcol_netflowtcpend_records_filtered",
+		metric.WithDescription("Connection ends left out by the filters (the collector's own, left out in the kernel, are not counted). [Alpha]"),
+		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.NetflowtcpendRecordsLost, err = builder.meter.Int64Counter(

@@ -1,0 +1,33 @@
+// Package containerid finds the container a cgroup belongs to, from the
+// cgroup path that container runtimes give their containers.
+package containerid
+
+import (
+	"regexp"
+	"strings"
+)
+
+var (
+	// systemd cgroup driver: docker-<id>.scope, cri-containerd-<id>.scope,
+	// crio-<id>.scope, libpod-<id>.scope. The runtimes' monitors
+	// (crio-conmon-<id>, libpod-conmon-<id>) are not containers.
+	scope = regexp.MustCompile(`^(?:docker|cri-containerd|crio|libpod)-([0-9a-f]{64})\.scope$`)
+	// cgroupfs driver: .../docker/<id>, .../kubepods/burstable/pod<uid>/<id>.
+	bare = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// FromCgroupPath returns the id of the container whose cgroup is path (or
+// an ancestor of it: podman puts processes in .../libpod-<id>.scope/container),
+// or "" when path is not a container's.
+func FromCgroupPath(path string) string {
+	parts := strings.Split(path, "/")
+	for i := len(parts) - 1; i >= 0; i-- {
+		if m := scope.FindStringSubmatch(parts[i]); m != nil {
+			return m[1]
+		}
+		if bare.MatchString(parts[i]) {
+			return parts[i]
+		}
+	}
+	return ""
+}
