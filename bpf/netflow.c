@@ -668,6 +668,10 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			if (st) {
 				st->start_ns = bpf_ktime_get_ns();
 				st->flags = SOCK_FROM_LISTENER | (st->flags & SOCK_IGNORE);
+				// An MPTCP listener's TCP listener is the kernel's:
+				// take the owner of the MPTCP socket.
+				if (!st->pid)
+					copy_owner(st, sk);
 			}
 		}
 		return PASS;

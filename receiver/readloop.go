@@ -39,9 +39,9 @@ type readLoop struct {
 	containers map[uint64]string
 }
 
-func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader) *readLoop {
+func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting map[uint64]sockscan.Socket) *readLoop {
 	l := &readLoop{
-		r: r, objs: objs, reader: rd,
+		r: r, objs: objs, reader: rd, preexisting: preexisting,
 		losses:     lossWatcher{logger: r.logger, telemetry: r.telemetry, now: time.Now},
 		batch:      newBatch(r.hostName, r.settings.MaxBatchSize),
 		containers: map[uint64]string{},
@@ -50,25 +50,11 @@ func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader) *readLoop {
 	return l
 }
 
-// scan reads the sockets that were open before the programs were attached.
-// Records that arrive meanwhile wait in the ring buffer.
-func (l *readLoop) scan() {
-	start := time.Now()
-	socks, err := sockscan.Scan("/proc", l.r.cgroupPath)
-	if err != nil {
-		l.r.logger.Warn("Reading the sockets open before start failed in part; their records may have direction unknown",
-			zap.Error(err))
-	}
-	l.preexisting = socks
-	l.r.logger.Debug("Read the sockets open before start", zap.Int("sockets", len(socks)), zap.Duration("took", time.Since(start)))
-}
-
 // run reads until Shutdown flushes or closes the reader. A tick, every
 // flush interval, passes on the batch, re-syncs the clock and reads the
 // kernel's loss counters; a full batch is passed on at once.
 func (l *readLoop) run(ctx context.Context) {
 	var rec ringbuf.Record
-	l.scan()
 	l.tick(ctx)
 	for {
 		err := l.reader.ReadInto(&rec)

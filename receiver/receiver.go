@@ -24,6 +24,7 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/dnscache"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
+	"github.com/netflowtcpend/netflowtcpend/internal/sockscan"
 )
 
 // Settings are the validated configuration values the runtime needs.
@@ -147,10 +148,14 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 		return err
 	}
 
+	// After attaching: a socket is either in the table now or its
+	// handshake is seen.
+	preexisting := r.scanSockets()
+
 	ctx, cancel := context.WithCancel(context.Background())
 	r.objs, r.reader, r.cancel = objs, rd, cancel
 	r.done = make(chan struct{})
-	loop := newReadLoop(r, objs, rd)
+	loop := newReadLoop(r, objs, rd, preexisting)
 	go func() {
 		defer close(r.done)
 		loop.run(ctx)
@@ -159,6 +164,21 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 		zap.String("cgroup_path", path),
 		zap.Int("ring_buffer_size", rd.BufferSize()))
 	return nil
+}
+
+// scanSockets reads the sockets that were open before the programs were
+// attached: their direction and owner. Records that arrive meanwhile wait in
+// the ring buffer.
+func (r *Receiver) scanSockets() map[uint64]sockscan.Socket {
+	start := time.Now()
+	socks, err := sockscan.Scan("/proc", r.cgroupPath)
+	if err != nil {
+		r.logger.Warn("Reading the sockets open before start failed in part; their records may have direction unknown",
+			zap.Error(err))
+	}
+	r.logger.Debug("Read the sockets open before start",
+		zap.Int("sockets", len(socks)), zap.Duration("took", time.Since(start)))
+	return socks
 }
 
 // registerGauges registers the callbacks of the asynchronous metrics.

@@ -41,13 +41,15 @@ const stateListen = 10 // TCP_LISTEN
 // Scan returns, by cookie, the TCP sockets of every network namespace that a
 // process in cgroupPath (or below it) lives in. A socket whose local address
 // and port belong to a listener (a wildcard or dual-stack bind included) is
-// incoming, any other connected socket outgoing.
+// incoming, any other connected socket outgoing. This process's own sockets
+// are always included, so that they can be told apart.
 func Scan(procRoot, cgroupPath string) (map[uint64]Socket, error) {
 	pids, err := cgroupPIDs(cgroupPath)
 	if err != nil {
 		return nil, err
 	}
-	owners := map[uint64]owner{} // socket inode -> process
+	pids = append([]int{os.Getpid()}, pids...)
+	owners := map[uint64]owner{}   // socket inode -> process
 	namespaces := map[uint64]int{} // netns inode -> a process in it
 	for _, pid := range pids {
 		proc := filepath.Join(procRoot, strconv.Itoa(pid))

@@ -48,6 +48,19 @@ func NewCgroup(t testing.TB) *Cgroup {
 	return &Cgroup{Path: path, root: root}
 }
 
+// Child creates a child cgroup of c, removed after the test.
+func (c *Cgroup) Child(t testing.TB, name string) *Cgroup {
+	t.Helper()
+	path := filepath.Join(c.Path, name)
+	require.NoError(t, os.Mkdir(path, 0o755))
+	t.Cleanup(func() {
+		if err := os.Remove(path); err != nil {
+			t.Logf("remove test cgroup: %v", err)
+		}
+	})
+	return &Cgroup{Path: path, root: c.root}
+}
+
 // Run runs f with this process in the cgroup. A socket belongs to the cgroup
 // of the process that created it, for its whole life, so sockets that f
 // creates are monitored and sockets created before or after are not.

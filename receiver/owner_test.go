@@ -1,0 +1,159 @@
+package receiver
+
+import (
+	"net/netip"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+)
+
+// exchange runs one connection between a server and a client helper: the
+// client closes, the server reads to the end and closes.
+func exchange(t *testing.T, srv, cli *helper) {
+	t.Helper()
+	cli.socket()
+	srv.socket()
+	srv.say("wait-eof")
+	cli.close()
+	srv.expect("eof")
+	srv.close()
+}
+
+// byLocalPort finds the record of the local socket on port (for sockets
+// whose cookie the helper cannot know: MPTCP subflows).
+func byLocalPort(records map[uint64]map[string]any, dir string, port int64) map[string]any {
+	for _, a := range records {
+		if a[AttrDirection] != dir {
+			continue
+		}
+		local := a[AttrSourcePort]
+		if a[AttrEndBy] == "remote" {
+			local = a[AttrDestinationPort]
+		}
+		if local == port {
+			return a
+		}
+	}
+	return nil
+}
+
+func TestOwnerProcess(t *testing.T) {
+	for _, tt := range []struct{ server, client string }{
+		{"serve", "connect"},
+		{"serve-mptcp", "connect"},       // Go's default listener, a plain client
+		{"serve-mptcp", "connect-mptcp"}, // MPTCP on both ends: only subflows carry TCP
+	} {
+		t.Run(tt.server+"/"+tt.client, func(t *testing.T) {
+			h := newHarness(t)
+			h.start()
+			bin := helperBinary(t)
+			srv := startHelper(t, bin, h.cg, nil, tt.server, "127.0.0.1:0")
+			addr := srv.listening()
+			cli := startHelper(t, bin, h.cg, nil, tt.client, addr.String())
+			exchange(t, srv, cli)
+			h.stop()
+			got := h.attrsByCookie()
+			require.Len(t, got, 2)
+
+			client := byLocalPort(got, "outgoing", int64(cli.Local.Port()))
+			require.NotNil(t, client)
+			assert.Equal(t, "outgoing", client[AttrDirection])
+			assert.Equal(t, cli.pid(), client[AttrProcessPID], "the connecting process")
+			assert.Equal(t, helperName, client[AttrProcessExecutable])
+
+			// An MPTCP listener's TCP subflow is made by the kernel: its
+			// record names the process through the MPTCP socket.
+			server := byLocalPort(got, "incoming", int64(addr.Port()))
+			require.NotNil(t, server)
+			assert.Equal(t, srv.pid(), server[AttrProcessPID], "the accepting process")
+			assert.Equal(t, helperName, server[AttrProcessExecutable])
+		})
+	}
+}
+
+func TestConnectionsOpenBeforeStart(t *testing.T) {
+	a, b := testnet.NewVethPair(t)
+	for _, tt := range []struct {
+		name           string
+		serverNS       *testnet.Netns
+		clientNS       *testnet.Netns
+		listen, dialTo string
+	}{
+		{"loopback", nil, nil, "127.0.0.1:0", "127.0.0.1"},
+		{"dual-stack listener, IPv4 client", nil, nil, "[::]:0", "127.0.0.1"},
+		{"second network namespace", b, a, "10.77.0.2:0", "10.77.0.2"},
+		{"IPv6 across namespaces", b, a, "[fd77::2]:0", "fd77::2"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			bin := helperBinary(t)
+			srv := startHelper(t, bin, h.cg, tt.serverNS, "serve", tt.listen)
+			port := srv.listening().Port()
+			cli := startHelper(t, bin, h.cg, tt.clientNS, "connect",
+				netip.AddrPortFrom(netip.MustParseAddr(tt.dialTo), port).String())
+			cli.socket()
+			srv.socket()
+			time.Sleep(50 * time.Millisecond) // the handshake is over well before Start
+
+			h.start()
+			srv.say("wait-eof")
+			cli.close()
+			srv.expect("eof")
+			srv.close()
+			h.stop()
+			got := h.attrsByCookie()
+			require.Len(t, got, 2)
+			for _, side := range []struct {
+				who *helper
+				dir string
+			}{{cli, "outgoing"}, {srv, "incoming"}} {
+				a := got[side.who.Cookie]
+				require.NotNil(t, a)
+				assert.Equal(t, side.dir, a[AttrDirection], "from the socket table at start")
+				assert.Equal(t, false, a[AttrStartObserved])
+				assert.NotContains(t, a, AttrStartTime)
+				assert.Equal(t, side.who.pid(), a[AttrProcessPID], "from /proc at start")
+				assert.Equal(t, helperName, a[AttrProcessExecutable])
+			}
+		})
+	}
+}
+
+// A process in a cgroup named as Docker names its containers: its records
+// come in a ResourceLogs with container.id, apart from the others; every
+// ResourceLogs has host.name.
+func TestRecordsAreGroupedByContainer(t *testing.T) {
+	const id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	h := newHarness(t)
+	container := h.cg.Child(t, "docker-"+id+".scope")
+	h.start()
+	bin := helperBinary(t)
+	srv := startHelper(t, bin, container, nil, "serve", "127.0.0.1:0")
+	cli := startHelper(t, bin, h.cg, nil, "connect", srv.listening().String())
+	exchange(t, srv, cli)
+	h.stop()
+
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	byContainer := map[string][]int64{}
+	for _, logs := range h.sink.AllLogs() {
+		rls := logs.ResourceLogs()
+		for i := 0; i < rls.Len(); i++ {
+			res := rls.At(i).Resource().Attributes()
+			hn, _ := res.Get(AttrHostName)
+			assert.Equal(t, host, hn.Str())
+			cid, _ := res.Get(AttrContainerID)
+			lrs := rls.At(i).ScopeLogs().At(0).LogRecords()
+			for j := 0; j < lrs.Len(); j++ {
+				pid, _ := lrs.At(j).Attributes().Get(AttrProcessPID)
+				byContainer[cid.Str()] = append(byContainer[cid.Str()], pid.Int())
+			}
+		}
+	}
+	assert.Equal(t, map[string][]int64{id: {srv.pid()}, "": {cli.pid()}}, byContainer)
+}
