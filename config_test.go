@@ -28,6 +28,12 @@ func TestLoadConfig(t *testing.T) {
 	custom.DNS.PayloadLimit = 1232
 	custom.DNS.MinTTL = 0
 
+	filters := createDefaultConfig()
+	filters.Filters = FiltersConfig{
+		Include: FilterConfig{Ports: []int{443, 80}, CIDRs: []string{"10.0.0.0/8", "2001:db8::/32"}, Directions: []string{"outgoing"}},
+		Exclude: FilterConfig{Ports: []int{22}},
+	}
+
 	dnsOff := createDefaultConfig()
 	dnsOff.DNS.Enabled = false
 	dnsOff.DNS.MaxNames = 0 // not checked while DNS is off
@@ -40,6 +46,12 @@ func TestLoadConfig(t *testing.T) {
 		{id: "", want: createDefaultConfig()},
 		{id: "custom", want: custom},
 		{id: "dns_off", want: dnsOff},
+		{id: "filters", want: filters},
+		{id: "filters_bad", wantErr: "filters.include.ports: 0 is not a port (1 to 65535)\n" +
+			"filters.include.ports: 70000 is not a port (1 to 65535)\n" +
+			"filters.include.cidrs: \"10.0.0.0\" is not an address range like 10.0.0.0/8 or 2001:db8::/32\n" +
+			"filters.include.directions: \"sideways\" is not incoming, outgoing or unknown\n" +
+			"filters.exclude.cgroups: /proc is not a directory on a cgroup v2 filesystem"},
 		{id: "relative_cgroup", wantErr: `cgroup_path "sys/fs/cgroup" must be an absolute path`},
 		{id: "missing_cgroup", wantErr: "cgroup_path: /sys/fs/cgroup/does-not-exist-netflowtcpend does not exist; use a cgroup v2 directory or leave it empty"},
 		{id: "not_cgroup", wantErr: "cgroup_path: /proc is not a directory on a cgroup v2 filesystem"},
@@ -96,4 +108,5 @@ func TestDefaultConfigIsValidAndWatchesTheRoot(t *testing.T) {
 	assert.Empty(t, cfg.CgroupPath, "empty means the cgroup v2 root, found at start")
 	assert.NoError(t, cfg.Validate())
 	assert.LessOrEqual(t, cfg.FlushInterval, time.Second, "records must reach the pipeline within a second")
+	assert.True(t, cfg.Filters.ExcludeSelf, "the collector's own connections are left out by default")
 }
