@@ -136,8 +136,37 @@ const (
 // refused or timed-out connect was not.
 func (e *Event) Established() bool { return e.State != stateSynSent && e.State != stateSynRecv }
 
-// Decode parses one ring buffer record. It allocates nothing.
-func (e *Event) Decode(b []byte) error {
+// Decode parses one ring buffer record.
+func (e *Event) Decode(b []byte) error { return e.DecodeInterned(b, nil) }
+
+// Interner hands out one string per executable name, so that decoding a
+// record allocates nothing for a name seen before. Not safe for concurrent
+// use.
+type Interner struct {
+	names map[string]string
+}
+
+// maxInterned bounds an Interner; it starts over when full.
+const maxInterned = 4096
+
+func (in *Interner) str(b []byte) string {
+	if in == nil {
+		return string(b)
+	}
+	if s, ok := in.names[string(b)]; ok { // no allocation for the lookup
+		return s
+	}
+	if in.names == nil || len(in.names) >= maxInterned {
+		in.names = make(map[string]string)
+	}
+	s := string(b)
+	in.names[s] = s
+	return s
+}
+
+// DecodeInterned parses one ring buffer record, taking executable names
+// from in.
+func (e *Event) DecodeInterned(b []byte, in *Interner) error {
 	if len(b) < EventSize {
 		return fmt.Errorf("record of %d bytes, want %d", len(b), EventSize)
 	}
@@ -163,7 +192,7 @@ func (e *Event) Decode(b []byte) error {
 		PID: r.Pid,
 	}
 	if r.Pid != 0 {
-		e.Executable = cString(r.Exe[:])
+		e.Executable = in.str(cBytes(r.Exe[:]))
 	}
 	if e.EndBy != EndByLocal && e.EndBy != EndByRemote {
 		return fmt.Errorf("unknown end side %d", e.EndBy)
@@ -225,13 +254,13 @@ func (m *DNSMessage) Decode(b []byte) error {
 	return nil
 }
 
-// cString returns the NUL-terminated string in b.
-func cString(b []int8) string {
+// cBytes returns the NUL-terminated string in b.
+func cBytes(b []int8) []byte {
 	n := 0
 	for n < len(b) && b[n] != 0 {
 		n++
 	}
-	return string(unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), n))
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), n)
 }
 
 // addrs returns the addresses as on the wire: IPv4-mapped IPv6 addresses
@@ -245,4 +274,36 @@ func addrs(family byte, src, dst []byte) (netip.Addr, netip.Addr, error) {
 	default:
 		return netip.Addr{}, netip.Addr{}, fmt.Errorf("unknown address family %d", family)
 	}
+}
+
+// raw returns e in the kernel's layout.
+func (e *Event) raw() netflowEvent {
+	r := netflowEvent{
+		Type: uint8(RecordTCPEnd), Direction: uint8(e.Direction), EndBy: uint8(e.EndBy), EndReason: uint8(e.EndReason),
+		State: e.State, Error: e.Error, Flags: e.Flags, Netns: e.Netns,
+		TimeNs: e.TimeNs, StartNs: e.StartNs, Cookie: e.Cookie, CgroupId: e.CgroupID,
+		Sport: e.Source.Port(), Dport: e.Destination.Port(), SrttUs: e.SRTTMicros,
+		BytesSent: e.BytesSent, BytesReceived: e.BytesReceived,
+		SegsSent: e.SegsSent, SegsReceived: e.SegsReceived, Retransmits: e.Retransmits, Pid: e.PID,
+	}
+	r.Family = 6
+	if e.Source.Addr().Is4() {
+		r.Family = 4
+		a, b := e.Source.Addr().As4(), e.Destination.Addr().As4()
+		copy(r.Saddr[:], a[:])
+		copy(r.Daddr[:], b[:])
+	} else {
+		r.Saddr, r.Daddr = e.Source.Addr().As16(), e.Destination.Addr().As16()
+	}
+	for i := 0; i < len(e.Executable) && i < len(r.Exe)-1; i++ {
+		r.Exe[i] = int8(e.Executable[i])
+	}
+	return r
+}
+
+// Encode returns e as the kernel writes it: the inverse of Decode, for tests
+// and benchmarks.
+func (e *Event) Encode() []byte {
+	r := e.raw()
+	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&r)), EventSize)...)
 }

@@ -123,3 +123,20 @@ func TestDecodeDNS(t *testing.T) {
 		})
 	}
 }
+
+func TestEncodeIsTheInverseOfDecode(t *testing.T) {
+	for _, e := range []Event{
+		{TimeNs: 9, StartNs: 3, Cookie: 7, CgroupID: 11, Netns: 13,
+			Source:      netip.MustParseAddrPort("10.0.0.1:1"),
+			Destination: netip.MustParseAddrPort("10.0.0.2:2"),
+			Direction:   DirectionIncoming, EndBy: EndByRemote, EndReason: EndTimeout, State: 2, Error: 110,
+			Flags: FlagRetried, SRTTMicros: 5, BytesSent: 100, BytesReceived: 200, SegsSent: 3, SegsReceived: 4,
+			Retransmits: 1, PID: 42, Executable: "nginx"},
+		{Source: netip.MustParseAddrPort("[2001:db8::1]:443"), Destination: netip.MustParseAddrPort("[2001:db8::2]:5"),
+			EndBy: EndByLocal, EndReason: EndFIN},
+	} {
+		var got Event
+		require.NoError(t, got.Decode(e.Encode()))
+		assert.Equal(t, e, got)
+	}
+}

@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"net/netip"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -32,7 +33,7 @@ const (
 	AttrEndBy              = "netflow.end.by"
 	AttrEndError           = "netflow.end.error"
 	AttrEstablished        = "netflow.established"
-	AttrStartTime          = "netflow.start_time"
+	AttrStartTime          = "netflow.start_time_unix_nano"
 	AttrDuration           = "netflow.duration"
 	AttrBytesSent          = "netflow.bytes.sent"
 	AttrBytesReceived      = "netflow.bytes.received"
@@ -48,11 +49,34 @@ const (
 	AttrProcessExecutable  = "process.executable.name"
 )
 
-// appendRecord adds the log record for e to lrs, with the names the DNS
-// cache knows for each side. It returns body, a buffer reused across calls.
-func appendRecord(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstNames []string,
-	clk *clock, observed pcommon.Timestamp, body []byte,
-) []byte {
+// converter turns events into log records. It keeps what it can reuse from
+// record to record; it is not safe for concurrent use.
+type converter struct {
+	clock clock
+	body  []byte // the summary is built here before it becomes a string
+	// The text of recently seen addresses: servers and clients repeat.
+	addrText map[netip.Addr]string
+}
+
+// maxAddrText bounds the address texts kept; the map starts over when full.
+const maxAddrText = 4096
+
+func (c *converter) text(a netip.Addr) string {
+	if s, ok := c.addrText[a]; ok {
+		return s
+	}
+	if c.addrText == nil || len(c.addrText) >= maxAddrText {
+		c.addrText = make(map[netip.Addr]string)
+	}
+	s := a.String()
+	c.addrText[a] = s
+	return s
+}
+
+// append adds the log record for e to lrs, with the names the DNS cache
+// knows for each side.
+func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstNames []string, observed pcommon.Timestamp) {
+	clk := &c.clock
 	lr := lrs.AppendEmpty()
 	lr.SetEventName(EventName)
 	lr.SetTimestamp(clk.wall(e.TimeNs))
@@ -64,15 +88,16 @@ func appendRecord(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstNames []st
 		lr.SetSeverityNumber(plog.SeverityNumberWarn)
 		lr.SetSeverityText("WARN")
 	}
-	body = appendSummary(body[:0], e)
-	lr.Body().SetStr(string(body))
+	c.body = appendSummary(c.body[:0], e)
+	lr.Body().SetStr(string(c.body))
+	src, dst := c.text(e.Source.Addr()), c.text(e.Destination.Addr())
 
 	attrs := lr.Attributes()
 	attrs.EnsureCapacity(31)
 	attrs.PutStr(AttrDirection, e.Direction.String())
-	attrs.PutStr(AttrSourceAddress, e.Source.Addr().String())
+	attrs.PutStr(AttrSourceAddress, src)
 	attrs.PutInt(AttrSourcePort, int64(e.Source.Port()))
-	attrs.PutStr(AttrDestinationAddress, e.Destination.Addr().String())
+	attrs.PutStr(AttrDestinationAddress, dst)
 	attrs.PutInt(AttrDestinationPort, int64(e.Destination.Port()))
 	putStrings(attrs.PutEmptySlice(AttrSourceDomains), srcNames)
 	putStrings(attrs.PutEmptySlice(AttrDestinationDomains), dstNames)
@@ -83,17 +108,15 @@ func appendRecord(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstNames []st
 		attrs.PutStr(AttrNetworkType, "ipv6")
 	}
 	if e.Direction != bpf.DirectionUnknown {
-		local, remote := e.Source, e.Destination
-		if e.EndBy == bpf.EndByRemote {
-			local, remote = remote, local
+		// The client is the connecting side: the local one for outgoing.
+		clientIsSource := (e.Direction == bpf.DirectionOutgoing) == (e.EndBy == bpf.EndByLocal)
+		client, clientText, server, serverText := e.Source, src, e.Destination, dst
+		if !clientIsSource {
+			client, clientText, server, serverText = server, serverText, client, clientText
 		}
-		client, server := local, remote
-		if e.Direction == bpf.DirectionIncoming {
-			client, server = remote, local
-		}
-		attrs.PutStr(AttrClientAddress, client.Addr().String())
+		attrs.PutStr(AttrClientAddress, clientText)
 		attrs.PutInt(AttrClientPort, int64(client.Port()))
-		attrs.PutStr(AttrServerAddress, server.Addr().String())
+		attrs.PutStr(AttrServerAddress, serverText)
 		attrs.PutInt(AttrServerPort, int64(server.Port()))
 	}
 	attrs.PutStr(AttrEndReason, e.EndReason.String())
@@ -105,7 +128,7 @@ func appendRecord(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstNames []st
 	startObserved := e.StartNs != 0 && e.StartNs <= e.TimeNs
 	attrs.PutBool(AttrStartObserved, startObserved)
 	if startObserved {
-		attrs.PutStr(AttrStartTime, clk.wall(e.StartNs).AsTime().Format(time.RFC3339Nano))
+		attrs.PutInt(AttrStartTime, int64(clk.wall(e.StartNs)))
 		attrs.PutDouble(AttrDuration, time.Duration(e.TimeNs-e.StartNs).Seconds())
 	}
 	if e.PID != 0 {
@@ -127,7 +150,6 @@ func appendRecord(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstNames []st
 	if e.Netns != 0 {
 		attrs.PutInt(AttrNetns, int64(e.Netns))
 	}
-	return body
 }
 
 // appendSummary writes the one-line body for people reading a console, e.g.

@@ -14,6 +14,7 @@ import (
 
 func TestAppendRecord(t *testing.T) {
 	clk := clock{offset: 1_700_000_000_000_000_000}
+	conv := converter{clock: clk}
 	observed := pcommon.Timestamp(1_700_000_123_000_000_000)
 	counters := func(e bpf.Event) bpf.Event {
 		e.BytesSent, e.BytesReceived, e.SegsSent, e.SegsReceived, e.Retransmits, e.SRTTMicros = 1000, 2000, 7, 8, 1, 1500
@@ -50,7 +51,7 @@ func TestAppendRecord(t *testing.T) {
 				"client.address": "10.0.0.1", "client.port": int64(40000),
 				"server.address": "93.184.216.34", "server.port": int64(443),
 				"netflow.end.reason": "fin", "netflow.end.by": "local", "netflow.established": true,
-				"netflow.start_time": "2023-11-14T22:13:24Z", "netflow.duration": 1.5,
+				"netflow.start_time_unix_nano": int64(1_700_000_004_000_000_000), "netflow.duration": 1.5,
 				"netflow.bytes.sent": int64(1000), "netflow.bytes.received": int64(2000),
 				"netflow.segments.sent": int64(7), "netflow.segments.received": int64(8),
 				"netflow.tcp.rtt": 0.0015, "netflow.tcp.retransmissions": int64(1),
@@ -79,7 +80,7 @@ func TestAppendRecord(t *testing.T) {
 				"client.address": "2001:db8::2", "client.port": int64(51000),
 				"server.address": "2001:db8::1", "server.port": int64(8080),
 				"netflow.end.reason": "rst", "netflow.end.by": "remote", "netflow.established": true,
-				"netflow.start_time": "2023-11-14T22:13:25Z", "netflow.duration": 0.5,
+				"netflow.start_time_unix_nano": int64(1_700_000_005_000_000_000), "netflow.duration": 0.5,
 				"netflow.bytes.sent": int64(0), "netflow.bytes.received": int64(0),
 				"netflow.segments.sent": int64(0), "netflow.segments.received": int64(0),
 				"netflow.tcp.retransmissions": int64(0),
@@ -106,7 +107,7 @@ func TestAppendRecord(t *testing.T) {
 				"client.address": "10.0.0.1", "client.port": int64(41000),
 				"server.address": "10.0.0.2", "server.port": int64(80),
 				"netflow.end.reason": "rst", "netflow.end.by": "remote", "netflow.established": false,
-				"netflow.start_time": "2023-11-14T22:13:24.999Z", "netflow.duration": 0.001,
+				"netflow.start_time_unix_nano": int64(1_700_000_004_999_000_000), "netflow.duration": 0.001,
 				"netflow.bytes.sent": int64(0), "netflow.bytes.received": int64(0),
 				"netflow.segments.sent": int64(0), "netflow.segments.received": int64(0),
 				"netflow.tcp.retransmissions": int64(0),
@@ -134,8 +135,8 @@ func TestAppendRecord(t *testing.T) {
 				"client.address": "10.0.0.1", "client.port": int64(42000),
 				"server.address": "192.0.2.1", "server.port": int64(443),
 				"netflow.end.reason": "timeout", "netflow.end.by": "local", "netflow.end.error": "ETIMEDOUT",
-				"netflow.established": false,
-				"netflow.start_time":  "2023-11-14T22:13:22Z", "netflow.duration": 3.0,
+				"netflow.established":          false,
+				"netflow.start_time_unix_nano": int64(1_700_000_002_000_000_000), "netflow.duration": 3.0,
 				"netflow.bytes.sent": int64(0), "netflow.bytes.received": int64(0),
 				"netflow.segments.sent": int64(3), "netflow.segments.received": int64(0),
 				"netflow.tcp.retransmissions": int64(0),
@@ -171,7 +172,7 @@ func TestAppendRecord(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			lrs := plog.NewLogRecordSlice()
-			appendRecord(lrs, &tt.event, tt.srcNames, tt.dstNames, &clk, observed, nil)
+			conv.append(lrs, &tt.event, tt.srcNames, tt.dstNames, observed)
 			require.Equal(t, 1, lrs.Len())
 			lr := lrs.At(0)
 
@@ -208,9 +209,10 @@ func TestAppendRecordReusesBodyBuffer(t *testing.T) {
 		Source: netip.MustParseAddrPort("10.0.0.1:1"), Destination: netip.MustParseAddrPort("10.0.0.2:2"),
 		EndBy: bpf.EndByLocal, EndReason: bpf.EndFIN,
 	}
-	buf := appendRecord(lrs, &e, nil, nil, &clock{}, 0, nil)
+	var conv converter
+	conv.append(lrs, &e, nil, nil, 0)
 	e.Source = netip.MustParseAddrPort("10.0.0.3:3")
-	appendRecord(lrs, &e, nil, nil, &clock{}, 0, buf)
+	conv.append(lrs, &e, nil, nil, 0)
 	assert.Equal(t, "unknown tcp 10.0.0.1:1 -> 10.0.0.2:2 ended by local FIN", lrs.At(0).Body().Str(),
 		"an earlier body must not change when the buffer is reused")
 	assert.Equal(t, "unknown tcp 10.0.0.3:3 -> 10.0.0.2:2 ended by local FIN", lrs.At(1).Body().Str())

@@ -24,14 +24,17 @@ type readLoop struct {
 	r      *Receiver
 	objs   *bpf.Objects
 	reader *ringbuf.Reader
-	clock  clock
+	conv   converter
 	losses lossWatcher
 
 	batch    *batch
 	nextTick time.Time
 	event    bpf.Event
+	exes     bpf.Interner
+	now      pcommon.Timestamp // observed time of the records being read
+	sinceNow int               // records since now was taken
+	drained  bool              // the last read emptied the ring
 	dnsMsg   bpf.DNSMessage
-	body     []byte
 
 	// Sockets open before Start, by cookie, until their record comes.
 	preexisting map[uint64]sockscan.Socket
@@ -45,8 +48,9 @@ func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting
 		losses:     lossWatcher{logger: r.logger, telemetry: r.telemetry, now: time.Now},
 		batch:      newBatch(r.hostName, r.settings.MaxBatchSize),
 		containers: map[uint64]string{},
+		drained:    true,
 	}
-	l.clock.sync()
+	l.conv.clock.sync()
 	return l
 }
 
@@ -60,6 +64,14 @@ func (l *readLoop) run(ctx context.Context) {
 		err := l.reader.ReadInto(&rec)
 		switch {
 		case err == nil:
+			// The observed time: fresh after a wait for records (the
+			// ring was drained), else every 64 records.
+			if l.drained || l.sinceNow >= 64 {
+				l.now = pcommon.NewTimestampFromTime(time.Now())
+				l.sinceNow = 0
+			}
+			l.sinceNow++
+			l.drained = rec.Remaining == 0
 			l.add(rec.RawSample)
 			if l.batch.len >= l.r.settings.MaxBatchSize {
 				l.flush(ctx)
@@ -88,7 +100,7 @@ func (l *readLoop) run(ctx context.Context) {
 func (l *readLoop) tick(ctx context.Context) {
 	l.flush(ctx)
 	l.pollLosses()
-	l.clock.sync()
+	l.conv.clock.sync()
 	l.nextTick = time.Now().Add(l.r.settings.FlushInterval)
 	l.reader.SetDeadline(l.nextTick)
 }
@@ -106,7 +118,7 @@ func (l *readLoop) add(raw []byte) {
 	var err error
 	switch bpf.TypeOf(raw) {
 	case bpf.RecordTCPEnd:
-		if err = l.event.Decode(raw); err == nil {
+		if err = l.event.DecodeInterned(raw, &l.exes); err == nil {
 			l.addRecord()
 		}
 	case bpf.RecordDNS:
@@ -141,7 +153,7 @@ func (l *readLoop) addRecord() {
 		dstNames = l.r.dns.Names(e.Netns, e.Destination.Addr(), e.StartNs, e.TimeNs)
 	}
 	lrs := l.batch.records(l.containerOf(e.CgroupID, cgPath))
-	l.body = appendRecord(lrs, e, srcNames, dstNames, &l.clock, pcommon.NewTimestampFromTime(time.Now()), l.body)
+	l.conv.append(lrs, e, srcNames, dstNames, l.now)
 	l.batch.len++
 }
 

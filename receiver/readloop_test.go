@@ -41,7 +41,7 @@ func loopWithOneRecord(t *testing.T, next consumer.Logs) *readLoop {
 		Source: netip.MustParseAddrPort("10.0.0.1:1"), Destination: netip.MustParseAddrPort("10.0.0.2:2"),
 		EndBy: bpf.EndByLocal, EndReason: bpf.EndFIN,
 	}
-	appendRecord(l.batch.records(""), &e, nil, nil, &l.clock, 0, nil)
+	l.conv.append(l.batch.records(""), &e, nil, nil, 0)
 	l.batch.len++
 	return l
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 )
 
-func newTestReceiver(t *testing.T, s Settings, next consumer.Logs) *Receiver {
+func newTestReceiver(t testing.TB, s Settings, next consumer.Logs) *Receiver {
 	t.Helper()
 	set := receivertest.NewNopSettings(metadata.Type)
 	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
