@@ -67,5 +67,10 @@ test: build
 	NETFLOWTCPEND_BINARY=$(BINARY) $(GO) test -count=1 -timeout 15m ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzObserve$$' -fuzztime $(FUZZTIME) ./internal/dnscache/
 
+# bench: what the receiver costs the host and whether it loses records, as
+# one table (needs root; takes a few minutes; not part of make test).
+bench: build
+	$(GO) run ./bench -binary $(BINARY)
+
 clean:
 	rm -rf dist $(TOOLS)
