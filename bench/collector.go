@@ -103,6 +103,9 @@ type collector struct {
 
 type collectorOptions struct {
 	ringBufferSize int // 0: the default
+	// discard exports nothing (debug exporter, basic verbosity): the cost
+	// of the collector alone, without the sink's decoding on this machine.
+	discard bool
 }
 
 // startCollector starts the collector, outside the bench cgroup (in home),
@@ -116,15 +119,19 @@ func startCollector(binary, dir, cgroup, home string, snk *sink, opts collectorO
 	if opts.ringBufferSize != 0 {
 		ring = fmt.Sprintf("\n    ring_buffer_size: %d", opts.ringBufferSize)
 	}
+	exporter := "otlp_http"
+	if opts.discard {
+		exporter = "debug"
+	}
 	config := filepath.Join(dir, "collector.yaml")
 	if err := os.WriteFile(config, []byte(fmt.Sprintf(`receivers:
   netflowtcpend:
     cgroup_path: %s%s
-processors:
-  batch:
 exporters:
   otlp_http:
     endpoint: http://%s
+  debug:
+    verbosity: basic
 service:
   telemetry:
     metrics:
@@ -137,9 +144,8 @@ service:
   pipelines:
     logs:
       receivers: [netflowtcpend]
-      processors: [batch]
-      exporters: [otlp_http]
-`, cgroup, ring, snk.ln.Addr(), port)), 0o600); err != nil {
+      exporters: [%s]
+`, cgroup, ring, snk.ln.Addr(), port, exporter)), 0o600); err != nil {
 		return nil, err
 	}
 	homeDir, err := os.Open(home)

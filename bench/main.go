@@ -32,6 +32,7 @@ var (
 	duration = flag.Duration("duration", 3*time.Second, "length of one workload run")
 	clients  = flag.Int("clients", 4, "parallel clients of the connection workload")
 	goCount  = flag.Int("gocount", 5, "runs of each Go benchmark")
+	only     = flag.String("only", "", "run only the steps whose name contains this (e.g. kernel)")
 )
 
 func main() {
@@ -95,6 +96,9 @@ func run() error {
 		{"loss at the highest connection rate", loss},
 	}
 	for _, s := range steps {
+		if !strings.Contains(s.name, *only) {
+			continue
+		}
 		fmt.Fprintf(os.Stderr, "bench: %s...\n", s.name)
 		if err := s.f(e, t); err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
@@ -220,7 +224,7 @@ func overhead(e *env, t *table) error {
 			var c *collector
 			if withCollector {
 				var err error
-				if c, err = startCollector(*binary, e.tmp, e.cgroup, e.home, e.sink, collectorOptions{}); err != nil {
+				if c, err = startCollector(*binary, e.tmp, e.cgroup, e.home, e.sink, collectorOptions{discard: true}); err != nil {
 					return err
 				}
 				time.Sleep(time.Second)

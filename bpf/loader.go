@@ -37,7 +37,14 @@ type Options struct {
 	// IgnorePID is a process whose sockets yield no records and no DNS
 	// messages (the collector itself); 0 ignores none.
 	IgnorePID int
+	// WakeupBytes is how much data must wait in the ring buffer before a
+	// new record wakes the reader; the reader also looks at every tick.
+	// Zero means DefaultWakeupBytes; 1 wakes it for every record.
+	WakeupBytes int
 }
+
+// DefaultWakeupBytes: about 350 connection-end records.
+const DefaultWakeupBytes = 64 << 10
 
 // MaxDNSPayload is the largest DNSPayloadLimit (DNS_PAYLOAD_MAX).
 const MaxDNSPayload = 8192
@@ -76,6 +83,13 @@ func Load(opts Options) (*Objects, error) {
 	}
 	if err := spec.Variables["self_tgid"].Set(uint32(opts.IgnorePID)); err != nil {
 		return nil, fmt.Errorf("set own process id: %w", err)
+	}
+	wakeup := opts.WakeupBytes
+	if wakeup == 0 {
+		wakeup = DefaultWakeupBytes
+	}
+	if err := spec.Variables["wakeup_bytes"].Set(uint64(min(wakeup, size/2))); err != nil {
+		return nil, fmt.Errorf("set wakeup threshold: %w", err)
 	}
 
 	o := &Objects{}
