@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"os"
 
 	"github.com/cilium/ebpf"
@@ -37,9 +38,10 @@ type Options struct {
 	// IgnorePID is a process whose sockets yield no records and no DNS
 	// messages (the collector itself); 0 ignores none.
 	IgnorePID int
-	// WakeupBytes is how much data must wait in the ring buffer before a
-	// new record wakes the reader; the reader also looks at every tick.
-	// Zero means DefaultWakeupBytes; 1 wakes it for every record.
+	// WakeupBytes: a record wakes the reader each time the data waiting in
+	// the ring buffer crosses a multiple of it (rounded down to a power of
+	// two); the reader also looks at every tick. Zero means
+	// DefaultWakeupBytes.
 	WakeupBytes int
 }
 
@@ -88,7 +90,10 @@ func Load(opts Options) (*Objects, error) {
 	if wakeup == 0 {
 		wakeup = DefaultWakeupBytes
 	}
-	if err := spec.Variables["wakeup_bytes"].Set(uint64(min(wakeup, size/2))); err != nil {
+	// A quarter of the ring at most: the reader must hear of data long
+	// before the ring is full.
+	wakeup = min(wakeup, size/4)
+	if err := spec.Variables["wakeup_shift"].Set(uint32(bits.Len(uint(wakeup)) - 1)); err != nil {
 		return nil, fmt.Errorf("set wakeup threshold: %w", err)
 	}
 

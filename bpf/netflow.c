@@ -20,6 +20,7 @@
 #include <bpf/bpf_core_read.h>
 
 #include "netflow.h"
+#include "ring.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -106,11 +107,13 @@ struct {
 // Set by the loader before the programs are loaded; 0 turns DNS off.
 volatile const __u32 dns_payload_limit = 4096;
 
-// Pending bytes at which a record wakes the reader up; below it, the reader
-// finds records at its next tick (the flush interval). Waking the reader for
-// every record costs the producing CPU an interrupt and a wake-up, about
-// 1.5 us, which would be most of the programs' cost under connection churn.
-volatile const __u64 wakeup_bytes = 64 << 10;
+// The reader is woken up each time the data waiting in the ring buffer
+// crosses a multiple of 1 << wakeup_shift bytes; otherwise it finds records
+// at its next tick (the flush interval). Waking it for every record would
+// cost the producing CPU an interrupt and a wake-up, about 1.5 us, most of
+// the programs' cost under connection churn; waking it at every record past
+// a threshold would cost that for every record while the reader is behind.
+volatile const __u32 wakeup_shift = 16;
 
 // The collector's own process id, whose sockets yield nothing
 // (exclude_self); 0 keeps them.
@@ -254,12 +257,6 @@ struct segment {
 	__u8 proto;
 	__u8 flags; // TCP only
 };
-
-// wakeup_flag chooses whether a record just written wakes the reader.
-static __always_inline __u64 wakeup_flag(void)
-{
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
-}
 
 static __always_inline void count(__u32 stat)
 {
@@ -446,7 +443,8 @@ static __always_inline void emit_dns(struct __sk_buff *skb, struct segment *seg,
 	__builtin_memcpy(h->daddr, seg->daddr, sizeof(h->daddr));
 	h->sport = seg->sport;
 	h->dport = seg->dport;
-	if (bpf_ringbuf_output(&events, d, sizeof(*h) + len, wakeup_flag()))
+	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (bpf_ringbuf_output(&events, d, sizeof(*h) + len, wakeup_flag(pending, sizeof(*h) + len, wakeup_shift)))
 		count(STAT_DNS_LOST);
 }
 
@@ -625,6 +623,14 @@ static __always_inline struct event *claim(struct sock_state *st, __u32 *old, __
 	return e;
 }
 
+// submit hands a reserved record to the reader. The pending data counts it
+// already: the producer position moved at the reservation.
+static __always_inline void submit(struct event *e)
+{
+	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) - ((sizeof(*e) + 8 + 7) & ~7ULL);
+	bpf_ringbuf_submit(e, wakeup_flag(pending, sizeof(*e), wakeup_shift));
+}
+
 static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 				     struct segment *seg, int egress)
 {
@@ -657,7 +663,7 @@ static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 		e->dport = seg->sport;
 	}
 	fill_counters(e, bpf_skc_to_tcp_sock(sk), seg, egress);
-	bpf_ringbuf_submit(e, wakeup_flag());
+	submit(e);
 }
 
 // ignored says whether the packet's socket is the collector's own.
@@ -828,7 +834,7 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 		e->dport = lport;
 	}
 	fill_counters(e, tp, 0, 1);
-	bpf_ringbuf_submit(e, wakeup_flag());
+	submit(e);
 	return 0;
 }
 

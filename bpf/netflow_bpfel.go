@@ -113,7 +113,7 @@ const (
 	netflowVarUnusedEvent        = "unused_event"
 	netflowVarUnusedRecordType   = "unused_record_type"
 	netflowVarUnusedStat         = "unused_stat"
-	netflowVarWakeupBytes        = "wakeup_bytes"
+	netflowVarWakeupShift        = "wakeup_shift"
 )
 
 // loadNetflow returns the embedded CollectionSpec for netflow.
@@ -184,7 +184,7 @@ type netflowVariableSpecs struct {
 	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedRecordType *ebpf.VariableSpec `ebpf:"unused_record_type"`
 	UnusedStat       *ebpf.VariableSpec `ebpf:"unused_stat"`
-	WakeupBytes      *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	WakeupShift      *ebpf.VariableSpec `ebpf:"wakeup_shift"`
 }
 
 // netflowObjects contains all objects after they have been loaded into the kernel.
@@ -232,7 +232,7 @@ type netflowVariables struct {
 	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
 	UnusedRecordType *ebpf.Variable `ebpf:"unused_record_type"`
 	UnusedStat       *ebpf.Variable `ebpf:"unused_stat"`
-	WakeupBytes      *ebpf.Variable `ebpf:"wakeup_bytes"`
+	WakeupShift      *ebpf.Variable `ebpf:"wakeup_shift"`
 }
 
 // netflowPrograms contains all programs after they have been loaded into the kernel.

@@ -1,0 +1,51 @@
+package receiver
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
+	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
+)
+
+// A few records wait for the reader's next tick; a burst wakes it up at
+// once (each 64 KiB of waiting data does).
+func TestReaderWakesUpForBurstsNotForEveryRecord(t *testing.T) {
+	testenv.RequireRoot(t)
+	objs, err := bpf.Load(bpf.Options{RingBufferSize: 1 << 20})
+	require.NoError(t, err)
+	defer objs.Close()
+	rd, err := objs.NewReader()
+	require.NoError(t, err)
+	filler, err := objs.NewFiller(benchEvent(1))
+	require.NoError(t, err)
+	defer filler.Close()
+
+	sink := &discard{}
+	r := newTestReceiver(t, Settings{RingBufferSize: 1 << 20, MaxBatchSize: 100, FlushInterval: time.Hour}, sink)
+	r.cgroups = cgroupv2.NewPaths(t.TempDir(), time.Hour)
+	loop := newReadLoop(r, objs, rd, nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		loop.run(context.Background())
+	}()
+	defer func() {
+		require.NoError(t, rd.Flush())
+		<-done
+		rd.Close()
+	}()
+
+	require.NoError(t, filler.Fill(100)) // 19 KiB
+	time.Sleep(300 * time.Millisecond)
+	assert.Zero(t, sink.records.Load(), "no wake-up for a few records")
+
+	require.NoError(t, filler.Fill(300)) // 74 KiB in all
+	assert.Eventually(t, func() bool { return sink.records.Load() == 400 }, 2*time.Second, 10*time.Millisecond,
+		"the burst wakes the reader, which passes on four full batches")
+}
