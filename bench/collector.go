@@ -2,9 +2,7 @@ package main
 
 import (
 	"bufio"
-	"compress/gzip"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -16,7 +14,10 @@ import (
 	"syscall"
 	"time"
 
-	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/otlpsink"
 )
 
 // sink is the OTLP/HTTP endpoint the collector exports to. It counts the
@@ -36,56 +37,27 @@ func newSink() (*sink, error) {
 		return nil, err
 	}
 	s := &sink{ln: ln, byPort: map[int64]int{}, cookies: map[int64]map[int64]int{}}
-	go http.Serve(ln, s) //nolint:errcheck // ends with the listener
+	go http.Serve(ln, otlpsink.Handler(s.consume)) //nolint:errcheck // ends with the listener
 	return s, nil
 }
 
-func (s *sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var body io.Reader = r.Body
-	if r.Header.Get("Content-Encoding") == "gzip" {
-		gz, err := gzip.NewReader(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		body = gz
-	}
-	raw, err := io.ReadAll(body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	req := plogotlp.NewExportRequest()
-	if err := req.UnmarshalProto(raw); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
+func (s *sink) consume(ld plog.Logs) {
 	s.mu.Lock()
-	rls := req.Logs().ResourceLogs()
-	for i := 0; i < rls.Len(); i++ {
-		sls := rls.At(i).ScopeLogs()
-		for j := 0; j < sls.Len(); j++ {
-			lrs := sls.At(j).LogRecords()
-			for k := 0; k < lrs.Len(); k++ {
-				a := lrs.At(k).Attributes()
-				// The workload server's port is one of the two.
-				sp, _ := a.Get("source.port")
-				dp, _ := a.Get("destination.port")
-				cookie, _ := a.Get("netflow.socket.cookie")
-				for _, p := range []int64{sp.Int(), dp.Int()} {
-					s.byPort[p]++
-					if s.cookies[p] == nil {
-						s.cookies[p] = map[int64]int{}
-					}
-					s.cookies[p][cookie.Int()]++
-				}
+	defer s.mu.Unlock()
+	otlpsink.ForEach(ld, func(_ pcommon.Resource, lr plog.LogRecord) {
+		a := lr.Attributes()
+		// The workload server's port is one of the two.
+		sp, _ := a.Get("source.port")
+		dp, _ := a.Get("destination.port")
+		cookie, _ := a.Get("netflow.socket.cookie")
+		for _, p := range []int64{sp.Int(), dp.Int()} {
+			s.byPort[p]++
+			if s.cookies[p] == nil {
+				s.cookies[p] = map[int64]int{}
 			}
+			s.cookies[p][cookie.Int()]++
 		}
-	}
-	s.mu.Unlock()
-	resp, _ := plogotlp.NewExportResponse().MarshalProto()
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	_, _ = w.Write(resp)
+	})
 }
 
 // records returns the records for port and how many were duplicates.

@@ -1,30 +1,19 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
 )
 
 // The workloads run over loopback in the bench cgroup, where the collector
-// watches. Plain TCP: Go would listen with MPTCP by default.
-
-var (
-	listenConfig = func() *net.ListenConfig {
-		lc := &net.ListenConfig{}
-		lc.SetMultipathTCP(false)
-		return lc
-	}()
-	dialer = func() *net.Dialer {
-		d := &net.Dialer{}
-		d.SetMultipathTCP(false)
-		return d
-	}()
-)
+// watches, with plain TCP (testnet's; Go would listen with MPTCP).
 
 // churnResult is one run of short-lived connections.
 type churnResult struct {
@@ -40,14 +29,14 @@ func (r churnResult) rate() float64 { return float64(r.conns) / r.seconds }
 // server's FIN, then closes. The server closes first, so TIME_WAIT stays on
 // its side and the clients do not run out of ports.
 func churn(d time.Duration, clients int) (churnResult, error) {
-	ln, err := listenConfig.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	ln, err := testnet.Listen(loopback)
 	if err != nil {
 		return churnResult{}, err
 	}
 	defer ln.Close()
 	go serve(ln)
 
-	addr := ln.Addr().String()
+	addr := testnet.AddrPort(ln.Addr())
 	var conns atomic.Int64
 	var firstErr error
 	var once sync.Once
@@ -74,8 +63,10 @@ func churn(d time.Duration, clients int) (churnResult, error) {
 	return res, firstErr
 }
 
-func exchange(addr string, req, resp []byte) error {
-	c, err := dialer.Dial("tcp", addr)
+var loopback = netip.MustParseAddrPort("127.0.0.1:0")
+
+func exchange(addr netip.AddrPort, req, resp []byte) error {
+	c, err := testnet.Dial(addr)
 	if err != nil {
 		return err
 	}
@@ -112,7 +103,7 @@ func serve(ln net.Listener) {
 // bulk sends as much as it can over one connection for d and returns the
 // throughput in bits per second.
 func bulk(d time.Duration) (float64, error) {
-	ln, err := listenConfig.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	ln, err := testnet.Listen(loopback)
 	if err != nil {
 		return 0, err
 	}
@@ -128,7 +119,7 @@ func bulk(d time.Duration) (float64, error) {
 		c.Close()
 		received <- n
 	}()
-	c, err := dialer.Dial("tcp", ln.Addr().String())
+	c, err := testnet.Dial(testnet.AddrPort(ln.Addr()))
 	if err != nil {
 		return 0, err
 	}

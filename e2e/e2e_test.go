@@ -5,7 +5,6 @@ package e2e
 
 import (
 	"bufio"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -23,9 +22,10 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
-	"go.opentelemetry.io/collector/pdata/plog/plogotlp"
 
+	"github.com/netflowtcpend/netflowtcpend/internal/otlpsink"
 	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
 )
@@ -38,45 +38,10 @@ type otlpServer struct {
 	records []plog.LogRecord
 }
 
-func (s *otlpServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.URL.Path != "/v1/logs" {
-		http.NotFound(w, r)
-		return
-	}
-	var body io.Reader = r.Body
-	if r.Header.Get("Content-Encoding") == "gzip" {
-		gz, err := gzip.NewReader(r.Body)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
-			return
-		}
-		body = gz
-	}
-	raw, err := io.ReadAll(body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	req := plogotlp.NewExportRequest()
-	if err := req.UnmarshalProto(raw); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
+func (s *otlpServer) consume(ld plog.Logs) {
 	s.mu.Lock()
-	rls := req.Logs().ResourceLogs()
-	for i := 0; i < rls.Len(); i++ {
-		sls := rls.At(i).ScopeLogs()
-		for j := 0; j < sls.Len(); j++ {
-			lrs := sls.At(j).LogRecords()
-			for k := 0; k < lrs.Len(); k++ {
-				s.records = append(s.records, lrs.At(k))
-			}
-		}
-	}
-	s.mu.Unlock()
-	resp, _ := plogotlp.NewExportResponse().MarshalProto()
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	_, _ = w.Write(resp)
+	defer s.mu.Unlock()
+	otlpsink.ForEach(ld, func(_ pcommon.Resource, lr plog.LogRecord) { s.records = append(s.records, lr) })
 }
 
 // byCookie returns the records of the given socket.
@@ -105,7 +70,7 @@ func TestCollectorExportsConnectionEndsOverOTLPHTTP(t *testing.T) {
 	sink := &otlpServer{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	srv := &http.Server{Handler: sink}
+	srv := &http.Server{Handler: otlpsink.Handler(sink.consume)}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 
