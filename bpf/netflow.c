@@ -1,14 +1,16 @@
 //go:build ignore
 
-// Kernel side of netflowtcpend: two cgroup_skb programs that watch the TCP
+// Kernel side of netflowtcpend. Two cgroup_skb programs watch the TCP
 // segments of every socket in a cgroup and write one record into a ring
-// buffer when a socket's connection ends (its first accepted FIN or RST).
-// They also copy the DNS messages the sockets send to and receive from port
-// 53, from which user space builds its cache of names.
+// buffer when a socket's connection ends (its first accepted FIN or RST);
+// they also copy the DNS messages the sockets send to and receive from port
+// 53, from which user space builds its cache of names. A cgroup/sock_create
+// program remembers which process made each socket, and a tracepoint on
+// socket state changes reports the ends that no FIN or RST marks.
 //
-// Both programs are observers: they return 1 (let the packet through) on
-// every path. Returning 0 would drop the packet for every socket in the
-// cgroup.
+// The cgroup programs are observers: they return 1 (let the packet through,
+// let the socket be created) on every path. Returning 0 would drop the
+// packet for every socket in the cgroup.
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -75,7 +77,8 @@ struct sock_state {
 	__u8 lost_by;
 	__u16 _pad;
 	__u64 lost_time_ns;
-	// The process that created (connecting sockets) or accepted the socket.
+	// The process that created the socket (for an accepted one: that
+	// created its listener, or the MPTCP socket of a subflow).
 	__u32 pid;
 	char exe[EXE_LEN];
 };
