@@ -123,7 +123,7 @@ func kernelCost(e *env, t *table) error {
 	}
 	defer empty.close()
 	progs := map[string]*ebpf.Program{"empty ingress": empty.ingress, "empty egress": empty.egress}
-	for _, n := range []string{"netflow_ingress", "netflow_egress"} {
+	for _, n := range []string{"netflow_ingress", "netflow_egress", "netflow_send", "netflow_recv"} {
 		p, err := findProgram(n)
 		if err != nil {
 			return err
@@ -177,6 +177,12 @@ func kernelCost(e *env, t *table) error {
 				target: target, met: metIf(w == "bulk", median(prog) <= median(base)+15),
 				extra: fmt.Sprintf("+%.1f ns", median(prog)-median(base)),
 			})
+		}
+	}
+	for _, w := range []string{"bulk", "churn"} {
+		for _, n := range []string{"netflow_send", "netflow_recv"} {
+			t.add(row{figure: fmt.Sprintf("kernel ns/run, %s, %s (tracepoint, per TCP send/read)", w, strings.TrimPrefix(n, "netflow_")),
+				measured: samples[w+"/"+n], unit: "ns"})
 		}
 	}
 	mem, err := mapMemory(progs["netflow_ingress"])

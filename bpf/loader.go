@@ -53,9 +53,31 @@ const MaxDNSPayload = 8192
 
 // Objects are the loaded programs and maps, and the links that attach them.
 type Objects struct {
-	objs  netflowObjects
-	links []link.Link
+	objs objects
+	// The I/O tracepoint programs that name the owner of accepted
+	// sockets; optional (see Unavailable).
+	ownerProgs []*ebpf.Program
+	// Unavailable says what this kernel could not load, for a warning.
+	Unavailable []string
+	links       []link.Link
 }
+
+// objects are the maps and the programs every kernel must load
+// (LoadAndAssign loads only what the struct names).
+type objects struct {
+	netflowMaps
+	Ingress    *ebpf.Program `ebpf:"netflow_ingress"`
+	Egress     *ebpf.Program `ebpf:"netflow_egress"`
+	SockCreate *ebpf.Program `ebpf:"netflow_sock_create"`
+	State      *ebpf.Program `ebpf:"netflow_state"`
+}
+
+func (o *objects) Close() error {
+	return errors.Join(o.netflowMaps.Close(), o.Ingress.Close(), o.Egress.Close(), o.SockCreate.Close(), o.State.Close())
+}
+
+// ownerPrograms are optional: their tracepoints are recent.
+var ownerPrograms = []string{"netflow_send", "netflow_recv"}
 
 // Load checks the kernel, then loads the programs and maps into it. Nothing
 // is attached yet.
@@ -101,7 +123,38 @@ func Load(opts Options) (*Objects, error) {
 	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
 		return nil, loadError(err)
 	}
+	for _, name := range ownerPrograms {
+		p, err := loadProgram(spec, name, o.objs.SockStates)
+		if err != nil {
+			o.Unavailable = append(o.Unavailable, fmt.Sprintf(
+				"%s (%v): records of incoming connections name no process", name, err))
+			continue
+		}
+		o.ownerProgs = append(o.ownerProgs, p)
+	}
 	return o, nil
+}
+
+// loadProgram loads one of the owner programs of spec, sharing the socket
+// state map. LoadAndAssign loads only what the struct names (and what that
+// uses), not a second ring buffer.
+func loadProgram(spec *ebpf.CollectionSpec, name string, states *ebpf.Map) (*ebpf.Program, error) {
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{"sock_states": states}}
+	switch name {
+	case "netflow_send":
+		var p struct {
+			P *ebpf.Program `ebpf:"netflow_send"`
+		}
+		err := spec.LoadAndAssign(&p, opts)
+		return p.P, err
+	case "netflow_recv":
+		var p struct {
+			P *ebpf.Program `ebpf:"netflow_recv"`
+		}
+		err := spec.LoadAndAssign(&p, opts)
+		return p.P, err
+	}
+	return nil, fmt.Errorf("no program %s", name)
 }
 
 func loadError(err error) error {
@@ -171,9 +224,9 @@ func (o *Objects) Attach(cgroupPath string) error {
 		typ  ebpf.AttachType
 		name string
 	}{
-		{o.objs.NetflowIngress, ebpf.AttachCGroupInetIngress, "ingress"},
-		{o.objs.NetflowEgress, ebpf.AttachCGroupInetEgress, "egress"},
-		{o.objs.NetflowSockCreate, ebpf.AttachCGroupInetSockCreate, "sock_create"},
+		{o.objs.Ingress, ebpf.AttachCGroupInetIngress, "ingress"},
+		{o.objs.Egress, ebpf.AttachCGroupInetEgress, "egress"},
+		{o.objs.SockCreate, ebpf.AttachCGroupInetSockCreate, "sock_create"},
 	} {
 		l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroupPath, Attach: a.typ, Program: a.prog})
 		if err != nil {
@@ -182,12 +235,14 @@ func (o *Objects) Attach(cgroupPath string) error {
 		}
 		o.links = append(o.links, l)
 	}
-	l, err := link.AttachTracing(link.TracingOptions{Program: o.objs.NetflowState})
-	if err != nil {
-		o.Detach()
-		return fmt.Errorf("attach inet_sock_set_state tracepoint: %w", wrapPermission(err))
+	for _, p := range append([]*ebpf.Program{o.objs.State}, o.ownerProgs...) {
+		l, err := link.AttachTracing(link.TracingOptions{Program: p})
+		if err != nil {
+			o.Detach()
+			return fmt.Errorf("attach tracepoint program %s: %w", p, wrapPermission(err))
+		}
+		o.links = append(o.links, l)
 	}
-	o.links = append(o.links, l)
 	return nil
 }
 
@@ -203,7 +258,11 @@ func (o *Objects) Detach() {
 // Close detaches the programs and frees the maps.
 func (o *Objects) Close() error {
 	o.Detach()
-	return o.objs.Close()
+	errs := []error{o.objs.Close()}
+	for _, p := range o.ownerProgs {
+		errs = append(errs, p.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // NewReader returns a reader of the records in the ring buffer.
@@ -216,5 +275,5 @@ func (o *Objects) NewReader() (*ringbuf.Reader, error) {
 }
 
 // Ingress and Egress are the programs, for BPF_PROG_TEST_RUN.
-func (o *Objects) Ingress() *ebpf.Program { return o.objs.NetflowIngress }
-func (o *Objects) Egress() *ebpf.Program  { return o.objs.NetflowEgress }
+func (o *Objects) Ingress() *ebpf.Program { return o.objs.Ingress }
+func (o *Objects) Egress() *ebpf.Program  { return o.objs.Egress }

@@ -61,6 +61,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 #define SOCK_ENDED (1 << 2)         // the end record was written
 #define SOCK_LOST (1 << 3)          // an end record could not be written (ring full)
 #define SOCK_IGNORE (1 << 4)        // the collector's own socket (exclude_self)
+#define SOCK_OWNER_FROM_IO (1 << 5) // owner: the process that sent or read on it
 
 // How many IPv6 extension headers the parser walks before giving up.
 #define MAX_IPV6_EXT 6
@@ -521,12 +522,13 @@ static __always_inline void set_owner(struct sock_state *st)
 	if (mm) // kernel threads have none
 		bpf_probe_read_kernel_str(st->exe, sizeof(st->exe), mm->exe_file->f_path.dentry->d_name.name);
 	if (self_tgid && tgid == self_tgid)
-		st->flags |= SOCK_IGNORE;
+		__sync_fetch_and_or(&st->flags, SOCK_IGNORE);
 }
 
 // copy_owner copies the owner of an MPTCP connection's socket to one of its
-// TCP subflows, which the kernel creates without a process.
-static __always_inline void copy_owner(struct sock_state *st, struct bpf_sock *sk)
+// TCP sockets, which the kernel creates without a process. For a subflow
+// (confirm) that owner is as good as it gets: its I/O is the kernel's.
+static __always_inline void copy_owner(struct sock_state *st, struct bpf_sock *sk, int confirm)
 {
 	struct mptcp_sock *msk = bpf_skc_to_mptcp_sock(sk);
 	if (!msk)
@@ -536,7 +538,7 @@ static __always_inline void copy_owner(struct sock_state *st, struct bpf_sock *s
 		return;
 	st->pid = parent->pid;
 	__builtin_memcpy(st->exe, parent->exe, sizeof(st->exe));
-	st->flags |= parent->flags & SOCK_IGNORE;
+	__sync_fetch_and_or(&st->flags, (confirm ? SOCK_OWNER_FROM_IO : 0) | (parent->flags & SOCK_IGNORE));
 }
 
 // fill_counters copies the socket's TCP counters into e. The kernel counts
@@ -618,8 +620,13 @@ static __always_inline struct event *claim(struct sock_state *st, __u32 *old, __
 	if (st) {
 		e->start_ns = st->start_ns;
 		e->direction = direction_of(*old);
-		e->pid = st->pid;
-		__builtin_memcpy(e->exe, st->exe, sizeof(e->exe));
+		// An accepted socket inherits its listener's owner, who need not
+		// be the process that accepted it (pre-forked servers): only the
+		// process seen sending or reading on it counts.
+		if (!(*old & SOCK_FROM_LISTENER) || (*old & SOCK_OWNER_FROM_IO)) {
+			e->pid = st->pid;
+			__builtin_memcpy(e->exe, st->exe, sizeof(e->exe));
+		}
 	} else {
 		e->flags |= EVENT_F_NO_STORAGE;
 	}
@@ -638,8 +645,9 @@ static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 				     struct segment *seg, int egress)
 {
 	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (st && !st->pid)
-		copy_owner(st, sk); // an accepted MPTCP subflow: its owner is the MPTCP socket's
+	// An MPTCP subflow: its owner is the MPTCP socket's.
+	if (st && (!st->pid || (st->flags & (SOCK_FROM_LISTENER | SOCK_OWNER_FROM_IO)) == SOCK_FROM_LISTENER))
+		copy_owner(st, sk, 1);
 	__u32 old;
 	__u8 reason = (seg->flags & TH_RST) ? END_RST : END_FIN;
 	struct event *e = claim(st, &old, reason, egress ? END_BY_LOCAL : END_BY_REMOTE, bpf_ktime_get_ns());
@@ -726,7 +734,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 				// An MPTCP listener's TCP listener is the kernel's:
 				// take the owner of the MPTCP socket.
 				if (!st->pid)
-					copy_owner(st, sk);
+					copy_owner(st, sk, 0);
 			}
 		}
 		return PASS;
@@ -748,7 +756,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			st->start_ns = bpf_ktime_get_ns();
 			st->flags = SOCK_OUTGOING | (st->flags & SOCK_IGNORE);
 			if (!st->pid)
-				copy_owner(st, sk);
+				copy_owner(st, sk, 1);
 		}
 	}
 	return PASS;
@@ -853,4 +861,33 @@ int netflow_sock_create(struct bpf_sock *sk)
 	if (st)
 		set_owner(st);
 	return 1;
+}
+
+// The owner of an accepted socket: the process that first sends or reads on
+// it, which is the one that accepted it (a pre-forked server's worker, not
+// the parent that made the listener) or the one it was handed to. Both
+// tracepoints fire in that process, for TCP sockets only; they cost a socket
+// storage lookup per send and per read that copies data. Optional: a kernel
+// without them names no process for incoming connections.
+static __always_inline void confirm_owner(struct sock *sk)
+{
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	if (!st || (st->flags & (SOCK_FROM_LISTENER | SOCK_OWNER_FROM_IO)) != SOCK_FROM_LISTENER)
+		return;
+	set_owner(st);
+	__sync_fetch_and_or(&st->flags, SOCK_OWNER_FROM_IO);
+}
+
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(netflow_send, struct sock *sk)
+{
+	confirm_owner(sk);
+	return 0;
+}
+
+SEC("tp_btf/tcp_rcv_space_adjust")
+int BPF_PROG(netflow_recv, struct sock *sk)
+{
+	confirm_owner(sk);
+	return 0;
 }

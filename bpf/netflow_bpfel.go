@@ -105,6 +105,8 @@ const (
 	netflowMapStats              = "stats"
 	netflowProgNetflowEgress     = "netflow_egress"
 	netflowProgNetflowIngress    = "netflow_ingress"
+	netflowProgNetflowRecv       = "netflow_recv"
+	netflowProgNetflowSend       = "netflow_send"
 	netflowProgNetflowSockCreate = "netflow_sock_create"
 	netflowProgNetflowState      = "netflow_state"
 	netflowVarDnsPayloadLimit    = "dns_payload_limit"
@@ -160,6 +162,8 @@ type netflowSpecs struct {
 type netflowProgramSpecs struct {
 	NetflowEgress     *ebpf.ProgramSpec `ebpf:"netflow_egress"`
 	NetflowIngress    *ebpf.ProgramSpec `ebpf:"netflow_ingress"`
+	NetflowRecv       *ebpf.ProgramSpec `ebpf:"netflow_recv"`
+	NetflowSend       *ebpf.ProgramSpec `ebpf:"netflow_send"`
 	NetflowSockCreate *ebpf.ProgramSpec `ebpf:"netflow_sock_create"`
 	NetflowState      *ebpf.ProgramSpec `ebpf:"netflow_state"`
 }
@@ -241,6 +245,8 @@ type netflowVariables struct {
 type netflowPrograms struct {
 	NetflowEgress     *ebpf.Program `ebpf:"netflow_egress"`
 	NetflowIngress    *ebpf.Program `ebpf:"netflow_ingress"`
+	NetflowRecv       *ebpf.Program `ebpf:"netflow_recv"`
+	NetflowSend       *ebpf.Program `ebpf:"netflow_send"`
 	NetflowSockCreate *ebpf.Program `ebpf:"netflow_sock_create"`
 	NetflowState      *ebpf.Program `ebpf:"netflow_state"`
 }
@@ -249,6 +255,8 @@ func (p *netflowPrograms) Close() error {
 	return _NetflowClose(
 		p.NetflowEgress,
 		p.NetflowIngress,
+		p.NetflowRecv,
+		p.NetflowSend,
 		p.NetflowSockCreate,
 		p.NetflowState,
 	)

@@ -47,10 +47,17 @@ func runHelper(mode, addr string) error {
 	in := bufio.NewScanner(os.Stdin)
 	var conn *net.TCPConn
 	switch mode {
-	case "serve", "serve-mptcp":
-		lc := net.ListenConfig{}
-		lc.SetMultipathTCP(mode == "serve-mptcp")
-		ln, err := lc.Listen(context.Background(), "tcp", addr)
+	case "serve", "serve-mptcp", "accept-inherited":
+		var ln net.Listener
+		var err error
+		if mode == "accept-inherited" {
+			// A pre-forked worker: the listener is its parent's (fd 3).
+			ln, err = net.FileListener(os.NewFile(3, "listener"))
+		} else {
+			lc := net.ListenConfig{}
+			lc.SetMultipathTCP(mode == "serve-mptcp")
+			ln, err = lc.Listen(context.Background(), "tcp", addr)
+		}
 		if err != nil {
 			return err
 		}
@@ -68,6 +75,9 @@ func runHelper(mode, addr string) error {
 			return err
 		}
 		conn = c.(*net.TCPConn)
+		if _, err := conn.Write([]byte("hi")); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("unknown helper mode %q", mode)
 	}
@@ -81,7 +91,18 @@ func runHelper(mode, addr string) error {
 		case "close":
 			return conn.Close()
 		case "wait-eof":
-			_, _ = io.Copy(io.Discard, conn)
+			// "got" once data came, then "eof".
+			buf, said := make([]byte, 512), false
+			for {
+				n, err := conn.Read(buf)
+				if n > 0 && !said {
+					fmt.Println("got")
+					said = true
+				}
+				if err != nil {
+					break
+				}
+			}
 			fmt.Println("eof")
 		}
 	}
@@ -114,10 +135,11 @@ func helperBinary(t *testing.T) string {
 }
 
 // startHelper starts a helper in cgroup cg (nil: the test's cgroup) and
-// network namespace ns (nil: the test's).
-func startHelper(t *testing.T, bin string, cg *testnet.Cgroup, ns *testnet.Netns, mode, addr string) *helper {
+// network namespace ns (nil: the test's), handing it extra files from fd 3.
+func startHelper(t *testing.T, bin string, cg *testnet.Cgroup, ns *testnet.Netns, mode, addr string, extra ...*os.File) *helper {
 	t.Helper()
 	cmd := exec.Command(bin, "-test.run=^$", addr)
+	cmd.ExtraFiles = extra
 	cmd.Env = append(os.Environ(), helperEnv+"="+mode)
 	cmd.Stderr = os.Stderr
 	if cg != nil {

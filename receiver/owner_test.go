@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"net"
 	"net/netip"
 	"os"
 	"testing"
@@ -13,12 +14,14 @@ import (
 )
 
 // exchange runs one connection between a server and a client helper: the
-// client closes, the server reads to the end and closes.
+// client sends a little, the server reads it, the client closes, the server
+// reads to the end and closes.
 func exchange(t *testing.T, srv, cli *helper) {
 	t.Helper()
 	cli.socket()
 	srv.socket()
 	srv.say("wait-eof")
+	srv.expect("got")
 	cli.close()
 	srv.expect("eof")
 	srv.close()
@@ -102,6 +105,7 @@ func TestConnectionsOpenBeforeStart(t *testing.T) {
 
 			h.start()
 			srv.say("wait-eof")
+			srv.expect("got")
 			cli.close()
 			srv.expect("eof")
 			srv.close()
@@ -156,4 +160,48 @@ func TestRecordsAreGroupedByContainer(t *testing.T) {
 		}
 	}
 	assert.Equal(t, map[string][]int64{id: {srv.pid()}, "": {cli.pid()}}, byContainer)
+}
+
+// A pre-forked server: the parent (here the test) makes the listener, a
+// worker accepts on it. The worker, which reads and writes, owns the
+// connection; an accepted socket the process never read or wrote before
+// the end names no process rather than the listener's maker.
+func TestOwnerOfAcceptedSocketIsTheWorker(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	var ln *net.TCPListener
+	var err error
+	h.cg.Run(t, func() {
+		ln, err = testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+		require.NoError(t, err)
+	})
+	defer ln.Close()
+	lnFile, err := ln.File()
+	require.NoError(t, err)
+	defer lnFile.Close()
+	bin := helperBinary(t)
+
+	worker := startHelper(t, bin, h.cg, nil, "accept-inherited", "", lnFile)
+	addr := worker.listening()
+	cli := startHelper(t, bin, h.cg, nil, "connect", addr.String())
+	exchange(t, worker, cli)
+
+	idle := startHelper(t, bin, h.cg, nil, "accept-inherited", "", lnFile)
+	idle.listening()
+	quiet := startHelper(t, bin, h.cg, nil, "connect", addr.String())
+	quiet.socket()
+	idle.socket()
+	quiet.close() // before the worker reads anything
+	time.Sleep(50 * time.Millisecond)
+	idle.close()
+	h.stop()
+
+	got := h.attrsByCookie()
+	served := got[worker.Cookie]
+	require.NotNil(t, served)
+	assert.Equal(t, worker.pid(), served[AttrProcessPID], "the worker, not the listener's maker")
+	unread := got[idle.Cookie]
+	require.NotNil(t, unread)
+	assert.NotContains(t, unread, AttrProcessPID, "never read or written before the end: unknown")
+	assert.Equal(t, quiet.pid(), got[quiet.Cookie][AttrProcessPID])
 }

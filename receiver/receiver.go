@@ -131,6 +131,9 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	if err != nil {
 		return err
 	}
+	for _, u := range objs.Unavailable {
+		r.logger.Warn("This kernel lacks an optional program", zap.String("program", u))
+	}
 	rd, err := objs.NewReader()
 	if err != nil {
 		objs.Close()
