@@ -5,8 +5,9 @@
 // buffer when a socket's connection ends (its first accepted FIN or RST);
 // they also copy the DNS messages the sockets send to and receive from port
 // 53, from which user space builds its cache of names. A cgroup/sock_create
-// program remembers which process made each socket, and a tracepoint on
-// socket state changes reports the ends that no FIN or RST marks.
+// program remembers which process made each socket, tracepoints on TCP sends
+// and reads name the process that owns an accepted socket, and a tracepoint
+// on socket state changes reports the ends that no FIN or RST marks.
 //
 // The cgroup programs are observers: they return 1 (let the packet through,
 // let the socket be created) on every path. Returning 0 would drop the
