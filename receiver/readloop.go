@@ -38,8 +38,9 @@ type readLoop struct {
 
 	// Sockets open before Start, by cookie, until their record comes.
 	preexisting map[uint64]sockscan.Socket
-	// The container of each cgroup id seen ("" for none).
-	containers map[uint64]string
+	// The path and container of each cgroup id seen, so that a record costs
+	// one map lookup instead of the shared resolver's lock and a regexp.
+	cgroupInfo map[uint64]cgroupInfo
 }
 
 func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting map[uint64]sockscan.Socket) *readLoop {
@@ -47,7 +48,7 @@ func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting
 		r: r, objs: objs, reader: rd, preexisting: preexisting,
 		losses:     lossWatcher{logger: r.logger, telemetry: r.telemetry, now: time.Now},
 		batch:      newBatch(r.hostName, r.settings.MaxBatchSize),
-		containers: map[uint64]string{},
+		cgroupInfo: map[uint64]cgroupInfo{},
 		drained:    true,
 	}
 	l.conv.clock.sync()
@@ -142,8 +143,8 @@ func (l *readLoop) addRecord() {
 	if e.StartNs == 0 && e.Direction == bpf.DirectionUnknown && !l.completePreexisting(e) {
 		return // the collector's own, from before start
 	}
-	cgPath, _ := l.r.cgroups.Path(e.CgroupID)
-	if !l.r.settings.Filters.keep(e, cgPath) {
+	cg := l.cgroup(e.CgroupID)
+	if !l.r.settings.Filters.keep(e, cg.path) {
 		l.r.telemetry.NetflowtcpendRecordsFiltered.Add(context.Background(), 1)
 		return
 	}
@@ -152,7 +153,7 @@ func (l *readLoop) addRecord() {
 		srcNames = l.r.dns.Names(e.Netns, e.Source.Addr(), e.StartNs, e.TimeNs)
 		dstNames = l.r.dns.Names(e.Netns, e.Destination.Addr(), e.StartNs, e.TimeNs)
 	}
-	lrs := l.batch.records(l.containerOf(e.CgroupID, cgPath))
+	lrs := l.batch.records(cg.container)
 	l.conv.append(lrs, e, srcNames, dstNames, l.now)
 	l.batch.len++
 }
@@ -181,15 +182,21 @@ func (l *readLoop) completePreexisting(e *bpf.Event) bool {
 	return true
 }
 
-func (l *readLoop) containerOf(cgroupID uint64, cgPath string) string {
-	id, ok := l.containers[cgroupID]
-	if !ok {
-		id = containerid.FromCgroupPath(cgPath)
-		if cgPath != "" {
-			l.containers[cgroupID] = id
-		}
+type cgroupInfo struct {
+	path      string // relative to the cgroup v2 root; "" when unknown
+	container string // "" for none
+}
+
+func (l *readLoop) cgroup(id uint64) cgroupInfo {
+	if info, ok := l.cgroupInfo[id]; ok {
+		return info
 	}
-	return id
+	path, ok := l.r.cgroups.Path(id)
+	info := cgroupInfo{path: path, container: containerid.FromCgroupPath(path)}
+	if ok { // an unknown id may be found by a later walk
+		l.cgroupInfo[id] = info
+	}
+	return info
 }
 
 func (l *readLoop) observeDNS() {
