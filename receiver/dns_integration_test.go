@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
@@ -226,16 +228,13 @@ func (c *connection) close(t *testing.T) {
 func domainsByPort(t *testing.T, h *harness) map[uint16][2][]string {
 	t.Helper()
 	out := map[uint16][2][]string{}
-	for _, logs := range h.sink.AllLogs() {
-		lrs := logs.ResourceLogs().At(0).ScopeLogs().At(0).LogRecords()
-		for i := 0; i < lrs.Len(); i++ {
-			a := lrs.At(i).Attributes()
-			port, _ := a.Get(AttrDestinationPort)
-			src, _ := a.Get(AttrSourceDomains)
-			dst, _ := a.Get(AttrDestinationDomains)
-			out[uint16(port.Int())] = [2][]string{asStrings(src.Slice()), asStrings(dst.Slice())}
-		}
-	}
+	h.eachRecord(func(_ pcommon.Resource, lr plog.LogRecord) {
+		a := lr.Attributes()
+		port, _ := a.Get(AttrDestinationPort)
+		src, _ := a.Get(AttrSourceDomains)
+		dst, _ := a.Get(AttrDestinationDomains)
+		out[uint16(port.Int())] = [2][]string{asStrings(src.Slice()), asStrings(dst.Slice())}
+	})
 	return out
 }
 

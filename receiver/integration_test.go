@@ -14,11 +14,14 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
+	"github.com/netflowtcpend/netflowtcpend/internal/otlpsink"
 	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
 	tp "github.com/netflowtcpend/netflowtcpend/internal/testpacket"
@@ -84,31 +87,29 @@ func (h *harness) stop() []record {
 	time.Sleep(100 * time.Millisecond)
 	require.NoError(h.t, h.rcv.Shutdown(context.Background()))
 	var out []record
-	for _, logs := range h.sink.AllLogs() {
-		rls := logs.ResourceLogs()
-		for i := 0; i < rls.Len(); i++ {
-			sls := rls.At(i).ScopeLogs()
-			for j := 0; j < sls.Len(); j++ {
-				lrs := sls.At(j).LogRecords()
-				for k := 0; k < lrs.Len(); k++ {
-					a := lrs.At(k).Attributes()
-					str := func(key string) string { v, _ := a.Get(key); return v.AsString() }
-					num := func(key string) int64 { v, _ := a.Get(key); return v.Int() }
-					out = append(out, record{
-						Cookie:    uint64(num(AttrSocketCookie)),
-						Direction: str(AttrDirection),
-						Source:    netip.AddrPortFrom(netip.MustParseAddr(str(AttrSourceAddress)), uint16(num(AttrSourcePort))).String(),
-						Dest:      netip.AddrPortFrom(netip.MustParseAddr(str(AttrDestinationAddress)), uint16(num(AttrDestinationPort))).String(),
-						EndBy:     str(AttrEndBy),
-						Reason:    str(AttrEndReason),
-						NetType:   str(AttrNetworkType),
-						Netns:     uint32(num(AttrNetns)),
-					})
-				}
-			}
-		}
-	}
+	h.eachRecord(func(_ pcommon.Resource, lr plog.LogRecord) {
+		a := lr.Attributes()
+		str := func(key string) string { v, _ := a.Get(key); return v.AsString() }
+		num := func(key string) int64 { v, _ := a.Get(key); return v.Int() }
+		out = append(out, record{
+			Cookie:    uint64(num(AttrSocketCookie)),
+			Direction: str(AttrDirection),
+			Source:    netip.AddrPortFrom(netip.MustParseAddr(str(AttrSourceAddress)), uint16(num(AttrSourcePort))).String(),
+			Dest:      netip.AddrPortFrom(netip.MustParseAddr(str(AttrDestinationAddress)), uint16(num(AttrDestinationPort))).String(),
+			EndBy:     str(AttrEndBy),
+			Reason:    str(AttrEndReason),
+			NetType:   str(AttrNetworkType),
+			Netns:     uint32(num(AttrNetns)),
+		})
+	})
 	return out
+}
+
+// eachRecord calls f for every record the receiver passed on.
+func (h *harness) eachRecord(f func(pcommon.Resource, plog.LogRecord)) {
+	for _, logs := range h.sink.AllLogs() {
+		otlpsink.ForEach(logs, f)
+	}
 }
 
 // transport says where the two ends of a test connection live.

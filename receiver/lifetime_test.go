@@ -10,6 +10,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
 	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
@@ -18,16 +20,10 @@ import (
 // attrsByCookie returns every record's attributes by socket cookie.
 func (h *harness) attrsByCookie() map[uint64]map[string]any {
 	out := map[uint64]map[string]any{}
-	for _, logs := range h.sink.AllLogs() {
-		rls := logs.ResourceLogs()
-		for i := 0; i < rls.Len(); i++ {
-			lrs := rls.At(i).ScopeLogs().At(0).LogRecords()
-			for j := 0; j < lrs.Len(); j++ {
-				a := lrs.At(j).Attributes().AsRaw()
-				out[uint64(a[AttrSocketCookie].(int64))] = a
-			}
-		}
-	}
+	h.eachRecord(func(_ pcommon.Resource, lr plog.LogRecord) {
+		a := lr.Attributes().AsRaw()
+		out[uint64(a[AttrSocketCookie].(int64))] = a
+	})
 	return out
 }
 

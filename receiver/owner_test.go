@@ -9,6 +9,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
 )
@@ -145,20 +147,13 @@ func TestRecordsAreGroupedByContainer(t *testing.T) {
 	host, err := os.Hostname()
 	require.NoError(t, err)
 	byContainer := map[string][]int64{}
-	for _, logs := range h.sink.AllLogs() {
-		rls := logs.ResourceLogs()
-		for i := 0; i < rls.Len(); i++ {
-			res := rls.At(i).Resource().Attributes()
-			hn, _ := res.Get(AttrHostName)
-			assert.Equal(t, host, hn.Str())
-			cid, _ := res.Get(AttrContainerID)
-			lrs := rls.At(i).ScopeLogs().At(0).LogRecords()
-			for j := 0; j < lrs.Len(); j++ {
-				pid, _ := lrs.At(j).Attributes().Get(AttrProcessPID)
-				byContainer[cid.Str()] = append(byContainer[cid.Str()], pid.Int())
-			}
-		}
-	}
+	h.eachRecord(func(res pcommon.Resource, lr plog.LogRecord) {
+		hn, _ := res.Attributes().Get(AttrHostName)
+		assert.Equal(t, host, hn.Str())
+		cid, _ := res.Attributes().Get(AttrContainerID)
+		pid, _ := lr.Attributes().Get(AttrProcessPID)
+		byContainer[cid.Str()] = append(byContainer[cid.Str()], pid.Int())
+	})
 	assert.Equal(t, map[string][]int64{id: {srv.pid()}, "": {cli.pid()}}, byContainer)
 }
 
