@@ -1,6 +1,7 @@
 package netflowtcpend
 
 import (
+	"net/netip"
 	"path/filepath"
 	"testing"
 	"time"
@@ -11,15 +12,15 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
-	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
+	flowreceiver "github.com/netflowtcpend/netflowtcpend/receiver"
 )
 
 func TestLoadConfig(t *testing.T) {
 	cm, err := confmaptest.LoadConf(filepath.Join("testdata", "config.yaml"))
 	require.NoError(t, err)
 
-	custom := createDefaultConfig()
+	custom := flowreceiver.DefaultConfig()
 	custom.RingBufferSize = 16 << 20
 	custom.MaxBatchSize = 500
 	custom.FlushInterval = time.Second
@@ -28,13 +29,17 @@ func TestLoadConfig(t *testing.T) {
 	custom.DNS.PayloadLimit = 1232
 	custom.DNS.MinTTL = 0
 
-	filters := createDefaultConfig()
-	filters.Filters = FiltersConfig{
-		Include: FilterConfig{Ports: []int{443, 80}, CIDRs: []string{"10.0.0.0/8", "2001:db8::/32"}, Directions: []string{"outgoing"}},
-		Exclude: FilterConfig{Ports: []int{22}},
+	filters := flowreceiver.DefaultConfig()
+	filters.Filters = flowreceiver.FiltersConfig{
+		Include: flowreceiver.FilterConfig{
+			Ports:      []int{443, 80},
+			CIDRs:      []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")},
+			Directions: []flowreceiver.Direction{flowreceiver.DirectionOutgoing},
+		},
+		Exclude: flowreceiver.FilterConfig{Ports: []int{22}},
 	}
 
-	dnsOff := createDefaultConfig()
+	dnsOff := flowreceiver.DefaultConfig()
 	dnsOff.DNS.Enabled = false
 	dnsOff.DNS.MaxNames = 0 // not checked while DNS is off
 
@@ -43,15 +48,17 @@ func TestLoadConfig(t *testing.T) {
 		want    *Config
 		wantErr string // substring of the unmarshal or validation error
 	}{
-		{id: "", want: createDefaultConfig()},
+		{id: "", want: flowreceiver.DefaultConfig()},
 		{id: "custom", want: custom},
 		{id: "dns_off", want: dnsOff},
 		{id: "filters", want: filters},
 		{id: "filters_bad", wantErr: "filters.include.ports: 0 is not a port (1 to 65535)\n" +
 			"filters.include.ports: 70000 is not a port (1 to 65535)\n" +
-			"filters.include.cidrs: \"10.0.0.0\" is not an address range like 10.0.0.0/8 or 2001:db8::/32\n" +
-			"filters.include.directions: \"sideways\" is not incoming, outgoing or unknown\n" +
+			"filters.exclude.cgroups: \"sys/fs/cgroup\" must be an absolute path\n" +
 			"filters.exclude.cgroups: /proc is not a directory on a cgroup v2 filesystem"},
+		// Text fields fail while decoding, with the key's full path.
+		{id: "cidr_bad", wantErr: `'filters.include.cidrs[0]' netip.ParsePrefix("10.0.0.0"): no '/'`},
+		{id: "direction_bad", wantErr: `'filters.exclude.directions[0]' "sideways" is not incoming, outgoing or unknown`},
 		{id: "relative_cgroup", wantErr: `cgroup_path "sys/fs/cgroup" must be an absolute path`},
 		{id: "missing_cgroup", wantErr: "cgroup_path: /sys/fs/cgroup/does-not-exist-netflowtcpend does not exist; use a cgroup v2 directory or leave it empty"},
 		{id: "not_cgroup", wantErr: "cgroup_path: /proc is not a directory on a cgroup v2 filesystem"},
@@ -66,7 +73,7 @@ func TestLoadConfig(t *testing.T) {
 			"dns.min_ttl -1s must not be negative"},
 	}
 	for _, tt := range tests {
-		t.Run("netflowtcpend/"+tt.id, func(t *testing.T) {
+		t.Run(metadata.Type.String()+"/"+tt.id, func(t *testing.T) {
 			id := component.NewID(metadata.Type)
 			if tt.id != "" {
 				id = component.NewIDWithName(metadata.Type, tt.id)
@@ -89,22 +96,8 @@ func TestLoadConfig(t *testing.T) {
 	}
 }
 
-func TestValidateAcceptsCgroupV2Directories(t *testing.T) {
-	root, err := cgroupv2.Root()
-	if err != nil {
-		t.Skipf("no cgroup v2 mount here: %v", err)
-	}
-	cfg := createDefaultConfig()
-	cfg.CgroupPath = root
-	assert.NoError(t, cfg.Validate())
-
-	// A file inside the cgroup filesystem is not a cgroup.
-	cfg.CgroupPath = filepath.Join(root, "cgroup.procs")
-	assert.ErrorContains(t, cfg.Validate(), "is a file")
-}
-
 func TestDefaultConfigIsValidAndWatchesTheRoot(t *testing.T) {
-	cfg := createDefaultConfig()
+	cfg := flowreceiver.DefaultConfig()
 	assert.Empty(t, cfg.CgroupPath, "empty means the cgroup v2 root, found at start")
 	assert.NoError(t, cfg.Validate())
 	assert.LessOrEqual(t, cfg.FlushInterval, time.Second, "records must reach the pipeline within a second")

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command bench measures what netflowtcpend costs the host and whether it
 // loses records, and prints one table: each figure next to its baseline,
 // their ratio and the target. `make bench` runs it as root; it is not part

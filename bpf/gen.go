@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package bpf holds the kernel programs of netflowtcpend and the Go code that
 // loads, attaches and reads them.
 package bpf

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package e2e runs the built collector binary (dist/otelcol-netflowtcpend)
 // against an OTLP/HTTP endpoint that the test serves, and checks that real
 // connections arrive there as records.

@@ -1,3 +1,5 @@
+//go:build linux
+
 package receiver
 
 import (
@@ -19,10 +21,10 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
 )
 
-// benchSettings are the defaults of the configuration.
-var benchSettings = Settings{
+// benchConfig is the default configuration but for the filters.
+var benchConfig = Config{
 	RingBufferSize: 8 << 20, MaxBatchSize: 1024, FlushInterval: 200 * time.Millisecond,
-	DNS: DNSSettings{Enabled: true, MaxAddresses: 65536, MaxNames: 10, PayloadLimit: 4096, MinTTL: 5 * time.Second},
+	DNS: DNSConfig{Enabled: true, MaxAddresses: 65536, MaxNames: 10, PayloadLimit: 4096, MinTTL: 5 * time.Second},
 }
 
 // benchEvent is a typical record: an outgoing connection to a named server.
@@ -75,7 +77,7 @@ func (d *discard) Capabilities() consumer.Capabilities { return consumer.Capabil
 // plog record in a batch (target: under 1 µs, a million records per second
 // per core).
 func BenchmarkDecodeEnrichConvert(b *testing.B) {
-	r := newTestReceiver(b, benchSettings, &discard{})
+	r := newTestReceiver(b, benchConfig, &discard{})
 	r.cgroups = cgroupv2.NewPaths(b.TempDir(), time.Hour)
 	learnBenchNames(b, r.dns)
 	raws := make([][]byte, 256)
@@ -88,7 +90,7 @@ func BenchmarkDecodeEnrichConvert(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		l.add(raws[i%len(raws)])
-		if l.batch.len >= benchSettings.MaxBatchSize {
+		if l.batch.len >= benchConfig.MaxBatchSize {
 			l.batch.take()
 		}
 	}
@@ -111,7 +113,7 @@ func BenchmarkRingToConsumer(b *testing.B) {
 	defer filler.Close()
 
 	sink := &discard{}
-	r := newTestReceiver(b, benchSettings, sink)
+	r := newTestReceiver(b, benchConfig, sink)
 	r.cgroups = cgroupv2.NewPaths(b.TempDir(), time.Hour)
 	learnBenchNames(b, r.dns)
 	loop := newReadLoop(r, objs, rd, nil)

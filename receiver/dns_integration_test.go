@@ -1,3 +1,5 @@
+//go:build linux
+
 package receiver
 
 import (
@@ -74,9 +76,9 @@ func newDNSHarness(t *testing.T) *dnsHarness {
 			t.Logf("dnsmasq log:\n%s", log.String())
 		}
 	})
-	h.startWith(Settings{
+	h.startWith(Config{
 		RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond,
-		DNS: DNSSettings{Enabled: true, MaxAddresses: 1000, MaxNames: 10, PayloadLimit: 4096},
+		DNS: DNSConfig{Enabled: true, MaxAddresses: 1000, MaxNames: 10, PayloadLimit: 4096},
 	})
 	d := &dnsHarness{harness: h, ns: ns}
 	// dnsmasq is ready when it answers (from outside the monitored cgroup).

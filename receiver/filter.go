@@ -1,58 +1,65 @@
+//go:build linux
+
 package receiver
 
 import (
-	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 )
 
-// FilterSettings choose which connection ends become records: those that
-// match every Include list that is set and no Exclude list. The collector's
-// own sockets (ExcludeSelf) are left out in the kernel already, with their
-// DNS messages; the lists are checked here, before any DNS lookup or
+// filters decide which connection ends become records: those that match
+// every include list that is set and no exclude list. The collector's own
+// sockets (exclude_self) are left out in the kernel already, with their DNS
+// messages; the lists are checked here, before any DNS lookup or
 // conversion, which is where a record starts to cost.
-type FilterSettings struct {
-	Include, Exclude Criteria
-	ExcludeSelf      bool
+type filters struct {
+	include, exclude FilterConfig
+	// The cgroups of include and exclude, relative to the cgroup v2 root
+	// as the resolver gives a record's cgroup ("/system.slice").
+	includeCgroups, excludeCgroups []string
 }
 
-// Criteria are lists of what a connection may match; an empty list matches
-// everything for Include and nothing for Exclude.
-type Criteria struct {
-	Ports      []uint16       // either side's port
-	Prefixes   []netip.Prefix // either side's address
-	Directions []bpf.Direction
-	Cgroups    []string // cgroup paths relative to the cgroup v2 root, and below
+// newFilters takes the validated configuration; root is the mount point of
+// the cgroup v2 filesystem.
+func newFilters(cfg FiltersConfig, root string) filters {
+	return filters{
+		include: cfg.Include, exclude: cfg.Exclude,
+		includeCgroups: relativeCgroups(cfg.Include.Cgroups, root),
+		excludeCgroups: relativeCgroups(cfg.Exclude.Cgroups, root),
+	}
 }
 
-func (c Criteria) empty() bool {
-	return len(c.Ports) == 0 && len(c.Prefixes) == 0 && len(c.Directions) == 0 && len(c.Cgroups) == 0
+func relativeCgroups(paths []string, root string) []string {
+	var rel []string
+	for _, p := range paths {
+		rel = append(rel, filepath.Clean("/"+strings.TrimPrefix(p, root)))
+	}
+	return rel
 }
 
 // keep says whether the record of e, whose socket is in cgroup cgPath,
 // passes the filters.
-func (f *FilterSettings) keep(e *bpf.Event, cgPath string) bool {
-	if !f.Include.empty() {
-		in := f.Include
-		if len(in.Ports) > 0 && !in.matchPort(e) ||
-			len(in.Prefixes) > 0 && !in.matchAddr(e) ||
-			len(in.Directions) > 0 && !slices.Contains(in.Directions, e.Direction) ||
-			len(in.Cgroups) > 0 && !in.matchCgroup(cgPath) {
-			return false
-		}
+func (f *filters) keep(e *bpf.Event, cgPath string) bool {
+	in := &f.include
+	if len(in.Ports) > 0 && !in.matchPort(e) ||
+		len(in.CIDRs) > 0 && !in.matchAddr(e) ||
+		len(in.Directions) > 0 && !in.matchDirection(e) ||
+		len(f.includeCgroups) > 0 && !matchCgroup(f.includeCgroups, cgPath) {
+		return false
 	}
-	ex := f.Exclude
-	return !(ex.matchPort(e) || ex.matchAddr(e) || slices.Contains(ex.Directions, e.Direction) || ex.matchCgroup(cgPath))
+	ex := &f.exclude
+	return !(ex.matchPort(e) || ex.matchAddr(e) || ex.matchDirection(e) || matchCgroup(f.excludeCgroups, cgPath))
 }
 
-func (c Criteria) matchPort(e *bpf.Event) bool {
-	return slices.Contains(c.Ports, e.Source.Port()) || slices.Contains(c.Ports, e.Destination.Port())
+func (c *FilterConfig) matchPort(e *bpf.Event) bool {
+	return slices.Contains(c.Ports, int(e.Source.Port())) || slices.Contains(c.Ports, int(e.Destination.Port()))
 }
 
-func (c Criteria) matchAddr(e *bpf.Event) bool {
-	for _, p := range c.Prefixes {
+func (c *FilterConfig) matchAddr(e *bpf.Event) bool {
+	for _, p := range c.CIDRs {
 		if p.Contains(e.Source.Addr()) || p.Contains(e.Destination.Addr()) {
 			return true
 		}
@@ -60,11 +67,16 @@ func (c Criteria) matchAddr(e *bpf.Event) bool {
 	return false
 }
 
-func (c Criteria) matchCgroup(path string) bool {
+func (c *FilterConfig) matchDirection(e *bpf.Event) bool {
+	return slices.Contains(c.Directions, Direction(e.Direction))
+}
+
+// matchCgroup says whether path is one of cgroups or below one of them.
+func matchCgroup(cgroups []string, path string) bool {
 	if path == "" {
 		return false // unknown: a cgroup removed since
 	}
-	for _, cg := range c.Cgroups {
+	for _, cg := range cgroups {
 		if cg == "/" || path == cg || strings.HasPrefix(path, cg+"/") {
 			return true
 		}

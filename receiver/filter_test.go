@@ -1,3 +1,5 @@
+//go:build linux
+
 package receiver
 
 import (
@@ -16,36 +18,38 @@ func TestFilterKeep(t *testing.T) {
 		Destination: netip.MustParseAddrPort("93.184.216.34:443"),
 		Direction:   bpf.DirectionOutgoing,
 	}
-	const cg = "/kubepods.slice/pod1/cri-containerd-abc.scope"
+	// The record's cgroup as the resolver gives it: relative to the root.
+	const root, cg = "/sys/fs/cgroup", "/kubepods.slice/pod1/cri-containerd-abc.scope"
 	prefix := func(s string) []netip.Prefix { return []netip.Prefix{netip.MustParsePrefix(s)} }
 	for _, tt := range []struct {
 		name string
-		f    FilterSettings
+		f    FiltersConfig
 		keep bool
 	}{
-		{"no filters", FilterSettings{}, true},
-		{"include the destination port", FilterSettings{Include: Criteria{Ports: []uint16{443}}}, true},
-		{"include the source port", FilterSettings{Include: Criteria{Ports: []uint16{40000}}}, true},
-		{"include another port", FilterSettings{Include: Criteria{Ports: []uint16{80}}}, false},
-		{"exclude the port", FilterSettings{Exclude: Criteria{Ports: []uint16{443}}}, false},
-		{"include the source range", FilterSettings{Include: Criteria{Prefixes: prefix("10.0.0.0/8")}}, true},
-		{"include another range", FilterSettings{Include: Criteria{Prefixes: prefix("192.168.0.0/16")}}, false},
-		{"exclude the destination range", FilterSettings{Exclude: Criteria{Prefixes: prefix("93.184.216.0/24")}}, false},
-		{"exclude an IPv6 range", FilterSettings{Exclude: Criteria{Prefixes: prefix("2001:db8::/32")}}, true},
-		{"include outgoing", FilterSettings{Include: Criteria{Directions: []bpf.Direction{bpf.DirectionOutgoing}}}, true},
-		{"include incoming", FilterSettings{Include: Criteria{Directions: []bpf.Direction{bpf.DirectionIncoming}}}, false},
-		{"exclude outgoing", FilterSettings{Exclude: Criteria{Directions: []bpf.Direction{bpf.DirectionOutgoing}}}, false},
-		{"include a parent cgroup", FilterSettings{Include: Criteria{Cgroups: []string{"/kubepods.slice"}}}, true},
-		{"include a cgroup with a common prefix only", FilterSettings{Include: Criteria{Cgroups: []string{"/kubepods"}}}, false},
-		{"exclude the cgroup itself", FilterSettings{Exclude: Criteria{Cgroups: []string{cg}}}, false},
-		{"include the root", FilterSettings{Include: Criteria{Cgroups: []string{"/"}}}, true},
-		{"every include list must match", FilterSettings{Include: Criteria{
-			Ports: []uint16{443}, Directions: []bpf.Direction{bpf.DirectionIncoming}}}, false},
-		{"an exclude wins over an include", FilterSettings{
-			Include: Criteria{Ports: []uint16{443}}, Exclude: Criteria{Prefixes: prefix("10.1.2.3/32")}}, false},
+		{"no filters", FiltersConfig{}, true},
+		{"include the destination port", FiltersConfig{Include: FilterConfig{Ports: []int{443}}}, true},
+		{"include the source port", FiltersConfig{Include: FilterConfig{Ports: []int{40000}}}, true},
+		{"include another port", FiltersConfig{Include: FilterConfig{Ports: []int{80}}}, false},
+		{"exclude the port", FiltersConfig{Exclude: FilterConfig{Ports: []int{443}}}, false},
+		{"include the source range", FiltersConfig{Include: FilterConfig{CIDRs: prefix("10.0.0.0/8")}}, true},
+		{"include another range", FiltersConfig{Include: FilterConfig{CIDRs: prefix("192.168.0.0/16")}}, false},
+		{"exclude the destination range", FiltersConfig{Exclude: FilterConfig{CIDRs: prefix("93.184.216.0/24")}}, false},
+		{"exclude an IPv6 range", FiltersConfig{Exclude: FilterConfig{CIDRs: prefix("2001:db8::/32")}}, true},
+		{"include outgoing", FiltersConfig{Include: FilterConfig{Directions: []Direction{DirectionOutgoing}}}, true},
+		{"include incoming", FiltersConfig{Include: FilterConfig{Directions: []Direction{DirectionIncoming}}}, false},
+		{"exclude outgoing", FiltersConfig{Exclude: FilterConfig{Directions: []Direction{DirectionOutgoing}}}, false},
+		{"include a parent cgroup", FiltersConfig{Include: FilterConfig{Cgroups: []string{root + "/kubepods.slice"}}}, true},
+		{"include a cgroup with a common prefix only", FiltersConfig{Include: FilterConfig{Cgroups: []string{root + "/kubepods"}}}, false},
+		{"exclude the cgroup itself", FiltersConfig{Exclude: FilterConfig{Cgroups: []string{root + cg}}}, false},
+		{"include the root", FiltersConfig{Include: FilterConfig{Cgroups: []string{root}}}, true},
+		{"every include list must match", FiltersConfig{Include: FilterConfig{
+			Ports: []int{443}, Directions: []Direction{DirectionIncoming}}}, false},
+		{"an exclude wins over an include", FiltersConfig{
+			Include: FilterConfig{Ports: []int{443}}, Exclude: FilterConfig{CIDRs: prefix("10.1.2.3/32")}}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			assert.Equal(t, tt.keep, tt.f.keep(&e, cg))
+			f := newFilters(tt.f, root)
+			assert.Equal(t, tt.keep, f.keep(&e, cg))
 		})
 	}
 }
@@ -54,20 +58,20 @@ func TestFiltersOnRealConnections(t *testing.T) {
 	loopback6 := transport{name: "loopback6", clientAddr: netip.IPv6Loopback(), serverAddr: netip.IPv6Loopback()}
 	for _, tt := range []struct {
 		name  string
-		f     FilterSettings
+		f     FiltersConfig
 		keep4 []string // sides of the IPv4 connection kept: client, server
 		keep6 []string
 	}{
-		{"no filters", FilterSettings{}, []string{"client", "server"}, []string{"client", "server"}},
-		{"exclude ::1", FilterSettings{Exclude: Criteria{Prefixes: []netip.Prefix{netip.MustParsePrefix("::1/128")}}},
+		{"no filters", FiltersConfig{}, []string{"client", "server"}, []string{"client", "server"}},
+		{"exclude ::1", FiltersConfig{Exclude: FilterConfig{CIDRs: []netip.Prefix{netip.MustParsePrefix("::1/128")}}},
 			[]string{"client", "server"}, nil},
-		{"include incoming", FilterSettings{Include: Criteria{Directions: []bpf.Direction{bpf.DirectionIncoming}}},
+		{"include incoming", FiltersConfig{Include: FilterConfig{Directions: []Direction{DirectionIncoming}}},
 			[]string{"server"}, []string{"server"}},
-		{"exclude self", FilterSettings{ExcludeSelf: true}, nil, nil},
+		{"exclude self", FiltersConfig{ExcludeSelf: true}, nil, nil},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
-			s := testSettings
+			s := testConfig
 			s.Filters = tt.f
 			h.startWith(s)
 			c4 := dial(t, loopback4, h, true, true)
@@ -104,10 +108,10 @@ func TestIncludePortsAndExcludeCgroups(t *testing.T) {
 	batchSrv := startHelper(t, bin, batch, nil, "serve", "127.0.0.1:0")
 	webAddr, batchAddr := webSrv.listening(), batchSrv.listening()
 
-	s := testSettings
-	s.Filters = FilterSettings{
-		Include: Criteria{Ports: []uint16{webAddr.Port(), batchAddr.Port()}},
-		Exclude: Criteria{Cgroups: []string{batch.Path}},
+	s := testConfig
+	s.Filters = FiltersConfig{
+		Include: FilterConfig{Ports: []int{int(webAddr.Port()), int(batchAddr.Port())}},
+		Exclude: FilterConfig{Cgroups: []string{batch.Path}},
 	}
 	h.startWith(s)
 	webCli := startHelper(t, bin, web, nil, "connect", webAddr.String())

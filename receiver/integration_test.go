@@ -1,3 +1,5 @@
+//go:build linux
+
 package receiver
 
 import (
@@ -61,10 +63,10 @@ func newHarness(t *testing.T) *harness {
 
 func (h *harness) start() {
 	h.t.Helper()
-	h.startWith(Settings{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond})
+	h.startWith(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond})
 }
 
-func (h *harness) startWith(s Settings) {
+func (h *harness) startWith(s Config) {
 	h.t.Helper()
 	set := receivertest.NewNopSettings(metadata.Type)
 	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
@@ -73,7 +75,7 @@ func (h *harness) startWith(s Settings) {
 	require.NoError(h.t, err)
 	h.sink = new(consumertest.LogsSink)
 	s.CgroupPath = h.cg.Path
-	h.rcv, err = New(s, set.TelemetrySettings, obsrecv, h.sink)
+	h.rcv, err = New(&s, set.TelemetrySettings, obsrecv, h.sink)
 	require.NoError(h.t, err)
 	require.NoError(h.t, h.rcv.Start(context.Background(), nil))
 	h.t.Cleanup(func() { _ = h.rcv.Shutdown(context.Background()) })

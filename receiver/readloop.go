@@ -1,3 +1,5 @@
+//go:build linux
+
 package receiver
 
 import (
@@ -47,7 +49,7 @@ func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting
 	l := &readLoop{
 		r: r, objs: objs, reader: rd, preexisting: preexisting,
 		losses:     lossWatcher{logger: r.logger, telemetry: r.telemetry, now: time.Now},
-		batch:      newBatch(r.hostName, r.settings.MaxBatchSize),
+		batch:      newBatch(r.hostName, r.cfg.MaxBatchSize),
 		cgroupInfo: map[uint64]cgroupInfo{},
 		drained:    true,
 	}
@@ -74,7 +76,7 @@ func (l *readLoop) run(ctx context.Context) {
 			l.sinceNow++
 			l.drained = rec.Remaining == 0
 			l.add(rec.RawSample)
-			if l.batch.len >= l.r.settings.MaxBatchSize {
+			if l.batch.len >= l.r.cfg.MaxBatchSize {
 				l.flush(ctx)
 			}
 			// Ring drained: a slow trickle must not hold a batch back.
@@ -102,7 +104,7 @@ func (l *readLoop) tick(ctx context.Context) {
 	l.flush(ctx)
 	l.pollLosses()
 	l.conv.clock.sync()
-	l.nextTick = time.Now().Add(l.r.settings.FlushInterval)
+	l.nextTick = time.Now().Add(l.r.cfg.FlushInterval)
 	l.reader.SetDeadline(l.nextTick)
 }
 
@@ -144,7 +146,7 @@ func (l *readLoop) addRecord() {
 		return // the collector's own, from before start
 	}
 	cg := l.cgroup(e.CgroupID)
-	if !l.r.settings.Filters.keep(e, cg.path) {
+	if !l.r.filters.keep(e, cg.path) {
 		l.r.telemetry.NetflowtcpendRecordsFiltered.Add(context.Background(), 1)
 		return
 	}
@@ -167,7 +169,7 @@ func (l *readLoop) completePreexisting(e *bpf.Event) bool {
 		return true
 	}
 	delete(l.preexisting, e.Cookie)
-	if l.r.settings.Filters.ExcludeSelf && s.PID == os.Getpid() {
+	if l.r.cfg.Filters.ExcludeSelf && s.PID == os.Getpid() {
 		return false
 	}
 	switch s.Direction {

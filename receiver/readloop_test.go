@@ -1,3 +1,5 @@
+//go:build linux
+
 package receiver
 
 import (
@@ -35,7 +37,7 @@ func (f *flakyConsumer) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 func (f *flakyConsumer) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
 
 func loopWithOneRecord(t *testing.T, next consumer.Logs) *readLoop {
-	r := newTestReceiver(t, testSettings, next)
+	r := newTestReceiver(t, testConfig, next)
 	l := &readLoop{r: r, batch: newBatch("host", 16)}
 	e := bpf.Event{
 		Source: netip.MustParseAddrPort("10.0.0.1:1"), Destination: netip.MustParseAddrPort("10.0.0.2:2"),

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package receiver is the runtime of the netflowtcpend receiver: it loads and
 // attaches the kernel programs, reads their records, turns them into log
 // records and passes them on in batches.
@@ -8,8 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"time"
 
@@ -27,25 +27,6 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/internal/sockscan"
 )
 
-// Settings are the validated configuration values the runtime needs.
-type Settings struct {
-	CgroupPath     string // empty: the root of the cgroup v2 mount
-	RingBufferSize int
-	MaxBatchSize   int
-	FlushInterval  time.Duration
-	DNS            DNSSettings
-	Filters        FilterSettings
-}
-
-// DNSSettings configure the DNS cache.
-type DNSSettings struct {
-	Enabled      bool
-	MaxAddresses int
-	MaxNames     int
-	PayloadLimit int
-	MinTTL       time.Duration
-}
-
 // dnsQueryTimeout is how long a query waits for its answer: resolvers give
 // up after about 5 s per attempt.
 const dnsQueryTimeout = 15 * time.Second
@@ -53,7 +34,7 @@ const dnsQueryTimeout = 15 * time.Second
 // Receiver watches TCP connection ends in a cgroup. It implements
 // receiver.Logs.
 type Receiver struct {
-	settings  Settings
+	cfg       *Config // validated; never changed
 	logger    *zap.Logger
 	telemetry *metadata.TelemetryBuilder
 	obsrecv   *receiverhelper.ObsReport
@@ -64,6 +45,7 @@ type Receiver struct {
 	mu         sync.Mutex // guards the fields below across Start and Shutdown
 	cgroupPath string     // what the programs are attached to
 	cgroups    *cgroupv2.Paths
+	filters    filters
 	objs       *bpf.Objects
 	reader     *ringbuf.Reader
 	done       chan struct{} // closed when the read loop has returned
@@ -71,19 +53,20 @@ type Receiver struct {
 	stopped    bool
 }
 
-// New creates a receiver; nothing touches the kernel before Start.
-func New(s Settings, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next consumer.Logs) (*Receiver, error) {
+// New creates a receiver with a validated configuration; nothing touches
+// the kernel before Start.
+func New(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next consumer.Logs) (*Receiver, error) {
 	tb, err := metadata.NewTelemetryBuilder(tel)
 	if err != nil {
 		return nil, fmt.Errorf("create telemetry: %w", err)
 	}
-	r := &Receiver{settings: s, logger: tel.Logger, telemetry: tb, obsrecv: obsrecv, next: next}
+	r := &Receiver{cfg: cfg, logger: tel.Logger, telemetry: tb, obsrecv: obsrecv, next: next}
 	r.hostName, _ = os.Hostname()
-	if s.DNS.Enabled {
+	if cfg.DNS.Enabled {
 		r.dns = dnscache.New(dnscache.Config{
-			MaxAddresses: s.DNS.MaxAddresses,
-			MaxNames:     s.DNS.MaxNames,
-			MinTTL:       s.DNS.MinTTL,
+			MaxAddresses: cfg.DNS.MaxAddresses,
+			MaxNames:     cfg.DNS.MaxNames,
+			MinTTL:       cfg.DNS.MinTTL,
 			QueryTimeout: dnsQueryTimeout,
 		})
 	}
@@ -99,7 +82,7 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 		return errors.New("receiver already started")
 	}
 
-	path := r.settings.CgroupPath
+	path := r.cfg.CgroupPath
 	if path != "" {
 		if err := cgroupv2.Check(path); err != nil {
 			return fmt.Errorf("cgroup_path: %w", err)
@@ -114,18 +97,14 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	}
 	r.cgroupPath = path
 	r.cgroups = cgroupv2.NewPaths(root, time.Second)
-	for _, list := range []*Criteria{&r.settings.Filters.Include, &r.settings.Filters.Exclude} {
-		for i, cg := range list.Cgroups {
-			list.Cgroups[i] = filepath.Clean("/" + strings.TrimPrefix(cg, root))
-		}
-	}
+	r.filters = newFilters(r.cfg.Filters, root)
 
-	opts := bpf.Options{RingBufferSize: r.settings.RingBufferSize}
-	if r.settings.Filters.ExcludeSelf {
+	opts := bpf.Options{RingBufferSize: r.cfg.RingBufferSize}
+	if r.cfg.Filters.ExcludeSelf {
 		opts.IgnorePID = os.Getpid()
 	}
 	if r.dns != nil {
-		opts.DNSPayloadLimit = r.settings.DNS.PayloadLimit
+		opts.DNSPayloadLimit = r.cfg.DNS.PayloadLimit
 	}
 	objs, err := bpf.Load(opts)
 	if err != nil {

@@ -1,3 +1,5 @@
+//go:build linux
+
 package receiver
 
 import (
@@ -15,22 +17,22 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 )
 
-func newTestReceiver(t testing.TB, s Settings, next consumer.Logs) *Receiver {
+func newTestReceiver(t testing.TB, s Config, next consumer.Logs) *Receiver {
 	t.Helper()
 	set := receivertest.NewNopSettings(metadata.Type)
 	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
 		ReceiverID: set.ID, Transport: "ebpf", ReceiverCreateSettings: set,
 	})
 	require.NoError(t, err)
-	r, err := New(s, set.TelemetrySettings, obsrecv, next)
+	r, err := New(&s, set.TelemetrySettings, obsrecv, next)
 	require.NoError(t, err)
 	return r
 }
 
-var testSettings = Settings{RingBufferSize: 1 << 16, MaxBatchSize: 16, FlushInterval: 20 * time.Millisecond}
+var testConfig = Config{RingBufferSize: 1 << 16, MaxBatchSize: 16, FlushInterval: 20 * time.Millisecond}
 
 func TestShutdownWithoutStartAndTwice(t *testing.T) {
-	r := newTestReceiver(t, testSettings, consumertest.NewNop())
+	r := newTestReceiver(t, testConfig, consumertest.NewNop())
 	assert.NoError(t, r.Shutdown(context.Background()))
 	assert.NoError(t, r.Shutdown(context.Background()))
 }
@@ -40,7 +42,7 @@ func TestStartRejectsPathsThatAreNotCgroupV2(t *testing.T) {
 		{"/proc", "cgroup_path: /proc is not a directory on a cgroup v2 filesystem"},
 		{"/nonexistent-cgroup", "cgroup_path: stat /nonexistent-cgroup: no such file or directory"},
 	} {
-		s := testSettings
+		s := testConfig
 		s.CgroupPath = tt.path
 		r := newTestReceiver(t, s, consumertest.NewNop())
 		assert.ErrorContains(t, r.Start(context.Background(), nil), tt.wantErr)
@@ -59,7 +61,7 @@ func TestStartAndShutdownTwice(t *testing.T) {
 func TestShutdownPassesOnRecordsStillInTheRing(t *testing.T) {
 	h := newHarness(t)
 	// Nothing would be flushed for an hour but for Shutdown.
-	h.startWith(Settings{RingBufferSize: 1 << 20, MaxBatchSize: 1 << 20, FlushInterval: time.Hour})
+	h.startWith(Config{RingBufferSize: 1 << 20, MaxBatchSize: 1 << 20, FlushInterval: time.Hour})
 	c := dial(t, loopback4, h, true, true)
 	require.NoError(t, c.client.Close())
 	require.NoError(t, readEnd(t, c.server))
@@ -69,7 +71,7 @@ func TestShutdownPassesOnRecordsStillInTheRing(t *testing.T) {
 
 func TestRecordsArriveWithinTheFlushInterval(t *testing.T) {
 	h := newHarness(t)
-	h.startWith(Settings{RingBufferSize: 1 << 20, MaxBatchSize: 1 << 20, FlushInterval: 100 * time.Millisecond})
+	h.startWith(Config{RingBufferSize: 1 << 20, MaxBatchSize: 1 << 20, FlushInterval: 100 * time.Millisecond})
 	c := dial(t, loopback4, h, true, true)
 	require.NoError(t, c.client.Close())
 	require.NoError(t, readEnd(t, c.server))
@@ -78,7 +80,7 @@ func TestRecordsArriveWithinTheFlushInterval(t *testing.T) {
 
 func TestBatchesAreCappedAtMaxBatchSize(t *testing.T) {
 	h := newHarness(t)
-	h.startWith(Settings{RingBufferSize: 1 << 20, MaxBatchSize: 3, FlushInterval: time.Hour})
+	h.startWith(Config{RingBufferSize: 1 << 20, MaxBatchSize: 3, FlushInterval: time.Hour})
 	for range 5 {
 		c := dial(t, loopback4, h, true, true)
 		require.NoError(t, c.client.Close())

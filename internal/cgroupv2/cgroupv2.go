@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package cgroupv2 finds the cgroup v2 filesystem and checks cgroup paths.
 // Hosts mount it in different places (/sys/fs/cgroup on modern
 // distributions, /sys/fs/cgroup/unified on hybrid ones), so it is looked up

@@ -16,7 +16,7 @@ import (
 
 func NewSettings(tt *componenttest.Telemetry) receiver.Settings {
 	set := receivertest.NewNopSettings(receivertest.NopType)
-	set.ID = component.NewID(component.MustNewType("netflowtcpend"))
+	set.ID = component.NewID(component.MustNewType("netflow_tcp_end"))
 	set.TelemetrySettings = tt.NewTelemetrySettings()
 	return set
 }

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package sockscan reads the TCP sockets that were already open when the
 // receiver started, which the kernel programs never saw a handshake of: their
 // direction (from the kernel's socket table, sock_diag) and their owner (from

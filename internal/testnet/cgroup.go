@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package testnet gives privileged tests what they attach to and where their
 // traffic runs: a child cgroup to monitor, network namespaces joined by a
 // veth pair, and sockets with the details tests assert on.
