@@ -99,7 +99,7 @@ func startCollector(binary, dir, cgroup, home string, snk *sink, opts collectorO
 	}
 	config := filepath.Join(dir, "collector.yaml")
 	if err := os.WriteFile(config, []byte(fmt.Sprintf(`receivers:
-  netflowtcpend:
+  netflow_tcp_end:
     cgroup_path: %s%s
 exporters:
   otlp_http:
@@ -117,7 +117,7 @@ service:
                 port: %d
   pipelines:
     logs:
-      receivers: [netflowtcpend]
+      receivers: [netflow_tcp_end]
       exporters: [%s]
 `, cgroup, ring, snk.ln.Addr(), port, exporter)), 0o600); err != nil {
 		return nil, err

@@ -60,13 +60,7 @@ func (s *otlpServer) byCookie(cookie uint64) []plog.LogRecord {
 }
 
 func TestCollectorExportsConnectionEndsOverOTLPHTTP(t *testing.T) {
-	bin := os.Getenv(binaryEnv)
-	if bin == "" {
-		if testenv.InCI() {
-			t.Fatalf("%s is not set; run this through make test, which builds the collector", binaryEnv)
-		}
-		t.Skipf("skipping: %s is not set (make test builds the collector and sets it)", binaryEnv)
-	}
+	bin := collectorBinary(t)
 	testenv.RequireRoot(t)
 
 	sink := &otlpServer{}
@@ -80,7 +74,7 @@ func TestCollectorExportsConnectionEndsOverOTLPHTTP(t *testing.T) {
 	config := filepath.Join(t.TempDir(), "config.yaml")
 	require.NoError(t, os.WriteFile(config, []byte(fmt.Sprintf(`
 receivers:
-  netflowtcpend:
+  netflow_tcp_end:
     cgroup_path: %s
 processors:
   batch:
@@ -96,7 +90,7 @@ service:
       level: none
   pipelines:
     logs:
-      receivers: [netflowtcpend]
+      receivers: [netflow_tcp_end]
       processors: [batch]
       exporters: [otlp_http]
 `, cg.Path, ln.Addr())), 0o600))
@@ -201,4 +195,49 @@ func waitForLine(t *testing.T, r io.Reader, want string) {
 		defer mu.Unlock()
 		t.Fatalf("collector never logged %q; its log:\n%s", want, seen.String())
 	}
+}
+
+// Configurations written for the receiver's first type name still validate,
+// and a type the collector does not know fails: the check is real.
+func TestCollectorAcceptsTheDeprecatedTypeName(t *testing.T) {
+	bin := collectorBinary(t)
+	for _, tt := range []struct {
+		typ string
+		ok  bool
+	}{{"netflow_tcp_end", true}, {"netflowtcpend", true}, {"netflow_tcp_ends", false}} {
+		t.Run(tt.typ, func(t *testing.T) {
+			config := filepath.Join(t.TempDir(), "config.yaml")
+			require.NoError(t, os.WriteFile(config, []byte(fmt.Sprintf(`
+receivers:
+  %[1]s:
+exporters:
+  debug:
+service:
+  pipelines:
+    logs:
+      receivers: [%[1]s]
+      exporters: [debug]
+`, tt.typ)), 0o600))
+			out, err := exec.Command(bin, "validate", "--config", config).CombinedOutput()
+			if tt.ok {
+				assert.NoError(t, err, "%s", out)
+			} else {
+				assert.Error(t, err)
+				assert.Contains(t, string(out), tt.typ)
+			}
+		})
+	}
+}
+
+// collectorBinary is the collector that make test built.
+func collectorBinary(t *testing.T) string {
+	t.Helper()
+	bin := os.Getenv(binaryEnv)
+	if bin == "" {
+		if testenv.InCI() {
+			t.Fatalf("%s is not set; run this through make test, which builds the collector", binaryEnv)
+		}
+		t.Skipf("skipping: %s is not set (make test builds the collector and sets it)", binaryEnv)
+	}
+	return bin
 }
