@@ -54,7 +54,7 @@ generate: $(MDATAGEN)
 	@./scripts/ensure-packages.sh $(CLANG) llvm-19 libbpf-dev linux-libc-dev
 	@$(CLANG) --version | grep -q "clang version $(CLANG_VERSION)" || \
 	  { echo "make generate needs $(CLANG) $(CLANG_VERSION), found: $$($(CLANG) --version | head -1)"; exit 1; }
-	cd bpf && $(GO) generate ./...
+	$(GO) generate ./bpf/ ./internal/bpftest/
 	tmp=$$(mktemp -d) && ln -s $(CURDIR) $$tmp/netflowtcpend && \
 	  (cd $$tmp/netflowtcpend && $(MDATAGEN) metadata.yaml); status=$$?; rm -rf $$tmp; exit $$status
 

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/bpftest"
 	tp "github.com/netflowtcpend/netflowtcpend/internal/testpacket"
 )
 
@@ -180,10 +181,11 @@ func testRunFigures() ([]testRunFigure, error) {
 		{"DNS answer, 120 bytes (ingress)", true, tp.Ethernet(tp.Datagram{Src: resolver, Dst: a, Payload: answer}.IPv4()), 20_000},
 	}
 	var out []testRunFigure
+	ingress, egress := bpftest.Programs(objs)
 	for _, k := range kinds {
-		prog := objs.Egress()
+		prog := egress
 		if k.ingress {
-			prog = objs.Ingress()
+			prog = ingress
 		}
 		_, d, err := prog.Benchmark(k.frame, k.repeat, nil)
 		if err != nil {

@@ -15,6 +15,8 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/objaccess"
 )
 
 var (
@@ -276,6 +278,9 @@ func (o *Objects) NewReader() (*ringbuf.Reader, error) {
 	return rd, nil
 }
 
-// Ingress and Egress are the programs, for BPF_PROG_TEST_RUN.
-func (o *Objects) Ingress() *ebpf.Program { return o.objs.Ingress }
-func (o *Objects) Egress() *ebpf.Program  { return o.objs.Egress }
+func init() {
+	objaccess.Of = func(objects any) objaccess.Handles {
+		o := objects.(*Objects)
+		return objaccess.Handles{Ingress: o.objs.Ingress, Egress: o.objs.Egress, Events: o.objs.Events}
+	}
+}

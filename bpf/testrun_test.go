@@ -146,7 +146,7 @@ func TestTestRunSegments(t *testing.T) {
 			name string
 			prog *ebpf.Program
 			by   EndBy
-		}{{"egress", r.objs.Egress(), EndByLocal}, {"ingress", r.objs.Ingress(), EndByRemote}} {
+		}{{"egress", r.objs.objs.Egress, EndByLocal}, {"ingress", r.objs.objs.Ingress, EndByRemote}} {
 			t.Run(tt.name+"/"+dir.name, func(t *testing.T) {
 				events := r.run(t, dir.prog, tt.frame, 1)
 				if tt.want == nil {
@@ -164,7 +164,7 @@ func TestTestRunSegments(t *testing.T) {
 
 func TestTestRunRetransmittedFINYieldsOneRecord(t *testing.T) {
 	r := newTestRun(t)
-	for _, prog := range []*ebpf.Program{r.objs.Egress(), r.objs.Ingress()} {
+	for _, prog := range []*ebpf.Program{r.objs.objs.Egress, r.objs.objs.Ingress} {
 		frame := tp.Ethernet(seg(v4a, v4b, tp.FIN|tp.ACK, "").IPv4())
 		assert.Len(t, r.run(t, prog, frame, 2), 1)
 		assert.Len(t, r.run(t, prog, frame, 5), 1)
@@ -231,9 +231,9 @@ func TestTestRunDNS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			prog := r.objs.Ingress()
+			prog := r.objs.objs.Ingress
 			if tt.egress {
-				prog = r.objs.Egress()
+				prog = r.objs.objs.Egress
 			}
 			r.pass(t, prog, tt.frame, 1)
 			var msgs []DNSMessage
@@ -272,5 +272,5 @@ func TestTestRunDNS(t *testing.T) {
 func TestTestRunDNSOff(t *testing.T) {
 	r := newTestRunWith(t, Options{RingBufferSize: 1 << 16})
 	frame := tp.Ethernet(tp.Datagram{Src: v4a, Dst: netip.MustParseAddrPort("10.0.0.53:53"), Payload: []byte("q")}.IPv4())
-	assert.Empty(t, r.runDNS(t, r.objs.Egress(), frame))
+	assert.Empty(t, r.runDNS(t, r.objs.objs.Egress, frame))
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/bpftest"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/dnscache"
 	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
@@ -108,7 +109,7 @@ func BenchmarkRingToConsumer(b *testing.B) {
 	rd, err := objs.NewReader()
 	require.NoError(b, err)
 	defer rd.Close()
-	filler, err := objs.NewFiller(benchEvent(0))
+	filler, err := bpftest.NewFiller(objs, benchEvent(0))
 	require.NoError(b, err)
 	defer filler.Close()
 

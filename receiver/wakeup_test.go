@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/bpftest"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
 )
@@ -24,7 +25,7 @@ func TestReaderWakesUpForBurstsNotForEveryRecord(t *testing.T) {
 	defer objs.Close()
 	rd, err := objs.NewReader()
 	require.NoError(t, err)
-	filler, err := objs.NewFiller(benchEvent(1))
+	filler, err := bpftest.NewFiller(objs, benchEvent(1))
 	require.NoError(t, err)
 	defer filler.Close()
 

@@ -1,33 +1,37 @@
 //go:build linux
 
-package bpf
+package bpftest
 
 import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/objaccess"
 )
 
 // Filler writes copies of one record into the ring buffer of loaded
-// Objects. It is for benchmarks of the path from ring buffer to consumer.
+// Objects, each with a cookie of its own.
 type Filler struct {
-	objs benchObjects
+	objs fillerObjects
 }
 
-// NewFiller loads the filler program, writing into o's ring buffer.
-func (o *Objects) NewFiller(e Event) (*Filler, error) {
-	spec, err := loadBench()
+// NewFiller loads the filler program, writing e into o's ring buffer.
+func NewFiller(o *bpf.Objects, e bpf.Event) (*Filler, error) {
+	spec, err := loadFiller()
 	if err != nil {
 		return nil, err
 	}
-	spec.Maps["events"].MaxEntries = o.objs.Events.MaxEntries()
+	events := objaccess.Of(o).Events
+	spec.Maps["events"].MaxEntries = events.MaxEntries()
 	f := &Filler{}
 	if err := spec.LoadAndAssign(&f.objs, &ebpf.CollectionOptions{
-		MapReplacements: map[string]*ebpf.Map{"events": o.objs.Events},
+		MapReplacements: map[string]*ebpf.Map{"events": events},
 	}); err != nil {
 		return nil, fmt.Errorf("load filler: %w", err)
 	}
-	if err := f.objs.Record.Put(uint32(0), e.raw()); err != nil {
+	if err := f.objs.Record.Put(uint32(0), e.Encode()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("set filler record: %w", err)
 	}

@@ -1,9 +1,10 @@
 //go:build ignore
 
-// For benchmarks and tests only: fills the receiver's ring buffer with copies
-// of one record, as fast as BPF_PROG_TEST_RUN repeats it, to measure the
-// receiver from ring buffer to consumer without the network in the way. It
-// wakes the reader as the programs do, with the default threshold (64 KiB).
+// For tests and benchmarks only (package bpftest): fills the receiver's
+// ring buffer with copies of one record, as fast as BPF_PROG_TEST_RUN repeats
+// it, to measure the receiver from ring buffer to consumer without the
+// network in the way. It wakes the reader as the programs do, with the
+// default threshold (64 KiB).
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
