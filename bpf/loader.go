@@ -61,8 +61,8 @@ type Objects struct {
 	// The I/O tracepoint programs that name the owner of accepted
 	// sockets; optional (see Unavailable).
 	ownerProgs []*ebpf.Program
-	// Unavailable says what this kernel could not load, for a warning.
-	Unavailable []string
+	// Unavailable lists what this kernel could not load, for a warning.
+	Unavailable []Unavailable
 	links       []link.Link
 }
 
@@ -78,6 +78,13 @@ type objects struct {
 
 func (o *objects) Close() error {
 	return errors.Join(o.netflowMaps.Close(), o.Ingress.Close(), o.Egress.Close(), o.SockCreate.Close(), o.State.Close())
+}
+
+// Unavailable is an optional program that this kernel did not load.
+type Unavailable struct {
+	Program string // its name in netflow.c
+	Absent  string // what records lack without it
+	Err     error  // why it did not load
 }
 
 // ownerPrograms are optional: their tracepoints are recent.
@@ -130,8 +137,8 @@ func Load(opts Options) (*Objects, error) {
 	for _, name := range ownerPrograms {
 		p, err := loadProgram(spec, name, o.objs.SockStates)
 		if err != nil {
-			o.Unavailable = append(o.Unavailable, fmt.Sprintf(
-				"%s (%v): records of incoming connections name no process", name, err))
+			o.Unavailable = append(o.Unavailable, Unavailable{
+				Program: name, Absent: "the owner process of incoming connections", Err: err})
 			continue
 		}
 		o.ownerProgs = append(o.ownerProgs, p)
@@ -218,10 +225,10 @@ func wrapPermission(err error) error {
 	return err
 }
 
-// Attach attaches both cgroup_skb programs to the cgroup v2 directory at
-// path (only sockets created in that cgroup or below it are watched), and
-// the socket state tracepoint, which only acts on sockets those programs
-// have seen.
+// Attach attaches the cgroup programs (cgroup_skb ingress and egress,
+// sock_create) to the cgroup v2 directory at cgroupPath, so that only
+// sockets created in that cgroup or below it are watched, and the tracepoint
+// programs, which act only on sockets that the cgroup programs gave state.
 func (o *Objects) Attach(cgroupPath string) error {
 	for _, a := range []struct {
 		prog *ebpf.Program

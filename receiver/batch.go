@@ -4,14 +4,15 @@ package receiver
 
 import (
 	"go.opentelemetry.io/collector/pdata/plog"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 )
 
 // Resource attribute keys.
 const (
-	AttrHostName    = "host.name"
-	AttrContainerID = "container.id"
+	AttrHostName    = string(semconv.HostNameKey)
+	AttrContainerID = string(semconv.ContainerIDKey)
 )
 
 // batch collects log records for one ConsumeLogs call, in one ResourceLogs

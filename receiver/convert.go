@@ -8,6 +8,7 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
@@ -16,21 +17,22 @@ import (
 // EventName is the LogRecord EventName of every record.
 const EventName = "netflow.tcp.end"
 
-// Attribute keys (see CONTRACT.md and the README's attribute table).
+// Attribute keys (the README's record table). Semantic-convention keys come
+// from the semconv package; the netflow.* ones have no convention.
 const (
 	AttrDirection          = "netflow.direction"
-	AttrSourceAddress      = "source.address"
-	AttrSourcePort         = "source.port"
-	AttrDestinationAddress = "destination.address"
-	AttrDestinationPort    = "destination.port"
+	AttrSourceAddress      = string(semconv.SourceAddressKey)
+	AttrSourcePort         = string(semconv.SourcePortKey)
+	AttrDestinationAddress = string(semconv.DestinationAddressKey)
+	AttrDestinationPort    = string(semconv.DestinationPortKey)
 	AttrSourceDomains      = "netflow.source.domains"
 	AttrDestinationDomains = "netflow.destination.domains"
-	AttrNetworkTransport   = "network.transport"
-	AttrNetworkType        = "network.type"
-	AttrClientAddress      = "client.address"
-	AttrClientPort         = "client.port"
-	AttrServerAddress      = "server.address"
-	AttrServerPort         = "server.port"
+	AttrNetworkTransport   = string(semconv.NetworkTransportKey)
+	AttrNetworkType        = string(semconv.NetworkTypeKey)
+	AttrClientAddress      = string(semconv.ClientAddressKey)
+	AttrClientPort         = string(semconv.ClientPortKey)
+	AttrServerAddress      = string(semconv.ServerAddressKey)
+	AttrServerPort         = string(semconv.ServerPortKey)
 	AttrEndReason          = "netflow.end.reason"
 	AttrEndBy              = "netflow.end.by"
 	AttrEndError           = "netflow.end.error"
@@ -47,9 +49,13 @@ const (
 	AttrCgroupID           = "netflow.cgroup.id"
 	AttrNetns              = "netflow.netns"
 	AttrStartObserved      = "netflow.start_observed"
-	AttrProcessPID         = "process.pid"
-	AttrProcessExecutable  = "process.executable.name"
+	AttrProcessPID         = string(semconv.ProcessPIDKey)
+	AttrProcessExecutable  = string(semconv.ProcessExecutableNameKey)
 )
+
+// maxAttributes is the most attributes one record carries (every key above),
+// so that a record's attribute map is allocated once.
+const maxAttributes = 31
 
 // converter turns events into log records. It keeps what it can reuse from
 // record to record; it is not safe for concurrent use.
@@ -95,7 +101,7 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 	src, dst := c.text(e.Source.Addr()), c.text(e.Destination.Addr())
 
 	attrs := lr.Attributes()
-	attrs.EnsureCapacity(31)
+	attrs.EnsureCapacity(maxAttributes)
 	attrs.PutStr(AttrDirection, e.Direction.String())
 	attrs.PutStr(AttrSourceAddress, src)
 	attrs.PutInt(AttrSourcePort, int64(e.Source.Port()))

@@ -111,7 +111,8 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 		return err
 	}
 	for _, u := range objs.Unavailable {
-		r.logger.Warn("This kernel lacks an optional program", zap.String("program", u))
+		r.logger.Warn("This kernel cannot load an optional program; records lack what it gives",
+			zap.String("program", u.Program), zap.String("absent", u.Absent), zap.Error(u.Err))
 	}
 	rd, err := objs.NewReader()
 	if err != nil {
