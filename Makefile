@@ -9,6 +9,7 @@ GO    ?= go
 # builder-config.yaml must stay on the same release.
 BUILDER_VERSION  := v0.165.0
 MDATAGEN_VERSION := v0.159.0
+GOLANGCI_VERSION := v2.15.0
 CLANG            := clang-19
 CLANG_VERSION    := 19.1.7
 
@@ -18,9 +19,10 @@ FUZZTIME ?= 15s
 TOOLS    := $(CURDIR)/.tools
 BUILDER  := $(TOOLS)/builder
 MDATAGEN := $(TOOLS)/mdatagen
+GOLANGCI := $(TOOLS)/golangci-lint
 BINARY   := $(CURDIR)/dist/otelcol-netflowtcpend
 
-.PHONY: all build run test generate bench tools clean
+.PHONY: all build run test unit lint cross generate bench tools clean
 
 all: build
 
@@ -36,7 +38,10 @@ $(MDATAGEN):
 	  $(GO) get go.opentelemetry.io/collector/cmd/mdatagen@$(MDATAGEN_VERSION) && \
 	  $(GO) build -o $(MDATAGEN) go.opentelemetry.io/collector/cmd/mdatagen
 
-tools: $(BUILDER) $(MDATAGEN)
+$(GOLANGCI):
+	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
+
+tools: $(BUILDER) $(MDATAGEN) $(GOLANGCI)
 
 # build: the collector distribution, with ocb.
 build: $(BUILDER)
@@ -66,6 +71,21 @@ test: build
 	$(GO) vet ./...
 	NETFLOWTCPEND_BINARY=$(BINARY) $(GO) test -count=1 -timeout 15m ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzObserve$$' -fuzztime $(FUZZTIME) ./internal/dnscache/
+
+# unit: the quick edit-test loop: unit tests only (-short skips the tests
+# that load BPF programs or run the built collector), no ocb build, no root.
+unit:
+	$(GO) test -short -count=1 ./...
+
+# lint: golangci-lint (pinned, installed into .tools/) with .golangci.yaml.
+lint: $(GOLANGCI)
+	$(GOLANGCI) run ./...
+
+# cross: the component builds and vets wherever the collector builds; off
+# Linux its Start fails (factory_others.go).
+cross:
+	GOOS=darwin $(GO) build ./... && GOOS=darwin $(GO) vet ./...
+	GOOS=windows $(GO) build ./... && GOOS=windows $(GO) vet ./...
 
 # bench: what the receiver costs the host and whether it loses records, as
 # one table (needs root; takes a few minutes; not part of make test).

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	flowreceiver "github.com/netflowtcpend/netflowtcpend/receiver"
@@ -17,7 +18,7 @@ func TestValidateAcceptsCgroupV2Directories(t *testing.T) {
 	}
 	cfg := flowreceiver.DefaultConfig()
 	cfg.CgroupPath = root
-	assert.NoError(t, cfg.Validate())
+	require.NoError(t, cfg.Validate())
 
 	// A file inside the cgroup filesystem is not a cgroup.
 	cfg.CgroupPath = filepath.Join(root, "cgroup.procs")

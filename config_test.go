@@ -99,7 +99,7 @@ func TestLoadConfig(t *testing.T) {
 func TestDefaultConfigIsValidAndWatchesTheRoot(t *testing.T) {
 	cfg := flowreceiver.DefaultConfig()
 	assert.Empty(t, cfg.CgroupPath, "empty means the cgroup v2 root, found at start")
-	assert.NoError(t, cfg.Validate())
+	require.NoError(t, cfg.Validate())
 	assert.LessOrEqual(t, cfg.FlushInterval, time.Second, "records must reach the pipeline within a second")
 	assert.True(t, cfg.Filters.ExcludeSelf, "the collector's own connections are left out by default")
 }

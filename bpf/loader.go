@@ -49,7 +49,8 @@ type Options struct {
 	WakeupBytes int
 }
 
-// DefaultWakeupBytes: about 350 connection-end records.
+// DefaultWakeupBytes is the default Options.WakeupBytes: about 350
+// connection-end records.
 const DefaultWakeupBytes = 64 << 10
 
 // MaxDNSPayload is the largest DNSPayloadLimit (DNS_PAYLOAD_MAX).
@@ -172,6 +173,7 @@ func loadError(err error) error {
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
 		// The last lines of the log say why.
+		//nolint:errorlint // %+v prints the verifier's whole log; callers test for ErrUnsupportedKernel
 		return fmt.Errorf("load bpf objects: %w (verifier: %+v)", ErrUnsupportedKernel, ve)
 	}
 	return fmt.Errorf("load bpf objects: %w", wrapPermission(err))

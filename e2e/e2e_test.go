@@ -67,7 +67,7 @@ func TestCollectorExportsConnectionEndsOverOTLPHTTP(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	srv := &http.Server{Handler: otlpsink.Handler(sink.consume)}
-	go srv.Serve(ln)
+	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
 
 	cg := testnet.NewCgroup(t)
@@ -160,7 +160,7 @@ service:
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	select {
 	case err := <-exited:
-		assert.NoError(t, err, "the collector must shut down cleanly")
+		require.NoError(t, err, "the collector must shut down cleanly")
 	case <-time.After(20 * time.Second):
 		t.Fatal("the collector did not stop after SIGTERM")
 	}
@@ -222,7 +222,7 @@ service:
 			if tt.ok {
 				assert.NoError(t, err, "%s", out)
 			} else {
-				assert.Error(t, err)
+				require.Error(t, err)
 				assert.Contains(t, string(out), tt.typ)
 			}
 		})
@@ -232,6 +232,9 @@ service:
 // collectorBinary is the collector that make test built.
 func collectorBinary(t *testing.T) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("skipping under -short: this test runs the built collector (make test runs it)")
+	}
 	bin := os.Getenv(binaryEnv)
 	if bin == "" {
 		if testenv.InCI() {

@@ -43,6 +43,7 @@ func benchEvent(i int) bpf.Event {
 // learnBenchNames gives the destinations of benchEvent names, as a resolver
 // answer would.
 func learnBenchNames(b *testing.B, c *dnscache.Cache) {
+	b.Helper()
 	for i := range 16 {
 		name := fmt.Sprintf("www%d.example.com", i)
 		q := dnsmessage.NewBuilder(nil, dnsmessage.Header{ID: uint16(i)})

@@ -87,6 +87,7 @@ type FilterConfig struct {
 // a record's direction compares without a conversion table.
 type Direction uint8
 
+// Directions, as the README defines them.
 const (
 	DirectionUnknown  Direction = 0 // the receiver could not tell (see the README)
 	DirectionIncoming Direction = 1 // accepted from a listener

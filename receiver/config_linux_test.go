@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 )
@@ -23,9 +24,9 @@ func TestConfigMatchesTheKernelPrograms(t *testing.T) {
 func TestDirectionText(t *testing.T) {
 	for _, name := range []string{"incoming", "outgoing", "unknown"} {
 		var d Direction
-		assert.NoError(t, d.UnmarshalText([]byte(name)))
+		require.NoError(t, d.UnmarshalText([]byte(name)))
 		text, err := d.MarshalText()
-		assert.NoError(t, err)
+		require.NoError(t, err)
 		assert.Equal(t, name, string(text))
 	}
 	var d Direction

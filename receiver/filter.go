@@ -51,7 +51,7 @@ func (f *filters) keep(e *bpf.Event, cgPath string) bool {
 		return false
 	}
 	ex := &f.exclude
-	return !(ex.matchPort(e) || ex.matchAddr(e) || ex.matchDirection(e) || matchCgroup(f.excludeCgroups, cgPath))
+	return !ex.matchPort(e) && !ex.matchAddr(e) && !ex.matchDirection(e) && !matchCgroup(f.excludeCgroups, cgPath)
 }
 
 func (c *FilterConfig) matchPort(e *bpf.Event) bool {

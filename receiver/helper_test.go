@@ -18,6 +18,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
 )
@@ -40,7 +41,8 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	// The read loop and everything Start begins must end with Shutdown.
+	goleak.VerifyTestMain(m)
 }
 
 // runHelper serves or connects, says what its socket is, and waits for

@@ -122,6 +122,7 @@ type transport struct {
 }
 
 func transports(t *testing.T) []transport {
+	t.Helper()
 	a, b := testnet.NewVethPair(t)
 	return []transport{
 		loopback4,
@@ -411,7 +412,7 @@ func connectRefused(client netip.Addr, server netip.AddrPort) (netip.AddrPort, u
 		return netip.AddrPort{}, 0, err
 	}
 	if err := unix.Connect(fd, remote); !errors.Is(err, unix.ECONNREFUSED) {
-		return netip.AddrPort{}, 0, fmt.Errorf("connect to %s: want ECONNREFUSED, got %v", server, err)
+		return netip.AddrPort{}, 0, fmt.Errorf("connect to %s: want ECONNREFUSED, got %w", server, err)
 	}
 	sa, err := unix.Getsockname(fd)
 	if err != nil {

@@ -37,6 +37,7 @@ func (f *flakyConsumer) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 func (f *flakyConsumer) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
 
 func loopWithOneRecord(t *testing.T, next consumer.Logs) *readLoop {
+	t.Helper()
 	r := newTestReceiver(t, testConfig, next)
 	l := &readLoop{r: r, batch: newBatch("host", 16)}
 	e := bpf.Event{

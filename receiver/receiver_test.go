@@ -45,7 +45,7 @@ func TestStartRejectsPathsThatAreNotCgroupV2(t *testing.T) {
 		s := testConfig
 		s.CgroupPath = tt.path
 		r := newTestReceiver(t, s, consumertest.NewNop())
-		assert.ErrorContains(t, r.Start(context.Background(), nil), tt.wantErr)
+		require.ErrorContains(t, r.Start(context.Background(), nil), tt.wantErr)
 		assert.NoError(t, r.Shutdown(context.Background()))
 	}
 }
@@ -53,7 +53,7 @@ func TestStartRejectsPathsThatAreNotCgroupV2(t *testing.T) {
 func TestStartAndShutdownTwice(t *testing.T) {
 	h := newHarness(t)
 	h.start()
-	assert.Error(t, h.rcv.Start(context.Background(), nil), "a second Start must fail, not attach twice")
+	require.Error(t, h.rcv.Start(context.Background(), nil), "a second Start must fail, not attach twice")
 	assert.NoError(t, h.rcv.Shutdown(context.Background()))
 	assert.NoError(t, h.rcv.Shutdown(context.Background()))
 }

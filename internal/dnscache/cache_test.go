@@ -322,16 +322,31 @@ func TestTruncatedCopiesAreIncomplete(t *testing.T) {
 
 func TestConcurrentUse(t *testing.T) {
 	c := New(Config{MaxAddresses: 64, MaxNames: 4, QueryTimeout: time.Minute})
+	// The messages are built here: require may only stop this goroutine.
+	type step struct {
+		at            uint64
+		query, answer []byte
+		addr          netip.Addr
+	}
+	steps := make([][]step, 8)
+	for g := range steps {
+		for i := range 200 {
+			a := fmt.Sprintf("10.20.%d.%d", g, i%100)
+			n := fmt.Sprintf("c%d-%d.test", g, i)
+			steps[g] = append(steps[g], step{at: uint64(i+1) * sec, addr: addr(a),
+				query:  build(t, uint16(i), false, n, dnsmessage.TypeA),
+				answer: build(t, uint16(i), true, n, dnsmessage.TypeA, rr{owner: n, addr: a, ttl: 60})})
+		}
+	}
 	var wg sync.WaitGroup
-	for g := range 8 {
+	for g, steps := range steps {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := range 200 {
-				a := fmt.Sprintf("10.20.%d.%d", g, i%100)
-				n := fmt.Sprintf("c%d-%d.test", g, i)
-				exchange(t, c, uint64(i+1)*sec, uint64(g), uint16(i), n, dnsmessage.TypeA, rr{owner: n, addr: a, ttl: 60})
-				assert.LessOrEqual(t, len(c.Names(0, addr(a), 0, uint64(i+1)*sec)), 4)
+			for _, s := range steps {
+				c.Observe(Message{TimeNs: s.at, Cookie: uint64(g), Source: client, Dest: server, Sent: true, Payload: s.query})
+				c.Observe(Message{TimeNs: s.at + 1000, Cookie: uint64(g), Source: server, Dest: client, Payload: s.answer})
+				assert.LessOrEqual(t, len(c.Names(0, s.addr, 0, s.at)), 4)
 				_ = c.Stats()
 			}
 		}()

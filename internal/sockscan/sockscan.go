@@ -25,6 +25,7 @@ import (
 // Direction of a socket's connection, from the local socket's view.
 type Direction int
 
+// Directions a scan tells apart.
 const (
 	Unknown Direction = iota
 	Incoming
