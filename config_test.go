@@ -39,6 +39,9 @@ func TestLoadConfig(t *testing.T) {
 		Exclude: flowreceiver.FilterConfig{Ports: []int{22}},
 	}
 
+	lean := flowreceiver.DefaultConfig()
+	lean.Attributes.Exclude = []string{"netflow.socket.cookie", "netflow.cgroup.id"}
+
 	dnsOff := flowreceiver.DefaultConfig()
 	dnsOff.DNS.Enabled = false
 	dnsOff.DNS.MaxNames = 0 // not checked while DNS is off
@@ -52,6 +55,9 @@ func TestLoadConfig(t *testing.T) {
 		{id: "custom", want: custom},
 		{id: "dns_off", want: dnsOff},
 		{id: "filters", want: filters},
+		{id: "attributes", want: lean},
+		{id: "attributes_bad", wantErr: `attributes.exclude: "source.port" is a field of the event itself and cannot be left out` + "\n" +
+			`attributes.exclude: "netflow.pid" is not an attribute of this receiver; the attributes are: network.transport,`},
 		{id: "filters_bad", wantErr: "filters.include.ports: 0 is not a port (1 to 65535)\n" +
 			"filters.include.ports: 70000 is not a port (1 to 65535)\n" +
 			"filters.exclude.cgroups: \"sys/fs/cgroup\" must be an absolute path\n" +

@@ -34,6 +34,9 @@ type Config struct {
 	// Filters choose which connection ends become records.
 	Filters FiltersConfig `mapstructure:"filters"`
 
+	// Attributes choose the optional attributes of records.
+	Attributes AttributesConfig `mapstructure:"attributes"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -187,6 +190,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.Filters.Include.validate("filters.include")...)
 	errs = append(errs, c.Filters.Exclude.validate("filters.exclude")...)
+	errs = append(errs, c.Attributes.validate()...)
 	return errors.Join(errs...)
 }
 

@@ -8,7 +8,6 @@ import (
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
@@ -17,51 +16,12 @@ import (
 // EventName is the LogRecord EventName of every record.
 const EventName = "netflow.tcp.end"
 
-// Attribute keys (the README's record table). Semantic-convention keys come
-// from the semconv package; the netflow.* ones have no convention.
-const (
-	AttrDirection          = "netflow.direction"
-	AttrSourceAddress      = string(semconv.SourceAddressKey)
-	AttrSourcePort         = string(semconv.SourcePortKey)
-	AttrDestinationAddress = string(semconv.DestinationAddressKey)
-	AttrDestinationPort    = string(semconv.DestinationPortKey)
-	AttrSourceDomains      = "netflow.source.domains"
-	AttrDestinationDomains = "netflow.destination.domains"
-	AttrNetworkTransport   = string(semconv.NetworkTransportKey)
-	AttrNetworkType        = string(semconv.NetworkTypeKey)
-	AttrClientAddress      = string(semconv.ClientAddressKey)
-	AttrClientPort         = string(semconv.ClientPortKey)
-	AttrServerAddress      = string(semconv.ServerAddressKey)
-	AttrServerPort         = string(semconv.ServerPortKey)
-	AttrEndReason          = "netflow.end.reason"
-	AttrEndBy              = "netflow.end.by"
-	AttrEndError           = "netflow.end.error"
-	AttrEstablished        = "netflow.established"
-	AttrStartTime          = "netflow.start_time_unix_nano"
-	AttrDuration           = "netflow.duration"
-	AttrBytesSent          = "netflow.bytes.sent"
-	AttrBytesReceived      = "netflow.bytes.received"
-	AttrSegmentsSent       = "netflow.segments.sent"
-	AttrSegmentsReceived   = "netflow.segments.received"
-	AttrRTT                = "netflow.tcp.rtt"
-	AttrRetransmissions    = "netflow.tcp.retransmissions"
-	AttrSocketCookie       = "netflow.socket.cookie"
-	AttrCgroupID           = "netflow.cgroup.id"
-	AttrNetns              = "netflow.netns"
-	AttrStartObserved      = "netflow.start_observed"
-	AttrProcessPID         = string(semconv.ProcessPIDKey)
-	AttrProcessExecutable  = string(semconv.ProcessExecutableNameKey)
-)
-
-// maxAttributes is the most attributes one record carries (every key above),
-// so that a record's attribute map is allocated once.
-const maxAttributes = 31
-
 // converter turns events into log records. It keeps what it can reuse from
 // record to record; it is not safe for concurrent use.
 type converter struct {
 	clock clock
-	body  []byte // the summary is built here before it becomes a string
+	attrs attributeSet // what records carry
+	body  []byte       // the summary is built here before it becomes a string
 	// The text of recently seen addresses: servers and clients repeat.
 	addrText map[netip.Addr]string
 }
@@ -99,9 +59,11 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 	c.body = appendSummary(c.body[:0], e)
 	lr.Body().SetStr(string(c.body))
 	src, dst := c.text(e.Source.Addr()), c.text(e.Destination.Addr())
+	set := c.attrs
 
 	attrs := lr.Attributes()
-	attrs.EnsureCapacity(maxAttributes)
+	attrs.EnsureCapacity(int(numAttributes))
+	// The event's own fields, always.
 	attrs.PutStr(AttrDirection, e.Direction.String())
 	attrs.PutStr(AttrSourceAddress, src)
 	attrs.PutInt(AttrSourcePort, int64(e.Source.Port()))
@@ -109,55 +71,143 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 	attrs.PutInt(AttrDestinationPort, int64(e.Destination.Port()))
 	putStrings(attrs.PutEmptySlice(AttrSourceDomains), srcNames)
 	putStrings(attrs.PutEmptySlice(AttrDestinationDomains), dstNames)
-	attrs.PutStr(AttrNetworkTransport, "tcp")
-	if e.Source.Addr().Is4() {
-		attrs.PutStr(AttrNetworkType, "ipv4")
-	} else {
-		attrs.PutStr(AttrNetworkType, "ipv6")
+
+	if set.has(attrNetworkTransport) {
+		attrs.PutStr(AttrNetworkTransport, "tcp")
+	}
+	if set.has(attrNetworkType) {
+		if e.Source.Addr().Is4() {
+			attrs.PutStr(AttrNetworkType, "ipv4")
+		} else {
+			attrs.PutStr(AttrNetworkType, "ipv6")
+		}
+	}
+	// The local socket's own view, whoever ended or opened the connection.
+	local, localText, peer, peerText := e.Source, src, e.Destination, dst
+	if e.EndBy != bpf.EndByLocal {
+		local, localText, peer, peerText = peer, peerText, local, localText
+	}
+	if set.has(attrLocalAddress) {
+		attrs.PutStr(AttrLocalAddress, localText)
+	}
+	if set.has(attrLocalPort) {
+		attrs.PutInt(AttrLocalPort, int64(local.Port()))
+	}
+	if set.has(attrPeerAddress) {
+		attrs.PutStr(AttrPeerAddress, peerText)
+	}
+	if set.has(attrPeerPort) {
+		attrs.PutInt(AttrPeerPort, int64(peer.Port()))
 	}
 	if e.Direction != bpf.DirectionUnknown {
 		// The client is the connecting side: the local one for outgoing.
-		clientIsSource := (e.Direction == bpf.DirectionOutgoing) == (e.EndBy == bpf.EndByLocal)
-		client, clientText, server, serverText := e.Source, src, e.Destination, dst
-		if !clientIsSource {
-			client, clientText, server, serverText = server, serverText, client, clientText
+		client, clientText, server, serverText := local, localText, peer, peerText
+		if e.Direction == bpf.DirectionIncoming {
+			client, clientText, server, serverText = peer, peerText, local, localText
 		}
-		attrs.PutStr(AttrClientAddress, clientText)
-		attrs.PutInt(AttrClientPort, int64(client.Port()))
-		attrs.PutStr(AttrServerAddress, serverText)
-		attrs.PutInt(AttrServerPort, int64(server.Port()))
+		if set.has(attrClientAddress) {
+			attrs.PutStr(AttrClientAddress, clientText)
+		}
+		if set.has(attrClientPort) {
+			attrs.PutInt(AttrClientPort, int64(client.Port()))
+		}
+		if set.has(attrServerAddress) {
+			attrs.PutStr(AttrServerAddress, serverText)
+		}
+		if set.has(attrServerPort) {
+			attrs.PutInt(AttrServerPort, int64(server.Port()))
+		}
 	}
-	attrs.PutStr(AttrEndReason, e.EndReason.String())
-	attrs.PutStr(AttrEndBy, e.EndBy.String())
-	if e.Error != 0 {
+	if set.has(attrEndReason) {
+		attrs.PutStr(AttrEndReason, e.EndReason.String())
+	}
+	if set.has(attrEndBy) {
+		attrs.PutStr(AttrEndBy, e.EndBy.String())
+	}
+	if e.Error != 0 && set.has(attrEndError) {
 		attrs.PutStr(AttrEndError, unix.ErrnoName(unix.Errno(e.Error)))
 	}
-	attrs.PutBool(AttrEstablished, e.Established())
+	if t := errorType(e); t != "" && set.has(attrErrorType) {
+		attrs.PutStr(AttrErrorType, t)
+	}
+	if set.has(attrEstablished) {
+		attrs.PutBool(AttrEstablished, e.Established())
+	}
 	startObserved := e.StartNs != 0 && e.StartNs <= e.TimeNs
-	attrs.PutBool(AttrStartObserved, startObserved)
+	if set.has(attrStartObserved) {
+		attrs.PutBool(AttrStartObserved, startObserved)
+	}
 	if startObserved {
-		attrs.PutInt(AttrStartTime, int64(clk.wall(e.StartNs)))
-		attrs.PutDouble(AttrDuration, time.Duration(e.TimeNs-e.StartNs).Seconds())
+		if set.has(attrStartTime) {
+			attrs.PutInt(AttrStartTime, int64(clk.wall(e.StartNs)))
+		}
+		if set.has(attrDuration) {
+			attrs.PutDouble(AttrDuration, time.Duration(e.TimeNs-e.StartNs).Seconds())
+		}
 	}
 	if e.PID != 0 {
-		attrs.PutInt(AttrProcessPID, int64(e.PID))
-		if e.Executable != "" {
+		if set.has(attrProcessPID) {
+			attrs.PutInt(AttrProcessPID, int64(e.PID))
+		}
+		if e.Executable != "" && set.has(attrProcessExecutable) {
 			attrs.PutStr(AttrProcessExecutable, e.Executable)
 		}
 	}
-	attrs.PutInt(AttrBytesSent, int64(e.BytesSent))
-	attrs.PutInt(AttrBytesReceived, int64(e.BytesReceived))
-	attrs.PutInt(AttrSegmentsSent, int64(e.SegsSent))
-	attrs.PutInt(AttrSegmentsReceived, int64(e.SegsReceived))
-	if e.SRTTMicros != 0 {
+	if set.has(attrBytesSent) {
+		attrs.PutInt(AttrBytesSent, int64(e.BytesSent))
+	}
+	if set.has(attrBytesReceived) {
+		attrs.PutInt(AttrBytesReceived, int64(e.BytesReceived))
+	}
+	if set.has(attrSegmentsSent) {
+		attrs.PutInt(AttrSegmentsSent, int64(e.SegsSent))
+	}
+	if set.has(attrSegmentsReceived) {
+		attrs.PutInt(AttrSegmentsReceived, int64(e.SegsReceived))
+	}
+	if e.SRTTMicros != 0 && set.has(attrRTT) {
 		attrs.PutDouble(AttrRTT, float64(e.SRTTMicros)/1e6)
 	}
-	attrs.PutInt(AttrRetransmissions, int64(e.Retransmits))
-	attrs.PutInt(AttrSocketCookie, int64(e.Cookie))
-	attrs.PutInt(AttrCgroupID, int64(e.CgroupID))
-	if e.Netns != 0 {
+	if set.has(attrRetransmissions) {
+		attrs.PutInt(AttrRetransmissions, int64(e.Retransmits))
+	}
+	if set.has(attrSocketCookie) {
+		attrs.PutInt(AttrSocketCookie, int64(e.Cookie))
+	}
+	if set.has(attrCgroupID) {
+		attrs.PutInt(AttrCgroupID, int64(e.CgroupID))
+	}
+	if e.Netns != 0 && set.has(attrNetns) {
 		attrs.PutInt(AttrNetns, int64(e.Netns))
 	}
+}
+
+// errorType is the error.type of an end that is a failure, with the
+// low-cardinality values the semantic conventions ask for; "" for an end
+// that is not one (a FIN, a RST of an established connection, a close).
+func errorType(e *bpf.Event) string {
+	switch e.EndReason {
+	case bpf.EndTimeout:
+		return "timeout"
+	case bpf.EndRST:
+		if e.EndBy == bpf.EndByRemote && !e.Established() {
+			return "connection_refused" // a RST answered the SYN
+		}
+	case bpf.EndAbort:
+		switch unix.Errno(e.Error) {
+		case unix.ECONNREFUSED:
+			return "connection_refused" // an ICMP port unreachable
+		case unix.EHOSTUNREACH:
+			return "host_unreachable"
+		case unix.ENETUNREACH:
+			return "network_unreachable"
+		case unix.ETIMEDOUT:
+			return "timeout"
+		default:
+			return "_OTHER"
+		}
+	}
+	return ""
 }
 
 // appendSummary writes the one-line body for people reading a console, e.g.

@@ -16,7 +16,7 @@ import (
 
 func TestAppendRecord(t *testing.T) {
 	clk := clock{offset: 1_700_000_000_000_000_000}
-	conv := converter{clock: clk}
+	conv := converter{clock: clk, attrs: allAttributes}
 	observed := pcommon.Timestamp(1_700_000_123_000_000_000)
 	counters := func(e bpf.Event) bpf.Event {
 		e.BytesSent, e.BytesReceived, e.SegsSent, e.SegsReceived, e.Retransmits, e.SRTTMicros = 1000, 2000, 7, 8, 1, 1500
@@ -50,6 +50,8 @@ func TestAppendRecord(t *testing.T) {
 				"netflow.source.domains":      []any{},
 				"netflow.destination.domains": []any{"www.example.com", "example.com.cdn.net"},
 				"network.transport":           "tcp", "network.type": "ipv4",
+				"network.local.address": "10.0.0.1", "network.local.port": int64(40000),
+				"network.peer.address": "93.184.216.34", "network.peer.port": int64(443),
 				"client.address": "10.0.0.1", "client.port": int64(40000),
 				"server.address": "93.184.216.34", "server.port": int64(443),
 				"netflow.end.reason": "fin", "netflow.end.by": "local", "netflow.established": true,
@@ -79,6 +81,8 @@ func TestAppendRecord(t *testing.T) {
 				"netflow.source.domains":      []any{"client.example.org"},
 				"netflow.destination.domains": []any{"server.example.org"},
 				"network.transport":           "tcp", "network.type": "ipv6",
+				"network.local.address": "2001:db8::1", "network.local.port": int64(8080),
+				"network.peer.address": "2001:db8::2", "network.peer.port": int64(51000),
 				"client.address": "2001:db8::2", "client.port": int64(51000),
 				"server.address": "2001:db8::1", "server.port": int64(8080),
 				"netflow.end.reason": "rst", "netflow.end.by": "remote", "netflow.established": true,
@@ -106,9 +110,12 @@ func TestAppendRecord(t *testing.T) {
 				"destination.address": "10.0.0.1", "destination.port": int64(41000),
 				"netflow.source.domains": []any{}, "netflow.destination.domains": []any{},
 				"network.transport": "tcp", "network.type": "ipv4",
+				"network.local.address": "10.0.0.1", "network.local.port": int64(41000),
+				"network.peer.address": "10.0.0.2", "network.peer.port": int64(80),
 				"client.address": "10.0.0.1", "client.port": int64(41000),
 				"server.address": "10.0.0.2", "server.port": int64(80),
 				"netflow.end.reason": "rst", "netflow.end.by": "remote", "netflow.established": false,
+				"error.type":                   "connection_refused",
 				"netflow.start_time_unix_nano": int64(1_700_000_004_999_000_000), "netflow.duration": 0.001,
 				"netflow.bytes.sent": int64(0), "netflow.bytes.received": int64(0),
 				"netflow.segments.sent": int64(0), "netflow.segments.received": int64(0),
@@ -134,9 +141,12 @@ func TestAppendRecord(t *testing.T) {
 				"destination.address": "192.0.2.1", "destination.port": int64(443),
 				"netflow.source.domains": []any{}, "netflow.destination.domains": []any{},
 				"network.transport": "tcp", "network.type": "ipv4",
+				"network.local.address": "10.0.0.1", "network.local.port": int64(42000),
+				"network.peer.address": "192.0.2.1", "network.peer.port": int64(443),
 				"client.address": "10.0.0.1", "client.port": int64(42000),
 				"server.address": "192.0.2.1", "server.port": int64(443),
 				"netflow.end.reason": "timeout", "netflow.end.by": "local", "netflow.end.error": "ETIMEDOUT",
+				"error.type":                   "timeout",
 				"netflow.established":          false,
 				"netflow.start_time_unix_nano": int64(1_700_000_002_000_000_000), "netflow.duration": 3.0,
 				"netflow.bytes.sent": int64(0), "netflow.bytes.received": int64(0),
@@ -162,6 +172,8 @@ func TestAppendRecord(t *testing.T) {
 				"destination.address": "127.0.0.1", "destination.port": int64(6000),
 				"netflow.source.domains": []any{}, "netflow.destination.domains": []any{},
 				"network.transport": "tcp", "network.type": "ipv4",
+				"network.local.address": "127.0.0.1", "network.local.port": int64(6000),
+				"network.peer.address": "127.0.0.1", "network.peer.port": int64(5000),
 				"netflow.end.reason": "fin", "netflow.end.by": "remote", "netflow.established": true,
 				"netflow.bytes.sent": int64(0), "netflow.bytes.received": int64(0),
 				"netflow.segments.sent": int64(0), "netflow.segments.received": int64(0),
@@ -218,4 +230,64 @@ func TestAppendRecordReusesBodyBuffer(t *testing.T) {
 	assert.Equal(t, "unknown tcp 10.0.0.1:1 -> 10.0.0.2:2 ended by local FIN", lrs.At(0).Body().Str(),
 		"an earlier body must not change when the buffer is reused")
 	assert.Equal(t, "unknown tcp 10.0.0.3:3 -> 10.0.0.2:2 ended by local FIN", lrs.At(1).Body().Str())
+}
+
+// Every attribute but the event's own fields can be left out, and then is.
+func TestAttributesCanBeLeftOut(t *testing.T) {
+	e := bpf.Event{
+		TimeNs: 5_500_000_000, StartNs: 4_000_000_000, Cookie: 77, CgroupID: 1234, Netns: 4026531840,
+		Source:      netip.MustParseAddrPort("10.0.0.1:40000"),
+		Destination: netip.MustParseAddrPort("93.184.216.34:443"),
+		Direction:   bpf.DirectionOutgoing, EndBy: bpf.EndByLocal, EndReason: bpf.EndTimeout, State: 2, Error: 110,
+		SRTTMicros: 100, PID: 4242, Executable: "curl",
+	}
+	full := plog.NewLogRecordSlice()
+	(&converter{attrs: allAttributes}).append(full, &e, nil, nil, 0)
+	assert.Equal(t, int(numAttributes), full.At(0).Attributes().Len(), "this event carries every attribute")
+
+	cfg := AttributesConfig{Exclude: optionalAttributeKeys()}
+	require.Empty(t, cfg.validate())
+	minimal := plog.NewLogRecordSlice()
+	(&converter{attrs: cfg.set()}).append(minimal, &e, nil, nil, 0)
+	var keys []string
+	for k := range minimal.At(0).Attributes().All() {
+		keys = append(keys, k)
+	}
+	assert.Equal(t, []string{AttrDirection, AttrSourceAddress, AttrSourcePort, AttrDestinationAddress,
+		AttrDestinationPort, AttrSourceDomains, AttrDestinationDomains}, keys)
+
+	one := plog.NewLogRecordSlice()
+	(&converter{attrs: AttributesConfig{Exclude: []string{AttrSocketCookie}}.set()}).append(one, &e, nil, nil, 0)
+	_, ok := one.At(0).Attributes().Get(AttrSocketCookie)
+	assert.False(t, ok)
+	assert.Equal(t, int(numAttributes)-1, one.At(0).Attributes().Len())
+}
+
+func TestAttributeExclusionsAreChecked(t *testing.T) {
+	errs := AttributesConfig{Exclude: []string{"source.address", "netflow.cookie", AttrRTT}}.validate()
+	require.Len(t, errs, 2)
+	require.EqualError(t, errs[0], `attributes.exclude: "source.address" is a field of the event itself and cannot be left out`)
+	assert.ErrorContains(t, errs[1], `attributes.exclude: "netflow.cookie" is not an attribute of this receiver; the attributes are: network.transport, network.type,`)
+}
+
+func TestErrorType(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		event bpf.Event
+		want  string
+	}{
+		{"FIN", bpf.Event{EndReason: bpf.EndFIN, EndBy: bpf.EndByRemote, State: 1}, ""},
+		{"RST of an established connection", bpf.Event{EndReason: bpf.EndRST, EndBy: bpf.EndByRemote, State: 1}, ""},
+		{"refused connect", bpf.Event{EndReason: bpf.EndRST, EndBy: bpf.EndByRemote, State: 2}, "connection_refused"},
+		{"timeout", bpf.Event{EndReason: bpf.EndTimeout, EndBy: bpf.EndByLocal, State: 2, Error: 110}, "timeout"},
+		{"ICMP port unreachable", bpf.Event{EndReason: bpf.EndAbort, Error: 111}, "connection_refused"},
+		{"ICMP host unreachable", bpf.Event{EndReason: bpf.EndAbort, Error: 113}, "host_unreachable"},
+		{"ICMP network unreachable", bpf.Event{EndReason: bpf.EndAbort, Error: 101}, "network_unreachable"},
+		{"killed with ss -K", bpf.Event{EndReason: bpf.EndAbort, Error: 103}, "_OTHER"},
+		{"connect given up", bpf.Event{EndReason: bpf.EndClosed, EndBy: bpf.EndByLocal, State: 2}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Equal(t, tt.want, errorType(&tt.event))
+		})
+	}
 }

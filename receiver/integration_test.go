@@ -41,6 +41,8 @@ type record struct {
 	Direction string
 	Source    string // address:port
 	Dest      string
+	Local     string // network.local.*: the socket's own address:port
+	Peer      string // network.peer.*
 	EndBy     string
 	Reason    string
 	NetType   string
@@ -93,11 +95,16 @@ func (h *harness) stop() []record {
 		a := lr.Attributes()
 		str := func(key string) string { v, _ := a.Get(key); return v.AsString() }
 		num := func(key string) int64 { v, _ := a.Get(key); return v.Int() }
+		addrPort := func(addrKey, portKey string) string {
+			return netip.AddrPortFrom(netip.MustParseAddr(str(addrKey)), uint16(num(portKey))).String()
+		}
 		out = append(out, record{
 			Cookie:    uint64(num(AttrSocketCookie)),
 			Direction: str(AttrDirection),
-			Source:    netip.AddrPortFrom(netip.MustParseAddr(str(AttrSourceAddress)), uint16(num(AttrSourcePort))).String(),
-			Dest:      netip.AddrPortFrom(netip.MustParseAddr(str(AttrDestinationAddress)), uint16(num(AttrDestinationPort))).String(),
+			Source:    addrPort(AttrSourceAddress, AttrSourcePort),
+			Dest:      addrPort(AttrDestinationAddress, AttrDestinationPort),
+			Local:     addrPort(AttrLocalAddress, AttrLocalPort),
+			Peer:      addrPort(AttrPeerAddress, AttrPeerPort),
 			EndBy:     str(AttrEndBy),
 			Reason:    str(AttrEndReason),
 			NetType:   str(AttrNetworkType),
@@ -238,7 +245,8 @@ func requireReset(t *testing.T, c net.Conn) {
 }
 
 func (c *conn) clientRecord(dir, endBy, reason, netType string) record {
-	r := record{Cookie: c.clientCookie, Direction: dir, EndBy: endBy, Reason: reason, NetType: netType, Netns: c.clientNetns}
+	r := record{Cookie: c.clientCookie, Direction: dir, EndBy: endBy, Reason: reason, NetType: netType, Netns: c.clientNetns,
+		Local: c.clientAddr.String(), Peer: c.serverAddr.String()}
 	r.Source, r.Dest = c.clientAddr.String(), c.serverAddr.String()
 	if endBy == "remote" {
 		r.Source, r.Dest = c.serverAddr.String(), c.clientAddr.String()
@@ -247,7 +255,8 @@ func (c *conn) clientRecord(dir, endBy, reason, netType string) record {
 }
 
 func (c *conn) serverRecord(dir, endBy, reason, netType string) record {
-	r := record{Cookie: c.serverCookie, Direction: dir, EndBy: endBy, Reason: reason, NetType: netType, Netns: c.serverNetns}
+	r := record{Cookie: c.serverCookie, Direction: dir, EndBy: endBy, Reason: reason, NetType: netType, Netns: c.serverNetns,
+		Local: c.serverAddr.String(), Peer: c.clientAddr.String()}
 	r.Source, r.Dest = c.serverAddr.String(), c.clientAddr.String()
 	if endBy == "remote" {
 		r.Source, r.Dest = c.clientAddr.String(), c.serverAddr.String()
@@ -381,6 +390,7 @@ func TestRefusedConnect(t *testing.T) {
 				}))
 			})
 			want := record{Cookie: cookie, Direction: "outgoing", Source: server.String(), Dest: client.String(),
+				Local: client.String(), Peer: server.String(),
 				EndBy: "remote", Reason: "rst", NetType: tr.netType(), Netns: inode(tr.client)}
 			assert.Equal(t, []record{want}, h.stop())
 		})
@@ -615,7 +625,9 @@ func TestMPTCPServer(t *testing.T) {
 				Netns: testnet.HostInode()}
 			wantOut, wantIn := want, want
 			wantOut.Direction, wantOut.EndBy = "outgoing", "local"
+			wantOut.Local, wantOut.Peer = clientAddr.String(), serverAddr.String()
 			wantIn.Direction, wantIn.EndBy = "incoming", "remote"
+			wantIn.Local, wantIn.Peer = serverAddr.String(), clientAddr.String()
 			assert.Equal(t, wantOut, byDir["outgoing"])
 			assert.Equal(t, wantIn, byDir["incoming"])
 		})

@@ -68,6 +68,7 @@ func TestBytesSegmentsRTTAndDuration(t *testing.T) {
 				assert.Equal(t, side.sent, a[AttrBytesSent], "bytes sent")
 				assert.Equal(t, side.received, a[AttrBytesReceived], "bytes received")
 				assert.Equal(t, true, a[AttrEstablished])
+				assert.NotContains(t, a, AttrErrorType, "a graceful end is no failure")
 				assert.Greater(t, a[AttrSegmentsSent].(int64), int64(2))
 				assert.Greater(t, a[AttrSegmentsReceived].(int64), int64(2))
 				assert.Greater(t, a[AttrRTT].(float64), 0.0)
@@ -122,6 +123,7 @@ func TestConnectTimeout(t *testing.T) {
 	require.NotNil(t, got, "no record for the timed-out socket")
 	assert.Equal(t, "timeout", got[AttrEndReason])
 	assert.Equal(t, "ETIMEDOUT", got[AttrEndError])
+	assert.Equal(t, "timeout", got[AttrErrorType])
 	assert.Equal(t, "local", got[AttrEndBy])
 	assert.Equal(t, "outgoing", got[AttrDirection])
 	assert.Equal(t, false, got[AttrEstablished])
@@ -153,6 +155,7 @@ func TestRefusedConnectWasNeverEstablished(t *testing.T) {
 	require.NotNil(t, got)
 	assert.Equal(t, false, got[AttrEstablished])
 	assert.Equal(t, "rst", got[AttrEndReason])
+	assert.Equal(t, "connection_refused", got[AttrErrorType])
 }
 
 func TestConnectGivenUpByTheApplication(t *testing.T) {
@@ -182,4 +185,5 @@ func TestConnectGivenUpByTheApplication(t *testing.T) {
 	assert.Equal(t, "closed", got[AttrEndReason])
 	assert.Equal(t, false, got[AttrEstablished])
 	assert.NotContains(t, got, AttrEndError)
+	assert.NotContains(t, got, AttrErrorType, "giving up a connect is no failure of the network")
 }

@@ -53,6 +53,7 @@ func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting
 		cgroupInfo: map[uint64]cgroupInfo{},
 		drained:    true,
 	}
+	l.conv.attrs = r.cfg.Attributes.set()
 	l.conv.clock.sync()
 	return l
 }
