@@ -14,7 +14,7 @@ import (
 
 // goBench holds the samples of one Go benchmark, one per -count run.
 type goBench struct {
-	nsPerOp, allocsPerOp, recordsPerSec []float64
+	nsPerOp, allocsPerOp, recordsPerSec, attributes []float64
 }
 
 // runGoBenchmarks runs the receiver's Go benchmarks count times each.
@@ -56,6 +56,8 @@ func parseGoBench(out []byte) map[string]*goBench {
 				b.allocsPerOp = append(b.allocsPerOp, v)
 			case "records/s":
 				b.recordsPerSec = append(b.recordsPerSec, v)
+			case "attributes":
+				b.attributes = append(b.attributes, v)
 			}
 		}
 	}

@@ -213,10 +213,22 @@ func userSpace(_ *env, t *table) error {
 	if err != nil {
 		return err
 	}
-	if b := res["BenchmarkDecodeEnrichConvert"]; b != nil {
-		t.add(row{figure: "decode + DNS enrich + convert, per record", measured: b.nsPerOp, unit: "ns",
+	full, lean := res["BenchmarkDecodeEnrichConvert/attributes=default"], res["BenchmarkDecodeEnrichConvert/attributes=minimal"]
+	if full != nil {
+		t.add(row{figure: "decode + DNS enrich + convert, per record", measured: full.nsPerOp, unit: "ns",
 			baseline: []float64{1000}, baseName: "target", target: "<= 1000 ns (1M records/s per core)",
-			met: metIf(true, median(b.nsPerOp) <= 1000), extra: fmt.Sprintf("%.0f allocs", median(b.allocsPerOp))})
+			met:   metIf(true, median(full.nsPerOp) <= 1000),
+			extra: fmt.Sprintf("%.0f attributes, %.0f allocs", median(full.attributes), median(full.allocsPerOp))})
+	}
+	if lean != nil {
+		t.add(row{figure: "decode + DNS enrich + convert, minimal attributes", measured: lean.nsPerOp, unit: "ns",
+			extra: fmt.Sprintf("%.0f attributes, %.0f allocs", median(lean.attributes), median(lean.allocsPerOp))})
+	}
+	if full != nil && lean != nil {
+		n := median(full.attributes) - median(lean.attributes)
+		t.add(row{figure: "cost per optional attribute", unit: "ns",
+			measured: []float64{(median(full.nsPerOp) - median(lean.nsPerOp)) / n},
+			extra:    fmt.Sprintf("(default - minimal) / %.0f attributes", n)})
 	}
 	if b := res["BenchmarkRingToConsumer"]; b != nil {
 		t.add(row{figure: "ring buffer -> consumer, whole receiver", measured: b.recordsPerSec, unit: "rec/s"})

@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"fmt"
+	"math/bits"
 	"slices"
 	"strings"
 
@@ -130,6 +131,9 @@ type attributeSet uint64
 const allAttributes = attributeSet(1)<<numAttributes - 1
 
 func (s attributeSet) has(a attribute) bool { return s&(1<<a) != 0 }
+
+// count is how many attributes s holds.
+func (s attributeSet) count() int { return bits.OnesCount64(uint64(s)) }
 
 // attributeByKey returns the attribute whose key is key.
 func attributeByKey(key string) (attribute, bool) {

@@ -19,9 +19,10 @@ const EventName = "netflow.tcp.end"
 // converter turns events into log records. It keeps what it can reuse from
 // record to record; it is not safe for concurrent use.
 type converter struct {
-	clock clock
-	attrs attributeSet // what records carry
-	body  []byte       // the summary is built here before it becomes a string
+	clock    clock
+	attrs    attributeSet // what records carry
+	capacity int          // attrs.count(): the most attributes of a record
+	body     []byte       // the summary is built here before it becomes a string
 	// The text of recently seen addresses: servers and clients repeat.
 	addrText map[netip.Addr]string
 }
@@ -62,7 +63,7 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 	set := c.attrs
 
 	attrs := lr.Attributes()
-	attrs.EnsureCapacity(int(numAttributes))
+	attrs.EnsureCapacity(c.capacity)
 	// The event's own fields, always.
 	attrs.PutStr(AttrDirection, e.Direction.String())
 	attrs.PutStr(AttrSourceAddress, src)

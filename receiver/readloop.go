@@ -54,6 +54,7 @@ func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting
 		drained:    true,
 	}
 	l.conv.attrs = r.cfg.Attributes.set()
+	l.conv.capacity = l.conv.attrs.count()
 	l.conv.clock.sync()
 	return l
 }
