@@ -89,6 +89,11 @@ struct {
 // Force these types into BTF so that bpf2go generates their Go twins.
 const struct event *unused_event __attribute__((unused));
 const struct dns_event *unused_dns_event __attribute__((unused));
+const enum family *unused_family __attribute__((unused));
+const enum direction *unused_direction __attribute__((unused));
+const enum end_by *unused_end_by __attribute__((unused));
+const enum end_reason *unused_end_reason __attribute__((unused));
+const enum event_flags *unused_event_flags __attribute__((unused));
 const enum stat *unused_stat __attribute__((unused));
 const enum record_type *unused_record_type __attribute__((unused));
 
