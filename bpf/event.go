@@ -6,13 +6,17 @@ import (
 	"unsafe"
 )
 
+// The values of the enums below come from netflow.h, through the constants
+// bpf2go generates (gen.go). The Go types are as wide as the fields of
+// struct event that carry them; a C value that does not fit fails to compile.
+
 // Direction is the local socket's role in the connection.
 type Direction uint8
 
 const (
-	DirectionUnknown  Direction = 0 // the handshake was not observed
-	DirectionIncoming Direction = 1 // accepted from a listener
-	DirectionOutgoing Direction = 2 // the socket sent the SYN
+	DirectionUnknown  = Direction(netflowDirectionDIRECTION_UNKNOWN)  // the handshake was not observed
+	DirectionIncoming = Direction(netflowDirectionDIRECTION_INCOMING) // accepted from a listener
+	DirectionOutgoing = Direction(netflowDirectionDIRECTION_OUTGOING) // the socket sent the SYN
 )
 
 func (d Direction) String() string {
@@ -30,8 +34,8 @@ func (d Direction) String() string {
 type EndBy uint8
 
 const (
-	EndByLocal  EndBy = 1
-	EndByRemote EndBy = 2
+	EndByLocal  = EndBy(netflowEndByEND_BY_LOCAL)
+	EndByRemote = EndBy(netflowEndByEND_BY_REMOTE)
 )
 
 func (e EndBy) String() string {
@@ -45,11 +49,11 @@ func (e EndBy) String() string {
 type EndReason uint8
 
 const (
-	EndFIN     EndReason = 1 // its first FIN
-	EndRST     EndReason = 2 // its first RST
-	EndTimeout EndReason = 3 // no FIN or RST: connect, retransmission or keepalive timeout
-	EndAbort   EndReason = 4 // no FIN or RST: another error (ICMP, ss -K)
-	EndClosed  EndReason = 5 // no FIN or RST: closed before anything was sent
+	EndFIN     = EndReason(netflowEndReasonEND_FIN)     // its first FIN
+	EndRST     = EndReason(netflowEndReasonEND_RST)     // its first RST
+	EndTimeout = EndReason(netflowEndReasonEND_TIMEOUT) // no FIN or RST: connect, retransmission or keepalive timeout
+	EndAbort   = EndReason(netflowEndReasonEND_ABORT)   // no FIN or RST: another error (ICMP, ss -K)
+	EndClosed  = EndReason(netflowEndReasonEND_CLOSED)  // no FIN or RST: closed before anything was sent
 )
 
 func (r EndReason) String() string {
@@ -69,18 +73,28 @@ func (r EndReason) String() string {
 	}
 }
 
-// Event flags, from struct event in netflow.h.
+// Event flags (Event.Flags).
 const (
-	FlagRetried   uint32 = 1 << 0
-	FlagNoStorage uint32 = 1 << 1
+	// An earlier end record of the socket could not be written (ring
+	// buffer full); this one is the retry, from a later FIN, RST or close.
+	FlagRetried = uint32(netflowEventFlagsEVENT_F_RETRIED)
+	// The kernel could not allocate socket storage: no once-only guard,
+	// the direction and start time are unknown.
+	FlagNoStorage = uint32(netflowEventFlagsEVENT_F_NO_STORAGE)
 )
 
 // RecordType is the first byte of every ring buffer record.
 type RecordType uint8
 
 const (
-	RecordTCPEnd RecordType = 1 // an Event
-	RecordDNS    RecordType = 2 // a DNSMessage
+	RecordTCPEnd = RecordType(netflowRecordTypeRECORD_TCP_END) // an Event
+	RecordDNS    = RecordType(netflowRecordTypeRECORD_DNS)     // a DNSMessage
+)
+
+// Address families of struct event and struct dns_event.
+const (
+	familyIPv4 = uint8(netflowFamilyFAMILY_IPV4)
+	familyIPv6 = uint8(netflowFamilyFAMILY_IPV6)
 )
 
 // TypeOf returns the type of a raw ring buffer record.
@@ -120,8 +134,8 @@ type Event struct {
 	SegsReceived  uint32
 	Retransmits   uint32
 
-	// The process that created the socket (or, for an accepted one, the
-	// listener); 0 and "" when unknown.
+	// The process that created the connecting socket, or that first sent
+	// or read on the accepted one; 0 and "" when unknown.
 	PID        uint32
 	Executable string
 }
@@ -267,9 +281,9 @@ func cBytes(b []int8) []byte {
 // (of dual-stack sockets, read from the socket at a timeout) are unmapped.
 func addrs(family byte, src, dst []byte) (netip.Addr, netip.Addr, error) {
 	switch family {
-	case 4:
+	case familyIPv4:
 		return netip.AddrFrom4([4]byte(src[:4])), netip.AddrFrom4([4]byte(dst[:4])), nil
-	case 6:
+	case familyIPv6:
 		return netip.AddrFrom16([16]byte(src)).Unmap(), netip.AddrFrom16([16]byte(dst)).Unmap(), nil
 	default:
 		return netip.Addr{}, netip.Addr{}, fmt.Errorf("unknown address family %d", family)
@@ -286,9 +300,9 @@ func (e *Event) raw() netflowEvent {
 		BytesSent: e.BytesSent, BytesReceived: e.BytesReceived,
 		SegsSent: e.SegsSent, SegsReceived: e.SegsReceived, Retransmits: e.Retransmits, Pid: e.PID,
 	}
-	r.Family = 6
+	r.Family = familyIPv6
 	if e.Source.Addr().Is4() {
-		r.Family = 4
+		r.Family = familyIPv4
 		a, b := e.Source.Addr().As4(), e.Destination.Addr().As4()
 		copy(r.Saddr[:], a[:])
 		copy(r.Daddr[:], b[:])

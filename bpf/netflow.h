@@ -1,6 +1,8 @@
 // Types shared by the kernel programs and, through bpf2go, the Go loader.
-// The Go side decodes struct event by hand (see event.go); a test checks that
-// its layout matches the one bpf2go generates from this file.
+// bpf2go generates Go twins of the structs and enums below (the -type list in
+// gen.go); event.go copies each record into its twin and takes the enum
+// values from the generated constants, so this file alone defines the record
+// layout and the values.
 
 #pragma once
 
