@@ -18,7 +18,8 @@
 // fill_counters copies the socket's TCP counters into e. The kernel counts
 // an outgoing segment before the egress hook and an incoming one after the
 // ingress hook: the terminating segment is added here when it came in.
-static __always_inline void fill_counters(struct event *e, struct tcp_sock *tp, struct segment *seg, int egress)
+static __always_inline void fill_counters(struct event *e, struct tcp_sock *tp, struct segment *seg,
+					  int egress)
 {
 	if (!tp)
 		return; // BPF_PROG_TEST_RUN's dummy socket has no TCP state
@@ -52,7 +53,8 @@ static __always_inline __u8 direction_of(__u32 flags)
 // returns NULL when the socket already ended or the ring buffer is full; in
 // the latter case the end is saved in st so that the socket's next FIN, RST
 // or close writes it after all, and the loss is counted once per socket.
-static __always_inline struct event *claim(struct sock_state *st, __u32 *old, __u8 reason, __u8 by, __u64 now)
+static __always_inline struct event *claim(struct sock_state *st, __u32 *old, __u8 reason, __u8 by,
+					   __u64 now)
 {
 	if (!st)
 		count(STAT_NO_STORAGE); // no once-only guard: write it anyway
@@ -111,20 +113,24 @@ static __always_inline struct event *claim(struct sock_state *st, __u32 *old, __
 // already: the producer position moved at the reservation.
 static __always_inline void submit(struct event *e)
 {
-	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) - ((sizeof(*e) + 8 + 7) & ~7ULL);
+	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) -
+			((sizeof(*e) + 8 + 7) & ~7ULL);
 	bpf_ringbuf_submit(e, wakeup_flag(pending, sizeof(*e), wakeup_shift));
 }
 
 static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 				     struct segment *seg, int egress)
 {
-	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0,
+						   BPF_SK_STORAGE_GET_F_CREATE);
 	// An MPTCP subflow: its owner is the MPTCP socket's.
-	if (st && (!st->pid || (st->flags & (SOCK_FROM_LISTENER | SOCK_OWNER_FROM_IO)) == SOCK_FROM_LISTENER))
+	if (st && (!st->pid ||
+		   (st->flags & (SOCK_FROM_LISTENER | SOCK_OWNER_FROM_IO)) == SOCK_FROM_LISTENER))
 		copy_owner(st, sk, 1);
 	__u32 old;
 	__u8 reason = (seg->flags & TH_RST) ? END_RST : END_FIN;
-	struct event *e = claim(st, &old, reason, egress ? END_BY_LOCAL : END_BY_REMOTE, bpf_ktime_get_ns());
+	struct event *e = claim(st, &old, reason, egress ? END_BY_LOCAL : END_BY_REMOTE,
+				bpf_ktime_get_ns());
 	if (!e)
 		return;
 

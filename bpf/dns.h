@@ -48,6 +48,7 @@ static __always_inline void emit_dns(struct __sk_buff *skb, struct segment *seg,
 	h->sport = seg->sport;
 	h->dport = seg->dport;
 	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	if (bpf_ringbuf_output(&events, d, sizeof(*h) + len, wakeup_flag(pending, sizeof(*h) + len, wakeup_shift)))
+	if (bpf_ringbuf_output(&events, d, sizeof(*h) + len,
+			       wakeup_flag(pending, sizeof(*h) + len, wakeup_shift)))
 		count(STAT_DNS_LOST);
 }

@@ -236,7 +236,8 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	e->cgroup_id = sk->sk_cgrp_data.cgroup->kn->id;
 	// inet_sport, not skc_num: on the way to CLOSE the kernel releases
 	// the local port (skc_num = 0) before this tracepoint.
-	__u16 lport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport), rport = bpf_ntohs(skc->skc_dport);
+	__u16 lport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport),
+	      rport = bpf_ntohs(skc->skc_dport);
 	if (skc->skc_family == AF_INET) {
 		e->family = FAMILY_IPV4;
 		__builtin_memcpy(e->saddr, &skc->skc_rcv_saddr, 4);
@@ -269,9 +270,11 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 SEC("cgroup/sock_create")
 int netflow_sock_create(struct bpf_sock *sk)
 {
-	if (sk->protocol != IPPROTO_TCP && sk->protocol != IPPROTO_MPTCP && sk->protocol != IPPROTO_UDP)
+	if (sk->protocol != IPPROTO_TCP && sk->protocol != IPPROTO_MPTCP &&
+	    sk->protocol != IPPROTO_UDP)
 		return 1;
-	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0,
+						   BPF_SK_STORAGE_GET_F_CREATE);
 	if (st)
 		set_owner(st);
 	return 1;

@@ -79,7 +79,7 @@ struct event {
 	__u8 daddr[16];  // receiver of the terminating segment
 	__u16 sport;     // host byte order
 	__u16 dport;
-	__u32 srtt_us;   // smoothed round-trip time
+	__u32 srtt_us; // smoothed round-trip time
 	// Counters as the end: sent includes the terminating segment; received
 	// includes it when it arrives (its in-order payload).
 	__u64 bytes_sent;     // payload bytes sent, each once (retransmissions not counted)

@@ -20,7 +20,8 @@ static __always_inline void set_owner(struct sock_state *st)
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct mm_struct *mm = task->mm;
 	if (mm) // kernel threads have none
-		bpf_probe_read_kernel_str(st->exe, sizeof(st->exe), mm->exe_file->f_path.dentry->d_name.name);
+		bpf_probe_read_kernel_str(st->exe, sizeof(st->exe),
+					  mm->exe_file->f_path.dentry->d_name.name);
 	if (self_tgid && tgid == self_tgid)
 		__sync_fetch_and_or(&st->flags, SOCK_IGNORE);
 }
@@ -38,7 +39,8 @@ static __always_inline void copy_owner(struct sock_state *st, struct bpf_sock *s
 		return;
 	st->pid = parent->pid;
 	__builtin_memcpy(st->exe, parent->exe, sizeof(st->exe));
-	__sync_fetch_and_or(&st->flags, (confirm ? SOCK_OWNER_FROM_IO : 0) | (parent->flags & SOCK_IGNORE));
+	__sync_fetch_and_or(&st->flags,
+			    (confirm ? SOCK_OWNER_FROM_IO : 0) | (parent->flags & SOCK_IGNORE));
 }
 
 // confirm_owner, from the tracepoints on TCP sends and reads (netflow.c),
