@@ -13,8 +13,13 @@
 // let the socket be created) on every path. Returning 0 would drop the
 // packet for every socket in the cgroup.
 //
-// This file holds the maps, the load-time constants and the programs; the
-// headers hold what the programs do, one concern each.
+// This file holds the maps, the load-time constants and the programs. What
+// the programs do is in headers, one concern each: kernel.h (the kernel's
+// types, read with CO-RE), sock_state.h (what is kept per socket), parse.h
+// (packet headers), tcp_check.h (whether TCP takes a FIN or RST), dns.h
+// (DNS copies), owner.h (which process owns a socket), claim.h (the
+// once-only end record), stats.h (counters). netflow.h (the records) is
+// shared with Go, ring.h (reader wake-ups) with bench.c.
 
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -103,6 +108,8 @@ const enum record_type *unused_record_type __attribute__((unused));
 #include "dns.h"
 #include "claim.h"
 
+// handle is the body of the two cgroup_skb programs below, for every packet
+// a socket of the cgroup sends or receives.
 static __always_inline int handle(struct __sk_buff *skb, int egress)
 {
 	if (nothing_to_do(skb, egress))
