@@ -22,7 +22,7 @@ MDATAGEN := $(TOOLS)/mdatagen
 GOLANGCI := $(TOOLS)/golangci-lint
 BINARY   := $(CURDIR)/dist/otelcol-netflowtcpend
 
-.PHONY: all build run test unit lint cross generate bench tools clean
+.PHONY: all build run test unit lint cross fmt fmt-check generate bench tools clean
 
 all: build
 
@@ -91,6 +91,21 @@ cross:
 # one table (needs root; takes a few minutes; not part of make test).
 bench: build
 	$(GO) run ./bench -binary $(BINARY)
+
+# fmt, fmt-check: the kernel sources in the style of .clang-format, with
+# Debian's clang-format-19. After fmt, run make generate: the objects carry
+# line info.
+CLANG_FORMAT := clang-format-19
+FMT_FILES    := $(wildcard bpf/*.c bpf/*.h internal/bpftest/*.c)
+
+fmt:
+	@./scripts/ensure-packages.sh $(CLANG_FORMAT)
+	$(CLANG_FORMAT) -i $(FMT_FILES)
+
+fmt-check:
+	@./scripts/ensure-packages.sh $(CLANG_FORMAT)
+	@bad=$$(for f in $(FMT_FILES); do $(CLANG_FORMAT) --dry-run --Werror $$f >/dev/null 2>&1 || echo $$f; done); \
+	  [ -z "$$bad" ] || { echo "not formatted (run make fmt):" $$bad >&2; exit 1; }
 
 clean:
 	rm -rf dist $(TOOLS)

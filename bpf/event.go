@@ -8,13 +8,18 @@ import (
 	"unsafe"
 )
 
+// The values of the enums below come from netflow.h, through the constants
+// bpf2go generates (gen.go). The Go types are as wide as the fields of
+// struct event that carry them; a C value that does not fit fails to compile.
+
 // Direction is the local socket's role in the connection.
 type Direction uint8
 
+// Directions, from the kernel's enum direction.
 const (
-	DirectionUnknown  Direction = 0 // the handshake was not observed
-	DirectionIncoming Direction = 1 // accepted from a listener
-	DirectionOutgoing Direction = 2 // the socket sent the SYN
+	DirectionUnknown  = Direction(netflowDirectionDIRECTION_UNKNOWN)  // the handshake was not observed
+	DirectionIncoming = Direction(netflowDirectionDIRECTION_INCOMING) // accepted from a listener
+	DirectionOutgoing = Direction(netflowDirectionDIRECTION_OUTGOING) // the socket sent the SYN
 )
 
 func (d Direction) String() string {
@@ -31,9 +36,10 @@ func (d Direction) String() string {
 // EndBy says which side sent the terminating segment.
 type EndBy uint8
 
+// Sides, from the kernel's enum end_by.
 const (
-	EndByLocal  EndBy = 1
-	EndByRemote EndBy = 2
+	EndByLocal  = EndBy(netflowEndByEND_BY_LOCAL)
+	EndByRemote = EndBy(netflowEndByEND_BY_REMOTE)
 )
 
 func (e EndBy) String() string {
@@ -46,12 +52,13 @@ func (e EndBy) String() string {
 // EndReason says how the connection ended for the socket.
 type EndReason uint8
 
+// Reasons, from the kernel's enum end_reason.
 const (
-	EndFIN     EndReason = 1 // its first FIN
-	EndRST     EndReason = 2 // its first RST
-	EndTimeout EndReason = 3 // no FIN or RST: connect, retransmission or keepalive timeout
-	EndAbort   EndReason = 4 // no FIN or RST: another error (ICMP, ss -K)
-	EndClosed  EndReason = 5 // no FIN or RST: closed before anything was sent
+	EndFIN     = EndReason(netflowEndReasonEND_FIN)     // its first FIN
+	EndRST     = EndReason(netflowEndReasonEND_RST)     // its first RST
+	EndTimeout = EndReason(netflowEndReasonEND_TIMEOUT) // no FIN or RST: connect, retransmission or keepalive timeout
+	EndAbort   = EndReason(netflowEndReasonEND_ABORT)   // no FIN or RST: another error (ICMP, ss -K)
+	EndClosed  = EndReason(netflowEndReasonEND_CLOSED)  // no FIN or RST: closed before anything was sent
 )
 
 func (r EndReason) String() string {
@@ -71,18 +78,29 @@ func (r EndReason) String() string {
 	}
 }
 
-// Event flags, from struct event in netflow.h.
+// Event flags (Event.Flags).
 const (
-	FlagRetried   uint32 = 1 << 0
-	FlagNoStorage uint32 = 1 << 1
+	// An earlier end record of the socket could not be written (ring
+	// buffer full); this one is the retry, from a later FIN, RST or close.
+	FlagRetried = uint32(netflowEventFlagsEVENT_F_RETRIED)
+	// The kernel could not allocate socket storage: no once-only guard,
+	// the direction and start time are unknown.
+	FlagNoStorage = uint32(netflowEventFlagsEVENT_F_NO_STORAGE)
 )
 
 // RecordType is the first byte of every ring buffer record.
 type RecordType uint8
 
+// Record types, from the kernel's enum record_type.
 const (
-	RecordTCPEnd RecordType = 1 // an Event
-	RecordDNS    RecordType = 2 // a DNSMessage
+	RecordTCPEnd = RecordType(netflowRecordTypeRECORD_TCP_END) // an Event
+	RecordDNS    = RecordType(netflowRecordTypeRECORD_DNS)     // a DNSMessage
+)
+
+// Address families of struct event and struct dns_event.
+const (
+	familyIPv4 = uint8(netflowFamilyFAMILY_IPV4)
+	familyIPv6 = uint8(netflowFamilyFAMILY_IPV6)
 )
 
 // TypeOf returns the type of a raw ring buffer record.
@@ -122,8 +140,8 @@ type Event struct {
 	SegsReceived  uint32
 	Retransmits   uint32
 
-	// The process that created the socket (or, for an accepted one, the
-	// listener); 0 and "" when unknown.
+	// The process that created the connecting socket, or that first sent
+	// or read on the accepted one; 0 and "" when unknown.
 	PID        uint32
 	Executable string
 }
@@ -269,9 +287,9 @@ func cBytes(b []int8) []byte {
 // (of dual-stack sockets, read from the socket at a timeout) are unmapped.
 func addrs(family byte, src, dst []byte) (netip.Addr, netip.Addr, error) {
 	switch family {
-	case 4:
+	case familyIPv4:
 		return netip.AddrFrom4([4]byte(src[:4])), netip.AddrFrom4([4]byte(dst[:4])), nil
-	case 6:
+	case familyIPv6:
 		return netip.AddrFrom16([16]byte(src)).Unmap(), netip.AddrFrom16([16]byte(dst)).Unmap(), nil
 	default:
 		return netip.Addr{}, netip.Addr{}, fmt.Errorf("unknown address family %d", family)
@@ -288,9 +306,9 @@ func (e *Event) raw() netflowEvent {
 		BytesSent: e.BytesSent, BytesReceived: e.BytesReceived,
 		SegsSent: e.SegsSent, SegsReceived: e.SegsReceived, Retransmits: e.Retransmits, Pid: e.PID,
 	}
-	r.Family = 6
+	r.Family = familyIPv6
 	if e.Source.Addr().Is4() {
-		r.Family = 4
+		r.Family = familyIPv4
 		a, b := e.Source.Addr().As4(), e.Destination.Addr().As4()
 		copy(r.Saddr[:], a[:])
 		copy(r.Daddr[:], b[:])

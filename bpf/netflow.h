@@ -1,6 +1,8 @@
 // Types shared by the kernel programs and, through bpf2go, the Go loader.
-// The Go side decodes struct event by hand (see event.go); a test checks that
-// its layout matches the one bpf2go generates from this file.
+// bpf2go generates Go twins of the structs and enums below (the -type list in
+// gen.go); event.go copies each record into its twin and takes the enum
+// values from the generated constants, so this file alone defines the record
+// layout and the values.
 
 #pragma once
 
@@ -77,7 +79,7 @@ struct event {
 	__u8 daddr[16];  // receiver of the terminating segment
 	__u16 sport;     // host byte order
 	__u16 dport;
-	__u32 srtt_us;   // smoothed round-trip time
+	__u32 srtt_us; // smoothed round-trip time
 	// Counters as the end: sent includes the terminating segment; received
 	// includes it when it arrives (its in-order payload).
 	__u64 bytes_sent;     // payload bytes sent, each once (retransmissions not counted)

@@ -13,5 +13,6 @@
 static __always_inline __u64 wakeup_flag(__u64 pending, __u64 size, __u32 shift)
 {
 	size = (size + 8 + 7) & ~7ULL; // with the ring's record header, aligned
-	return (pending >> shift) != ((pending + size) >> shift) ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	return (pending >> shift) != ((pending + size) >> shift) ? BPF_RB_FORCE_WAKEUP
+								 : BPF_RB_NO_WAKEUP;
 }
