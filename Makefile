@@ -20,7 +20,12 @@ BUILDER  := $(TOOLS)/builder
 MDATAGEN := $(TOOLS)/mdatagen
 BINARY   := $(CURDIR)/dist/otelcol-netflowtcpend
 
-.PHONY: all build run test generate bench tools clean
+# make image: the OCI image, as an archive (podman load -i / skopeo copy).
+VERSION       := $(shell awk '/^  version:/ {print $$2; exit}' builder-config.yaml)
+IMAGE_NAME    ?= localhost/otelcol-netflowtcpend
+IMAGE_ARCHIVE := $(CURDIR)/dist/otelcol-netflowtcpend-image.tar
+
+.PHONY: all build image run test generate bench tools clean
 
 all: build
 
@@ -41,6 +46,13 @@ tools: $(BUILDER) $(MDATAGEN)
 # build: the collector distribution, with ocb.
 build: $(BUILDER)
 	$(BUILDER) --config builder-config.yaml
+
+# image: dist/otelcol-netflowtcpend-image.tar, an OCI image of the collector
+# (scratch base, non-root, file capabilities, OCI labels) built with buildah
+# from Debian, which it installs when missing. Needs root.
+image: build
+	@./scripts/ensure-packages.sh buildah libcap2-bin file
+	./scripts/build-image.sh $(BINARY) $(IMAGE_ARCHIVE) $(IMAGE_NAME):$(VERSION)
 
 # run: the collector printing every record to stdout. Needs root (or
 # CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON).
