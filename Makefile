@@ -72,11 +72,14 @@ generate: $(MDATAGEN)
 
 # test: every test. Privileged tests need root; under CI=true they fail
 # instead of skipping without it. The end-to-end test runs the built binary;
-# the DNS tests run dnsmasq (from dnsmasq-base: the binary, no service).
-test: build
-	@./scripts/ensure-packages.sh --best-effort dnsmasq-base
+# the DNS tests run dnsmasq (from dnsmasq-base: the binary, no service). As
+# root it also builds the image and runs it with podman and runc.
+IS_ROOT := $(filter 0,$(shell id -u))
+test: build $(if $(IS_ROOT),image)
+	@./scripts/ensure-packages.sh --best-effort dnsmasq-base $(if $(IS_ROOT),podman runc)
 	$(GO) vet ./...
-	NETFLOWTCPEND_BINARY=$(BINARY) $(GO) test -count=1 -timeout 15m ./...
+	NETFLOWTCPEND_BINARY=$(BINARY) $(if $(IS_ROOT),NETFLOWTCPEND_IMAGE=$(IMAGE_ARCHIVE)) \
+	  $(GO) test -count=1 -timeout 15m ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzObserve$$' -fuzztime $(FUZZTIME) ./internal/dnscache/
 
 # bench: what the receiver costs the host and whether it loses records, as
