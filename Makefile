@@ -22,7 +22,12 @@ MDATAGEN := $(TOOLS)/mdatagen
 GOLANGCI := $(TOOLS)/golangci-lint
 BINARY   := $(CURDIR)/dist/otelcol-netflowtcpend
 
-.PHONY: all build run test unit lint cross fmt fmt-check generate bench tools clean
+# make image: the OCI image, as an archive (podman load -i / skopeo copy).
+VERSION       := $(shell awk '/^  version:/ {print $$2; exit}' builder-config.yaml)
+IMAGE_NAME    ?= localhost/otelcol-netflowtcpend
+IMAGE_ARCHIVE := $(CURDIR)/dist/otelcol-netflowtcpend-image.tar
+
+.PHONY: all build image run test unit lint cross fmt fmt-check generate bench tools clean
 
 all: build
 
@@ -47,6 +52,13 @@ tools: $(BUILDER) $(MDATAGEN) $(GOLANGCI)
 build: $(BUILDER)
 	$(BUILDER) --config builder-config.yaml
 
+# image: dist/otelcol-netflowtcpend-image.tar, an OCI image of the collector
+# (scratch base, non-root, file capabilities, OCI labels) built with buildah
+# from Debian, which it installs when missing. Needs root.
+image: build
+	@./scripts/ensure-packages.sh buildah libcap2-bin file
+	./scripts/build-image.sh $(BINARY) $(IMAGE_ARCHIVE) $(IMAGE_NAME):$(VERSION)
+
 # run: the collector printing every record to stdout. Needs root (or
 # CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON).
 run: build
@@ -65,11 +77,14 @@ generate: $(MDATAGEN)
 
 # test: every test. Privileged tests need root; under CI=true they fail
 # instead of skipping without it. The end-to-end test runs the built binary;
-# the DNS tests run dnsmasq (from dnsmasq-base: the binary, no service).
-test: build
-	@./scripts/ensure-packages.sh --best-effort dnsmasq-base
+# the DNS tests run dnsmasq (from dnsmasq-base: the binary, no service). As
+# root it also builds the image and runs it with podman and runc.
+IS_ROOT := $(filter 0,$(shell id -u))
+test: build $(if $(IS_ROOT),image)
+	@./scripts/ensure-packages.sh --best-effort dnsmasq-base $(if $(IS_ROOT),podman runc)
 	$(GO) vet ./...
-	NETFLOWTCPEND_BINARY=$(BINARY) $(GO) test -count=1 -timeout 15m ./...
+	NETFLOWTCPEND_BINARY=$(BINARY) $(if $(IS_ROOT),NETFLOWTCPEND_IMAGE=$(IMAGE_ARCHIVE)) \
+	  $(GO) test -count=1 -timeout 15m ./...
 	$(GO) test -run '^$$' -fuzz '^FuzzObserve$$' -fuzztime $(FUZZTIME) ./internal/dnscache/
 
 # unit: the quick edit-test loop: unit tests only (-short skips the tests
