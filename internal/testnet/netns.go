@@ -185,3 +185,28 @@ func newNetns(t testing.TB, addr4, addr6 string) *Netns {
 	t.Cleanup(func() { n.handle.Close() })
 	return n
 }
+
+// NewNode creates a network namespace joined to this process's namespace
+// by a veth pair, like a second host on a link: the host's end has
+// 10.78.<i>.1/24, the node's end 10.78.<i>.2/24 (Addr4). i tells nodes of
+// one test apart (0 to 255).
+func NewNode(t testing.TB, i int) (node *Netns, hostAddr netip.Addr) {
+	t.Helper()
+	node = newNetns(t, fmt.Sprintf("10.78.%d.2", i), fmt.Sprintf("fd78:%d::2", i))
+	hostAddr = netip.MustParseAddr(fmt.Sprintf("10.78.%d.1", i))
+	hostEnd := fmt.Sprintf("nfnode%d", i)
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: hostEnd},
+		PeerName:      "eth0",
+		PeerNamespace: netlink.NsFd(int(node.handle)),
+	}
+	require.NoError(t, netlink.LinkAdd(veth))
+	t.Cleanup(func() { _ = netlink.LinkDel(veth) })
+	link, err := netlink.LinkByName(hostEnd)
+	require.NoError(t, err)
+	require.NoError(t, netlink.AddrAdd(link, &netlink.Addr{
+		IPNet: &net.IPNet{IP: hostAddr.AsSlice(), Mask: net.CIDRMask(24, 32)}, Flags: unix.IFA_F_NODAD}))
+	require.NoError(t, netlink.LinkSetUp(link))
+	require.NoError(t, node.Do(func() error { return node.configure("eth0") }))
+	return node, hostAddr
+}

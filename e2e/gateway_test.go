@@ -1,0 +1,272 @@
+//go:build linux
+
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/otlpsink"
+	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+)
+
+// Two nodes on one machine, each an agent collector in a network and UTS
+// namespace of its own watching a cgroup of its own, export over OTLP/gRPC
+// to one gateway collector, which writes what it receives to a file: every
+// record arrives there exactly once, with its node's host.name. The agents
+// and the gateway run the shipped examples/agent.yaml and
+// examples/gateway.yaml, with only the addresses and the cgroup set.
+func TestAgentsExportToAGateway(t *testing.T) {
+	bin := collectorBinary(t)
+	testenv.RequireRoot(t)
+
+	type node struct {
+		name     string
+		ns       *testnet.Netns
+		hostAddr netip.Addr
+		cg       *testnet.Cgroup
+		agent    *collectorProcess
+		cookies  []uint64
+	}
+	nodes := []*node{{name: "node-a"}, {name: "node-b"}}
+	for i, n := range nodes {
+		n.ns, n.hostAddr = testnet.NewNode(t, i+1)
+		n.cg = testnet.NewCgroup(t)
+	}
+
+	// The gateway listens on this host's end of both links.
+	ln, err := net.Listen("tcp", "0.0.0.0:0")
+	require.NoError(t, err)
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, ln.Close())
+	out := filepath.Join(t.TempDir(), "netflow.jsonl")
+	gateway := startCollector(t, exec.Command(bin,
+		"--config", examplePath(t, "gateway.yaml"),
+		"--config", fmt.Sprintf("yaml:receivers::otlp::protocols::grpc::endpoint: 0.0.0.0:%d", port),
+		"--config", "yaml:service::telemetry::metrics::level: none"),
+		"NETFLOW_FILE="+out)
+
+	for _, n := range nodes {
+		// hostname sets the name only in the new UTS namespace.
+		cmd := exec.Command("/bin/sh", "-c", `hostname "$NODE_NAME" && exec "$@"`, "sh", bin,
+			"--config", examplePath(t, "agent.yaml"),
+			"--config", "yaml:receivers::netflow_tcp_end::cgroup_path: "+n.cg.Path)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUTS}
+		n.agent = startCollectorIn(t, n.ns, cmd,
+			"NODE_NAME="+n.name, fmt.Sprintf("GATEWAY_ENDPOINT=%s:%d", n.hostAddr, port))
+	}
+
+	// Real traffic inside each node: connections over the node's loopback
+	// between sockets of its cgroup (two records each).
+	for _, n := range nodes {
+		for range 3 {
+			n.cookies = append(n.cookies, connectAndClose(t, n.ns, n.cg)...)
+		}
+	}
+
+	want := map[uint64]string{}
+	for _, n := range nodes {
+		for _, c := range n.cookies {
+			want[c] = n.name
+		}
+	}
+	var got map[uint64][]string
+	require.Eventually(t, func() bool {
+		got = hostNamesByCookie(t, out)
+		for c := range want {
+			if len(got[c]) == 0 {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 100*time.Millisecond, "records of every node reach the gateway")
+
+	// Stop the agents (flushing), then the gateway: nothing more arrives.
+	for _, n := range nodes {
+		n.agent.stop(t)
+	}
+	gateway.stop(t)
+	got = hostNamesByCookie(t, out)
+	t.Logf("records at the gateway, by socket cookie: %v", got)
+	for c, name := range want {
+		assert.Equal(t, []string{name}, got[c], "socket %d: exactly one record, from its node", c)
+	}
+	for c, names := range got {
+		if _, ok := want[c]; !ok {
+			assert.Failf(t, "a record of a socket no node made", "cookie %d from %v", c, names)
+		}
+	}
+}
+
+// examplePath is a configuration of examples/, as shipped.
+func examplePath(t *testing.T, name string) string {
+	t.Helper()
+	path, err := filepath.Abs(filepath.Join("..", "examples", name))
+	require.NoError(t, err)
+	return path
+}
+
+// connectAndClose makes one connection over the loopback of ns between two
+// sockets of cg and closes it; it returns both sockets' cookies.
+func connectAndClose(t *testing.T, ns *testnet.Netns, cg *testnet.Cgroup) []uint64 {
+	t.Helper()
+	var cookies []uint64
+	cg.Run(t, func() {
+		require.NoError(t, ns.Do(func() error {
+			ln, err := testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+			if err != nil {
+				return err
+			}
+			defer ln.Close()
+			client, err := testnet.Dial(testnet.AddrPort(ln.Addr()))
+			if err != nil {
+				return err
+			}
+			server, err := ln.AcceptTCP()
+			if err != nil {
+				return err
+			}
+			for _, c := range []*net.TCPConn{client, server} {
+				cookie, err := testnet.Cookie(c)
+				if err != nil {
+					return err
+				}
+				cookies = append(cookies, cookie)
+			}
+			if err := client.Close(); err != nil {
+				return err
+			}
+			return server.Close()
+		}))
+	})
+	return cookies
+}
+
+// hostNamesByCookie reads the gateway's file (OTLP JSON, one request per
+// line) and returns, per socket cookie, the host.name of each record.
+func hostNamesByCookie(t *testing.T, path string) map[uint64][]string {
+	t.Helper()
+	out := map[uint64][]string{}
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return out
+	}
+	require.NoError(t, err)
+	s := bufio.NewScanner(bytes.NewReader(b))
+	s.Buffer(make([]byte, 1<<20), 64<<20)
+	var u plog.JSONUnmarshaler
+	for s.Scan() {
+		line := s.Bytes()
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		logs, err := u.UnmarshalLogs(line)
+		if err != nil {
+			continue // a line still being written
+		}
+		otlpsink.ForEach(logs, func(res pcommon.Resource, lr plog.LogRecord) {
+			cookie, ok := lr.Attributes().Get("netflow.socket.cookie")
+			if !ok {
+				return
+			}
+			host, _ := res.Attributes().Get("host.name")
+			out[uint64(cookie.Int())] = append(out[uint64(cookie.Int())], host.Str())
+		})
+	}
+	return out
+}
+
+// collectorProcess is a running collector whose log the test keeps.
+type collectorProcess struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when it has exited
+	err  error         // cmd.Wait's, once done is closed
+	mu   sync.Mutex
+	log  strings.Builder
+}
+
+// startCollector starts cmd in this network namespace with env added and
+// waits until it is ready.
+func startCollector(t *testing.T, cmd *exec.Cmd, env ...string) *collectorProcess {
+	t.Helper()
+	return startCollectorIn(t, nil, cmd, env...)
+}
+
+// startCollectorIn starts cmd in ns (nil: this one) and waits until the
+// collector says it is ready; a collector that exits first fails the test
+// with its log.
+func startCollectorIn(t *testing.T, ns *testnet.Netns, cmd *exec.Cmd, env ...string) *collectorProcess {
+	t.Helper()
+	cmd.Env = append(os.Environ(), env...)
+	p := &collectorProcess{cmd: cmd, done: make(chan struct{})}
+	stderr, err := cmd.StderrPipe()
+	require.NoError(t, err)
+	if ns != nil {
+		require.NoError(t, ns.Start(cmd))
+	} else {
+		require.NoError(t, cmd.Start())
+	}
+	ready := make(chan struct{})
+	go func() {
+		s := bufio.NewScanner(stderr)
+		s.Buffer(make([]byte, 1<<20), 1<<20)
+		var once sync.Once
+		for s.Scan() {
+			p.mu.Lock()
+			p.log.WriteString(s.Text() + "\n")
+			p.mu.Unlock()
+			if strings.Contains(s.Text(), "Everything is ready") {
+				once.Do(func() { close(ready) })
+			}
+		}
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill() // fails, harmlessly, when it has exited
+		<-p.done
+	})
+	select {
+	case <-ready:
+	case <-p.done:
+		t.Fatalf("collector exited before it was ready (%v); its log:\n%s", p.err, p.logText())
+	case <-time.After(30 * time.Second):
+		t.Fatalf("collector not ready after 30 s; its log:\n%s", p.logText())
+	}
+	return p
+}
+
+func (p *collectorProcess) logText() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// stop ends the collector with SIGTERM, which flushes its pipeline.
+func (p *collectorProcess) stop(t *testing.T) {
+	t.Helper()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-p.done:
+		require.NoError(t, p.err, "the collector must stop cleanly; its log:\n%s", p.logText())
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the collector did not stop after SIGTERM; its log:\n%s", p.logText())
+	}
+}
