@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -27,6 +28,7 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
+	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
 )
 
@@ -145,6 +147,30 @@ func TestContainerRemovedRightAfterItsConnection(t *testing.T) {
 	assert.NotZero(t, h.counter("netflowtcpend_cgroups_learned"))
 	assert.Zero(t, h.counter("netflowtcpend_records_cgroup_unresolved"))
 	assert.Zero(t, h.counter("netflowtcpend_records_filtered"))
+}
+
+// The collector in a cgroup namespace of its own, with its own cgroup2
+// mount (a subtree of the hierarchy): the kernel's paths start at the
+// hierarchy's root all the same (cgroup_path, not cgroup_path_ns), and the
+// receiver places them under its mount through the parent. The test above
+// runs again in such a namespace, rooted at a cgroup made for this test.
+func TestContainerRemovedRightAfterItsConnectionInACgroupNamespace(t *testing.T) {
+	testenv.RequireRoot(t)
+	ns := testnet.NewCgroup(t)
+	root := mustRoot(t)
+	dir, err := os.Open(ns.Path)
+	require.NoError(t, err)
+	defer dir.Close()
+	script := `umount -l "$1" && mount -t cgroup2 none "$1" && readlink /proc/self/ns/cgroup && stat -c 'mount root inode %i' "$1" && exec "$2" -test.run '^TestContainerRemovedRightAfterItsConnection$' -test.count=1 -test.v`
+	cmd := exec.Command("unshare", "--cgroup", "--mount", "--propagation", "private", "sh", "-c", script, "sh", root, os.Args[0])
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd())}
+	cmd.Env = append(os.Environ(), "CI=true")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	t.Logf("%s", out)
+	assert.NotContains(t, string(out), "cgroup:[4026531835]", "not the initial cgroup namespace")
+	assert.NotContains(t, string(out), "mount root inode 1\n", "the mount is a subtree, not the hierarchy's root")
+	assert.Contains(t, string(out), "--- PASS: TestContainerRemovedRightAfterItsConnection")
 }
 
 func mustRoot(t *testing.T) string {
