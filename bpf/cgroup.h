@@ -26,9 +26,8 @@
 // The hierarchy id of cgroup v2, the default hierarchy: the kernel sets it
 // up first, at boot, and numbers hierarchies from 0 (cgroup_init_root_id).
 // cgroup v1 hierarchies, mounted on hybrid hosts next to it, are numbered
-// from 1 (the second column of /proc/cgroups); their cgroups have ids of
-// their own, from the same counter per hierarchy, which would collide with
-// cgroup v2's.
+// from 1 (the second column of /proc/cgroups). Each hierarchy numbers its
+// cgroups from its own counter, so their ids collide with cgroup v2's.
 #define CGROUP_V2_HIERARCHY_ID 0
 
 static __always_inline void emit_cgroup(struct cgroup *cgrp, const char *path)

@@ -103,7 +103,7 @@ var optionalPrograms = []struct{ name, absent string }{
 	{"netflow_recv", "the owner process of incoming connections"},
 	// Without it, cgroup paths come only from walks of the cgroup tree,
 	// at most once a second.
-	{"netflow_cgroup_mkdir", "the container.id and cgroup path of containers created and removed between two walks of the cgroup tree"},
+	{CgroupProgram, "the container.id and cgroup path of containers created and removed between two walks of the cgroup tree"},
 }
 
 // CgroupProgram is the optional program that reports new cgroups
