@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"math/bits"
 	"os"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
@@ -42,6 +44,9 @@ type Options struct {
 	// IgnorePID is a process whose sockets yield no records and no DNS
 	// messages (the collector itself); 0 ignores none.
 	IgnorePID int
+	// Without names optional programs (see Unavailable) not to load, as if
+	// the kernel could not: tests use it to see what such a kernel gives.
+	Without []string
 	// WakeupBytes: a record wakes the reader each time the data waiting in
 	// the ring buffer crosses a multiple of it (rounded down to a power of
 	// two); the reader also looks at every tick. Zero means
@@ -59,9 +64,8 @@ const MaxDNSPayload = 8192
 // Objects are the loaded programs and maps, and the links that attach them.
 type Objects struct {
 	objs objects
-	// The I/O tracepoint programs that name the owner of accepted
-	// sockets; optional (see Unavailable).
-	ownerProgs []*ebpf.Program
+	// The optional programs this kernel loaded (optionalPrograms).
+	optional []*ebpf.Program
 	// Unavailable lists what this kernel could not load, for a warning.
 	Unavailable []Unavailable
 	links       []link.Link
@@ -88,8 +92,23 @@ type Unavailable struct {
 	Err     error  // why it did not load
 }
 
-// ownerPrograms are optional: their tracepoints are recent.
-var ownerPrograms = []string{"netflow_send", "netflow_recv"}
+// errWithout is why a program in Options.Without did not load.
+var errWithout = errors.New("left out (Options.Without)")
+
+// optionalPrograms are tracepoint programs that some kernels cannot load,
+// with what records lack without them.
+var optionalPrograms = []struct{ name, absent string }{
+	// Their tracepoints are recent (tcp_sendmsg_locked: about 6.12).
+	{"netflow_send", "the owner process of incoming connections"},
+	{"netflow_recv", "the owner process of incoming connections"},
+	// Without it, cgroup paths come only from walks of the cgroup tree,
+	// at most once a second.
+	{CgroupProgram, "the container.id and cgroup path of containers created and removed between two walks of the cgroup tree"},
+}
+
+// CgroupProgram is the optional program that reports new cgroups
+// (RecordCgroup).
+const CgroupProgram = "netflow_cgroup_mkdir"
 
 // Load checks the kernel, then loads the programs and maps into it. Nothing
 // is attached yet.
@@ -132,26 +151,35 @@ func Load(opts Options) (*Objects, error) {
 	}
 
 	o := &Objects{}
-	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+	// Each LoadAndAssign below would read the kernel's BTF again.
+	cache := btf.NewCache()
+	if err := spec.LoadAndAssign(&o.objs, &ebpf.CollectionOptions{Cache: cache}); err != nil {
 		return nil, loadError(err)
 	}
-	for _, name := range ownerPrograms {
-		p, err := loadProgram(spec, name, o.objs.SockStates)
+	// The optional programs share the maps loaded above: socket state, the
+	// ring buffer, the counters.
+	shared := &ebpf.CollectionOptions{Cache: cache, MapReplacements: map[string]*ebpf.Map{
+		"sock_states": o.objs.SockStates, "events": o.objs.Events, "stats": o.objs.Stats,
+	}}
+	for _, opt := range optionalPrograms {
+		var p *ebpf.Program
+		err := errWithout
+		if !slices.Contains(opts.Without, opt.name) {
+			p, err = loadProgram(spec, opt.name, shared)
+		}
 		if err != nil {
-			o.Unavailable = append(o.Unavailable, Unavailable{
-				Program: name, Absent: "the owner process of incoming connections", Err: err})
+			o.Unavailable = append(o.Unavailable, Unavailable{Program: opt.name, Absent: opt.absent, Err: err})
 			continue
 		}
-		o.ownerProgs = append(o.ownerProgs, p)
+		o.optional = append(o.optional, p)
 	}
 	return o, nil
 }
 
-// loadProgram loads one of the owner programs of spec, sharing the socket
-// state map. LoadAndAssign loads only what the struct names (and what that
-// uses), not a second ring buffer.
-func loadProgram(spec *ebpf.CollectionSpec, name string, states *ebpf.Map) (*ebpf.Program, error) {
-	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{"sock_states": states}}
+// loadProgram loads one of the optional programs of spec. LoadAndAssign
+// loads only what the struct names (and the maps that uses, unless opts
+// replaces them), not a second ring buffer.
+func loadProgram(spec *ebpf.CollectionSpec, name string, opts *ebpf.CollectionOptions) (*ebpf.Program, error) {
 	switch name {
 	case "netflow_send":
 		var p struct {
@@ -162,6 +190,12 @@ func loadProgram(spec *ebpf.CollectionSpec, name string, states *ebpf.Map) (*ebp
 	case "netflow_recv":
 		var p struct {
 			P *ebpf.Program `ebpf:"netflow_recv"`
+		}
+		err := spec.LoadAndAssign(&p, opts)
+		return p.P, err
+	case CgroupProgram:
+		var p struct {
+			P *ebpf.Program `ebpf:"netflow_cgroup_mkdir"`
 		}
 		err := spec.LoadAndAssign(&p, opts)
 		return p.P, err
@@ -230,7 +264,10 @@ func wrapPermission(err error) error {
 // Attach attaches the cgroup programs (cgroup_skb ingress and egress,
 // sock_create) to the cgroup v2 directory at cgroupPath, so that only
 // sockets created in that cgroup or below it are watched, and the tracepoint
-// programs, which act only on sockets that the cgroup programs gave state.
+// programs: those on sockets act only on sockets that the cgroup programs
+// gave state; the one on cgroup creation reports every new cgroup v2
+// directory of the host, from now on (a walk of the tree after Attach finds
+// the older ones).
 func (o *Objects) Attach(cgroupPath string) error {
 	for _, a := range []struct {
 		prog *ebpf.Program
@@ -248,7 +285,7 @@ func (o *Objects) Attach(cgroupPath string) error {
 		}
 		o.links = append(o.links, l)
 	}
-	for _, p := range append([]*ebpf.Program{o.objs.State}, o.ownerProgs...) {
+	for _, p := range append([]*ebpf.Program{o.objs.State}, o.optional...) {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
 			o.Detach()
@@ -272,7 +309,7 @@ func (o *Objects) Detach() {
 func (o *Objects) Close() error {
 	o.Detach()
 	errs := []error{o.objs.Close()}
-	for _, p := range o.ownerProgs {
+	for _, p := range o.optional {
 		errs = append(errs, p.Close())
 	}
 	return errors.Join(errs...)

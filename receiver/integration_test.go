@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/receiver"
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"golang.org/x/sys/unix"
@@ -70,7 +71,13 @@ func (h *harness) start() {
 
 func (h *harness) startWith(s Config) {
 	h.t.Helper()
-	set := receivertest.NewNopSettings(metadata.Type)
+	h.startWithSettings(s, receivertest.NewNopSettings(metadata.Type), nil)
+}
+
+// startWithSettings starts the receiver with set (its logger and
+// telemetry); configure, if not nil, changes the receiver before Start.
+func (h *harness) startWithSettings(s Config, set receiver.Settings, configure func(*Receiver)) {
+	h.t.Helper()
 	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
 		ReceiverID: set.ID, Transport: "ebpf", ReceiverCreateSettings: set,
 	})
@@ -79,6 +86,9 @@ func (h *harness) startWith(s Config) {
 	s.CgroupPath = h.cg.Path
 	h.rcv, err = New(&s, set.TelemetrySettings, obsrecv, h.sink)
 	require.NoError(h.t, err)
+	if configure != nil {
+		configure(h.rcv)
+	}
 	require.NoError(h.t, h.rcv.Start(context.Background(), nil))
 	h.t.Cleanup(func() { _ = h.rcv.Shutdown(context.Background()) })
 }

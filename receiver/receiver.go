@@ -41,6 +41,10 @@ type Receiver struct {
 	next      consumer.Logs
 	dns       *dnscache.Cache // nil when DNS is off
 	hostName  string
+	// For tests: how often the cgroup tree may be walked again (a
+	// second), and optional programs not to load (bpf.Options.Without).
+	rewalk  time.Duration
+	without []string
 
 	mu         sync.Mutex // guards the fields below across Start and Shutdown
 	cgroupPath string     // what the programs are attached to
@@ -60,7 +64,7 @@ func New(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.O
 	if err != nil {
 		return nil, fmt.Errorf("create telemetry: %w", err)
 	}
-	r := &Receiver{cfg: cfg, logger: tel.Logger, telemetry: tb, obsrecv: obsrecv, next: next}
+	r := &Receiver{cfg: cfg, logger: tel.Logger, telemetry: tb, obsrecv: obsrecv, next: next, rewalk: time.Second}
 	r.hostName, _ = os.Hostname()
 	if cfg.DNS.Enabled {
 		r.dns = dnscache.New(dnscache.Config{
@@ -96,10 +100,10 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 		path = root
 	}
 	r.cgroupPath = path
-	r.cgroups = cgroupv2.NewPaths(root, time.Second)
+	r.cgroups = cgroupv2.NewPaths(root, r.rewalk)
 	r.filters = newFilters(r.cfg.Filters, root)
 
-	opts := bpf.Options{RingBufferSize: r.cfg.RingBufferSize}
+	opts := bpf.Options{RingBufferSize: r.cfg.RingBufferSize, Without: r.without}
 	if r.cfg.Filters.ExcludeSelf {
 		opts.IgnorePID = os.Getpid()
 	}
@@ -132,8 +136,10 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	}
 
 	// After attaching: a socket is either in the table now or its
-	// handshake is seen.
+	// handshake is seen; a cgroup is either in the tree now or reported
+	// at its creation.
 	preexisting := r.scanSockets()
+	r.cgroups.Walk()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.objs, r.reader, r.cancel = objs, rd, cancel
