@@ -39,8 +39,8 @@ type readLoop struct {
 	dnsMsg   bpf.DNSMessage
 	newCg    bpf.CgroupCreated
 
-	// Sockets open before Start, by cookie, until their record comes.
-	preexisting map[uint64]sockscan.Socket
+	// Sockets open before Start, until their record comes.
+	preexisting *sockscan.Table
 	// The path and container of each cgroup id seen, so that a record costs
 	// one map lookup instead of the shared resolver's lock and a regexp.
 	// Only ids the resolver knew are here: an unknown one may be learned
@@ -53,7 +53,7 @@ type readLoop struct {
 // cgroups over time.
 const maxCgroupInfo = 4096
 
-func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting map[uint64]sockscan.Socket) *readLoop {
+func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting *sockscan.Table) *readLoop {
 	l := &readLoop{
 		r: r, objs: objs, reader: rd, preexisting: preexisting,
 		losses:     lossWatcher{logger: r.logger, telemetry: r.telemetry, now: time.Now},
@@ -178,11 +178,14 @@ func (l *readLoop) addRecord() {
 // whose handshake the programs did not see. It returns false for the
 // collector's own sockets when those are excluded.
 func (l *readLoop) completePreexisting(e *bpf.Event) bool {
-	s, ok := l.preexisting[e.Cookie]
+	local, remote := e.Source, e.Destination
+	if e.EndBy != bpf.EndByLocal {
+		local, remote = remote, local
+	}
+	s, ok := l.preexisting.Take(e.Cookie, local, remote)
 	if !ok {
 		return true
 	}
-	delete(l.preexisting, e.Cookie)
 	if l.r.cfg.Filters.ExcludeSelf && s.PID == os.Getpid() {
 		return false
 	}

@@ -155,18 +155,30 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	return nil
 }
 
+// scan reads the kernel's sockets; a variable for tests.
+var scan = sockscan.Scan
+
 // scanSockets reads the sockets that were open before the programs were
 // attached: their direction and owner. Records that arrive meanwhile wait in
-// the ring buffer.
-func (r *Receiver) scanSockets() map[uint64]sockscan.Socket {
+// the ring buffer. A kernel that cannot run the scan costs one warning:
+// those records then have direction unknown and no process.
+func (r *Receiver) scanSockets() *sockscan.Table {
 	start := time.Now()
-	socks, err := sockscan.Scan("/proc", r.cgroupPath)
+	socks, err := scan(os.Getpid())
 	if err != nil {
-		r.logger.Warn("Reading the sockets open before start failed in part; their records may have direction unknown",
-			zap.Error(err))
+		r.logger.Warn("This kernel cannot scan the sockets open before start; their records have direction unknown and no process",
+			zap.String("missing", bpf.ScanFeature), zap.Error(err))
+		return socks
 	}
-	r.logger.Debug("Read the sockets open before start",
-		zap.Int("sockets", len(socks)), zap.Duration("took", time.Since(start)))
+	fields := []zap.Field{
+		zap.Int("sockets", socks.Len()),
+		zap.Duration("took", time.Since(start)),
+		zap.Bool("cookie_helper", socks.Features.CookieHelper),
+	}
+	for rule, n := range socks.Rules {
+		fields = append(fields, zap.Int("rule_"+sockscan.Rule(rule).String(), n))
+	}
+	r.logger.Debug("Read the sockets open before start", fields...)
 	return socks
 }
 
