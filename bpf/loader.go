@@ -41,9 +41,9 @@ type Options struct {
 	// DNSPayloadLimit is the most bytes of a DNS message copied to user
 	// space, up to MaxDNSPayload. Zero turns DNS capture off.
 	DNSPayloadLimit int
-	// IgnorePID is a process whose sockets yield no records and no DNS
-	// messages (the collector itself); 0 ignores none.
-	IgnorePID int
+	// IgnoreSelf: this process's sockets yield no records and no DNS
+	// messages (the collector's own exports and lookups).
+	IgnoreSelf bool
 	// Without names optional programs (see Unavailable) not to load, as if
 	// the kernel could not: tests use it to see what such a kernel gives.
 	Without []string
@@ -68,6 +68,10 @@ type Objects struct {
 	optional []*ebpf.Program
 	// Unavailable lists what this kernel could not load, for a warning.
 	Unavailable []Unavailable
+	// SelfPID is this process's id as the kernel counts it, the one
+	// records and the socket scan give: not os.Getpid() when the process
+	// runs in a PID namespace of its own.
+	SelfPID int
 	links       []link.Link
 }
 
@@ -136,8 +140,14 @@ func Load(opts Options) (*Objects, error) {
 	if err := spec.Variables["dns_payload_limit"].Set(uint32(opts.DNSPayloadLimit)); err != nil {
 		return nil, fmt.Errorf("set DNS payload limit: %w", err)
 	}
-	if err := spec.Variables["self_tgid"].Set(uint32(opts.IgnorePID)); err != nil {
-		return nil, fmt.Errorf("set own process id: %w", err)
+	self, err := selfPID(spec)
+	if err != nil {
+		return nil, err
+	}
+	if opts.IgnoreSelf {
+		if err := spec.Variables["self_tgid"].Set(uint32(self)); err != nil {
+			return nil, fmt.Errorf("set own process id: %w", err)
+		}
 	}
 	wakeup := opts.WakeupBytes
 	if wakeup == 0 {
@@ -150,7 +160,7 @@ func Load(opts Options) (*Objects, error) {
 		return nil, fmt.Errorf("set wakeup threshold: %w", err)
 	}
 
-	o := &Objects{}
+	o := &Objects{SelfPID: self}
 	// Each LoadAndAssign below would read the kernel's BTF again.
 	cache := btf.NewCache()
 	if err := spec.LoadAndAssign(&o.objs, &ebpf.CollectionOptions{Cache: cache}); err != nil {
@@ -174,6 +184,27 @@ func Load(opts Options) (*Objects, error) {
 		o.optional = append(o.optional, p)
 	}
 	return o, nil
+}
+
+// selfPID returns this process's id as the kernel counts it: the process id
+// that netflow_whoami reads when BPF_PROG_TEST_RUN runs it in this task.
+func selfPID(spec *ebpf.CollectionSpec) (int, error) {
+	var o struct {
+		Prog *ebpf.Program  `ebpf:"netflow_whoami"`
+		TGID *ebpf.Variable `ebpf:"whoami_tgid"`
+	}
+	if err := spec.LoadAndAssign(&o, nil); err != nil {
+		return 0, fmt.Errorf("find own process id: %w", loadError(err))
+	}
+	defer o.Prog.Close()
+	if _, err := o.Prog.Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil {
+		return 0, fmt.Errorf("find own process id: %w", wrapPermission(err))
+	}
+	var tgid uint32
+	if err := o.TGID.Get(&tgid); err != nil {
+		return 0, fmt.Errorf("find own process id: %w", err)
+	}
+	return int(tgid), nil
 }
 
 // loadProgram loads one of the optional programs of spec. LoadAndAssign

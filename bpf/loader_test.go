@@ -61,3 +61,34 @@ func copyFile(t *testing.T, src, dst string) {
 	require.NoError(t, err)
 	require.NoError(t, out.Close())
 }
+
+const pidNamespaceChildEnv = "NETFLOWTCPEND_PIDNS_CHILD"
+
+// A collector in a PID namespace of its own (a container without hostPID)
+// knows its process id only as that namespace counts it; the programs and
+// the scan see the kernel's. Load finds the kernel's, so that the
+// collector's own sockets are still told apart.
+func TestSelfPIDInAPIDNamespaceOfItsOwn(t *testing.T) {
+	if os.Getenv(pidNamespaceChildEnv) != "" {
+		objs, err := Load(Options{IgnoreSelf: true})
+		if err != nil {
+			fmt.Printf("error %v\n", err)
+			return
+		}
+		fmt.Printf("getpid=%d self=%d\n", os.Getpid(), objs.SelfPID)
+		_ = objs.Close()
+		return
+	}
+	testenv.RequireRoot(t)
+	objs, err := Load(Options{})
+	require.NoError(t, err)
+	assert.Equal(t, os.Getpid(), objs.SelfPID, "in the initial PID namespace, the same")
+	require.NoError(t, objs.Close())
+
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestSelfPIDInAPIDNamespaceOfItsOwn$")
+	cmd.Env = append(os.Environ(), pidNamespaceChildEnv+"=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	assert.Contains(t, string(out), fmt.Sprintf("getpid=1 self=%d\n", cmd.Process.Pid), "%s", out)
+}

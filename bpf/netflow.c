@@ -75,9 +75,12 @@ volatile const __u32 dns_payload_limit = 4096;
 // a threshold would cost that for every record while the reader is behind.
 volatile const __u32 wakeup_shift = 16;
 
-// The collector's own process id, whose sockets yield nothing
-// (exclude_self); 0 keeps them.
+// The collector's own process id as the kernel counts it (in the initial
+// PID namespace), whose sockets yield nothing (exclude_self); 0 keeps them.
 volatile const __u32 self_tgid = 0;
+
+// Written by netflow_whoami: the process id of the task that runs it.
+__u32 whoami_tgid = 0;
 
 // A DNS record is assembled here, then copied into the ring buffer with its
 // real length: reserving the maximum for every message would waste the ring.
@@ -285,6 +288,17 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	fill_counters(e, tp, 0, 1);
 	submit(e);
 	return 0;
+}
+
+// Never attached: the loader runs it once with BPF_PROG_TEST_RUN, which runs
+// a program in the calling task, to learn its own process id as the kernel
+// counts it. A collector in a PID namespace of its own knows only its
+// namespaced one, which never matches what the other programs see.
+SEC("cgroup_skb/egress")
+int netflow_whoami(struct __sk_buff *skb)
+{
+	whoami_tgid = bpf_get_current_pid_tgid() >> 32;
+	return PASS;
 }
 
 // A socket created by a process in the cgroup: remember the process. Sockets

@@ -163,6 +163,7 @@ const (
 	netflowProgNetflowSend        = "netflow_send"
 	netflowProgNetflowSockCreate  = "netflow_sock_create"
 	netflowProgNetflowState       = "netflow_state"
+	netflowProgNetflowWhoami      = "netflow_whoami"
 	netflowVarDnsPayloadLimit     = "dns_payload_limit"
 	netflowVarSelfTgid            = "self_tgid"
 	netflowVarUnusedCgroupEvent   = "unused_cgroup_event"
@@ -176,6 +177,7 @@ const (
 	netflowVarUnusedRecordType    = "unused_record_type"
 	netflowVarUnusedStat          = "unused_stat"
 	netflowVarWakeupShift         = "wakeup_shift"
+	netflowVarWhoamiTgid          = "whoami_tgid"
 )
 
 // loadNetflow returns the embedded CollectionSpec for netflow.
@@ -227,6 +229,7 @@ type netflowProgramSpecs struct {
 	NetflowSend        *ebpf.ProgramSpec `ebpf:"netflow_send"`
 	NetflowSockCreate  *ebpf.ProgramSpec `ebpf:"netflow_sock_create"`
 	NetflowState       *ebpf.ProgramSpec `ebpf:"netflow_state"`
+	NetflowWhoami      *ebpf.ProgramSpec `ebpf:"netflow_whoami"`
 }
 
 // netflowMapSpecs contains maps before they are loaded into the kernel.
@@ -257,6 +260,7 @@ type netflowVariableSpecs struct {
 	UnusedRecordType  *ebpf.VariableSpec `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.VariableSpec `ebpf:"unused_stat"`
 	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
+	WhoamiTgid        *ebpf.VariableSpec `ebpf:"whoami_tgid"`
 }
 
 // netflowObjects contains all objects after they have been loaded into the kernel.
@@ -313,6 +317,7 @@ type netflowVariables struct {
 	UnusedRecordType  *ebpf.Variable `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.Variable `ebpf:"unused_stat"`
 	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`
+	WhoamiTgid        *ebpf.Variable `ebpf:"whoami_tgid"`
 }
 
 // netflowPrograms contains all programs after they have been loaded into the kernel.
@@ -326,6 +331,7 @@ type netflowPrograms struct {
 	NetflowSend        *ebpf.Program `ebpf:"netflow_send"`
 	NetflowSockCreate  *ebpf.Program `ebpf:"netflow_sock_create"`
 	NetflowState       *ebpf.Program `ebpf:"netflow_state"`
+	NetflowWhoami      *ebpf.Program `ebpf:"netflow_whoami"`
 }
 
 func (p *netflowPrograms) Close() error {
@@ -337,6 +343,7 @@ func (p *netflowPrograms) Close() error {
 		p.NetflowSend,
 		p.NetflowSockCreate,
 		p.NetflowState,
+		p.NetflowWhoami,
 	)
 }
 

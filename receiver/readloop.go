@@ -186,7 +186,7 @@ func (l *readLoop) completePreexisting(e *bpf.Event) bool {
 	if !ok {
 		return true
 	}
-	if l.r.cfg.Filters.ExcludeSelf && s.PID == os.Getpid() {
+	if l.r.cfg.Filters.ExcludeSelf && s.PID == l.objs.SelfPID {
 		return false
 	}
 	switch s.Direction {

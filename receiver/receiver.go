@@ -103,10 +103,7 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	r.cgroups = cgroupv2.NewPaths(root, r.rewalk)
 	r.filters = newFilters(r.cfg.Filters, root)
 
-	opts := bpf.Options{RingBufferSize: r.cfg.RingBufferSize, Without: r.without}
-	if r.cfg.Filters.ExcludeSelf {
-		opts.IgnorePID = os.Getpid()
-	}
+	opts := bpf.Options{RingBufferSize: r.cfg.RingBufferSize, Without: r.without, IgnoreSelf: r.cfg.Filters.ExcludeSelf}
 	if r.dns != nil {
 		opts.DNSPayloadLimit = r.cfg.DNS.PayloadLimit
 	}
@@ -138,7 +135,7 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	// After attaching: a socket is either in the table now or its
 	// handshake is seen; a cgroup is either in the tree now or reported
 	// at its creation.
-	preexisting := r.scanSockets()
+	preexisting := r.scanSockets(objs.SelfPID)
 	r.cgroups.Walk()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -162,9 +159,9 @@ var scan = sockscan.Scan
 // attached: their direction and owner. Records that arrive meanwhile wait in
 // the ring buffer. A kernel that cannot run the scan costs one warning:
 // those records then have direction unknown and no process.
-func (r *Receiver) scanSockets() *sockscan.Table {
+func (r *Receiver) scanSockets(self int) *sockscan.Table {
 	start := time.Now()
-	socks, err := scan(os.Getpid())
+	socks, err := scan(self)
 	if err != nil {
 		r.logger.Warn("This kernel cannot scan the sockets open before start; their records have direction unknown and no process",
 			zap.String("missing", bpf.ScanFeature), zap.Error(err))
