@@ -72,7 +72,7 @@ type Objects struct {
 	// records and the socket scan give: not os.Getpid() when the process
 	// runs in a PID namespace of its own.
 	SelfPID int
-	links       []link.Link
+	links   []link.Link
 }
 
 // objects are the maps and the programs every kernel must load
