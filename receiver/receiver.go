@@ -115,6 +115,13 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 		r.logger.Warn("This kernel cannot load an optional program; records lack what it gives",
 			zap.String("program", u.Program), zap.String("absent", u.Absent), zap.Error(u.Err))
 	}
+	if pid := ownPID(); objs.SelfPID != pid {
+		// The scan at start sees the tasks of this PID namespace only.
+		r.logger.Warn("The collector runs in a PID namespace of its own: connections open before start "+
+			"of processes outside it have direction unknown and no owner; run it in the host PID namespace "+
+			"(hostPID: true in Kubernetes)",
+			zap.Int("pid", pid), zap.Int("kernel_pid", objs.SelfPID))
+	}
 	rd, err := objs.NewReader()
 	if err != nil {
 		objs.Close()
@@ -154,6 +161,9 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 
 // scan reads the kernel's sockets; a variable for tests.
 var scan = sockscan.Scan
+
+// ownPID is this process's id in its PID namespace; a variable for tests.
+var ownPID = os.Getpid
 
 // scanSockets reads the sockets that were open before the programs were
 // attached: their direction and owner. Records that arrive meanwhile wait in
