@@ -12,7 +12,6 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/rlimit"
 )
 
 // ScanFeature names what ScanSockets needs of the kernel, for the warning
@@ -108,8 +107,8 @@ func ScanSockets() ([]ScanSocket, ScanFeatures, error) {
 var scanCandidates = []ScanFeatures{{CookieHelper: true}, {CookieHelper: false}}
 
 func scanSockets(candidates []ScanFeatures) ([]ScanSocket, ScanFeatures, error) {
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, ScanFeatures{}, fmt.Errorf("raise memlock limit: %w", wrapPermission(err))
+	if err := raiseMemlock(); err != nil {
+		return nil, ScanFeatures{}, err
 	}
 	prog, feat, err := loadScanProgram(candidates)
 	if err != nil {
