@@ -155,6 +155,7 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	}()
 	r.logger.Info("Watching TCP connection ends",
 		zap.String("cgroup_path", path),
+		zap.String("cgroup_root", root),
 		zap.Int("ring_buffer_size", rd.BufferSize()))
 	return nil
 }
