@@ -3,12 +3,22 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
 )
 
-// Every goroutine a test starts ends with it.
+// Every goroutine a test starts ends with it. Run with helperEnv set, the
+// test binary is a helper process instead (see sandboxHelper).
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(helperEnv); mode != "" {
+		if err := runHelper(mode, os.Args[2:]); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	goleak.VerifyTestMain(m)
 }
