@@ -360,12 +360,24 @@ func missingCaps() []string {
 	return out
 }
 
+// memlockHint is what cilium/ebpf adds to every EPERM from loading a
+// program or creating a map. Here it only misleads: raiseMemlock lifted the
+// limit, or wrapPermission blames it itself (ErrMemlock).
+const memlockHint = " (MEMLOCK may be too low, consider rlimit.RemoveMemlock)"
+
+// withoutMemlockHint is an error without memlockHint in its text.
+type withoutMemlockHint struct{ error }
+
+func (e withoutMemlockHint) Error() string { return strings.ReplaceAll(e.error.Error(), memlockHint, "") }
+func (e withoutMemlockHint) Unwrap() error { return e.error }
+
 // wrapPermission says why the kernel refused: the capabilities that are
 // missing, or else a memlock limit that could not be lifted.
 func wrapPermission(err error) error {
 	if !errors.Is(err, os.ErrPermission) {
 		return err
 	}
+	err = withoutMemlockHint{err}
 	if missing := missingCaps(); len(missing) > 0 {
 		return fmt.Errorf("%w (missing %s): %w", ErrPermission, strings.Join(missing, ", "), err)
 	}
