@@ -598,3 +598,64 @@ func readEnd(c net.Conn) error {
 		}
 	}
 }
+
+// TestSandboxWithoutEachCapability measures that each of the README's
+// three capabilities is needed: in the same sandbox, with one of them left
+// out of both the file capabilities and the bounding set, the collector
+// does not start, and its error names the one that is missing.
+func TestSandboxWithoutEachCapability(t *testing.T) {
+	bin := collectorBinary(t)
+	testenv.RequireRoot(t)
+	for _, missing := range sandboxCaps {
+		t.Run(missing, func(t *testing.T) {
+			var caps []string
+			for _, c := range sandboxCaps {
+				if c != missing {
+					caps = append(caps, c)
+				}
+			}
+			watched := testnet.NewCgroup(t)
+			pod := watched.Child(t, "collector-pod")
+			s := newSandbox(t, bin, true, caps)
+			s.writeConfig(t, fmt.Sprintf(`
+receivers:
+  %s:
+    cgroup_path: %s
+exporters:
+  debug:
+service:
+  telemetry:
+    metrics:
+      level: none
+  pipelines:
+    logs:
+      receivers: [%[1]s]
+      exporters: [debug]
+`, receiverType, watched.Path))
+			cmd := s.command(t, pod, caps)
+			var out lockedBuffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			require.NoError(t, testnet.NewNetns(t).Start(cmd))
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err := <-done:
+				require.Error(t, err, "the collector started without CAP_%s:\n%s", strings.ToUpper(missing), out.String())
+			case <-time.After(60 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+				t.Fatalf("the collector neither started nor failed in 60 s without CAP_%s:\n%s", strings.ToUpper(missing), out.String())
+			}
+			var failure string
+			for _, l := range strings.Split(out.String(), "\n") {
+				if strings.HasPrefix(l, "Error: ") {
+					failure = l
+				}
+			}
+			t.Logf("without CAP_%s: %s", strings.ToUpper(missing), failure)
+			assert.Contains(t, failure, "not permitted to load BPF programs")
+			assert.Contains(t, failure, "(missing CAP_"+strings.ToUpper(missing))
+			assert.NotContains(t, failure, "MEMLOCK", "this kernel charges the memory cgroup: the memlock limit is no cause")
+		})
+	}
+}
