@@ -368,7 +368,9 @@ const memlockHint = " (MEMLOCK may be too low, consider rlimit.RemoveMemlock)"
 // withoutMemlockHint is an error without memlockHint in its text.
 type withoutMemlockHint struct{ error }
 
-func (e withoutMemlockHint) Error() string { return strings.ReplaceAll(e.error.Error(), memlockHint, "") }
+func (e withoutMemlockHint) Error() string {
+	return strings.ReplaceAll(e.error.Error(), memlockHint, "")
+}
 func (e withoutMemlockHint) Unwrap() error { return e.error }
 
 // wrapPermission says why the kernel refused: the capabilities that are
