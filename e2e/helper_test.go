@@ -38,15 +38,18 @@ const (
 
 // runHelper runs one helper:
 //
-//	serve ADDR                 listen, accept one connection
-//	connect ADDR               connect and send a little
+//	serve ADDR                 listen, accept one connection, read what the
+//	                           client sends first
+//	connect ADDR               connect and send a little (two bytes)
 //	resolve SERVER NAME PORT   ask the DNS server at SERVER for NAME's IPv4
 //	                           address, over UDP, and connect to it on PORT
 //
 // It says "listening ADDR" (serve), "resolved ADDR" (resolve), then
 // "socket COOKIE LOCAL REMOTE" for its connected socket, and obeys its
-// standard input: "wait-eof" reads until the peer closes (saying "got" at
-// the first data, then "eof"), "close" closes the socket and exits.
+// standard input: "wait-eof" reads until the peer closes, then says "eof";
+// "close" closes the socket and exits. A server has read the client's
+// bytes when it says "socket": for a connection made before the collector
+// starts, that read is over before it starts too.
 func runHelper(mode string, args []string) error {
 	var conn *net.TCPConn
 	switch mode {
@@ -60,6 +63,9 @@ func runHelper(mode string, args []string) error {
 			return err
 		}
 		defer ln.Close()
+		if _, err := io.ReadFull(conn, make([]byte, 2)); err != nil {
+			return err
+		}
 	case "connect", "resolve":
 		addr := args[0]
 		if mode == "resolve" {
@@ -97,17 +103,7 @@ func runHelper(mode string, args []string) error {
 		case "close":
 			return conn.Close()
 		case "wait-eof":
-			buf, said := make([]byte, 512), false
-			for {
-				n, err := conn.Read(buf)
-				if n > 0 && !said {
-					fmt.Println("got")
-					said = true
-				}
-				if err != nil {
-					break
-				}
-			}
+			_, _ = io.Copy(io.Discard, conn)
 			fmt.Println("eof")
 		}
 	}
@@ -210,12 +206,9 @@ func (h *helper) close() {
 func (h *helper) pid() int64 { return int64(h.cmd.Process.Pid) }
 
 // exchange ends a connection between a server and a client helper: the
-// client has sent a little, the server reads it (so that the kernel sees
-// the accepting process), the client closes, the server reads to the end
-// and closes.
+// client closes, the server reads to the end and closes.
 func exchange(srv, cli *helper) {
 	srv.say("wait-eof")
-	srv.expect("got")
 	cli.close()
 	srv.expect("eof")
 	srv.close()
