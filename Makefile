@@ -20,7 +20,7 @@ BUILDER  := $(TOOLS)/builder
 MDATAGEN := $(TOOLS)/mdatagen
 BINARY   := $(CURDIR)/dist/otelcol-netflowtcpend
 
-.PHONY: all build run test generate bench tools clean
+.PHONY: all build run test generate bench tools clean test-kernels vm
 
 all: build
 
@@ -71,6 +71,25 @@ test: build
 # one table (needs root; takes a few minutes; not part of make test).
 bench: build
 	$(GO) run ./bench -binary $(BINARY)
+
+# test-kernels: the tests that depend on the kernel (./bpf, ./receiver,
+# ./internal/sockscan, ./e2e, .) on each kernel of KERNELS, booted under
+# QEMU from pinned Debian packages (scripts/vm/kernels.txt), and on this
+# machine ("host"); prints one table. Needs root; installs qemu-system-x86
+# and busybox-static; kernels go to .tools/vm. KERNELS='5.10 6.1' selects.
+KERNELS ?=
+test-kernels: build
+	KERNELS='$(KERNELS)' ./scripts/vm/test-kernels.sh
+
+# vm: a command in a guest of one kernel, in this directory (read-only; the
+# guest's $$VM_OUT is writable), e.g. make vm KERNEL=6.1 CMD='go version'.
+# Without CMD, uname -a.
+KERNEL ?= 6.1
+CMD    ?= uname -a
+vm:
+	./scripts/vm/run.sh -k '$(KERNEL)' -c "$$VM_CMD"
+
+vm: export VM_CMD = $(CMD)
 
 clean:
 	rm -rf dist $(TOOLS)

@@ -164,20 +164,28 @@ func cell(kernel, pkg string, r *pkgResult, guest string, note func(string) stri
 // groups lists tests by message: "FAIL TestA, TestB:" and the message.
 func groups(what string, tests []*test, maxLines int) []string {
 	byText := map[string][]string{}
+	whereOf := map[string]string{}
 	var order []string
 	for _, ft := range tests {
-		text := excerpt(ft.output, maxLines)
+		text, where := excerpt(ft.output, maxLines)
 		if ft.action == "" {
 			text = "(did not finish)\n" + text
 		}
 		if _, ok := byText[text]; !ok {
 			order = append(order, text)
+			whereOf[text] = where
 		}
 		byText[text] = append(byText[text], ft.name)
 	}
 	var out []string
 	for _, text := range order {
-		out = append(out, fmt.Sprintf("%s %s:\n%s", what, strings.Join(byText[text], ", "), indent(text)))
+		names := byText[text]
+		head := fmt.Sprintf("%s %s", what, strings.Join(names, ", "))
+		// One test: where it failed helps; several: each has its own line.
+		if len(names) == 1 && whereOf[text] != "" {
+			head += " (" + strings.TrimSuffix(whereOf[text], ":") + ")"
+		}
+		out = append(out, head+":\n"+indent(text))
 	}
 	return out
 }
@@ -245,40 +253,72 @@ func load(dir, name string) *pkgResult {
 
 var (
 	marker = regexp.MustCompile(`^\s*(=== (RUN|PAUSE|CONT|NAME)|--- (PASS|FAIL|SKIP)):? `)
-	// testify's report: "file.go:12:" starts an assertion; its "Error
-	// Trace:" and "Test:" fields repeat what the note already says, and
-	// its "Diff:" repeats expected/actual.
-	assertion  = regexp.MustCompile(`^\s+\S+\.go:\d+:`)
+	// "file.go:12:" starts a t.Log/t.Error message or a testify report.
+	assertion = regexp.MustCompile(`^\s+\S+\.go:\d+:`)
+	// testify's "Error Trace:" (and its continuation lines) and "Test:"
+	// repeat what the note already says; its "Diff:" repeats
+	// expected/actual.
 	redundant  = regexp.MustCompile(`^\s+(Error Trace|Test):\s`)
+	traceLine  = regexp.MustCompile(`^\s+/\S+\.go:\d+\s*$`)
 	diffStart  = regexp.MustCompile(`^\s+Diff:\s*$`)
 	fieldStart = regexp.MustCompile(`^\s+(Error|Messages|Test|Error Trace):\s`)
+	spaces     = regexp.MustCompile(`[ \t]+`)
 )
 
-// excerpt: a test's own output without go test's markers and testify's
-// repetitions, at most n lines of at most 600 characters. The full output
-// is in NAME.out.
-func excerpt(lines []string, n int) string {
-	var keep []string
+// excerpt: a test's own messages without go test's markers, testify's
+// repetitions and file:line references (so that tests failing the same way
+// share one note); a message that subtests repeat is shown once. At most n
+// lines of at most 600 characters; the full output is in NAME.out. where is
+// the file:line of the first message.
+func excerpt(lines []string, n int) (text, where string) {
+	var blocks []string
+	var cur []string
+	flush := func() {
+		if len(cur) > 0 {
+			blocks = append(blocks, strings.Join(cur, "\n"))
+			cur = nil
+		}
+	}
 	inDiff := false
 	for _, l := range lines {
 		if marker.MatchString(l) || strings.TrimSpace(l) == "" {
 			continue
 		}
-		if inDiff && (assertion.MatchString(l) || fieldStart.MatchString(l)) {
+		if m := assertion.FindStringIndex(l); m != nil {
+			flush()
+			inDiff = false
+			if where == "" {
+				where = strings.TrimSpace(l[:m[1]])
+			}
+			if rest := strings.TrimSpace(l[m[1]:]); rest != "" {
+				cur = append(cur, clip(spaces.ReplaceAllString(rest, " ")))
+			}
+			continue
+		}
+		if inDiff && fieldStart.MatchString(l) {
 			inDiff = false
 		}
 		if diffStart.MatchString(l) {
 			inDiff = true
 		}
-		if inDiff || redundant.MatchString(l) {
+		if inDiff || redundant.MatchString(l) || traceLine.MatchString(l) {
 			continue
 		}
-		keep = append(keep, clip(l))
+		cur = append(cur, clip(spaces.ReplaceAllString(strings.TrimSpace(l), " ")))
+	}
+	flush()
+	seen := map[string]bool{}
+	var keep []string
+	for _, b := range blocks {
+		if !seen[b] {
+			seen[b] = true
+			keep = append(keep, strings.Split(b, "\n")...)
+		}
 	}
 	if len(keep) > n {
 		keep = append(keep[:n], fmt.Sprintf("... (%d more lines)", len(keep)-n))
 	}
-	return strings.Join(keep, "\n")
+	return strings.Join(keep, "\n"), where
 }
 
 // excerptTail: the last n lines (a panic or timeout dump ends with what
