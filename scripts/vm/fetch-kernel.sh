@@ -95,8 +95,11 @@ line=$(grep -v '^\s*#' "$kernels_txt" | awk -v n="$name" '$1 == n' | head -1)
 read -r _ suite pkg version <<<"$line"
 
 dest="$vm/kernels/$name"
+# The unpacked kernel is reused while kernels.txt and the layout (FORMAT)
+# stay the same.
 stamp="$pkg=$version"
-if [ -e "$dest/kernel.env" ] && grep -qxF "PKG='$stamp'" "$dest/kernel.env"; then
+format=2
+if [ -e "$dest/kernel.env" ] && grep -qxF "PKG='$stamp'" "$dest/kernel.env" && grep -qx "FORMAT=$format" "$dest/kernel.env"; then
   echo "$dest"
   exit 0
 fi
@@ -134,11 +137,36 @@ vmlinuz=$(ls "$dest.tmp"/boot/vmlinuz-* 2>/dev/null | head -1 || true)
 moddir=$(ls -d "$dest.tmp"/lib/modules/* "$dest.tmp"/usr/lib/modules/* 2>/dev/null | head -1 || true)
 [ -f "$vmlinuz" ] && [ -d "$moddir" ] || die "$deb has no /boot/vmlinuz-* or modules directory"
 grep -q '^CONFIG_DEBUG_INFO_BTF=y' "$dest.tmp"/boot/config-* || log "warning: $pkg is built without BTF"
+
+# The uncompressed kernel, for QEMU's PVH boot (straight into the kernel,
+# CONFIG_PVH): it skips the bzImage's decompressor, which takes seconds of
+# every boot under TCG. Debian compresses with xz (5.10, 6.1) or zstd (6.12);
+# the compressed kernel starts at the first magic number that decompresses
+# to an ELF file. Without one, run.sh boots the bzImage.
+vmlinux=''
+for magic in xz zstd; do
+  case $magic in
+    xz) pattern=$'\xfd7zXZ' decompress=(xz -dcq --single-stream) ;;
+    zstd) pattern=$'\x28\xb5\x2f\xfd' decompress=(zstd -dcq) ;;
+  esac
+  command -v "${decompress[0]}" >/dev/null || continue
+  for off in $(LC_ALL=C grep -abo "$pattern" "$vmlinuz" | cut -d: -f1 | head -5); do
+    tail -c +$((off + 1)) "$vmlinuz" | "${decompress[@]}" >"$dest.tmp/vmlinux" 2>/dev/null || true
+    if [ "$(head -c 4 "$dest.tmp/vmlinux" | od -An -c | tr -d ' ')" = '177ELF' ]; then
+      vmlinux="$dest/vmlinux"
+      break 2
+    fi
+  done
+done
+[ -n "$vmlinux" ] || { rm -f "$dest.tmp/vmlinux"; log "no uncompressed kernel in $(basename "$vmlinuz"); booting the bzImage"; }
+
 mv "$dest.tmp" "$dest"
 cat >"$dest/kernel.env" <<EOF
 PKG='$stamp'
+FORMAT=$format
 KVER='$(basename "$moddir")'
 VMLINUZ='${vmlinuz/$dest.tmp/$dest}'
+VMLINUX='$vmlinux'
 MODDIR='${moddir/$dest.tmp/$dest}'
 CONFIG='$(ls "$dest"/boot/config-* | head -1)'
 EOF

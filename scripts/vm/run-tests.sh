@@ -11,7 +11,7 @@
 # Times come from /proc/uptime: busybox-free and good to 10 ms, and the
 # guest's clock follows the host's under TCG.
 set -uo pipefail
-out=$1 bindir=$2
+out=$(cd "$1" && pwd) bindir=$(cd "$2" && pwd)
 shift 2
 uname -r >"$out/uname"
 timeout=${VM_TEST_TIMEOUT:-20m}

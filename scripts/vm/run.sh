@@ -58,6 +58,7 @@ fi
 
 "$repo/scripts/ensure-packages.sh" qemu-system-x86
 kdir=$("$here/fetch-kernel.sh" "$name")
+VMLINUX=''
 # shellcheck source=/dev/null
 . "$kdir/kernel.env"
 initrd=$("$here/mkinitramfs.sh" "$name")
@@ -78,7 +79,9 @@ rm -f "$out/exit-code" "$out/boot-seconds" "$out/end-seconds" "$out/console.log"
 # directory. CI=true stays set so privileged tests fail instead of skipping.
 {
   echo "# written by scripts/vm/run.sh"
-  printf 'export PATH=%q\n' "$PATH"
+  # The caller's PATH (Go, tools), with the sbin directories root has
+  # (dnsmasq is in /usr/sbin).
+  printf 'export PATH=%q\n' "$PATH:/usr/local/sbin:/usr/sbin:/sbin"
   echo "export HOME=/tmp TMPDIR=/tmp GOCACHE=/tmp/go-build XDG_CACHE_HOME=/tmp/.cache TERM=dumb LANG=C.UTF-8"
   printf 'export VM_OUT=%q VM_KERNEL=%q\n' "$out" "$name"
   # Go's module cache is read from the host (read-only): no downloads.
@@ -101,7 +104,7 @@ cpus=${VM_CPUS:-2}
 qemu_args=(
   -nodefaults -no-user-config -display none -no-reboot
   -m "$mem" -smp "$cpus"
-  -kernel "$VMLINUZ" -initrd "$initrd"
+  -kernel "${VMLINUX:-$VMLINUZ}" -initrd "$initrd"
   -append "console=ttyS0 quiet loglevel=4 panic=-1 vm_out=$out ${VM_APPEND:-}"
   -chardev "stdio,id=con,signal=off" -serial chardev:con
   -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
