@@ -32,6 +32,8 @@ apt_opts=(
   -o "Dir::Cache=$apt_dir/cache"
   -o "Dir::State::Status=/dev/null"
   -o "Acquire::Languages=none"
+  # Whole indexes: many small pdiff downloads are slower than one file.
+  -o "Acquire::PDiffs=false"
   -o "Acquire::IndexTargets::deb::DEP-11::DefaultEnabled=false"
   -o "APT::Architecture=amd64" -o "APT::Architectures=amd64"
   # The download goes into .tools/vm, which the _apt user may not be able to
@@ -73,8 +75,10 @@ list_available() {
   while read -r name suite pkg version; do
     series=${name%%[^0-9.]*}
     echo "# $name (pinned $pkg $version); served now:"
-    apt-cache "${apt_opts[@]}" pkgnames "linux-image-$series." | grep -E -- '-amd64-unsigned$' | grep -v -- '-rt-' | sort -V |
-      while read -r p; do apt-cache "${apt_opts[@]}" madison "$p"; done
+    # One apt-cache call for all: each call reads every list again.
+    # shellcheck disable=SC2046
+    apt-cache "${apt_opts[@]}" madison $(apt-cache "${apt_opts[@]}" pkgnames "linux-image-$series." |
+      grep -E -- '-amd64-unsigned$' | grep -v -e '-rt-' -e '-cloud-' | sort -V)
   done < <(grep -v '^\s*#' "$kernels_txt" | awk 'NF')
 }
 
