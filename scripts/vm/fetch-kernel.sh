@@ -55,7 +55,7 @@ write_sources() {
   } >"$apt_dir/sources.list.new"
   if ! cmp -s "$apt_dir/sources.list.new" "$apt_dir/sources.list"; then
     mv "$apt_dir/sources.list.new" "$apt_dir/sources.list"
-    rm -f "$apt_dir/lists/updated"
+    rm -f "$apt_dir/updated"
   else
     rm -f "$apt_dir/sources.list.new"
   fi
@@ -64,7 +64,8 @@ write_sources() {
 apt_update() {
   log "updating the package lists of $(awk '{print $4}' "$apt_dir/sources.list" | sort -u | xargs) (in $apt_dir)"
   apt-get "${apt_opts[@]}" -qq update >&2 || die "apt-get update failed (is $DEBIAN_MIRROR reachable?)"
-  touch "$apt_dir/lists/updated"
+  # (not in lists/: apt-get update deletes files it does not know there)
+  touch "$apt_dir/updated"
 }
 
 # served PACKAGE: the versions of PACKAGE in the lists, one a line.
@@ -85,7 +86,7 @@ list_available() {
 command -v apt-get >/dev/null || die "needs apt-get (Debian/Ubuntu)"
 [ -r "$KEYRING" ] || die "no $KEYRING: install debian-archive-keyring"
 write_sources
-[ -e "$apt_dir/lists/updated" ] || apt_update
+[ -e "$apt_dir/updated" ] || apt_update
 
 if [ "${1:-}" = --list ]; then
   apt_update
