@@ -123,7 +123,7 @@ func main() {
 func cell(kernel, pkg string, r *pkgResult, guest string, note func(string) string, maxLines int) string {
 	if !r.ran {
 		if guest != "" && guest != "0" && guest != "1" {
-			return "NOT RUN " + note(fmt.Sprintf("%s %s: not run: the guest failed (run.sh exit %s; its console is printed above)", kernel, pkg, guest))
+			return "NOT RUN " + note(fmt.Sprintf("%s: the guest failed (run.sh exit %s: timeout or crash; its console is printed above)", kernel, guest))
 		}
 		return "not run"
 	}
@@ -132,6 +132,11 @@ func cell(kernel, pkg string, r *pkgResult, guest string, note func(string) stri
 	failed := append(append([]*test{}, r.failed...), r.unfinish...)
 	var status string
 	switch {
+	case r.rc == -1:
+		// No exit code: the guest stopped while this package ran.
+		ref := note(fmt.Sprintf("%s %s: cut off after %d tests passed, %d failed, in %s (the guest failed: run.sh exit %s; its console is printed above)",
+			kernel, pkg, r.passed, len(r.failed), strings.Join(names(r.unfinish), ", "), guest))
+		return fmt.Sprintf("CUT OFF, %d passed %s", r.passed, ref)
 	case len(failed) > 0 || r.rc != 0 || r.action == "fail":
 		status = fmt.Sprintf("FAIL %d/%d", len(failed), total)
 	case total == 0:
@@ -159,6 +164,14 @@ func cell(kernel, pkg string, r *pkgResult, guest string, note func(string) stri
 	}
 	ref := note(fmt.Sprintf("%s %s: %s\n  %s", kernel, pkg, status, strings.Join(parts, "\n  ")))
 	return status + " " + ref + t
+}
+
+func names(tests []*test) []string {
+	var out []string
+	for _, t := range tests {
+		out = append(out, t.name)
+	}
+	return out
 }
 
 // groups lists tests by message: "FAIL TestA, TestB:" and the message.
