@@ -89,7 +89,7 @@ CMD    ?= uname -a
 vm:
 	./scripts/vm/run.sh -k '$(KERNEL)' -c "$$VM_CMD"
 
-vm: export VM_CMD = $(CMD)
+vm: export VM_CMD = $(value CMD)
 
 clean:
 	rm -rf dist $(TOOLS)
