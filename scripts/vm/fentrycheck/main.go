@@ -83,7 +83,7 @@ func check(kind string) (uint64, error) {
 	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
-			return 0, fmt.Errorf("load: %+v", ve)
+			return 0, fmt.Errorf("load: %w (verifier: %+v)", err, ve) //nolint:errorlint // %+v prints the whole verifier log
 		}
 		return 0, fmt.Errorf("load: %w", err)
 	}
