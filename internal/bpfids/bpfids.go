@@ -33,7 +33,9 @@ func (ids IDs) Len() int { return len(ids.Progs) + len(ids.Maps) + len(ids.Links
 
 // Add returns the union of ids and other.
 func (ids IDs) Add(other IDs) IDs {
-	merge := func(a, b []uint32) []uint32 { return slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(a), b...)))) }
+	merge := func(a, b []uint32) []uint32 {
+		return slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(a), b...))))
+	}
 	return IDs{Progs: merge(ids.Progs, other.Progs), Maps: merge(ids.Maps, other.Maps), Links: merge(ids.Links, other.Links)}
 }
 
