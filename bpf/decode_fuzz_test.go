@@ -21,6 +21,8 @@ func FuzzDecode(f *testing.F) {
 		{TimeNs: 1, Cookie: 2, Source: v4a, Destination: v4b, Direction: DirectionOutgoing, EndBy: EndByLocal, EndReason: EndFIN,
 			PID: 42, Executable: "curl", BytesSent: 10, SRTTMicros: 100},
 		{Source: v6a, Destination: v6b, EndBy: EndByRemote, EndReason: EndClosed, Flags: FlagRetried | FlagNoStorage, Error: 110},
+		// An IPv4-mapped address next to an IPv6 one: decoded as IPv4 and IPv6.
+		{Source: netip.AddrPortFrom(netip.MustParseAddr("::ffff:10.0.0.1"), 1), Destination: v6b, EndBy: EndByLocal, EndReason: EndRST},
 	} {
 		f.Add(e.Encode())
 	}

@@ -309,7 +309,9 @@ func (e *Event) raw() netflowEvent {
 		SegsSent: e.SegsSent, SegsReceived: e.SegsReceived, Retransmits: e.Retransmits, Pid: e.PID,
 	}
 	r.Family = familyIPv6
-	if e.Source.Addr().Is4() {
+	// IPv4 when both are: Decode unmaps each address on its own, so a
+	// record may pair an IPv4 address with an IPv6 one, written as IPv6.
+	if e.Source.Addr().Is4() && e.Destination.Addr().Is4() {
 		r.Family = familyIPv4
 		a, b := e.Source.Addr().As4(), e.Destination.Addr().As4()
 		copy(r.Saddr[:], a[:])
@@ -345,7 +347,7 @@ func (m *DNSMessage) Encode() []byte {
 		h.Egress = 1
 	}
 	h.Family = familyIPv6
-	if m.Source.Addr().Is4() {
+	if m.Source.Addr().Is4() && m.Destination.Addr().Is4() { // as in Event.raw
 		h.Family = familyIPv4
 		a, b := m.Source.Addr().As4(), m.Destination.Addr().As4()
 		copy(h.Saddr[:], a[:])
