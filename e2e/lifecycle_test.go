@@ -41,7 +41,8 @@ func newSink(t *testing.T) (*otlpServer, string) {
 // collector is a running collector binary.
 type collector struct {
 	cmd    *exec.Cmd
-	exited chan error
+	exited chan struct{} // closed when it has exited, with err
+	err    error
 }
 
 // startCollector runs the collector with config and waits until it is
@@ -55,8 +56,11 @@ func startCollector(t *testing.T, config string) *collector {
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	c := &collector{cmd: cmd, exited: make(chan error, 1)}
-	go func() { c.exited <- cmd.Wait() }()
+	c := &collector{cmd: cmd, exited: make(chan struct{})}
+	go func() {
+		c.err = cmd.Wait()
+		close(c.exited)
+	}()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		<-c.exited
@@ -71,9 +75,8 @@ func (c *collector) stop(t *testing.T) {
 	t.Helper()
 	require.NoError(t, c.cmd.Process.Signal(syscall.SIGTERM))
 	select {
-	case err := <-c.exited:
-		c.exited <- err // for the cleanup
-		require.NoError(t, err, "the collector must shut down cleanly")
+	case <-c.exited:
+		require.NoError(t, c.err, "the collector must shut down cleanly")
 	case <-time.After(20 * time.Second):
 		t.Fatal("the collector did not stop after SIGTERM")
 	}

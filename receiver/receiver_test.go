@@ -72,7 +72,7 @@ func TestStartAfterTheCgroupWasRemoved(t *testing.T) {
 	assert.Equal(t, "cgroup_path: "+gone.Path+" does not exist; create it first (the cgroup of a systemd unit or a container exists only while it runs), "+
 		"use another cgroup v2 directory, or leave cgroup_path empty for the root", err.Error())
 	assert.Equal(t, err.Error(), s.Validate().Error(), "Start says what validation says")
-	assert.NoError(t, r.Shutdown(context.Background()))
+	require.NoError(t, r.Shutdown(context.Background()))
 	held, err := bpfids.Held(os.Getpid())
 	require.NoError(t, err)
 	assert.Zero(t, held.Len(), "a failed Start holds no BPF object")
