@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -46,13 +47,19 @@ type collector struct {
 }
 
 // startCollector runs the collector with config and waits until it is
-// ready. It starts outside the test cgroups: its own connections are not
-// watched.
+// ready, and ready to shut down on SIGTERM. It starts outside the test
+// cgroups: its own connections are not watched.
+//
+// The collector logs "Everything is ready" before it asks for SIGTERM and
+// SIGINT (otelcol's Collector.Run): a SIGTERM in between kills it without
+// a shutdown. So it starts with SIGINT ignored, which the Go runtime leaves
+// alone until the collector asks for it, in the same call as for SIGTERM:
+// once /proc says SIGINT is caught, SIGTERM is too.
 func startCollector(t *testing.T, config string) *collector {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.yaml")
 	require.NoError(t, os.WriteFile(path, []byte(config), 0o600))
-	cmd := exec.Command(collectorBinary(t), "--config", path)
+	cmd := exec.Command("/bin/sh", "-c", `trap '' INT; exec "$0" "$@"`, collectorBinary(t), "--config", path)
 	stderr, err := cmd.StderrPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -66,7 +73,26 @@ func startCollector(t *testing.T, config string) *collector {
 		<-c.exited
 	})
 	waitForLine(t, stderr, "Everything is ready")
+	require.Eventually(t, func() bool { return catches(t, cmd.Process.Pid, syscall.SIGINT) }, 30*time.Second, time.Millisecond,
+		"the collector never asked for SIGINT and SIGTERM")
 	return c
+}
+
+// catches says whether process pid has a handler for sig (SigCgt in
+// /proc/PID/status).
+func catches(t *testing.T, pid int, sig syscall.Signal) bool {
+	t.Helper()
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	require.NoError(t, err)
+	for _, line := range strings.Split(string(status), "\n") {
+		if mask, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			bits, err := strconv.ParseUint(strings.TrimSpace(mask), 16, 64)
+			require.NoError(t, err)
+			return bits&(1<<(sig-1)) != 0
+		}
+	}
+	t.Fatalf("no SigCgt in /proc/%d/status", pid)
+	return false
 }
 
 // stop ends the collector with SIGTERM, which passes on every record it
