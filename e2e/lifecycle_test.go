@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -232,16 +233,22 @@ func TestCollectorKilledLeavesNothingAttached(t *testing.T) {
 // programs, attached to its own cgroup, and its own ring buffer. A socket
 // is reported by every receiver whose cgroup holds it: once by each, in
 // each one's pipeline. With disjoint cgroups that is once; a socket in a
-// cgroup nested in another receiver's is reported by both.
+// cgroup nested in another receiver's, or in the one cgroup both watch, is
+// reported by both.
 func TestTwoReceiversInOneCollector(t *testing.T) {
 	collectorBinary(t)
 	testenv.RequireRoot(t)
-	for _, layout := range []string{"disjoint", "nested"} {
+	for _, layout := range []string{"disjoint", "nested", "same"} {
 		t.Run(layout, func(t *testing.T) {
 			a := testnet.NewCgroup(t)
-			b := testnet.NewCgroup(t)
-			if layout == "nested" {
+			var b *testnet.Cgroup
+			switch layout {
+			case "disjoint":
+				b = testnet.NewCgroup(t)
+			case "nested":
 				b = a.Child(t, "inner")
+			case "same":
+				b = a
 			}
 			sinkA, endpointA := newSink(t)
 			sinkB, endpointB := newSink(t)
@@ -249,7 +256,11 @@ func TestTwoReceiversInOneCollector(t *testing.T) {
 			for _, cg := range []*testnet.Cgroup{a, b} {
 				attached, err := bpfids.Attached(cg.Path)
 				require.NoError(t, err)
-				assert.Len(t, attached, len(bpfids.CgroupAttachTypes), "each receiver attaches its own programs to its own cgroup")
+				want := len(bpfids.CgroupAttachTypes)
+				if layout == "same" {
+					want *= 2
+				}
+				assert.Len(t, attached, want, "each receiver attaches its own programs to its own cgroup")
 			}
 
 			inA := loopbackConn(t, a)
@@ -258,8 +269,12 @@ func TestTwoReceiversInOneCollector(t *testing.T) {
 
 			gotA, gotB := sinkA.all(), sinkB.all()
 			want := map[*otlpServer][]uint64{sinkA: inA, sinkB: inB}
-			if layout == "nested" {
+			switch layout {
+			case "nested":
 				want[sinkA] = append(want[sinkA], inB...) // b's sockets are in a as well
+			case "same":
+				all := append(slices.Clone(inA), inB...)
+				want[sinkA], want[sinkB] = all, all
 			}
 			for sink, got := range map[*otlpServer]map[uint64][]plog.LogRecord{sinkA: gotA, sinkB: gotB} {
 				name := map[*otlpServer]string{sinkA: "receiver a", sinkB: "receiver b"}[sink]
@@ -270,7 +285,11 @@ func TestTwoReceiversInOneCollector(t *testing.T) {
 			}
 			// A record carries the socket's own cgroup, whichever receiver
 			// reported it.
-			for cg, cookies := range map[*testnet.Cgroup][]uint64{a: inA, b: inB} {
+			for _, in := range []struct {
+				cg      *testnet.Cgroup
+				cookies []uint64
+			}{{a, inA}, {b, inB}} {
+				cg, cookies := in.cg, in.cookies
 				var st syscall.Stat_t
 				require.NoError(t, syscall.Stat(cg.Path, &st))
 				for _, cookie := range cookies {
