@@ -13,8 +13,12 @@ GOLANGCI_VERSION := v2.15.0
 CLANG            := clang-19
 CLANG_VERSION    := 19.1.7
 
-# How long make test fuzzes the DNS parse path.
+# How long make test fuzzes each fuzz target (make fuzz: 5m each, unless
+# FUZZTIME is given): FuzzObserve (the DNS parse path), FuzzDecode (the ring
+# buffer record decoders) and FuzzPrograms (the kernel programs under
+# BPF_PROG_TEST_RUN; needs root). go test -fuzz takes one target at a time.
 FUZZTIME ?= 15s
+fuzz-run = $(GO) test -run '^$$' -fuzz '^$(1)$$' -fuzztime $(FUZZTIME) $(2)
 
 TOOLS    := $(CURDIR)/.tools
 BUILDER  := $(TOOLS)/builder
@@ -27,7 +31,7 @@ VERSION       := $(shell awk '/^  version:/ {print $$2; exit}' builder-config.ya
 IMAGE_NAME    ?= localhost/otelcol-netflowtcpend
 IMAGE_ARCHIVE := $(CURDIR)/dist/otelcol-netflowtcpend-image.tar
 
-.PHONY: all build image run test unit lint cross fmt fmt-check generate bench tools clean test-kernels vm
+.PHONY: all build image run test unit fuzz lint cross fmt fmt-check generate bench tools clean test-kernels vm
 
 all: build
 
@@ -85,7 +89,16 @@ test: build $(if $(IS_ROOT),image)
 	$(GO) vet ./...
 	NETFLOWTCPEND_BINARY=$(BINARY) $(if $(IS_ROOT),NETFLOWTCPEND_IMAGE=$(IMAGE_ARCHIVE)) \
 	  $(GO) test -count=1 -timeout 15m ./...
-	$(GO) test -run '^$$' -fuzz '^FuzzObserve$$' -fuzztime $(FUZZTIME) ./internal/dnscache/
+	$(call fuzz-run,FuzzObserve,./internal/dnscache/)
+	$(call fuzz-run,FuzzDecode,./bpf/)
+	$(call fuzz-run,FuzzPrograms,./bpf/)
+
+# fuzz: each fuzz target for longer, 5m by default (FUZZTIME=1h make fuzz).
+fuzz: FUZZTIME = 5m
+fuzz:
+	$(call fuzz-run,FuzzObserve,./internal/dnscache/)
+	$(call fuzz-run,FuzzDecode,./bpf/)
+	$(call fuzz-run,FuzzPrograms,./bpf/)
 
 # unit: the quick edit-test loop: unit tests only (-short skips the tests
 # that load BPF programs or run the built collector), no ocb build, no root.

@@ -62,11 +62,34 @@ func TestLoadConfig(t *testing.T) {
 			"filters.include.ports: 70000 is not a port (1 to 65535)\n" +
 			"filters.exclude.cgroups: \"sys/fs/cgroup\" must be an absolute path\n" +
 			"filters.exclude.cgroups: /proc is not a directory on a cgroup v2 filesystem"},
+		// Wrong YAML types fail while decoding, naming the key and what it
+		// takes.
+		{id: "ring_buffer_string", wantErr: "'ring_buffer_size' expected type 'int', got unconvertible type 'string'"},
+		{id: "ports_map", wantErr: "'filters.include.ports' source data must be an array or slice, got map"},
+		{id: "dns_scalar", wantErr: "'dns' expected a map or struct, got \"bool\""},
+		{id: "exclude_self_string", wantErr: "'filters.exclude_self' expected type 'bool', got unconvertible type 'string'"},
+		{id: "unknown_nested_key", wantErr: "'filters.include' has invalid keys: port"},
+		// Out of range; bare numbers where durations belong.
+		{id: "ring_too_big", wantErr: "ring_buffer_size 2147483648 must be a power of two from 65536 (64 KiB) to 1073741824 (1 GiB)"},
+		{id: "batch_too_big", wantErr: "max_batch_size 2000000 must be from 1 to 1048576"},
+		{id: "interval_bare_number", wantErr: "flush_interval 200ns is shorter than 1ms; write a duration with its unit, e.g. 200ms (a bare number is nanoseconds)"},
+		{id: "min_ttl_bare_number", wantErr: "dns.min_ttl 5ns: DNS TTLs are whole seconds; use 0s or at least 1s, with the unit (a bare number is nanoseconds)"},
+		{id: "dns_too_big", wantErr: "dns.max_addresses 100000000 must be from 1 to 16777216\n" +
+			"dns.max_names 0 must be from 1 to 1000\n" +
+			"dns.payload_limit 9000 must be from 512 to 8192 bytes"},
+		{id: "ports_negative", wantErr: "filters.exclude.ports: -1 is not a port (1 to 65535)"},
+		{id: "cidrs_sloppy", wantErr: "filters.include.cidrs: 10.0.0.1/8 has address bits set beyond its /8 prefix; write 10.0.0.0/8 for the range, or 10.0.0.1/32 for the one address\n" +
+			"filters.include.cidrs: ::ffff:10.0.0.0/104 is an IPv4-mapped IPv6 range, which no record has (IPv4 traffic is recorded with IPv4 addresses); write 10.0.0.0/8"},
+		// Filters that can never select anything.
+		{id: "contradictions", wantErr: "filters.include.ports and filters.exclude.ports both list 443: an exclude wins, so including it selects nothing; remove it from one of them\n" +
+			"filters.include.directions and filters.exclude.directions both list incoming: an exclude wins, so including it selects nothing; remove it from one of them\n" +
+			"filters.include.cidrs: 10.1.0.0/16 lies within 10.0.0.0/8 of filters.exclude.cidrs, which wins, so including it selects nothing; remove one of them"},
 		// Text fields fail while decoding, with the key's full path.
 		{id: "cidr_bad", wantErr: `'filters.include.cidrs[0]' netip.ParsePrefix("10.0.0.0"): no '/'`},
 		{id: "direction_bad", wantErr: `'filters.exclude.directions[0]' "sideways" is not incoming, outgoing or unknown`},
 		{id: "relative_cgroup", wantErr: `cgroup_path "sys/fs/cgroup" must be an absolute path`},
-		{id: "missing_cgroup", wantErr: "cgroup_path: /sys/fs/cgroup/does-not-exist-netflowtcpend does not exist; use a cgroup v2 directory or leave it empty"},
+		{id: "missing_cgroup", wantErr: "cgroup_path: /sys/fs/cgroup/does-not-exist-netflowtcpend does not exist; create it first " +
+			"(the cgroup of a systemd unit or a container exists only while it runs), use another cgroup v2 directory, or leave cgroup_path empty for the root"},
 		{id: "not_cgroup", wantErr: "cgroup_path: /proc is not a directory on a cgroup v2 filesystem"},
 		{id: "ring_not_power_of_two", wantErr: "ring_buffer_size 1000000 must be a power of two from 65536 (64 KiB) to 1073741824 (1 GiB)"},
 		{id: "ring_too_small", wantErr: "ring_buffer_size 4096 must be a power of two"},

@@ -212,7 +212,9 @@ func (e *Event) DecodeInterned(b []byte, in *Interner) error {
 		PID: r.Pid,
 	}
 	if r.Pid != 0 {
-		e.Executable = in.str(cBytes(r.Exe[:]))
+		// NUL-terminated: at most EXE_LEN-1 bytes, even in a record
+		// that lacks the NUL.
+		e.Executable = in.str(cBytes(r.Exe[:len(r.Exe)-1]))
 	}
 	if e.EndBy != EndByLocal && e.EndBy != EndByRemote {
 		return fmt.Errorf("unknown end side %d", e.EndBy)
@@ -307,7 +309,9 @@ func (e *Event) raw() netflowEvent {
 		SegsSent: e.SegsSent, SegsReceived: e.SegsReceived, Retransmits: e.Retransmits, Pid: e.PID,
 	}
 	r.Family = familyIPv6
-	if e.Source.Addr().Is4() {
+	// IPv4 when both are: Decode unmaps each address on its own, so a
+	// record may pair an IPv4 address with an IPv6 one, written as IPv6.
+	if e.Source.Addr().Is4() && e.Destination.Addr().Is4() {
 		r.Family = familyIPv4
 		a, b := e.Source.Addr().As4(), e.Destination.Addr().As4()
 		copy(r.Saddr[:], a[:])
@@ -326,4 +330,31 @@ func (e *Event) raw() netflowEvent {
 func (e *Event) Encode() []byte {
 	r := e.raw()
 	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&r)), EventSize)...)
+}
+
+// Encode returns m as the kernel writes it, header and payload: the inverse
+// of Decode, for tests.
+func (m *DNSMessage) Encode() []byte {
+	h := netflowDnsEvent{
+		Type: uint8(RecordDNS), Protocol: 17, Netns: m.Netns,
+		PayloadLen: uint32(len(m.Payload)), WireLen: uint32(m.WireLen),
+		TimeNs: m.TimeNs, Cookie: m.Cookie, Sport: m.Source.Port(), Dport: m.Destination.Port(),
+	}
+	if m.TCP {
+		h.Protocol = 6
+	}
+	if m.Egress {
+		h.Egress = 1
+	}
+	h.Family = familyIPv6
+	if m.Source.Addr().Is4() && m.Destination.Addr().Is4() { // as in Event.raw
+		h.Family = familyIPv4
+		a, b := m.Source.Addr().As4(), m.Destination.Addr().As4()
+		copy(h.Saddr[:], a[:])
+		copy(h.Daddr[:], b[:])
+	} else {
+		h.Saddr, h.Daddr = m.Source.Addr().As16(), m.Destination.Addr().As16()
+	}
+	out := append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&h)), DNSHeaderSize)...)
+	return append(out, m.Payload...)
 }

@@ -30,7 +30,7 @@ func newTestRun(t *testing.T) *testRun {
 	return newTestRunWith(t, Options{RingBufferSize: 1 << 16, DNSPayloadLimit: 1024})
 }
 
-func newTestRunWith(t *testing.T, opts Options) *testRun {
+func newTestRunWith(t testing.TB, opts Options) *testRun {
 	t.Helper()
 	testenv.RequireRoot(t)
 	objs, err := Load(opts)

@@ -11,8 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -57,7 +55,7 @@ func TestAgentsExportToAGateway(t *testing.T) {
 	port := ln.Addr().(*net.TCPAddr).Port
 	require.NoError(t, ln.Close())
 	out := filepath.Join(t.TempDir(), "netflow.jsonl")
-	gateway := startCollector(t, exec.Command(bin,
+	gateway := startCommand(t, nil, exec.Command(bin,
 		"--config", examplePath(t, "gateway.yaml"),
 		"--config", fmt.Sprintf("yaml:receivers::otlp::protocols::grpc::endpoint: 0.0.0.0:%d", port),
 		"--config", "yaml:service::telemetry::metrics::level: none"),
@@ -69,7 +67,7 @@ func TestAgentsExportToAGateway(t *testing.T) {
 			"--config", examplePath(t, "agent.yaml"),
 			"--config", "yaml:receivers::netflow_tcp_end::cgroup_path: "+n.cg.Path)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWUTS}
-		n.agent = startCollectorIn(t, n.ns, cmd,
+		n.agent = startCommand(t, n.ns, cmd,
 			"NODE_NAME="+n.name, fmt.Sprintf("GATEWAY_ENDPOINT=%s:%d", n.hostAddr, port))
 	}
 
@@ -191,82 +189,4 @@ func hostNamesByCookie(t *testing.T, path string) map[uint64][]string {
 		})
 	}
 	return out
-}
-
-// collectorProcess is a running collector whose log the test keeps.
-type collectorProcess struct {
-	cmd  *exec.Cmd
-	done chan struct{} // closed when it has exited
-	err  error         // cmd.Wait's, once done is closed
-	mu   sync.Mutex
-	log  strings.Builder
-}
-
-// startCollector starts cmd in this network namespace with env added and
-// waits until it is ready.
-func startCollector(t *testing.T, cmd *exec.Cmd, env ...string) *collectorProcess {
-	t.Helper()
-	return startCollectorIn(t, nil, cmd, env...)
-}
-
-// startCollectorIn starts cmd in ns (nil: this one) and waits until the
-// collector says it is ready; a collector that exits first fails the test
-// with its log.
-func startCollectorIn(t *testing.T, ns *testnet.Netns, cmd *exec.Cmd, env ...string) *collectorProcess {
-	t.Helper()
-	cmd.Env = append(os.Environ(), env...)
-	p := &collectorProcess{cmd: cmd, done: make(chan struct{})}
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	if ns != nil {
-		require.NoError(t, ns.Start(cmd))
-	} else {
-		require.NoError(t, cmd.Start())
-	}
-	ready := make(chan struct{})
-	go func() {
-		s := bufio.NewScanner(stderr)
-		s.Buffer(make([]byte, 1<<20), 1<<20)
-		var once sync.Once
-		for s.Scan() {
-			p.mu.Lock()
-			p.log.WriteString(s.Text() + "\n")
-			p.mu.Unlock()
-			if strings.Contains(s.Text(), "Everything is ready") {
-				once.Do(func() { close(ready) })
-			}
-		}
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill() // fails, harmlessly, when it has exited
-		<-p.done
-	})
-	select {
-	case <-ready:
-	case <-p.done:
-		t.Fatalf("collector exited before it was ready (%v); its log:\n%s", p.err, p.logText())
-	case <-time.After(30 * time.Second):
-		t.Fatalf("collector not ready after 30 s; its log:\n%s", p.logText())
-	}
-	return p
-}
-
-func (p *collectorProcess) logText() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
-
-// stop ends the collector with SIGTERM, which flushes its pipeline.
-func (p *collectorProcess) stop(t *testing.T) {
-	t.Helper()
-	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case <-p.done:
-		require.NoError(t, p.err, "the collector must stop cleanly; its log:\n%s", p.logText())
-	case <-time.After(20 * time.Second):
-		t.Fatalf("the collector did not stop after SIGTERM; its log:\n%s", p.logText())
-	}
 }

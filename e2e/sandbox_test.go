@@ -408,7 +408,7 @@ service:
       processors: [batch]
       exporters: [otlp_http]
 `, receiverType, watched.Path, sink.addr))
-	collector := startCollectorIn(t, podNS, s.command(t, pod, sandboxCaps))
+	collector := startCommand(t, podNS, s.command(t, pod, sandboxCaps))
 	defer func() {
 		if t.Failed() {
 			t.Logf("the collector's log:\n%s", collector.logText())

@@ -5,8 +5,13 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 )
+
+// errNotExist is what checkCgroupDir wraps for a path that does not exist.
+var errNotExist = errors.New("does not exist")
 
 // Config is the receiver's configuration, from the collector's YAML to the
 // runtime: confmap decodes it (text fields through their UnmarshalText),
@@ -160,8 +165,8 @@ func (c *Config) Validate() error {
 	if c.CgroupPath != "" {
 		if !filepath.IsAbs(c.CgroupPath) {
 			errs = append(errs, fmt.Errorf("cgroup_path %q must be an absolute path", c.CgroupPath))
-		} else if err := checkCgroupDir(c.CgroupPath); err != nil {
-			errs = append(errs, fmt.Errorf("cgroup_path: %w; use a cgroup v2 directory or leave it empty for the root", err))
+		} else if err := cgroupPathError(c.CgroupPath); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if s := c.RingBufferSize; s < minRingBufferSize || s > maxRingBufferSize || s&(s-1) != 0 {
@@ -171,8 +176,12 @@ func (c *Config) Validate() error {
 	if c.MaxBatchSize < 1 || c.MaxBatchSize > maxMaxBatchSize {
 		errs = append(errs, fmt.Errorf("max_batch_size %d must be from 1 to %d", c.MaxBatchSize, maxMaxBatchSize))
 	}
-	if c.FlushInterval <= 0 {
+	switch {
+	case c.FlushInterval <= 0:
 		errs = append(errs, fmt.Errorf("flush_interval %v must be positive, e.g. 200ms", c.FlushInterval))
+	case c.FlushInterval < minFlushInterval:
+		errs = append(errs, fmt.Errorf("flush_interval %v is shorter than %v; write a duration with its unit, e.g. 200ms (a bare number is nanoseconds)",
+			c.FlushInterval, minFlushInterval))
 	}
 	if d := c.DNS; d.Enabled {
 		if d.MaxAddresses < 1 || d.MaxAddresses > maxDNSAddresses {
@@ -184,14 +193,50 @@ func (c *Config) Validate() error {
 		if d.PayloadLimit < minDNSPayload || d.PayloadLimit > MaxDNSPayload {
 			errs = append(errs, fmt.Errorf("dns.payload_limit %d must be from %d to %d bytes", d.PayloadLimit, minDNSPayload, MaxDNSPayload))
 		}
-		if d.MinTTL < 0 {
+		switch {
+		case d.MinTTL < 0:
 			errs = append(errs, fmt.Errorf("dns.min_ttl %v must not be negative", d.MinTTL))
+		case d.MinTTL > 0 && d.MinTTL < time.Second:
+			errs = append(errs, fmt.Errorf("dns.min_ttl %v: DNS TTLs are whole seconds; use 0s or at least 1s, with the unit (a bare number is nanoseconds)", d.MinTTL))
 		}
 	}
 	errs = append(errs, c.Filters.Include.validate("filters.include")...)
 	errs = append(errs, c.Filters.Exclude.validate("filters.exclude")...)
+	errs = append(errs, c.Filters.contradictions(c.watched())...)
 	errs = append(errs, c.Attributes.validate()...)
 	return errors.Join(errs...)
+}
+
+// minFlushInterval is the shortest flush_interval: the read loop wakes up
+// that often.
+const minFlushInterval = time.Millisecond
+
+// cgroupPathError says what is wrong with cgroup_path, an absolute path,
+// and how to fix it; nil if nothing is. Start asks again: the cgroup may
+// have gone since the configuration was validated.
+func cgroupPathError(path string) error {
+	err := checkCgroupDir(path)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errNotExist):
+		return fmt.Errorf("cgroup_path: %w; create it first (the cgroup of a systemd unit or a container exists only while it runs), "+
+			"use another cgroup v2 directory, or leave cgroup_path empty for the root", err)
+	default:
+		return fmt.Errorf("cgroup_path: %w; use a cgroup v2 directory or leave it empty for the root", err)
+	}
+}
+
+// watched is the cgroup v2 directory whose sockets are watched, cleaned;
+// "" when it is not known here.
+func (c *Config) watched() string {
+	if c.CgroupPath == "" {
+		return cgroupRoot()
+	}
+	if !filepath.IsAbs(c.CgroupPath) || checkCgroupDir(c.CgroupPath) != nil {
+		return ""
+	}
+	return filepath.Clean(c.CgroupPath)
 }
 
 func (f FilterConfig) validate(key string) []error {
@@ -202,8 +247,18 @@ func (f FilterConfig) validate(key string) []error {
 		}
 	}
 	for _, p := range f.CIDRs {
-		if !p.IsValid() {
+		switch {
+		case !p.IsValid():
 			errs = append(errs, fmt.Errorf("%s.cidrs: an empty entry is not an address range like 10.0.0.0/8 or 2001:db8::/32", key))
+		case p.Addr().Is4In6():
+			// Records carry IPv4 traffic with IPv4 addresses, also that of
+			// dual-stack sockets: a mapped range matches nothing.
+			v4 := netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0)).Masked()
+			errs = append(errs, fmt.Errorf("%s.cidrs: %s is an IPv4-mapped IPv6 range, which no record has (IPv4 traffic is recorded with IPv4 addresses); write %s",
+				key, p, v4))
+		case p != p.Masked():
+			errs = append(errs, fmt.Errorf("%s.cidrs: %s has address bits set beyond its /%d prefix; write %s for the range, or %s for the one address",
+				key, p, p.Bits(), p.Masked(), netip.PrefixFrom(p.Addr(), p.Addr().BitLen())))
 		}
 	}
 	for _, d := range f.Directions {
@@ -215,8 +270,67 @@ func (f FilterConfig) validate(key string) []error {
 		if !filepath.IsAbs(c) {
 			errs = append(errs, fmt.Errorf("%s.cgroups: %q must be an absolute path", key, c))
 		} else if err := checkCgroupDir(c); err != nil {
-			errs = append(errs, fmt.Errorf("%s.cgroups: %w", key, err))
+			errs = append(errs, fmt.Errorf("%s.cgroups: %w; list cgroup v2 directories", key, err))
 		}
 	}
 	return errs
+}
+
+// contradictions finds filters that can never select anything, or never
+// leave anything out: an entry both included and excluded, an included
+// range or cgroup inside an excluded one, cgroups outside the watched one
+// (watched: cgroup_path, or the root; "" when unknown), an excluded cgroup
+// that holds all of the watched one.
+func (f FiltersConfig) contradictions(watched string) []error {
+	var errs []error
+	for _, p := range f.Include.Ports {
+		if slices.Contains(f.Exclude.Ports, p) {
+			errs = append(errs, fmt.Errorf("filters.include.ports and filters.exclude.ports both list %d: an exclude wins, so including it selects nothing; remove it from one of them", p))
+		}
+	}
+	for _, d := range f.Include.Directions {
+		if slices.Contains(f.Exclude.Directions, d) {
+			errs = append(errs, fmt.Errorf("filters.include.directions and filters.exclude.directions both list %s: an exclude wins, so including it selects nothing; remove it from one of them", d))
+		}
+	}
+	for _, in := range f.Include.CIDRs {
+		for _, ex := range f.Exclude.CIDRs {
+			if in.IsValid() && ex.IsValid() && ex.Bits() <= in.Bits() && ex.Contains(in.Addr()) {
+				errs = append(errs, fmt.Errorf("filters.include.cidrs: %s lies within %s of filters.exclude.cidrs, which wins, so including it selects nothing; remove one of them", in, ex))
+			}
+		}
+	}
+
+	valid := func(c string) bool { return filepath.IsAbs(c) && checkCgroupDir(c) == nil }
+	for _, in := range f.Include.Cgroups {
+		if !valid(in) {
+			continue // said above
+		}
+		for _, ex := range f.Exclude.Cgroups {
+			if valid(ex) && within(in, ex) {
+				errs = append(errs, fmt.Errorf("filters.include.cgroups: %s lies within %s of filters.exclude.cgroups, which wins, so including it selects nothing; remove one of them", in, ex))
+			}
+		}
+		if watched != "" && !within(in, watched) && !within(watched, in) {
+			errs = append(errs, fmt.Errorf("filters.include.cgroups: %s is not within %s, the cgroup watched (cgroup_path), so no record can match it; list cgroups below %s", in, watched, watched))
+		}
+	}
+	for _, ex := range f.Exclude.Cgroups {
+		if !valid(ex) || watched == "" {
+			continue
+		}
+		switch {
+		case within(watched, ex):
+			errs = append(errs, fmt.Errorf("filters.exclude.cgroups: %s holds all of %s, the cgroup watched (cgroup_path), so every record would be left out; set cgroup_path to what to watch, or remove the entry", ex, watched))
+		case !within(ex, watched):
+			errs = append(errs, fmt.Errorf("filters.exclude.cgroups: %s is not within %s, the cgroup watched (cgroup_path), so it leaves nothing out; list cgroups below %s", ex, watched, watched))
+		}
+	}
+	return errs
+}
+
+// within says whether path is dir or below it.
+func within(path, dir string) bool {
+	path, dir = filepath.Clean(path), filepath.Clean(dir)
+	return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
 }

@@ -88,8 +88,9 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 
 	path := r.cfg.CgroupPath
 	if path != "" {
-		if err := cgroupv2.Check(path); err != nil {
-			return fmt.Errorf("cgroup_path: %w", err)
+		// Validated, but the cgroup may have gone since.
+		if err := cgroupPathError(path); err != nil {
+			return err
 		}
 	}
 	root, err := cgroupv2.Root()
@@ -134,8 +135,12 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 		return fmt.Errorf("register telemetry: %w", err)
 	}
 	if err := objs.Attach(path); err != nil {
+		r.telemetry.Shutdown() // the gauge reads rd, which is going
 		rd.Close()
 		objs.Close()
+		if cerr := cgroupPathError(path); cerr != nil {
+			return cerr // gone while loading
+		}
 		return err
 	}
 

@@ -4,6 +4,7 @@ package receiver
 
 import (
 	"context"
+	"os"
 	"testing"
 	"time"
 
@@ -14,7 +15,10 @@ import (
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/netflowtcpend/netflowtcpend/internal/bpfids"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
+	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
 )
 
 func newTestReceiver(t testing.TB, s Config, next consumer.Logs) *Receiver {
@@ -40,7 +44,7 @@ func TestShutdownWithoutStartAndTwice(t *testing.T) {
 func TestStartRejectsPathsThatAreNotCgroupV2(t *testing.T) {
 	for _, tt := range []struct{ path, wantErr string }{
 		{"/proc", "cgroup_path: /proc is not a directory on a cgroup v2 filesystem"},
-		{"/nonexistent-cgroup", "cgroup_path: stat /nonexistent-cgroup: no such file or directory"},
+		{"/nonexistent-cgroup", "cgroup_path: /nonexistent-cgroup does not exist; create it first"},
 	} {
 		s := testConfig
 		s.CgroupPath = tt.path
@@ -48,6 +52,30 @@ func TestStartRejectsPathsThatAreNotCgroupV2(t *testing.T) {
 		require.ErrorContains(t, r.Start(context.Background(), nil), tt.wantErr)
 		assert.NoError(t, r.Shutdown(context.Background()))
 	}
+}
+
+// A cgroup removed between validation and Start (a container that ended)
+// fails Start with what validation would say, naming the key and the fix;
+// nothing is loaded or attached, and Shutdown works.
+func TestStartAfterTheCgroupWasRemoved(t *testing.T) {
+	testenv.RequireRoot(t)
+	cg := testnet.NewCgroup(t)
+	gone := cg.Child(t, "gone")
+	s := testConfig
+	s.CgroupPath = gone.Path
+	require.NoError(t, s.Validate())
+	require.NoError(t, os.Remove(gone.Path))
+
+	r := newTestReceiver(t, s, consumertest.NewNop())
+	err := r.Start(context.Background(), nil)
+	require.Error(t, err)
+	assert.Equal(t, "cgroup_path: "+gone.Path+" does not exist; create it first (the cgroup of a systemd unit or a container exists only while it runs), "+
+		"use another cgroup v2 directory, or leave cgroup_path empty for the root", err.Error())
+	assert.Equal(t, err.Error(), s.Validate().Error(), "Start says what validation says")
+	require.NoError(t, r.Shutdown(context.Background()))
+	held, err := bpfids.Held(os.Getpid())
+	require.NoError(t, err)
+	assert.Zero(t, held.Len(), "a failed Start holds no BPF object")
 }
 
 func TestStartAndShutdownTwice(t *testing.T) {
