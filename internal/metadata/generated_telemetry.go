@@ -36,6 +36,7 @@ type TelemetryBuilder struct {
 	NetflowtcpendDNSMessagesLost       metric.Int64Counter
 	NetflowtcpendDNSParseErrors        metric.Int64ObservableCounter
 	NetflowtcpendDNSUnmatchedAnswers   metric.Int64ObservableCounter
+	NetflowtcpendRecordsDropped        metric.Int64Counter
 	NetflowtcpendRecordsFiltered       metric.Int64Counter
 	NetflowtcpendRecordsLost           metric.Int64Counter
 	NetflowtcpendRecordsMalformed      metric.Int64Counter
@@ -249,6 +250,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_netflowtcpend_dns_unmatched_answers",
 		metric.WithDescription("DNS answers dropped because they matched no outstanding query of the socket that received them (same id, question and server). [Alpha]"),
 		metric.WithUnit("{message}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.NetflowtcpendRecordsDropped, err = builder.meter.Int64Counter(
+		"otelcol_netflowtcpend_records_dropped",
+		metric.WithDescription("Records the receiver read but did not deliver: the next consumer refused them with a permanent error, or Shutdown ran out of time while a refusing consumer was being retried. [Alpha]"),
+		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.NetflowtcpendRecordsFiltered, err = builder.meter.Int64Counter(

@@ -53,6 +53,7 @@ func TestSetupTelemetry(t *testing.T) {
 		return nil
 	}))
 	tb.NetflowtcpendDNSMessagesLost.Add(context.Background(), 1)
+	tb.NetflowtcpendRecordsDropped.Add(context.Background(), 1)
 	tb.NetflowtcpendRecordsFiltered.Add(context.Background(), 1)
 	tb.NetflowtcpendRecordsLost.Add(context.Background(), 1)
 	tb.NetflowtcpendRecordsMalformed.Add(context.Background(), 1)
@@ -80,6 +81,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualNetflowtcpendDNSUnmatchedAnswers(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualNetflowtcpendRecordsDropped(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualNetflowtcpendRecordsFiltered(t, testTel,
