@@ -27,7 +27,7 @@ VERSION       := $(shell awk '/^  version:/ {print $$2; exit}' builder-config.ya
 IMAGE_NAME    ?= localhost/otelcol-netflowtcpend
 IMAGE_ARCHIVE := $(CURDIR)/dist/otelcol-netflowtcpend-image.tar
 
-.PHONY: all build image run test unit lint cross fmt fmt-check generate bench tools clean
+.PHONY: all build image run test unit lint cross fmt fmt-check generate bench backpressure tools clean
 
 all: build
 
@@ -106,6 +106,15 @@ cross:
 # one table (needs root; takes a few minutes; not part of make test).
 bench: build
 	$(GO) run ./bench -binary $(BINARY)
+
+# backpressure: the backpressure tests with the OTLP endpoint failing for
+# BACKPRESSURE_FOR (make test runs them with 10s): examples/production.yaml
+# under connection churn against an endpoint that stalls, answers 503 or 400,
+# and the receiver against a blocked or refusing consumer. Needs root.
+BACKPRESSURE_FOR ?= 60s
+backpressure: build
+	NETFLOWTCPEND_BINARY=$(BINARY) NETFLOWTCPEND_BACKPRESSURE_FOR=$(BACKPRESSURE_FOR) \
+	  $(GO) test -count=1 -timeout 40m -v -run '^(TestProductionConfigUnderBackpressure|TestBackpressureFromTheNextConsumer)$$' ./e2e/ ./receiver/
 
 # fmt, fmt-check: the kernel sources in the style of .clang-format, with
 # Debian's clang-format-19. After fmt, run make generate: the objects carry
