@@ -27,7 +27,7 @@ VERSION       := $(shell awk '/^  version:/ {print $$2; exit}' builder-config.ya
 IMAGE_NAME    ?= localhost/otelcol-netflowtcpend
 IMAGE_ARCHIVE := $(CURDIR)/dist/otelcol-netflowtcpend-image.tar
 
-.PHONY: all build image run test unit lint cross fmt fmt-check generate bench backpressure soak tools clean
+.PHONY: all build image run test unit lint cross fmt fmt-check generate bench tools clean
 
 all: build
 
@@ -111,9 +111,12 @@ bench: build
 # BACKPRESSURE_FOR (make test runs them with 10s): examples/production.yaml
 # under connection churn against an endpoint that stalls, answers 503 or 400,
 # and the receiver against a blocked or refusing consumer. Needs root.
+# CHURN_RATE is the connections per second (0: as fast as they go).
 BACKPRESSURE_FOR ?= 60s
+CHURN_RATE       ?= 0
+.PHONY: backpressure soak
 backpressure: build
-	NETFLOWTCPEND_BINARY=$(BINARY) NETFLOWTCPEND_BACKPRESSURE_FOR=$(BACKPRESSURE_FOR) \
+	NETFLOWTCPEND_BINARY=$(BINARY) NETFLOWTCPEND_BACKPRESSURE_FOR=$(BACKPRESSURE_FOR) NETFLOWTCPEND_CHURN_RATE=$(CHURN_RATE) \
 	  $(GO) test -count=1 -timeout 40m -v -run '^(TestProductionConfigUnderBackpressure|TestBackpressureFromTheNextConsumer)$$' ./e2e/ ./receiver/
 
 # soak: examples/production.yaml under steady connection churn with DNS
