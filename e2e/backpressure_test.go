@@ -89,6 +89,7 @@ type sample struct {
 }
 
 func backpressure(t *testing.T, bin string, sc scenario, failFor time.Duration, rate float64) {
+	t.Helper()
 	mode := sc.mode
 	sink, err := loadtest.NewSink()
 	require.NoError(t, err)
@@ -175,7 +176,7 @@ func backpressure(t *testing.T, bin string, sc scenario, failFor time.Duration, 
 	res, err := worker.Stop()
 	require.NoError(t, err)
 	made := worker.Sockets()
-	require.Equal(t, int(2*res.Conns), len(made), "every connection's two sockets were reported")
+	require.Len(t, made, int(2*res.Conns), "every connection's two sockets were reported")
 
 	// Every socket has its record at the endpoint, or is counted where it
 	// was given up: lost in the kernel (and not written later), dropped by
