@@ -339,7 +339,7 @@ func loss(e *env, t *table) error {
 		if err != nil {
 			return result{}, err
 		}
-		expected := int(2 * cr.Conns) // the client's socket and the server's
+		expected := len(made) // the client's socket and the server's
 		var acc loadtest.Accounting
 		deadline := time.Now().Add(15 * time.Second)
 		for last := -1; time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {

@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/netip"
 	"time"
@@ -16,11 +17,16 @@ import (
 // watches, with plain TCP (testnet's; Go would listen with MPTCP).
 
 // churn makes short-lived connections for d from clients goroutines (see
-// loadtest.Churn); onSocket, if not nil, gets every socket's cookie.
+// loadtest.Churn); onSocket, if not nil, gets every socket's cookie. A
+// failed connection fails the measurement.
 func churn(d time.Duration, clients int, onSocket func(uint64)) (loadtest.ChurnResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	return loadtest.Churn(ctx, loadtest.ChurnOptions{Clients: clients, OnSocket: onSocket})
+	res, err := loadtest.Churn(ctx, loadtest.ChurnOptions{Clients: clients, OnSocket: onSocket})
+	if err == nil && res.Errors > 0 {
+		err = fmt.Errorf("%d of %d connections failed, the first: %s", res.Errors, res.Errors+res.Conns, res.FirstError)
+	}
+	return res, err
 }
 
 var loopback = netip.MustParseAddrPort("127.0.0.1:0")

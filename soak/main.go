@@ -258,7 +258,7 @@ func run() (bool, error) {
 		{"ran the whole time", !interrupted, fmt.Sprintf("%v of %v", time.Since(start).Round(time.Second), *duration)},
 		{"RSS flat after the warm-up", len(judged) > 1 && (slices.Max(judged)-slices.Min(judged))/slices.Min(judged) <= *flatness,
 			rssSays(judged, samples, *flatness)},
-		{"one record per socket end", acc.Sockets == int(2*res.Conns) && acc.Missing == 0 && acc.Duplicates == 0 && acc.Unexpected == 0,
+		{"one record per socket end", acc.Sockets >= int(2*res.Conns) && acc.Missing == 0 && acc.Duplicates == 0 && acc.Unexpected == 0,
 			fmt.Sprintf("%d connections, %d sockets, %d with a record; %d missing, %d duplicated, %d of sockets not made",
 				res.Conns, acc.Sockets, acc.Delivered, acc.Missing, acc.Duplicates, acc.Unexpected)},
 		{"nothing lost", m.Get("otelcol_netflowtcpend_records_lost")+m.Get("otelcol_netflowtcpend_dns_messages_lost")+
@@ -267,6 +267,9 @@ func run() (bool, error) {
 				m.Get("otelcol_netflowtcpend_records_lost"), m.Get("otelcol_netflowtcpend_dns_messages_lost"),
 				m.Get("otelcol_netflowtcpend_records_dropped"), m.Get("otelcol_exporter_send_failed_log_records"))},
 		{"clean stop", stopErr == nil, fmt.Sprint(errOr(stopErr, "SIGTERM: exited 0"))},
+	}
+	if res.Errors > 0 {
+		fmt.Printf("\n%d lookups or connections failed (their sockets count like any other); the first: %s", res.Errors, res.FirstError)
 	}
 	fmt.Printf("\n%d connections in %.0f s (%.0f/s), %d DNS lookups; records with a domain name: %d of %d (%.2f%%); "+
 		"DNS cache %.0f addresses (max %d), %.0f evicted; pipeline refusals (per call) %.0f\n",

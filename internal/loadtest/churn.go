@@ -11,9 +11,11 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
 )
@@ -32,8 +34,9 @@ type ChurnOptions struct {
 	// DNS, when set, makes each client resolve a name before each
 	// connection and connect to the address in the answer.
 	DNS *DNSOptions
-	// OnSocket, when set, gets the cookie of every socket (client and
-	// server) before its connection ends. It is called from several
+	// OnSocket, when set, gets the cookie of every socket whose connection
+	// ended or will end (client and server, failed connects included), at
+	// the latest when its exchange is over. It is called from several
 	// goroutines at once.
 	OnSocket func(cookie uint64) `json:"-"`
 }
@@ -48,8 +51,14 @@ type DNSOptions struct {
 type ChurnResult struct {
 	Conns   int64 // connections completed
 	Lookups int64 // DNS lookups answered
-	Seconds float64
-	Port    uint16 // the server's port
+	// Errors counts failed lookups and connections (a connect that timed
+	// out on a busy machine, say). Their sockets were reported all the
+	// same: a failed connect is a connection end too. FirstError is the
+	// first one's message.
+	Errors     int64
+	FirstError string
+	Seconds    float64
+	Port       uint16 // the server's port
 }
 
 // Rate returns the connections per second.
@@ -58,7 +67,8 @@ func (r ChurnResult) Rate() float64 { return float64(r.Conns) / r.Seconds }
 // Churn makes short-lived connections until ctx ends: each client connects,
 // sends a 64-byte request, reads a 64-byte response and the server's FIN,
 // then closes. The server closes first, so TIME_WAIT stays on its side and
-// the clients do not run out of ports. The first error stops the churn.
+// the clients do not run out of ports. A failed connection is counted and
+// the client goes on; only a server that cannot listen is an error.
 func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 	listen := o.Listen
 	if !listen.IsValid() {
@@ -75,12 +85,14 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 	if addr.Addr().IsUnspecified() {
 		addr = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
 	}
-
 	clients := max(o.Clients, 1)
-	var conns, lookups atomic.Int64
-	var firstErr error
+	var conns, lookups, errs atomic.Int64
+	var firstErr string
 	var once sync.Once
-	fail := func(err error) { once.Do(func() { firstErr = err }) }
+	fail := func(err error) {
+		errs.Add(1)
+		once.Do(func() { firstErr = err.Error() })
+	}
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := range clients {
@@ -92,6 +104,7 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 				pace = time.NewTicker(time.Duration(float64(clients) * float64(time.Second) / o.Rate))
 				defer pace.Stop()
 			}
+			dialer, cookie := newDialer(o.OnSocket != nil)
 			req, resp := make([]byte, 64), make([]byte, 64)
 			for n := i; ctx.Err() == nil; n += clients {
 				if pace != nil {
@@ -106,47 +119,80 @@ func Churn(ctx context.Context, o ChurnOptions) (ChurnResult, error) {
 					a, err := Lookup(o.DNS.Server, o.DNS.Names[n%len(o.DNS.Names)], uint16(n))
 					if err != nil {
 						fail(err)
-						return
+						continue
 					}
 					lookups.Add(1)
 					to = netip.AddrPortFrom(a, port)
 				}
-				if err := exchange(to, req, resp, o.OnSocket); err != nil {
+				*cookie = 0
+				connected, err := exchange(dialer, to, req, resp)
+				if o.OnSocket != nil && *cookie != 0 && (connected || synSent(err)) {
+					o.OnSocket(*cookie)
+				}
+				if err != nil {
 					fail(err)
-					return
+					continue
 				}
 				conns.Add(1)
 			}
 		}()
 	}
 	wg.Wait()
-	return ChurnResult{Conns: conns.Load(), Lookups: lookups.Load(), Seconds: time.Since(start).Seconds(), Port: port}, firstErr
+	return ChurnResult{
+		Conns: conns.Load(), Lookups: lookups.Load(), Errors: errs.Load(), FirstError: firstErr,
+		Seconds: time.Since(start).Seconds(), Port: port,
+	}, nil
 }
 
-func exchange(addr netip.AddrPort, req, resp []byte, onSocket func(uint64)) error {
-	c, err := testnet.Dial(addr)
+// newDialer returns a dialer of plain TCP (as testnet's) and, if cookies,
+// where it writes the cookie of each socket it makes, before the connect.
+func newDialer(cookies bool) (*net.Dialer, *uint64) {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	d.SetMultipathTCP(false)
+	cookie := new(uint64)
+	if cookies {
+		d.Control = func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			if err := c.Control(func(fd uintptr) {
+				*cookie, serr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE)
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
+	return d, cookie
+}
+
+// synSent tells whether a failed connect sent its SYN (it timed out, or was
+// refused): then the kernel programs saw the socket, and its end is a
+// record. A connect that failed before (no local port left, say) is none.
+func synSent(err error) bool {
+	var nerr net.Error
+	return errors.As(err, &nerr) && nerr.Timeout() || errors.Is(err, syscall.ECONNREFUSED) ||
+		errors.Is(err, syscall.ETIMEDOUT) || errors.Is(err, syscall.ECONNRESET)
+}
+
+// exchange makes one connection; connected tells whether the connect
+// succeeded.
+func exchange(d *net.Dialer, addr netip.AddrPort, req, resp []byte) (connected bool, err error) {
+	c, err := d.Dial("tcp", addr.String())
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer c.Close()
-	if onSocket != nil {
-		cookie, err := testnet.Cookie(c)
-		if err != nil {
-			return err
-		}
-		onSocket(cookie)
-	}
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.Write(req); err != nil {
-		return err
+		return true, err
 	}
 	if _, err := io.ReadFull(c, resp); err != nil {
-		return err
+		return true, err
 	}
 	_, err = c.Read(resp[:1]) // the server's FIN
 	if errors.Is(err, io.EOF) {
-		return nil
+		return true, nil
 	}
-	return err
+	return true, err
 }
 
 func serve(ln net.Listener, onSocket func(uint64)) {
@@ -164,6 +210,7 @@ func serve(ln net.Listener, onSocket func(uint64)) {
 				}
 				onSocket(cookie)
 			}
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 			buf := make([]byte, 64)
 			if _, err := io.ReadFull(c, buf); err == nil {
 				_, _ = c.Write(buf)

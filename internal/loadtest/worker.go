@@ -35,6 +35,7 @@ const (
 	tagConns   = 'n' // connections made, at the end
 	tagLookups = 'l' // lookups made, at the end
 	tagPort    = 'p' // the server's port, at the end
+	tagErrors  = 'x' // failed lookups and connections, at the end (the first one's message on stderr)
 )
 
 // RunWorkerIfAsked runs the worker and exits when this process was started
@@ -99,6 +100,10 @@ func runWorker(spec string) error {
 	frame(tagConns, uint64(res.Conns))
 	frame(tagLookups, uint64(res.Lookups))
 	frame(tagPort, uint64(res.Port))
+	frame(tagErrors, uint64(res.Errors))
+	if res.FirstError != "" {
+		fmt.Fprintln(os.Stderr, res.FirstError)
+	}
 	if ferr := out.Flush(); ferr != nil && err == nil {
 		err = ferr
 	}
@@ -190,6 +195,8 @@ func (w *Worker) read(r io.Reader) {
 			w.res.Lookups = int64(v)
 		case tagPort:
 			w.res.Port = uint16(v)
+		case tagErrors:
+			w.res.Errors = int64(v)
 		}
 		w.mu.Unlock()
 	}
@@ -245,6 +252,9 @@ func (w *Worker) Stop() (ChurnResult, error) {
 	}
 	if err != nil {
 		return w.res, fmt.Errorf("worker: %w: %s", err, strings.TrimSpace(w.stderr.String()))
+	}
+	if w.res.Errors > 0 {
+		w.res.FirstError = strings.TrimSpace(w.stderr.String())
 	}
 	return w.res, nil
 }
