@@ -107,6 +107,24 @@ cross:
 bench: build
 	$(GO) run ./bench -binary $(BINARY)
 
+# fmt, fmt-check: the kernel sources in the style of .clang-format, with
+# Debian's clang-format-19. After fmt, run make generate: the objects carry
+# line info.
+CLANG_FORMAT := clang-format-19
+FMT_FILES    := $(wildcard bpf/*.c bpf/*.h internal/bpftest/*.c)
+
+fmt:
+	@./scripts/ensure-packages.sh $(CLANG_FORMAT)
+	$(CLANG_FORMAT) -i $(FMT_FILES)
+
+fmt-check:
+	@./scripts/ensure-packages.sh $(CLANG_FORMAT)
+	@bad=$$(for f in $(FMT_FILES); do $(CLANG_FORMAT) --dry-run --Werror $$f >/dev/null 2>&1 || echo $$f; done); \
+	  [ -z "$$bad" ] || { echo "not formatted (run make fmt):" $$bad >&2; exit 1; }
+
+clean:
+	rm -rf dist $(TOOLS)
+
 # backpressure: the backpressure tests with the OTLP endpoint failing for
 # BACKPRESSURE_FOR (make test runs them with 10s): examples/production.yaml
 # under connection churn against an endpoint that stalls, answers 503 or 400,
@@ -128,21 +146,3 @@ SOAK_FOR ?= 10m
 soak: build
 	@./scripts/ensure-packages.sh dnsmasq-base
 	$(GO) run ./soak -binary $(BINARY) -duration $(SOAK_FOR) $(SOAK_FLAGS)
-
-# fmt, fmt-check: the kernel sources in the style of .clang-format, with
-# Debian's clang-format-19. After fmt, run make generate: the objects carry
-# line info.
-CLANG_FORMAT := clang-format-19
-FMT_FILES    := $(wildcard bpf/*.c bpf/*.h internal/bpftest/*.c)
-
-fmt:
-	@./scripts/ensure-packages.sh $(CLANG_FORMAT)
-	$(CLANG_FORMAT) -i $(FMT_FILES)
-
-fmt-check:
-	@./scripts/ensure-packages.sh $(CLANG_FORMAT)
-	@bad=$$(for f in $(FMT_FILES); do $(CLANG_FORMAT) --dry-run --Werror $$f >/dev/null 2>&1 || echo $$f; done); \
-	  [ -z "$$bad" ] || { echo "not formatted (run make fmt):" $$bad >&2; exit 1; }
-
-clean:
-	rm -rf dist $(TOOLS)
