@@ -27,7 +27,7 @@ VERSION       := $(shell awk '/^  version:/ {print $$2; exit}' builder-config.ya
 IMAGE_NAME    ?= localhost/otelcol-netflowtcpend
 IMAGE_ARCHIVE := $(CURDIR)/dist/otelcol-netflowtcpend-image.tar
 
-.PHONY: all build image run test unit lint cross fmt fmt-check generate bench tools clean
+.PHONY: all build image run test unit lint cross fmt fmt-check generate bench tools clean test-kernels vm
 
 all: build
 
@@ -121,6 +121,25 @@ fmt-check:
 	@./scripts/ensure-packages.sh $(CLANG_FORMAT)
 	@bad=$$(for f in $(FMT_FILES); do $(CLANG_FORMAT) --dry-run --Werror $$f >/dev/null 2>&1 || echo $$f; done); \
 	  [ -z "$$bad" ] || { echo "not formatted (run make fmt):" $$bad >&2; exit 1; }
+
+# test-kernels: the tests that depend on the kernel (./bpf, ./receiver,
+# ./internal/sockscan, ./e2e, .) on each kernel of KERNELS, booted under
+# QEMU from pinned Debian packages (scripts/vm/kernels.txt), and on this
+# machine ("host"); prints one table. Needs root; installs qemu-system-x86
+# and busybox-static; kernels go to .tools/vm. KERNELS='5.10 6.1' selects.
+KERNELS ?=
+test-kernels: build
+	KERNELS='$(KERNELS)' ./scripts/vm/test-kernels.sh
+
+# vm: a command in a guest of one kernel, in this directory (read-only; the
+# guest's $$VM_OUT is writable), e.g. make vm KERNEL=6.1 CMD='go version'.
+# Without CMD, uname -a.
+KERNEL ?= 6.1
+CMD    ?= uname -a
+vm:
+	./scripts/vm/run.sh -k '$(KERNEL)' -c "$$VM_CMD"
+
+vm: export VM_CMD = $(value CMD)
 
 clean:
 	rm -rf dist $(TOOLS)

@@ -7,9 +7,13 @@ import (
 	"fmt"
 	"math/bits"
 	"os"
+	"slices"
+	"strings"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
@@ -25,6 +29,12 @@ var (
 	// ErrUnsupportedKernel means the running kernel lacks a feature the
 	// programs need.
 	ErrUnsupportedKernel = errors.New("kernel lacks a required BPF feature")
+	// ErrMemlock means the kernel charges BPF memory to RLIMIT_MEMLOCK
+	// (before Linux 5.11, or a vendor kernel that kept that accounting) and
+	// the process could not lift the limit.
+	ErrMemlock = errors.New("this kernel charges BPF memory to RLIMIT_MEMLOCK, and the process may not raise it: " +
+		"give it CAP_SYS_RESOURCE, or a memlock limit the BPF maps fit in (ulimit -l unlimited; " +
+		"a container's is its runtime's, e.g. --ulimit memlock=-1)")
 )
 
 // DefaultRingBufferSize is the ring buffer size used when Options leaves it
@@ -39,9 +49,12 @@ type Options struct {
 	// DNSPayloadLimit is the most bytes of a DNS message copied to user
 	// space, up to MaxDNSPayload. Zero turns DNS capture off.
 	DNSPayloadLimit int
-	// IgnorePID is a process whose sockets yield no records and no DNS
-	// messages (the collector itself); 0 ignores none.
-	IgnorePID int
+	// IgnoreSelf: this process's sockets yield no records and no DNS
+	// messages (the collector's own exports and lookups).
+	IgnoreSelf bool
+	// Without names optional programs (see Unavailable) not to load, as if
+	// the kernel could not: tests use it to see what such a kernel gives.
+	Without []string
 	// WakeupBytes: a record wakes the reader each time the data waiting in
 	// the ring buffer crosses a multiple of it (rounded down to a power of
 	// two); the reader also looks at every tick. Zero means
@@ -59,12 +72,15 @@ const MaxDNSPayload = 8192
 // Objects are the loaded programs and maps, and the links that attach them.
 type Objects struct {
 	objs objects
-	// The I/O tracepoint programs that name the owner of accepted
-	// sockets; optional (see Unavailable).
-	ownerProgs []*ebpf.Program
+	// The optional programs this kernel loaded (optionalPrograms).
+	optional []*ebpf.Program
 	// Unavailable lists what this kernel could not load, for a warning.
 	Unavailable []Unavailable
-	links       []link.Link
+	// SelfPID is this process's id as the kernel counts it, the one
+	// records and the socket scan give: not os.Getpid() when the process
+	// runs in a PID namespace of its own.
+	SelfPID int
+	links   []link.Link
 }
 
 // objects are the maps and the programs every kernel must load
@@ -88,18 +104,33 @@ type Unavailable struct {
 	Err     error  // why it did not load
 }
 
-// ownerPrograms are optional: their tracepoints are recent.
-var ownerPrograms = []string{"netflow_send", "netflow_recv"}
+// errWithout is why a program in Options.Without did not load.
+var errWithout = errors.New("left out (Options.Without)")
+
+// optionalPrograms are tracepoint programs that some kernels cannot load,
+// with what records lack without them.
+var optionalPrograms = []struct{ name, absent string }{
+	// Their tracepoints are recent (tcp_sendmsg_locked: about 6.12).
+	{"netflow_send", "the owner process of incoming connections"},
+	{"netflow_recv", "the owner process of incoming connections"},
+	// Without it, cgroup paths come only from walks of the cgroup tree,
+	// at most once a second.
+	{CgroupProgram, "the container.id and cgroup path of containers created and removed between two walks of the cgroup tree"},
+}
+
+// CgroupProgram is the optional program that reports new cgroups
+// (RecordCgroup).
+const CgroupProgram = "netflow_cgroup_mkdir"
 
 // Load checks the kernel, then loads the programs and maps into it. Nothing
 // is attached yet.
 func Load(opts Options) (*Objects, error) {
-	if err := checkKernel(); err != nil {
+	// Before the probes, which create maps and programs too.
+	if err := raiseMemlock(); err != nil {
 		return nil, err
 	}
-	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("raise memlock limit: %w", wrapPermission(err))
+	if err := checkKernel(); err != nil {
+		return nil, err
 	}
 
 	spec, err := loadNetflow()
@@ -117,8 +148,14 @@ func Load(opts Options) (*Objects, error) {
 	if err := spec.Variables["dns_payload_limit"].Set(uint32(opts.DNSPayloadLimit)); err != nil {
 		return nil, fmt.Errorf("set DNS payload limit: %w", err)
 	}
-	if err := spec.Variables["self_tgid"].Set(uint32(opts.IgnorePID)); err != nil {
-		return nil, fmt.Errorf("set own process id: %w", err)
+	self, err := selfPID(spec)
+	if err != nil {
+		return nil, err
+	}
+	if opts.IgnoreSelf {
+		if err := spec.Variables["self_tgid"].Set(uint32(self)); err != nil {
+			return nil, fmt.Errorf("set own process id: %w", err)
+		}
 	}
 	wakeup := opts.WakeupBytes
 	if wakeup == 0 {
@@ -131,27 +168,57 @@ func Load(opts Options) (*Objects, error) {
 		return nil, fmt.Errorf("set wakeup threshold: %w", err)
 	}
 
-	o := &Objects{}
-	if err := spec.LoadAndAssign(&o.objs, nil); err != nil {
+	o := &Objects{SelfPID: self}
+	// Each LoadAndAssign below would read the kernel's BTF again.
+	cache := btf.NewCache()
+	if err := spec.LoadAndAssign(&o.objs, &ebpf.CollectionOptions{Cache: cache}); err != nil {
 		return nil, loadError(err)
 	}
-	for _, name := range ownerPrograms {
-		p, err := loadProgram(spec, name, o.objs.SockStates)
+	// The optional programs share the maps loaded above: socket state, the
+	// ring buffer, the counters.
+	shared := &ebpf.CollectionOptions{Cache: cache, MapReplacements: map[string]*ebpf.Map{
+		"sock_states": o.objs.SockStates, "events": o.objs.Events, "stats": o.objs.Stats,
+	}}
+	for _, opt := range optionalPrograms {
+		var p *ebpf.Program
+		err := errWithout
+		if !slices.Contains(opts.Without, opt.name) {
+			p, err = loadProgram(spec, opt.name, shared)
+		}
 		if err != nil {
-			o.Unavailable = append(o.Unavailable, Unavailable{
-				Program: name, Absent: "the owner process of incoming connections", Err: err})
+			o.Unavailable = append(o.Unavailable, Unavailable{Program: opt.name, Absent: opt.absent, Err: err})
 			continue
 		}
-		o.ownerProgs = append(o.ownerProgs, p)
+		o.optional = append(o.optional, p)
 	}
 	return o, nil
 }
 
-// loadProgram loads one of the owner programs of spec, sharing the socket
-// state map. LoadAndAssign loads only what the struct names (and what that
-// uses), not a second ring buffer.
-func loadProgram(spec *ebpf.CollectionSpec, name string, states *ebpf.Map) (*ebpf.Program, error) {
-	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{"sock_states": states}}
+// selfPID returns this process's id as the kernel counts it: the process id
+// that netflow_whoami reads when BPF_PROG_TEST_RUN runs it in this task.
+func selfPID(spec *ebpf.CollectionSpec) (int, error) {
+	var o struct {
+		Prog *ebpf.Program  `ebpf:"netflow_whoami"`
+		TGID *ebpf.Variable `ebpf:"whoami_tgid"`
+	}
+	if err := spec.LoadAndAssign(&o, nil); err != nil {
+		return 0, fmt.Errorf("find own process id: %w", loadError(err))
+	}
+	defer o.Prog.Close()
+	if _, err := o.Prog.Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil {
+		return 0, fmt.Errorf("find own process id: %w", wrapPermission(err))
+	}
+	var tgid uint32
+	if err := o.TGID.Get(&tgid); err != nil {
+		return 0, fmt.Errorf("find own process id: %w", err)
+	}
+	return int(tgid), nil
+}
+
+// loadProgram loads one of the optional programs of spec. LoadAndAssign
+// loads only what the struct names (and the maps that uses, unless opts
+// replaces them), not a second ring buffer.
+func loadProgram(spec *ebpf.CollectionSpec, name string, opts *ebpf.CollectionOptions) (*ebpf.Program, error) {
 	switch name {
 	case "netflow_send":
 		var p struct {
@@ -162,6 +229,12 @@ func loadProgram(spec *ebpf.CollectionSpec, name string, states *ebpf.Map) (*ebp
 	case "netflow_recv":
 		var p struct {
 			P *ebpf.Program `ebpf:"netflow_recv"`
+		}
+		err := spec.LoadAndAssign(&p, opts)
+		return p.P, err
+	case CgroupProgram:
+		var p struct {
+			P *ebpf.Program `ebpf:"netflow_cgroup_mkdir"`
 		}
 		err := spec.LoadAndAssign(&p, opts)
 		return p.P, err
@@ -208,29 +281,121 @@ func checkKernel() error {
 	return nil
 }
 
-// hasPerfmon reports whether the process has CAP_PERFMON or CAP_SYS_ADMIN,
-// which also grants it.
-func hasPerfmon() bool {
+// removeMemlock lifts RLIMIT_MEMLOCK where the kernel charges BPF memory to
+// it, and does nothing on kernels that charge the memory cgroup (5.11 and
+// later); a variable for tests.
+var removeMemlock = rlimit.RemoveMemlock
+
+// memlockLimit is, when the kernel charges BPF memory to RLIMIT_MEMLOCK and
+// the limit could not be lifted, the limit in bytes (then raised to its hard
+// limit); 0 otherwise. wrapPermission blames it for a refusal that missing
+// capabilities do not explain.
+var memlockLimit atomic.Uint64
+
+// raiseMemlock lets the kernel charge BPF memory to this process on kernels
+// that count it against RLIMIT_MEMLOCK. Lifting the limit past its hard
+// limit needs CAP_SYS_RESOURCE; without it, the soft limit goes up to the
+// hard one, which the runtime may have set high enough, and loading goes
+// on: if the maps do not fit, the error says so (ErrMemlock).
+func raiseMemlock() error {
+	err := removeMemlock()
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EPERM) {
+		return fmt.Errorf("raise memlock limit: %w", err)
+	}
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim); err != nil {
+		return fmt.Errorf("read memlock limit: %w", err)
+	}
+	if lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		_ = unix.Setrlimit(unix.RLIMIT_MEMLOCK, &lim) // lowering nothing, never refused
+	}
+	memlockLimit.Store(max(lim.Cur, 1))
+	return nil
+}
+
+// effectiveCaps returns the effective capability set of the calling thread.
+func effectiveCaps() (uint64, bool) {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return true // cannot tell: do not blame permissions
+		return 0, false
 	}
-	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
-	return has(unix.CAP_PERFMON) || has(unix.CAP_SYS_ADMIN)
+	return uint64(data[0].Effective) | uint64(data[1].Effective)<<32, true
 }
 
-func wrapPermission(err error) error {
-	if errors.Is(err, os.ErrPermission) {
-		return fmt.Errorf("%w: %w", ErrPermission, err)
+// hasPerfmon reports whether the process has CAP_PERFMON or CAP_SYS_ADMIN,
+// which also grants it.
+func hasPerfmon() bool {
+	eff, ok := effectiveCaps()
+	if !ok {
+		return true // cannot tell: do not blame permissions
 	}
-	return err
+	return eff&(1<<unix.CAP_PERFMON|1<<unix.CAP_SYS_ADMIN) != 0
+}
+
+// neededCaps are the capabilities the collector needs (README, "Capabilities").
+var neededCaps = []struct {
+	bit  uint
+	name string
+}{{unix.CAP_BPF, "CAP_BPF"}, {unix.CAP_NET_ADMIN, "CAP_NET_ADMIN"}, {unix.CAP_PERFMON, "CAP_PERFMON"}}
+
+// missingCaps names the needed capabilities that the effective set lacks.
+// CAP_SYS_ADMIN stands for all three, as the kernel counts it
+// (bpf_capable, bpf_net_capable, perfmon_capable).
+func missingCaps() []string {
+	eff, ok := effectiveCaps()
+	if !ok || eff&(1<<unix.CAP_SYS_ADMIN) != 0 {
+		return nil
+	}
+	var out []string
+	for _, c := range neededCaps {
+		if eff&(1<<c.bit) == 0 {
+			out = append(out, c.name)
+		}
+	}
+	return out
+}
+
+// memlockHint is what cilium/ebpf adds to every EPERM from loading a
+// program or creating a map. Here it only misleads: raiseMemlock lifted the
+// limit, or wrapPermission blames it itself (ErrMemlock).
+const memlockHint = " (MEMLOCK may be too low, consider rlimit.RemoveMemlock)"
+
+// withoutMemlockHint is an error without memlockHint in its text.
+type withoutMemlockHint struct{ error }
+
+func (e withoutMemlockHint) Error() string {
+	return strings.ReplaceAll(e.error.Error(), memlockHint, "")
+}
+func (e withoutMemlockHint) Unwrap() error { return e.error }
+
+// wrapPermission says why the kernel refused: the capabilities that are
+// missing, or else a memlock limit that could not be lifted.
+func wrapPermission(err error) error {
+	if !errors.Is(err, os.ErrPermission) {
+		return err
+	}
+	err = withoutMemlockHint{err}
+	if missing := missingCaps(); len(missing) > 0 {
+		return fmt.Errorf("%w (missing %s): %w", ErrPermission, strings.Join(missing, ", "), err)
+	}
+	if limit := memlockLimit.Load(); limit != 0 {
+		return fmt.Errorf("%w (limit now %d KiB): %w", ErrMemlock, limit/1024, err)
+	}
+	return fmt.Errorf("%w: %w", ErrPermission, err)
 }
 
 // Attach attaches the cgroup programs (cgroup_skb ingress and egress,
 // sock_create) to the cgroup v2 directory at cgroupPath, so that only
 // sockets created in that cgroup or below it are watched, and the tracepoint
-// programs, which act only on sockets that the cgroup programs gave state.
+// programs: those on sockets act only on sockets that the cgroup programs
+// gave state; the one on cgroup creation reports every new cgroup v2
+// directory of the host, from now on (a walk of the tree after Attach finds
+// the older ones).
 func (o *Objects) Attach(cgroupPath string) error {
 	for _, a := range []struct {
 		prog *ebpf.Program
@@ -248,7 +413,7 @@ func (o *Objects) Attach(cgroupPath string) error {
 		}
 		o.links = append(o.links, l)
 	}
-	for _, p := range append([]*ebpf.Program{o.objs.State}, o.ownerProgs...) {
+	for _, p := range append([]*ebpf.Program{o.objs.State}, o.optional...) {
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
 			o.Detach()
@@ -272,7 +437,7 @@ func (o *Objects) Detach() {
 func (o *Objects) Close() error {
 	o.Detach()
 	errs := []error{o.objs.Close()}
-	for _, p := range o.ownerProgs {
+	for _, p := range o.optional {
 		errs = append(errs, p.Close())
 	}
 	return errors.Join(errs...)

@@ -7,7 +7,8 @@
 // 53, from which user space builds its cache of names. A cgroup/sock_create
 // program remembers which process made each socket, tracepoints on TCP sends
 // and reads name the process that owns an accepted socket, and a tracepoint
-// on socket state changes reports the ends that no FIN or RST marks.
+// on socket state changes reports the ends that no FIN or RST marks, and
+// one on cgroup creation reports each new cgroup's path.
 //
 // The cgroup programs are observers: they return 1 (let the packet through,
 // let the socket be created) on every path. Returning 0 would drop the
@@ -18,8 +19,9 @@
 // types, read with CO-RE), sock_state.h (what is kept per socket), parse.h
 // (packet headers), tcp_check.h (whether TCP takes a FIN or RST), dns.h
 // (DNS copies), owner.h (which process owns a socket), claim.h (the
-// once-only end record), stats.h (counters). netflow.h (the records) is
-// shared with Go, ring.h (reader wake-ups) with bench.c.
+// once-only end record), cgroup.h (new cgroups), stats.h (counters).
+// netflow.h (the records) is shared with Go, ring.h (reader wake-ups) with
+// bench.c.
 
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -73,9 +75,12 @@ volatile const __u32 dns_payload_limit = 4096;
 // a threshold would cost that for every record while the reader is behind.
 volatile const __u32 wakeup_shift = 16;
 
-// The collector's own process id, whose sockets yield nothing
-// (exclude_self); 0 keeps them.
+// The collector's own process id as the kernel counts it (in the initial
+// PID namespace), whose sockets yield nothing (exclude_self); 0 keeps them.
 volatile const __u32 self_tgid = 0;
+
+// Written by netflow_whoami: the process id of the task that runs it.
+__u32 whoami_tgid = 0;
 
 // A DNS record is assembled here, then copied into the ring buffer with its
 // real length: reserving the maximum for every message would waste the ring.
@@ -91,9 +96,22 @@ struct {
 	__type(value, struct dns_scratch);
 } dns_scratch SEC(".maps");
 
+// The kernel's buffer for a new cgroup's path (TRACE_CGROUP_PATH_LEN in
+// kernel/cgroup/cgroup-internal.h): the tracepoint gives at most 1023 bytes.
+#define TRACE_CGROUP_PATH_LEN 1024
+
+// A path that does not fit in a record is measured here (cgroup.h).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, char[TRACE_CGROUP_PATH_LEN]);
+} cgroup_path_scratch SEC(".maps");
+
 // Force these types into BTF so that bpf2go generates their Go twins.
 const struct event *unused_event __attribute__((unused));
 const struct dns_event *unused_dns_event __attribute__((unused));
+const struct cgroup_event *unused_cgroup_event __attribute__((unused));
 const enum family *unused_family __attribute__((unused));
 const enum direction *unused_direction __attribute__((unused));
 const enum end_by *unused_end_by __attribute__((unused));
@@ -107,6 +125,7 @@ const enum record_type *unused_record_type __attribute__((unused));
 #include "owner.h"
 #include "dns.h"
 #include "claim.h"
+#include "cgroup.h"
 
 // handle is the body of the two cgroup_skb programs below, for every packet
 // a socket of the cgroup sends or receives.
@@ -271,6 +290,17 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
+// Never attached: the loader runs it once with BPF_PROG_TEST_RUN, which runs
+// a program in the calling task, to learn its own process id as the kernel
+// counts it. A collector in a PID namespace of its own knows only its
+// namespaced one, which never matches what the other programs see.
+SEC("cgroup_skb/egress")
+int netflow_whoami(struct __sk_buff *skb)
+{
+	whoami_tgid = bpf_get_current_pid_tgid() >> 32;
+	return PASS;
+}
+
 // A socket created by a process in the cgroup: remember the process. Sockets
 // accepted from a listener inherit its state, so they name the process that
 // created the listener. An observer: 1 lets every socket be created.
@@ -300,5 +330,15 @@ SEC("tp_btf/tcp_rcv_space_adjust")
 int BPF_PROG(netflow_recv, struct sock *sk)
 {
 	confirm_owner(sk);
+	return 0;
+}
+
+// A new cgroup (of any hierarchy: cgroup.h keeps those of cgroup v2): its
+// id and path, for user space's map from ids to paths. Optional: a kernel
+// without it leaves user space its walks of the cgroup tree.
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(netflow_cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	emit_cgroup(cgrp, path);
 	return 0;
 }

@@ -48,16 +48,18 @@ enum event_flags {
 
 // Indexes into the per-CPU stats array.
 enum stat {
-	STAT_LOST = 0,       // sockets whose end record did not fit in the ring buffer
-	STAT_NO_STORAGE = 1, // socket storage allocation failures
-	STAT_DNS_LOST = 2,   // DNS messages that did not fit in the ring buffer
-	STAT_COUNT = 3,
+	STAT_LOST = 0,        // sockets whose end record did not fit in the ring buffer
+	STAT_NO_STORAGE = 1,  // socket storage allocation failures
+	STAT_DNS_LOST = 2,    // DNS messages that did not fit in the ring buffer
+	STAT_CGROUP_LOST = 3, // cgroup creations that did not fit in the ring buffer
+	STAT_COUNT = 4,
 };
 
 // The first byte of every ring buffer record.
 enum record_type {
 	RECORD_TCP_END = 1, // struct event
 	RECORD_DNS = 2,     // struct dns_event, then the payload
+	RECORD_CGROUP = 3,  // struct cgroup_event
 };
 
 // One ended connection, as seen by one local socket.
@@ -109,4 +111,29 @@ struct dns_event {
 	__u16 sport;
 	__u16 dport;
 	__u32 _pad;
+};
+
+// Bytes kept of a cgroup's path, with its NUL. The paths that container
+// runtimes make are 100 to 200 bytes (a Kubernetes pod's container under the
+// systemd driver: /kubepods.slice/kubepods-burstable.slice/
+// kubepods-burstable-pod<uid>.slice/cri-containerd-<64 hex>.scope, 191
+// bytes); Kubernetes nested in a Docker container (kind:
+// /system.slice/docker-<64 hex>.scope/kubelet.slice/kubelet-kubepods.slice/
+// ...-pod<uid>.slice/cri-containerd-<64 hex>.scope) takes 320, past 256: so 512.
+// The kernel's own buffer for the path is 1024 bytes (TRACE_CGROUP_PATH_LEN).
+#define CGROUP_PATH_MAX 512
+
+// A directory of the cgroup v2 hierarchy was created (the cgroup_mkdir
+// tracepoint). Written before any process can enter the cgroup, so before
+// any record of its sockets.
+struct cgroup_event {
+	__u8 type;      // RECORD_CGROUP
+	__u8 truncated; // 1: the path is longer than CGROUP_PATH_MAX - 1 bytes; path holds its start
+	__u16 path_len; // bytes in the path as the tracepoint gave it, without the NUL
+	__u32 _pad;
+	__u64 cgroup_id; // the cgroup's id: its kernfs node id, the inode number of its directory
+	__u64 parent_id; // its parent's id
+	// From the root of the cgroup v2 hierarchy (not of the collector's
+	// cgroup namespace), NUL-terminated: /system.slice/docker-<id>.scope
+	char path[CGROUP_PATH_MAX];
 };

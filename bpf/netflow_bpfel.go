@@ -13,6 +13,17 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type netflowCgroupEvent struct {
+	_         structs.HostLayout
+	Type      uint8
+	Truncated uint8
+	PathLen   uint16
+	Pad       uint32
+	CgroupId  uint64
+	ParentId  uint64
+	Path      [512]int8
+}
+
 type netflowDirection uint32
 
 const (
@@ -110,6 +121,7 @@ type netflowRecordType uint32
 const (
 	netflowRecordTypeRECORD_TCP_END netflowRecordType = 1
 	netflowRecordTypeRECORD_DNS     netflowRecordType = 2
+	netflowRecordTypeRECORD_CGROUP  netflowRecordType = 3
 )
 
 type netflowSockState struct {
@@ -128,38 +140,44 @@ type netflowSockState struct {
 type netflowStat uint32
 
 const (
-	netflowStatSTAT_LOST       netflowStat = 0
-	netflowStatSTAT_NO_STORAGE netflowStat = 1
-	netflowStatSTAT_DNS_LOST   netflowStat = 2
-	netflowStatSTAT_COUNT      netflowStat = 3
+	netflowStatSTAT_LOST        netflowStat = 0
+	netflowStatSTAT_NO_STORAGE  netflowStat = 1
+	netflowStatSTAT_DNS_LOST    netflowStat = 2
+	netflowStatSTAT_CGROUP_LOST netflowStat = 3
+	netflowStatSTAT_COUNT       netflowStat = 4
 )
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	netflowMapDnsScratch         = "dns_scratch"
-	netflowMapEvents             = "events"
-	netflowMapSockStates         = "sock_states"
-	netflowMapStats              = "stats"
-	netflowProgNetflowEgress     = "netflow_egress"
-	netflowProgNetflowIngress    = "netflow_ingress"
-	netflowProgNetflowRecv       = "netflow_recv"
-	netflowProgNetflowSend       = "netflow_send"
-	netflowProgNetflowSockCreate = "netflow_sock_create"
-	netflowProgNetflowState      = "netflow_state"
-	netflowVarDnsPayloadLimit    = "dns_payload_limit"
-	netflowVarSelfTgid           = "self_tgid"
-	netflowVarUnusedDirection    = "unused_direction"
-	netflowVarUnusedDnsEvent     = "unused_dns_event"
-	netflowVarUnusedEndBy        = "unused_end_by"
-	netflowVarUnusedEndReason    = "unused_end_reason"
-	netflowVarUnusedEvent        = "unused_event"
-	netflowVarUnusedEventFlags   = "unused_event_flags"
-	netflowVarUnusedFamily       = "unused_family"
-	netflowVarUnusedRecordType   = "unused_record_type"
-	netflowVarUnusedStat         = "unused_stat"
-	netflowVarWakeupShift        = "wakeup_shift"
+	netflowMapCgroupPathScratch   = "cgroup_path_scratch"
+	netflowMapDnsScratch          = "dns_scratch"
+	netflowMapEvents              = "events"
+	netflowMapSockStates          = "sock_states"
+	netflowMapStats               = "stats"
+	netflowProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
+	netflowProgNetflowEgress      = "netflow_egress"
+	netflowProgNetflowIngress     = "netflow_ingress"
+	netflowProgNetflowRecv        = "netflow_recv"
+	netflowProgNetflowSend        = "netflow_send"
+	netflowProgNetflowSockCreate  = "netflow_sock_create"
+	netflowProgNetflowState       = "netflow_state"
+	netflowProgNetflowWhoami      = "netflow_whoami"
+	netflowVarDnsPayloadLimit     = "dns_payload_limit"
+	netflowVarSelfTgid            = "self_tgid"
+	netflowVarUnusedCgroupEvent   = "unused_cgroup_event"
+	netflowVarUnusedDirection     = "unused_direction"
+	netflowVarUnusedDnsEvent      = "unused_dns_event"
+	netflowVarUnusedEndBy         = "unused_end_by"
+	netflowVarUnusedEndReason     = "unused_end_reason"
+	netflowVarUnusedEvent         = "unused_event"
+	netflowVarUnusedEventFlags    = "unused_event_flags"
+	netflowVarUnusedFamily        = "unused_family"
+	netflowVarUnusedRecordType    = "unused_record_type"
+	netflowVarUnusedStat          = "unused_stat"
+	netflowVarWakeupShift         = "wakeup_shift"
+	netflowVarWhoamiTgid          = "whoami_tgid"
 )
 
 // loadNetflow returns the embedded CollectionSpec for netflow.
@@ -204,40 +222,45 @@ type netflowSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowProgramSpecs struct {
-	NetflowEgress     *ebpf.ProgramSpec `ebpf:"netflow_egress"`
-	NetflowIngress    *ebpf.ProgramSpec `ebpf:"netflow_ingress"`
-	NetflowRecv       *ebpf.ProgramSpec `ebpf:"netflow_recv"`
-	NetflowSend       *ebpf.ProgramSpec `ebpf:"netflow_send"`
-	NetflowSockCreate *ebpf.ProgramSpec `ebpf:"netflow_sock_create"`
-	NetflowState      *ebpf.ProgramSpec `ebpf:"netflow_state"`
+	NetflowCgroupMkdir *ebpf.ProgramSpec `ebpf:"netflow_cgroup_mkdir"`
+	NetflowEgress      *ebpf.ProgramSpec `ebpf:"netflow_egress"`
+	NetflowIngress     *ebpf.ProgramSpec `ebpf:"netflow_ingress"`
+	NetflowRecv        *ebpf.ProgramSpec `ebpf:"netflow_recv"`
+	NetflowSend        *ebpf.ProgramSpec `ebpf:"netflow_send"`
+	NetflowSockCreate  *ebpf.ProgramSpec `ebpf:"netflow_sock_create"`
+	NetflowState       *ebpf.ProgramSpec `ebpf:"netflow_state"`
+	NetflowWhoami      *ebpf.ProgramSpec `ebpf:"netflow_whoami"`
 }
 
 // netflowMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowMapSpecs struct {
-	DnsScratch *ebpf.MapSpec `ebpf:"dns_scratch"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	SockStates *ebpf.MapSpec `ebpf:"sock_states"`
-	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	CgroupPathScratch *ebpf.MapSpec `ebpf:"cgroup_path_scratch"`
+	DnsScratch        *ebpf.MapSpec `ebpf:"dns_scratch"`
+	Events            *ebpf.MapSpec `ebpf:"events"`
+	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
+	Stats             *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // netflowVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowVariableSpecs struct {
-	DnsPayloadLimit  *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
-	SelfTgid         *ebpf.VariableSpec `ebpf:"self_tgid"`
-	UnusedDirection  *ebpf.VariableSpec `ebpf:"unused_direction"`
-	UnusedDnsEvent   *ebpf.VariableSpec `ebpf:"unused_dns_event"`
-	UnusedEndBy      *ebpf.VariableSpec `ebpf:"unused_end_by"`
-	UnusedEndReason  *ebpf.VariableSpec `ebpf:"unused_end_reason"`
-	UnusedEvent      *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventFlags *ebpf.VariableSpec `ebpf:"unused_event_flags"`
-	UnusedFamily     *ebpf.VariableSpec `ebpf:"unused_family"`
-	UnusedRecordType *ebpf.VariableSpec `ebpf:"unused_record_type"`
-	UnusedStat       *ebpf.VariableSpec `ebpf:"unused_stat"`
-	WakeupShift      *ebpf.VariableSpec `ebpf:"wakeup_shift"`
+	DnsPayloadLimit   *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
+	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
+	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
+	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
+	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
+	UnusedEndBy       *ebpf.VariableSpec `ebpf:"unused_end_by"`
+	UnusedEndReason   *ebpf.VariableSpec `ebpf:"unused_end_reason"`
+	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlags  *ebpf.VariableSpec `ebpf:"unused_event_flags"`
+	UnusedFamily      *ebpf.VariableSpec `ebpf:"unused_family"`
+	UnusedRecordType  *ebpf.VariableSpec `ebpf:"unused_record_type"`
+	UnusedStat        *ebpf.VariableSpec `ebpf:"unused_stat"`
+	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
+	WhoamiTgid        *ebpf.VariableSpec `ebpf:"whoami_tgid"`
 }
 
 // netflowObjects contains all objects after they have been loaded into the kernel.
@@ -260,14 +283,16 @@ func (o *netflowObjects) Close() error {
 //
 // It can be passed to loadNetflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowMaps struct {
-	DnsScratch *ebpf.Map `ebpf:"dns_scratch"`
-	Events     *ebpf.Map `ebpf:"events"`
-	SockStates *ebpf.Map `ebpf:"sock_states"`
-	Stats      *ebpf.Map `ebpf:"stats"`
+	CgroupPathScratch *ebpf.Map `ebpf:"cgroup_path_scratch"`
+	DnsScratch        *ebpf.Map `ebpf:"dns_scratch"`
+	Events            *ebpf.Map `ebpf:"events"`
+	SockStates        *ebpf.Map `ebpf:"sock_states"`
+	Stats             *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *netflowMaps) Close() error {
 	return _NetflowClose(
+		m.CgroupPathScratch,
 		m.DnsScratch,
 		m.Events,
 		m.SockStates,
@@ -279,40 +304,46 @@ func (m *netflowMaps) Close() error {
 //
 // It can be passed to loadNetflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowVariables struct {
-	DnsPayloadLimit  *ebpf.Variable `ebpf:"dns_payload_limit"`
-	SelfTgid         *ebpf.Variable `ebpf:"self_tgid"`
-	UnusedDirection  *ebpf.Variable `ebpf:"unused_direction"`
-	UnusedDnsEvent   *ebpf.Variable `ebpf:"unused_dns_event"`
-	UnusedEndBy      *ebpf.Variable `ebpf:"unused_end_by"`
-	UnusedEndReason  *ebpf.Variable `ebpf:"unused_end_reason"`
-	UnusedEvent      *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventFlags *ebpf.Variable `ebpf:"unused_event_flags"`
-	UnusedFamily     *ebpf.Variable `ebpf:"unused_family"`
-	UnusedRecordType *ebpf.Variable `ebpf:"unused_record_type"`
-	UnusedStat       *ebpf.Variable `ebpf:"unused_stat"`
-	WakeupShift      *ebpf.Variable `ebpf:"wakeup_shift"`
+	DnsPayloadLimit   *ebpf.Variable `ebpf:"dns_payload_limit"`
+	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
+	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
+	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
+	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`
+	UnusedEndBy       *ebpf.Variable `ebpf:"unused_end_by"`
+	UnusedEndReason   *ebpf.Variable `ebpf:"unused_end_reason"`
+	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlags  *ebpf.Variable `ebpf:"unused_event_flags"`
+	UnusedFamily      *ebpf.Variable `ebpf:"unused_family"`
+	UnusedRecordType  *ebpf.Variable `ebpf:"unused_record_type"`
+	UnusedStat        *ebpf.Variable `ebpf:"unused_stat"`
+	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`
+	WhoamiTgid        *ebpf.Variable `ebpf:"whoami_tgid"`
 }
 
 // netflowPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadNetflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowPrograms struct {
-	NetflowEgress     *ebpf.Program `ebpf:"netflow_egress"`
-	NetflowIngress    *ebpf.Program `ebpf:"netflow_ingress"`
-	NetflowRecv       *ebpf.Program `ebpf:"netflow_recv"`
-	NetflowSend       *ebpf.Program `ebpf:"netflow_send"`
-	NetflowSockCreate *ebpf.Program `ebpf:"netflow_sock_create"`
-	NetflowState      *ebpf.Program `ebpf:"netflow_state"`
+	NetflowCgroupMkdir *ebpf.Program `ebpf:"netflow_cgroup_mkdir"`
+	NetflowEgress      *ebpf.Program `ebpf:"netflow_egress"`
+	NetflowIngress     *ebpf.Program `ebpf:"netflow_ingress"`
+	NetflowRecv        *ebpf.Program `ebpf:"netflow_recv"`
+	NetflowSend        *ebpf.Program `ebpf:"netflow_send"`
+	NetflowSockCreate  *ebpf.Program `ebpf:"netflow_sock_create"`
+	NetflowState       *ebpf.Program `ebpf:"netflow_state"`
+	NetflowWhoami      *ebpf.Program `ebpf:"netflow_whoami"`
 }
 
 func (p *netflowPrograms) Close() error {
 	return _NetflowClose(
+		p.NetflowCgroupMkdir,
 		p.NetflowEgress,
 		p.NetflowIngress,
 		p.NetflowRecv,
 		p.NetflowSend,
 		p.NetflowSockCreate,
 		p.NetflowState,
+		p.NetflowWhoami,
 	)
 }
 

@@ -12,15 +12,19 @@ type Stats struct {
 	NoStorage uint64
 	// DNSLost counts DNS messages that did not fit in the ring buffer.
 	DNSLost uint64
+	// CgroupLost counts new cgroups whose record did not fit in the ring
+	// buffer: only a walk of the cgroup tree can find them.
+	CgroupLost uint64
 }
 
 // Stats reads the kernel counters.
 func (o *Objects) Stats() (Stats, error) {
 	var s Stats
 	for key, dst := range map[netflowStat]*uint64{
-		netflowStatSTAT_LOST:       &s.Lost,
-		netflowStatSTAT_NO_STORAGE: &s.NoStorage,
-		netflowStatSTAT_DNS_LOST:   &s.DNSLost,
+		netflowStatSTAT_LOST:        &s.Lost,
+		netflowStatSTAT_NO_STORAGE:  &s.NoStorage,
+		netflowStatSTAT_DNS_LOST:    &s.DNSLost,
+		netflowStatSTAT_CGROUP_LOST: &s.CgroupLost,
 	} {
 		var perCPU []uint64
 		if err := o.objs.Stats.Lookup(uint32(key), &perCPU); err != nil {

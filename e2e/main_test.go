@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -10,9 +12,18 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/internal/loadtest"
 )
 
-// Every goroutine a test starts ends with it. The test binary is also the
-// churn worker that backpressure tests start in the watched cgroup.
+// Every goroutine a test starts ends with it. Run with helperEnv set, the
+// test binary is a helper process instead (see sandboxHelper); run as a
+// loadtest worker, it is the churn that the backpressure tests start in the
+// watched cgroup.
 func TestMain(m *testing.M) {
 	loadtest.RunWorkerIfAsked()
+	if mode := os.Getenv(helperEnv); mode != "" {
+		if err := runHelper(mode, os.Args[2:]); err != nil {
+			fmt.Println("error", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	goleak.VerifyTestMain(m)
 }

@@ -51,7 +51,7 @@ func runHelper(mode, addr string) error {
 	in := bufio.NewScanner(os.Stdin)
 	var conn *net.TCPConn
 	switch mode {
-	case "serve", "serve-mptcp", "accept-inherited":
+	case "serve", "serve-once", "serve-mptcp", "accept-inherited":
 		var ln net.Listener
 		var err error
 		if mode == "accept-inherited" {
@@ -71,6 +71,13 @@ func runHelper(mode, addr string) error {
 			return err
 		}
 		conn = c.(*net.TCPConn)
+		if mode == "serve-once" {
+			// A one-shot server (or one in a graceful restart): the
+			// listener is gone, the accepted connection stays.
+			if err := ln.Close(); err != nil {
+				return err
+			}
+		}
 	case "connect", "connect-mptcp":
 		d := net.Dialer{}
 		d.SetMultipathTCP(mode == "connect-mptcp")

@@ -22,12 +22,13 @@ type lossWatcher struct {
 	telemetry *metadata.TelemetryBuilder
 	now       func() time.Time
 
-	last            bpf.Stats
-	unwarnedLost    uint64
-	unwarnedDNSLost uint64
-	unwarnedBad     uint64
-	lastBadErr      error
-	lastWarning     time.Time
+	last               bpf.Stats
+	unwarnedLost       uint64
+	unwarnedDNSLost    uint64
+	unwarnedCgroupLost uint64
+	unwarnedBad        uint64
+	lastBadErr         error
+	lastWarning        time.Time
 }
 
 func (w *lossWatcher) update(s bpf.Stats) {
@@ -43,6 +44,10 @@ func (w *lossWatcher) update(s bpf.Stats) {
 		w.telemetry.NetflowtcpendDNSMessagesLost.Add(ctx, int64(d))
 		w.unwarnedDNSLost += d
 	}
+	if d := s.CgroupLost - w.last.CgroupLost; d > 0 {
+		w.telemetry.NetflowtcpendCgroupsLost.Add(ctx, int64(d))
+		w.unwarnedCgroupLost += d
+	}
 	w.last = s
 	w.warn()
 }
@@ -53,7 +58,7 @@ func (w *lossWatcher) malformed(err error) {
 }
 
 func (w *lossWatcher) warn() {
-	if w.unwarnedLost == 0 && w.unwarnedBad == 0 && w.unwarnedDNSLost == 0 {
+	if w.unwarnedLost == 0 && w.unwarnedBad == 0 && w.unwarnedDNSLost == 0 && w.unwarnedCgroupLost == 0 {
 		return
 	}
 	now := w.now()
@@ -70,6 +75,11 @@ func (w *lossWatcher) warn() {
 		w.logger.Warn("Kernel ring buffer was full; DNS messages were lost, so some domains may be missing",
 			zap.Uint64("lost", w.unwarnedDNSLost), zap.Uint64("lost_total", w.last.DNSLost))
 		w.unwarnedDNSLost = 0
+	}
+	if w.unwarnedCgroupLost > 0 {
+		w.logger.Warn("Kernel ring buffer was full; new cgroups were not reported, so containers created and removed between two walks of the cgroup tree may lack container.id",
+			zap.Uint64("lost", w.unwarnedCgroupLost), zap.Uint64("lost_total", w.last.CgroupLost))
+		w.unwarnedCgroupLost = 0
 	}
 	if w.unwarnedBad > 0 {
 		w.logger.Warn("Dropped records that could not be decoded",

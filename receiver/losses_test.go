@@ -57,3 +57,20 @@ func TestLossWatcherCountsAndRateLimitsWarnings(t *testing.T) {
 	metadatatest.AssertEqualNetflowtcpendSocketStorageFailures(t, tel,
 		[]metricdata.DataPoint[int64]{{Value: 2}}, metricdatatest.IgnoreTimestamp())
 }
+
+func TestLossWatcherCountsLostCgroups(t *testing.T) {
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { _ = tel.Shutdown(t.Context()) })
+	tb, err := metadata.NewTelemetryBuilder(tel.NewTelemetrySettings())
+	require.NoError(t, err)
+	core, logs := observer.New(zapcore.WarnLevel)
+	w := lossWatcher{logger: zap.New(core), telemetry: tb, now: time.Now}
+
+	w.update(bpf.Stats{CgroupLost: 2})
+	require.Equal(t, 1, logs.Len())
+	assert.Contains(t, logs.All()[0].Message, "new cgroups were not reported")
+	assert.Equal(t, uint64(2), logs.All()[0].ContextMap()["lost"])
+	w.update(bpf.Stats{CgroupLost: 5})
+	metadatatest.AssertEqualNetflowtcpendCgroupsLost(t, tel,
+		[]metricdata.DataPoint[int64]{{Value: 5}}, metricdatatest.IgnoreTimestamp())
+}

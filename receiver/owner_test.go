@@ -83,23 +83,32 @@ func TestOwnerProcess(t *testing.T) {
 	}
 }
 
+// Connections of other processes, open before Start: the scan at start
+// gives their direction and owner, with the listener still open and with it
+// closed after the accept (a one-shot server, a graceful restart), on
+// loopback and across network namespaces.
 func TestConnectionsOpenBeforeStart(t *testing.T) {
 	a, b := testnet.NewVethPair(t)
 	for _, tt := range []struct {
 		name           string
+		server         string // helper mode: serve-once closes its listener after the accept
 		serverNS       *testnet.Netns
 		clientNS       *testnet.Netns
 		listen, dialTo string
 	}{
-		{"loopback", nil, nil, "127.0.0.1:0", "127.0.0.1"},
-		{"dual-stack listener, IPv4 client", nil, nil, "[::]:0", "127.0.0.1"},
-		{"second network namespace", b, a, "10.77.0.2:0", "10.77.0.2"},
-		{"IPv6 across namespaces", b, a, "[fd77::2]:0", "fd77::2"},
+		{"loopback", "serve", nil, nil, "127.0.0.1:0", "127.0.0.1"},
+		{"dual-stack listener, IPv4 client", "serve", nil, nil, "[::]:0", "127.0.0.1"},
+		{"second network namespace", "serve", b, a, "10.77.0.2:0", "10.77.0.2"},
+		{"IPv6 across namespaces", "serve", b, a, "[fd77::2]:0", "fd77::2"},
+		{"listener closed, loopback", "serve-once", nil, nil, "127.0.0.1:0", "127.0.0.1"},
+		{"listener closed, IPv6 loopback", "serve-once", nil, nil, "[::1]:0", "::1"},
+		{"listener closed, second network namespace", "serve-once", b, a, "10.77.0.2:0", "10.77.0.2"},
+		{"listener closed, IPv6 across namespaces", "serve-once", b, a, "[fd77::2]:0", "fd77::2"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
 			bin := helperBinary(t)
-			srv := startHelper(t, bin, h.cg, tt.serverNS, "serve", tt.listen)
+			srv := startHelper(t, bin, h.cg, tt.serverNS, tt.server, tt.listen)
 			port := srv.listening().Port()
 			cli := startHelper(t, bin, h.cg, tt.clientNS, "connect",
 				netip.AddrPortFrom(netip.MustParseAddr(tt.dialTo), port).String())
@@ -122,10 +131,10 @@ func TestConnectionsOpenBeforeStart(t *testing.T) {
 			}{{cli, "outgoing"}, {srv, "incoming"}} {
 				a := got[side.who.Cookie]
 				require.NotNil(t, a)
-				assert.Equal(t, side.dir, a[AttrDirection], "from the socket table at start")
+				assert.Equal(t, side.dir, a[AttrDirection], "from the scan at start")
 				assert.Equal(t, false, a[AttrStartObserved])
 				assert.NotContains(t, a, AttrStartTime)
-				assert.Equal(t, side.who.pid(), a[AttrProcessPID], "from /proc at start")
+				assert.Equal(t, side.who.pid(), a[AttrProcessPID], "from the scan at start")
 				assert.Equal(t, helperName, a[AttrProcessExecutable])
 			}
 		})

@@ -41,15 +41,23 @@ type readLoop struct {
 	sinceNow int               // records since now was taken
 	drained  bool              // the last read emptied the ring
 	dnsMsg   bpf.DNSMessage
+	newCg    bpf.CgroupCreated
 
-	// Sockets open before Start, by cookie, until their record comes.
-	preexisting map[uint64]sockscan.Socket
+	// Sockets open before Start, until their record comes.
+	preexisting *sockscan.Table
 	// The path and container of each cgroup id seen, so that a record costs
 	// one map lookup instead of the shared resolver's lock and a regexp.
+	// Only ids the resolver knew are here: an unknown one may be learned
+	// or walked later. Cgroup ids are never reused (64-bit kernfs ids), so
+	// an entry never goes stale; it starts over at maxCgroupInfo entries.
 	cgroupInfo map[uint64]cgroupInfo
 }
 
-func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting map[uint64]sockscan.Socket) *readLoop {
+// maxCgroupInfo bounds readLoop.cgroupInfo: a host may create millions of
+// cgroups over time.
+const maxCgroupInfo = 4096
+
+func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting *sockscan.Table) *readLoop {
 	l := &readLoop{
 		r: r, objs: objs, reader: rd, preexisting: preexisting,
 		losses:     lossWatcher{logger: r.logger, telemetry: r.telemetry, now: time.Now},
@@ -139,6 +147,10 @@ func (l *readLoop) add(raw []byte) {
 		if err = l.dnsMsg.Decode(raw); err == nil {
 			l.observeDNS()
 		}
+	case bpf.RecordCgroup:
+		if err = l.newCg.Decode(raw); err == nil {
+			l.learnCgroup()
+		}
 	default:
 		err = fmt.Errorf("unknown record type %d", bpf.TypeOf(raw))
 	}
@@ -175,12 +187,15 @@ func (l *readLoop) addRecord() {
 // whose handshake the programs did not see. It returns false for the
 // collector's own sockets when those are excluded.
 func (l *readLoop) completePreexisting(e *bpf.Event) bool {
-	s, ok := l.preexisting[e.Cookie]
+	local, remote := e.Source, e.Destination
+	if e.EndBy != bpf.EndByLocal {
+		local, remote = remote, local
+	}
+	s, ok := l.preexisting.Take(e.Cookie, local, remote)
 	if !ok {
 		return true
 	}
-	delete(l.preexisting, e.Cookie)
-	if l.r.cfg.Filters.ExcludeSelf && s.PID == os.Getpid() {
+	if l.r.cfg.Filters.ExcludeSelf && s.PID == l.objs.SelfPID {
 		return false
 	}
 	switch s.Direction {
@@ -206,10 +221,30 @@ func (l *readLoop) cgroup(id uint64) cgroupInfo {
 	}
 	path, ok := l.r.cgroups.Path(id)
 	info := cgroupInfo{path: path, container: containerid.FromCgroupPath(path)}
-	if ok { // an unknown id may be found by a later walk
-		l.cgroupInfo[id] = info
+	if !ok { // not cached: it may be learned or walked later
+		l.r.telemetry.NetflowtcpendRecordsCgroupUnresolved.Add(context.Background(), 1)
+		return info
 	}
+	if len(l.cgroupInfo) >= maxCgroupInfo {
+		clear(l.cgroupInfo)
+	}
+	l.cgroupInfo[id] = info
 	return info
+}
+
+// learnCgroup gives the resolver a cgroup that the kernel reported at its
+// creation. Its record precedes those of its sockets in the ring buffer, so
+// they find its path even if the cgroup is gone by the time they are read.
+func (l *readLoop) learnCgroup() {
+	c := &l.newCg
+	if c.Truncated {
+		l.r.logger.Debug("A new cgroup's path is too long for its record; its records rely on walks of the cgroup tree",
+			zap.Uint64("cgroup_id", c.ID), zap.Int("path_length", c.PathLen))
+		return
+	}
+	if l.r.cgroups.Learn(c.ID, c.ParentID, c.Path) {
+		l.r.telemetry.NetflowtcpendCgroupsLearned.Add(context.Background(), 1)
+	}
 }
 
 func (l *readLoop) observeDNS() {

@@ -41,6 +41,10 @@ type Receiver struct {
 	next      consumer.Logs
 	dns       *dnscache.Cache // nil when DNS is off
 	hostName  string
+	// For tests: how often the cgroup tree may be walked again (a
+	// second), and optional programs not to load (bpf.Options.Without).
+	rewalk  time.Duration
+	without []string
 
 	mu         sync.Mutex // guards the fields below across Start and Shutdown
 	cgroupPath string     // what the programs are attached to
@@ -60,7 +64,7 @@ func New(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.O
 	if err != nil {
 		return nil, fmt.Errorf("create telemetry: %w", err)
 	}
-	r := &Receiver{cfg: cfg, logger: tel.Logger, telemetry: tb, obsrecv: obsrecv, next: next}
+	r := &Receiver{cfg: cfg, logger: tel.Logger, telemetry: tb, obsrecv: obsrecv, next: next, rewalk: time.Second}
 	r.hostName, _ = os.Hostname()
 	if cfg.DNS.Enabled {
 		r.dns = dnscache.New(dnscache.Config{
@@ -96,13 +100,10 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 		path = root
 	}
 	r.cgroupPath = path
-	r.cgroups = cgroupv2.NewPaths(root, time.Second)
+	r.cgroups = cgroupv2.NewPaths(root, r.rewalk)
 	r.filters = newFilters(r.cfg.Filters, root)
 
-	opts := bpf.Options{RingBufferSize: r.cfg.RingBufferSize}
-	if r.cfg.Filters.ExcludeSelf {
-		opts.IgnorePID = os.Getpid()
-	}
+	opts := bpf.Options{RingBufferSize: r.cfg.RingBufferSize, Without: r.without, IgnoreSelf: r.cfg.Filters.ExcludeSelf}
 	if r.dns != nil {
 		opts.DNSPayloadLimit = r.cfg.DNS.PayloadLimit
 	}
@@ -113,6 +114,13 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	for _, u := range objs.Unavailable {
 		r.logger.Warn("This kernel cannot load an optional program; records lack what it gives",
 			zap.String("program", u.Program), zap.String("absent", u.Absent), zap.Error(u.Err))
+	}
+	if pid := ownPID(); objs.SelfPID != pid {
+		// The scan at start sees the tasks of this PID namespace only.
+		r.logger.Warn("The collector runs in a PID namespace of its own: connections open before start "+
+			"of processes outside it have direction unknown and no owner; run it in the host PID namespace "+
+			"(hostPID: true in Kubernetes)",
+			zap.Int("pid", pid), zap.Int("kernel_pid", objs.SelfPID))
 	}
 	rd, err := objs.NewReader()
 	if err != nil {
@@ -132,8 +140,10 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	}
 
 	// After attaching: a socket is either in the table now or its
-	// handshake is seen.
-	preexisting := r.scanSockets()
+	// handshake is seen; a cgroup is either in the tree now or reported
+	// at its creation.
+	preexisting := r.scanSockets(objs.SelfPID)
+	r.cgroups.Walk()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.objs, r.reader, r.cancel = objs, rd, cancel
@@ -145,22 +155,38 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	}()
 	r.logger.Info("Watching TCP connection ends",
 		zap.String("cgroup_path", path),
+		zap.String("cgroup_root", root),
 		zap.Int("ring_buffer_size", rd.BufferSize()))
 	return nil
 }
 
+// scan reads the kernel's sockets; a variable for tests.
+var scan = sockscan.Scan
+
+// ownPID is this process's id in its PID namespace; a variable for tests.
+var ownPID = os.Getpid
+
 // scanSockets reads the sockets that were open before the programs were
 // attached: their direction and owner. Records that arrive meanwhile wait in
-// the ring buffer.
-func (r *Receiver) scanSockets() map[uint64]sockscan.Socket {
+// the ring buffer. A kernel that cannot run the scan costs one warning:
+// those records then have direction unknown and no process.
+func (r *Receiver) scanSockets(self int) *sockscan.Table {
 	start := time.Now()
-	socks, err := sockscan.Scan("/proc", r.cgroupPath)
+	socks, err := scan(self)
 	if err != nil {
-		r.logger.Warn("Reading the sockets open before start failed in part; their records may have direction unknown",
-			zap.Error(err))
+		r.logger.Warn("This kernel cannot scan the sockets open before start; their records have direction unknown and no process",
+			zap.String("missing", bpf.ScanFeature), zap.Error(err))
+		return socks
 	}
-	r.logger.Debug("Read the sockets open before start",
-		zap.Int("sockets", len(socks)), zap.Duration("took", time.Since(start)))
+	fields := []zap.Field{
+		zap.Int("sockets", socks.Len()),
+		zap.Duration("took", time.Since(start)),
+		zap.Bool("cookie_helper", socks.Features.CookieHelper),
+	}
+	for rule, n := range socks.Rules {
+		fields = append(fields, zap.Int("rule_"+sockscan.Rule(rule).String(), n))
+	}
+	r.logger.Debug("Read the sockets open before start", fields...)
 	return socks
 }
 

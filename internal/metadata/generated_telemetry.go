@@ -25,24 +25,27 @@ func Tracer(settings component.TelemetrySettings) trace.Tracer {
 // TelemetryBuilder provides an interface for components to report telemetry
 // as defined in metadata and user config.
 type TelemetryBuilder struct {
-	meter                              metric.Meter
-	mu                                 sync.Mutex
-	registrations                      []metric.Registration
-	NetflowtcpendDNSCacheAddresses     metric.Int64ObservableGauge
-	NetflowtcpendDNSCacheEvictions     metric.Int64ObservableCounter
-	NetflowtcpendDNSCacheHits          metric.Int64ObservableCounter
-	NetflowtcpendDNSCacheMisses        metric.Int64ObservableCounter
-	NetflowtcpendDNSMessagesIncomplete metric.Int64ObservableCounter
-	NetflowtcpendDNSMessagesLost       metric.Int64Counter
-	NetflowtcpendDNSParseErrors        metric.Int64ObservableCounter
-	NetflowtcpendDNSUnmatchedAnswers   metric.Int64ObservableCounter
-	NetflowtcpendRecordsDropped        metric.Int64Counter
-	NetflowtcpendRecordsFiltered       metric.Int64Counter
-	NetflowtcpendRecordsLost           metric.Int64Counter
-	NetflowtcpendRecordsMalformed      metric.Int64Counter
-	NetflowtcpendRecordsRetried        metric.Int64Counter
-	NetflowtcpendRingBufferPending     metric.Int64ObservableGauge
-	NetflowtcpendSocketStorageFailures metric.Int64Counter
+	meter                                metric.Meter
+	mu                                   sync.Mutex
+	registrations                        []metric.Registration
+	NetflowtcpendCgroupsLearned          metric.Int64Counter
+	NetflowtcpendCgroupsLost             metric.Int64Counter
+	NetflowtcpendDNSCacheAddresses       metric.Int64ObservableGauge
+	NetflowtcpendDNSCacheEvictions       metric.Int64ObservableCounter
+	NetflowtcpendDNSCacheHits            metric.Int64ObservableCounter
+	NetflowtcpendDNSCacheMisses          metric.Int64ObservableCounter
+	NetflowtcpendDNSMessagesIncomplete   metric.Int64ObservableCounter
+	NetflowtcpendDNSMessagesLost         metric.Int64Counter
+	NetflowtcpendDNSParseErrors          metric.Int64ObservableCounter
+	NetflowtcpendDNSUnmatchedAnswers     metric.Int64ObservableCounter
+	NetflowtcpendRecordsCgroupUnresolved metric.Int64Counter
+	NetflowtcpendRecordsDropped          metric.Int64Counter
+	NetflowtcpendRecordsFiltered         metric.Int64Counter
+	NetflowtcpendRecordsLost             metric.Int64Counter
+	NetflowtcpendRecordsMalformed        metric.Int64Counter
+	NetflowtcpendRecordsRetried          metric.Int64Counter
+	NetflowtcpendRingBufferPending       metric.Int64ObservableGauge
+	NetflowtcpendSocketStorageFailures   metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -204,6 +207,18 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	}
 	builder.meter = Meter(settings)
 	var err, errs error
+	builder.NetflowtcpendCgroupsLearned, err = builder.meter.Int64Counter(
+		"otelcol_netflowtcpend_cgroups_learned",
+		metric.WithDescription("New cgroups whose path the kernel reported at their creation (cgroup_mkdir tracepoint) and the receiver learned, so that their records resolve without a walk of the cgroup tree. [Alpha]"),
+		metric.WithUnit("{cgroup}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.NetflowtcpendCgroupsLost, err = builder.meter.Int64Counter(
+		"otelcol_netflowtcpend_cgroups_lost",
+		metric.WithDescription("New cgroups the kernel could not report because the ring buffer was full; only a walk of the cgroup tree, while they exist, finds them. [Alpha]"),
+		metric.WithUnit("{cgroup}"),
+	)
+	errs = errors.Join(errs, err)
 	builder.NetflowtcpendDNSCacheAddresses, err = builder.meter.Int64ObservableGauge(
 		"otelcol_netflowtcpend_dns_cache_addresses",
 		metric.WithDescription("Addresses held in the DNS cache. [Alpha]"),
@@ -250,6 +265,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_netflowtcpend_dns_unmatched_answers",
 		metric.WithDescription("DNS answers dropped because they matched no outstanding query of the socket that received them (same id, question and server). [Alpha]"),
 		metric.WithUnit("{message}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.NetflowtcpendRecordsCgroupUnresolved, err = builder.meter.Int64Counter(
+		"otelcol_netflowtcpend_records_cgroup_unresolved",
+		metric.WithDescription("Connection ends whose cgroup id resolved to no cgroup path: no container.id, and cgroup filters cannot match them. [Alpha]"),
+		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)
 	builder.NetflowtcpendRecordsDropped, err = builder.meter.Int64Counter(

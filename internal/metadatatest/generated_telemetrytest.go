@@ -21,6 +21,38 @@ func NewSettings(tt *componenttest.Telemetry) receiver.Settings {
 	return set
 }
 
+func AssertEqualNetflowtcpendCgroupsLearned(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_netflowtcpend_cgroups_learned",
+		Description: "New cgroups whose path the kernel reported at their creation (cgroup_mkdir tracepoint) and the receiver learned, so that their records resolve without a walk of the cgroup tree. [Alpha]",
+		Unit:        "{cgroup}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_netflowtcpend_cgroups_learned")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualNetflowtcpendCgroupsLost(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_netflowtcpend_cgroups_lost",
+		Description: "New cgroups the kernel could not report because the ring buffer was full; only a walk of the cgroup tree, while they exist, finds them. [Alpha]",
+		Unit:        "{cgroup}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_netflowtcpend_cgroups_lost")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
 func AssertEqualNetflowtcpendDNSCacheAddresses(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
 	want := metricdata.Metrics{
 		Name:        "otelcol_netflowtcpend_dns_cache_addresses",
@@ -143,6 +175,22 @@ func AssertEqualNetflowtcpendDNSUnmatchedAnswers(t *testing.T, tt *componenttest
 		},
 	}
 	got, err := tt.GetMetric("otelcol_netflowtcpend_dns_unmatched_answers")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}
+
+func AssertEqualNetflowtcpendRecordsCgroupUnresolved(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_netflowtcpend_records_cgroup_unresolved",
+		Description: "Connection ends whose cgroup id resolved to no cgroup path: no container.id, and cgroup filters cannot match them. [Alpha]",
+		Unit:        "{record}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_netflowtcpend_records_cgroup_unresolved")
 	require.NoError(t, err)
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }

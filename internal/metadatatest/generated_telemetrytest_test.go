@@ -52,13 +52,22 @@ func TestSetupTelemetry(t *testing.T) {
 		observer.Observe(1)
 		return nil
 	}))
+	tb.NetflowtcpendCgroupsLearned.Add(context.Background(), 1)
+	tb.NetflowtcpendCgroupsLost.Add(context.Background(), 1)
 	tb.NetflowtcpendDNSMessagesLost.Add(context.Background(), 1)
+	tb.NetflowtcpendRecordsCgroupUnresolved.Add(context.Background(), 1)
 	tb.NetflowtcpendRecordsDropped.Add(context.Background(), 1)
 	tb.NetflowtcpendRecordsFiltered.Add(context.Background(), 1)
 	tb.NetflowtcpendRecordsLost.Add(context.Background(), 1)
 	tb.NetflowtcpendRecordsMalformed.Add(context.Background(), 1)
 	tb.NetflowtcpendRecordsRetried.Add(context.Background(), 1)
 	tb.NetflowtcpendSocketStorageFailures.Add(context.Background(), 1)
+	AssertEqualNetflowtcpendCgroupsLearned(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualNetflowtcpendCgroupsLost(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
 	AssertEqualNetflowtcpendDNSCacheAddresses(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
@@ -81,6 +90,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualNetflowtcpendDNSUnmatchedAnswers(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualNetflowtcpendRecordsCgroupUnresolved(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualNetflowtcpendRecordsDropped(t, testTel,

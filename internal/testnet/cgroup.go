@@ -7,7 +7,9 @@ package testnet
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -50,18 +52,23 @@ func NewCgroup(t testing.TB) *Cgroup {
 	return &Cgroup{Path: path, root: root}
 }
 
-// Child creates a child cgroup of c, removed after the test.
+// Child creates a child cgroup of c, removed after the test (unless the
+// test removed it).
 func (c *Cgroup) Child(t testing.TB, name string) *Cgroup {
 	t.Helper()
 	path := filepath.Join(c.Path, name)
 	require.NoError(t, os.Mkdir(path, 0o755))
 	t.Cleanup(func() {
-		if err := os.Remove(path); err != nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			t.Logf("remove test cgroup: %v", err)
 		}
 	})
 	return &Cgroup{Path: path, root: c.root}
 }
+
+// Remove removes the cgroup now, as a container runtime does when its
+// container exits. It must hold no process (sockets do not count).
+func (c *Cgroup) Remove() error { return os.Remove(c.Path) }
 
 // Run runs f with this process in the cgroup. A socket belongs to the cgroup
 // of the process that created it, for its whole life, so sockets that f

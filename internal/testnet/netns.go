@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"runtime"
 	"testing"
@@ -237,4 +238,36 @@ func NewNode(t testing.TB, i int) (node *Netns, hostAddr netip.Addr) {
 	require.NoError(t, netlink.LinkSetUp(link))
 	require.NoError(t, node.Do(func() error { return node.configure("eth0") }))
 	return node, hostAddr
+}
+
+const portRangeFile = "/proc/sys/net/ipv4/ip_local_port_range"
+
+// SetPortRange sets the namespace's ephemeral port range
+// (net.ipv4.ip_local_port_range), from which connect() and bind() with
+// port 0 choose ports.
+func (n *Netns) SetPortRange(t testing.TB, low, high uint16) {
+	t.Helper()
+	require.NoError(t, n.Do(func() error {
+		return os.WriteFile(portRangeFile, fmt.Appendf(nil, "%d %d", low, high), 0)
+	}))
+}
+
+// PortRange returns the ephemeral port range of ns (nil: this process's
+// namespace), as /proc/sys shows it.
+func PortRange(t testing.TB, ns *Netns) (low, high uint16) {
+	t.Helper()
+	read := func() error {
+		b, err := os.ReadFile(portRangeFile)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Sscan(string(b), &low, &high)
+		return err
+	}
+	if ns == nil {
+		require.NoError(t, read())
+	} else {
+		require.NoError(t, ns.Do(read))
+	}
+	return low, high
 }

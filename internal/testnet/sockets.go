@@ -4,8 +4,10 @@ package testnet
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"time"
 
@@ -69,4 +71,63 @@ func Cookie(c syscall.Conn) (uint64, error) {
 func AddrPort(a net.Addr) netip.AddrPort {
 	ap := a.(*net.TCPAddr).AddrPort()
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// ListenBacklog listens on addr with plain TCP and listen(fd, backlog) (Go
+// uses the system's maximum): the kernel copies the backlog into every
+// socket accepted from the listener. v6only sets IPV6_V6ONLY on an IPv6
+// listener.
+func ListenBacklog(addr netip.AddrPort, backlog int, v6only bool) (*net.TCPListener, error) {
+	family, sa := sockaddr(addr)
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "listener")
+	defer f.Close() // FileListener holds a duplicate
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return nil, err
+	}
+	if family == unix.AF_INET6 {
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, boolInt(v6only)); err != nil {
+			return nil, err
+		}
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		return nil, fmt.Errorf("bind %s: %w", addr, err)
+	}
+	if err := unix.Listen(fd, backlog); err != nil {
+		return nil, err
+	}
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, err
+	}
+	return l.(*net.TCPListener), nil
+}
+
+// DialFrom connects to addr from local with plain TCP: bind() then
+// connect(). With port 0, bind() chooses the port.
+func DialFrom(local, addr netip.AddrPort) (*net.TCPConn, error) {
+	d := *dialer
+	d.LocalAddr = net.TCPAddrFromAddrPort(local)
+	c, err := d.Dial("tcp", addr.String())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+func sockaddr(a netip.AddrPort) (int, unix.Sockaddr) {
+	if a.Addr().Is4() {
+		return unix.AF_INET, &unix.SockaddrInet4{Addr: a.Addr().As4(), Port: int(a.Port())}
+	}
+	return unix.AF_INET6, &unix.SockaddrInet6{Addr: a.Addr().As16(), Port: int(a.Port())}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
