@@ -156,3 +156,25 @@ vm: export VM_CMD = $(value CMD)
 
 clean:
 	rm -rf dist $(TOOLS)
+
+# backpressure: the backpressure tests with the OTLP endpoint failing for
+# BACKPRESSURE_FOR (make test runs them with 10s): examples/production.yaml
+# under connection churn against an endpoint that stalls, answers 503 or 400,
+# and the receiver against a blocked or refusing consumer. Needs root.
+# CHURN_RATE is the connections per second (0: as fast as they go).
+BACKPRESSURE_FOR ?= 60s
+CHURN_RATE       ?= 0
+.PHONY: backpressure soak
+backpressure: build
+	NETFLOWTCPEND_BINARY=$(BINARY) NETFLOWTCPEND_BACKPRESSURE_FOR=$(BACKPRESSURE_FOR) NETFLOWTCPEND_CHURN_RATE=$(CHURN_RATE) \
+	  $(GO) test -count=1 -timeout 40m -v -run '^(TestProductionConfigUnderBackpressure|TestBackpressureFromTheNextConsumer)$$' ./e2e/ ./receiver/
+
+# soak: examples/production.yaml under steady connection churn with DNS
+# lookups (dnsmasq) for SOAK_FOR, printing RSS, heap, records against
+# sockets, losses and the DNS cache; exits 1 unless RSS stays flat, every
+# socket end has exactly one record and nothing is lost. Needs root; not
+# part of make test. SOAK_FLAGS passes more (e.g. -rate 2000).
+SOAK_FOR ?= 10m
+soak: build
+	@./scripts/ensure-packages.sh dnsmasq-base
+	$(GO) run ./soak -binary $(BINARY) -duration $(SOAK_FOR) $(SOAK_FLAGS)

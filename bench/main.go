@@ -18,14 +18,15 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
+	"github.com/netflowtcpend/netflowtcpend/internal/loadtest"
 )
 
 var (
@@ -48,7 +49,7 @@ func main() {
 // env is what every phase uses.
 type env struct {
 	tmp, cgroup, home string
-	sink              *sink
+	sink              *loadtest.Sink
 }
 
 func run() error {
@@ -69,21 +70,22 @@ func run() error {
 	defer os.RemoveAll(e.tmp)
 	// The sink listens before this process moves into the bench cgroup:
 	// the sockets it accepts belong to its listener's cgroup, outside.
-	if e.sink, err = newSink(); err != nil {
+	if e.sink, err = loadtest.NewSink(); err != nil {
 		return err
 	}
+	defer e.sink.Close()
 	e.cgroup = filepath.Join(root, fmt.Sprintf("netflowtcpend-bench-%d", os.Getpid()))
 	if err := os.Mkdir(e.cgroup, 0o755); err != nil {
 		return err
 	}
 	defer os.Remove(e.cgroup)
-	if e.home, err = ownCgroup(root); err != nil {
+	if e.home, err = loadtest.OwnCgroup(root); err != nil {
 		return err
 	}
-	if err := movePID(e.cgroup); err != nil {
+	if err := loadtest.MovePID(e.cgroup); err != nil {
 		return err
 	}
-	defer movePID(e.home) //nolint:errcheck // best effort, so that the cgroup can go
+	defer loadtest.MovePID(e.home) //nolint:errcheck // best effort, so that the cgroup can go
 
 	fmt.Fprintf(os.Stderr, "bench: %s, %d CPUs, %d rounds of %v\n", kernelRelease(), runtime.NumCPU(), *rounds, *duration)
 	t := &table{}
@@ -118,7 +120,7 @@ func kernelCost(e *env, t *table) error {
 	if err != nil {
 		return err
 	}
-	defer c.stop() //nolint:errcheck // the measurement is done; a failed stop changes none of it
+	defer c.Stop() //nolint:errcheck // the measurement is done; a failed stop changes none of it
 	empty, err := attachEmpty(e.cgroup)
 	if err != nil {
 		return err
@@ -145,7 +147,7 @@ func kernelCost(e *env, t *table) error {
 			name string
 			run  func() error
 		}{
-			{"churn", func() error { _, err := churn(*duration, *clients); return err }},
+			{"churn", func() error { _, err := churn(*duration, *clients, nil); return err }},
 			{"bulk", func() error { _, err := bulk(*duration); return err }},
 		} {
 			before := map[string]progStats{}
@@ -241,19 +243,19 @@ func overhead(e *env, t *table) error {
 	var connsWithout, connsWith, bulkWithout, bulkWith, rssIdle, rssLoad []float64
 	for r := range *rounds {
 		for _, withCollector := range []bool{r%2 == 1, r%2 == 0} { // alternate which goes first
-			var c *collector
+			var c *loadtest.Collector
 			if withCollector {
 				var err error
 				if c, err = startCollector(*binary, e.tmp, e.cgroup, e.home, e.sink, collectorOptions{discard: true}); err != nil {
 					return err
 				}
 				time.Sleep(time.Second)
-				if rss, err := c.rss(); err == nil {
+				if rss, err := c.RSS(); err == nil {
 					rssIdle = append(rssIdle, float64(rss)/(1<<20))
 				}
 			}
 			peak := sampleRSS(c)
-			cr, err := churn(*duration, *clients)
+			cr, err := churn(*duration, *clients, nil)
 			if err != nil {
 				return err
 			}
@@ -263,14 +265,14 @@ func overhead(e *env, t *table) error {
 				return err
 			}
 			if withCollector {
-				connsWith = append(connsWith, cr.rate())
+				connsWith = append(connsWith, cr.Rate())
 				bulkWith = append(bulkWith, bps/1e9)
 				rssLoad = append(rssLoad, p/(1<<20))
-				if err := c.stop(); err != nil {
+				if err := c.Stop(); err != nil {
 					return err
 				}
 			} else {
-				connsWithout = append(connsWithout, cr.rate())
+				connsWithout = append(connsWithout, cr.Rate())
 				bulkWithout = append(bulkWithout, bps/1e9)
 			}
 		}
@@ -288,7 +290,7 @@ func overhead(e *env, t *table) error {
 
 // sampleRSS samples the collector's RSS until the returned function is
 // called, which returns the peak in bytes.
-func sampleRSS(c *collector) func() float64 {
+func sampleRSS(c *loadtest.Collector) func() float64 {
 	if c == nil {
 		return func() float64 { return 0 }
 	}
@@ -298,7 +300,7 @@ func sampleRSS(c *collector) func() float64 {
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if rss, err := c.rss(); err == nil {
+			if rss, err := c.RSS(); err == nil {
 				peak = max(peak, float64(rss))
 			}
 			select {
@@ -326,26 +328,34 @@ func loss(e *env, t *table) error {
 		if err != nil {
 			return result{}, err
 		}
-		defer c.stop() //nolint:errcheck // the measurement is done; a failed stop changes none of it
-		cr, err := churn(d, 2*runtime.NumCPU())
+		defer c.Stop() //nolint:errcheck // the measurement is done; a failed stop changes none of it
+		var mu sync.Mutex
+		made := map[uint64]struct{}{}
+		cr, err := churn(d, 2*runtime.NumCPU(), func(cookie uint64) {
+			mu.Lock()
+			made[cookie] = struct{}{}
+			mu.Unlock()
+		})
 		if err != nil {
 			return result{}, err
 		}
-		expected := int(2 * cr.conns) // the client's socket and the server's
-		var delivered, dups int
+		expected := len(made) // the client's socket and the server's
+		var acc loadtest.Accounting
 		deadline := time.Now().Add(15 * time.Second)
 		for last := -1; time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
-			delivered, dups = e.sink.records(cr.port)
-			if delivered >= expected || delivered == last {
+			acc = e.sink.Account(made)
+			if acc.Delivered >= expected || acc.Delivered == last {
 				break
 			}
-			last = delivered
+			last = acc.Delivered
 		}
-		lost, err := c.metric("otelcol_netflowtcpend_records_lost")
+		delivered, dups := acc.Delivered+acc.Duplicates, acc.Duplicates
+		m, err := c.Metrics()
 		if err != nil {
 			return result{}, err
 		}
-		return result{int(cr.conns), expected, delivered, dups, lost, cr.rate()}, nil
+		lost := m.Get("otelcol_netflowtcpend_records_lost")
+		return result{int(cr.Conns), expected, delivered, dups, lost, cr.Rate()}, nil
 	}
 
 	r, err := measure(0, 10*time.Second)
@@ -372,23 +382,6 @@ func loss(e *env, t *table) error {
 	}
 	t.add(row{figure: "smallest ring buffer losing nothing at max rate", text: smallest})
 	return nil
-}
-
-func ownCgroup(root string) (string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rel, ok := strings.CutPrefix(line, "0::"); ok {
-			return filepath.Join(root, rel), nil
-		}
-	}
-	return "", errors.New("no cgroup v2 line in /proc/self/cgroup")
-}
-
-func movePID(cgroup string) error {
-	return os.WriteFile(filepath.Join(cgroup, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
 }
 
 func kernelRelease() string {

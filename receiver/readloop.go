@@ -12,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
 	"go.uber.org/zap"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
@@ -28,6 +29,9 @@ type readLoop struct {
 	reader *ringbuf.Reader
 	conv   converter
 	losses lossWatcher
+
+	// What the loop says of a next consumer that refuses or stalls.
+	consumer consumerLog
 
 	batch    *batch
 	nextTick time.Time
@@ -57,6 +61,7 @@ func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting
 	l := &readLoop{
 		r: r, objs: objs, reader: rd, preexisting: preexisting,
 		losses:     lossWatcher{logger: r.logger, telemetry: r.telemetry, now: time.Now},
+		consumer:   consumerLog{logger: r.logger, now: time.Now},
 		batch:      newBatch(r.hostName, r.cfg.MaxBatchSize),
 		cgroupInfo: map[uint64]cgroupInfo{},
 		drained:    true,
@@ -71,6 +76,7 @@ func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting
 // flush interval, passes on the batch, re-syncs the clock and reads the
 // kernel's loss counters; a full batch is passed on at once.
 func (l *readLoop) run(ctx context.Context) {
+	defer l.consumer.final()
 	var rec ringbuf.Record
 	l.tick(ctx)
 	for {
@@ -119,6 +125,9 @@ func (l *readLoop) tick(ctx context.Context) {
 }
 
 func (l *readLoop) pollLosses() {
+	if l.objs == nil {
+		return // a loop made by a unit test
+	}
 	stats, err := l.objs.Stats()
 	if err != nil {
 		l.r.logger.Warn("Reading kernel counters failed", zap.Error(err))
@@ -251,11 +260,16 @@ func (l *readLoop) observeDNS() {
 }
 
 // flush passes the batch to the next consumer. A consumer that refuses with
-// a retryable error (a memory_limiter, say) is retried with backoff: the
-// reader stops meanwhile, so the kernel ring buffer holds new records, and
-// what does not fit there is counted as lost. Only a permanent error or
-// Shutdown's deadline drops a batch.
+// a retryable error (a memory_limiter, an exporter's full queue) is retried
+// with backoff (50 ms doubling to 5 s): the reader stops meanwhile, so the
+// kernel ring buffer holds new records, and what does not fit there is
+// counted as lost. A consumer that does not return is waited for in the same
+// way. The kernel's loss counters are still read every flush interval
+// meanwhile, and what happens is logged at most every warnEvery. Only a
+// permanent error or Shutdown's deadline drops a batch, counted in
+// records_dropped.
 func (l *readLoop) flush(ctx context.Context) {
+	defer l.consumer.report()
 	if l.batch.len == 0 {
 		return
 	}
@@ -263,25 +277,75 @@ func (l *readLoop) flush(ctx context.Context) {
 
 	backoff := 50 * time.Millisecond
 	for {
-		opCtx := l.r.obsrecv.StartLogsOp(ctx)
-		err := l.r.next.ConsumeLogs(opCtx, logs)
-		l.r.obsrecv.EndLogsOp(opCtx, "netflow", n, err)
-		if err == nil {
+		err := l.consume(ctx, logs, n)
+		switch {
+		case err == nil:
+			l.consumer.accept()
+			return
+		case consumererror.IsPermanent(err):
+			l.drop(n, err)
 			return
 		}
-		if consumererror.IsPermanent(err) {
-			l.r.logger.Error("Next consumer refused records permanently; dropping them",
-				zap.Int("records", n), zap.Error(err))
+		l.consumer.refuse(n, err)
+		l.consumer.report()
+		if !l.wait(ctx, backoff) {
+			l.drop(n, fmt.Errorf("shutting down while the next consumer refuses records: %w", err))
 			return
-		}
-		l.r.logger.Warn("Next consumer refused records; retrying",
-			zap.Int("records", n), zap.Duration("backoff", backoff), zap.Error(err))
-		select {
-		case <-ctx.Done():
-			l.r.logger.Error("Shutting down; dropping refused records", zap.Int("records", n))
-			return
-		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)
 	}
+}
+
+// consume makes one ConsumeLogs call. While it has not returned, the
+// kernel's loss counters are read every flush interval.
+func (l *readLoop) consume(ctx context.Context, logs plog.Logs, n int) error {
+	opCtx := l.r.obsrecv.StartLogsOp(ctx)
+	done := make(chan error, 1)
+	go func() { done <- l.r.next.ConsumeLogs(opCtx, logs) }()
+	var err error
+	select {
+	case err = <-done: // the usual case: no timer
+	default:
+		start := l.consumer.now()
+		tick := time.NewTicker(l.r.cfg.FlushInterval)
+	wait:
+		for {
+			select {
+			case err = <-done:
+				break wait
+			case <-tick.C:
+				l.pollLosses()
+				l.consumer.waiting(start)
+				l.consumer.report()
+			}
+		}
+		tick.Stop()
+		l.consumer.waiting(time.Time{})
+	}
+	l.r.obsrecv.EndLogsOp(opCtx, "netflow", n, err)
+	return err
+}
+
+// wait sleeps for d, reading the kernel's loss counters every flush
+// interval; false if ctx ended first.
+func (l *readLoop) wait(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	tick := time.NewTicker(l.r.cfg.FlushInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-timer.C:
+			return true
+		case <-tick.C:
+			l.pollLosses()
+		}
+	}
+}
+
+func (l *readLoop) drop(n int, err error) {
+	l.r.telemetry.NetflowtcpendRecordsDropped.Add(context.Background(), int64(n))
+	l.consumer.drop(n, err)
 }

@@ -10,12 +10,23 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumererror"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata/metricdatatest"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/metadatatest"
 )
 
 // flakyConsumer refuses the first failures calls with err, then passes on.
@@ -39,7 +50,13 @@ func (f *flakyConsumer) Capabilities() consumer.Capabilities { return consumer.C
 func loopWithOneRecord(t *testing.T, next consumer.Logs) *readLoop {
 	t.Helper()
 	r := newTestReceiver(t, testConfig, next)
-	l := &readLoop{r: r, batch: newBatch("host", 16)}
+	return withOneRecord(r)
+}
+
+// withOneRecord makes a read loop of r, without kernel objects, holding a
+// batch of one record.
+func withOneRecord(r *Receiver) *readLoop {
+	l := &readLoop{r: r, batch: newBatch("host", 16), consumer: consumerLog{logger: r.logger, now: time.Now}}
 	e := bpf.Event{
 		Source: netip.MustParseAddrPort("10.0.0.1:1"), Destination: netip.MustParseAddrPort("10.0.0.2:2"),
 		EndBy: bpf.EndByLocal, EndReason: bpf.EndFIN,
@@ -47,6 +64,26 @@ func loopWithOneRecord(t *testing.T, next consumer.Logs) *readLoop {
 	l.conv.append(l.batch.records(""), &e, nil, nil, 0)
 	l.batch.len++
 	return l
+}
+
+// receiverWithTelemetry is a test receiver whose metrics and warnings the
+// test reads.
+func receiverWithTelemetry(t *testing.T, next consumer.Logs) (*Receiver, *componenttest.Telemetry, *observer.ObservedLogs) {
+	t.Helper()
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	core, logs := observer.New(zapcore.InfoLevel)
+	set := tel.NewTelemetrySettings()
+	set.Logger = zap.New(core)
+	cfg := testConfig
+	r, err := New(&cfg, set, nil, next)
+	require.NoError(t, err)
+	r.obsrecv, err = receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID: component.MustNewID("netflow_tcp_end"), Transport: "ebpf",
+		ReceiverCreateSettings: receiver.Settings{ID: component.MustNewID("netflow_tcp_end"), TelemetrySettings: set},
+	})
+	require.NoError(t, err)
+	return r, tel, logs
 }
 
 func TestFlushRetriesRetryableErrors(t *testing.T) {
@@ -61,10 +98,71 @@ func TestFlushRetriesRetryableErrors(t *testing.T) {
 
 func TestFlushDropsOnPermanentError(t *testing.T) {
 	c := &flakyConsumer{failures: 5, err: consumererror.NewPermanent(errors.New("bad data"))}
-	l := loopWithOneRecord(t, c)
+	r, tel, logs := receiverWithTelemetry(t, c)
+	l := withOneRecord(r)
 	l.flush(context.Background())
 	assert.Equal(t, 1, c.calls, "a permanent error is not retried")
 	assert.Zero(t, c.LogRecordCount())
+	metadatatest.AssertEqualNetflowtcpendRecordsDropped(t, tel,
+		[]metricdata.DataPoint[int64]{{Value: 1}}, metricdatatest.IgnoreTimestamp())
+	require.Equal(t, 1, logs.Len())
+	assert.Equal(t, zapcore.ErrorLevel, logs.All()[0].Level)
+	assert.Equal(t, uint64(1), logs.All()[0].ContextMap()["dropped"])
+}
+
+// Refusals are retried without a line per refusal: the first is said at
+// once, the rest summed into later lines.
+func TestFlushRetriesWithoutALinePerRefusal(t *testing.T) {
+	c := &flakyConsumer{failures: 4, err: errors.New("sending queue is full")}
+	r, tel, logs := receiverWithTelemetry(t, c)
+	l := withOneRecord(r)
+	l.flush(context.Background())
+	assert.Equal(t, 5, c.calls)
+	assert.Equal(t, 1, c.LogRecordCount())
+	require.Equal(t, 1, logs.Len(), "one line for four refusals within warnEvery: %v", logs.All())
+	assert.Equal(t, uint64(1), logs.All()[0].ContextMap()["refusals"])
+	l.consumer.final()
+	require.Equal(t, 3, logs.Len())
+	assert.Equal(t, uint64(3), logs.All()[1].ContextMap()["refusals"], "the refusals held back are summed")
+	assert.Equal(t, "Next consumer accepts records again; reading resumes", logs.All()[2].Message)
+	// The standard receiver metric counts each refused call's records.
+	got, err := tel.GetMetric("otelcol_receiver_refused_log_records")
+	require.NoError(t, err)
+	assert.Equal(t, int64(4), got.Data.(metricdata.Sum[int64]).DataPoints[0].Value)
+	_, err = tel.GetMetric("otelcol_netflowtcpend_records_dropped")
+	assert.Error(t, err, "nothing dropped")
+}
+
+// blockingConsumer holds every call until release is closed.
+type blockingConsumer struct {
+	consumertest.LogsSink
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingConsumer) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
+	close(b.entered)
+	<-b.release
+	return b.LogsSink.ConsumeLogs(ctx, ld)
+}
+
+func TestFlushWaitsForAConsumerThatDoesNotReturn(t *testing.T) {
+	c := &blockingConsumer{entered: make(chan struct{}), release: make(chan struct{})}
+	l := loopWithOneRecord(t, c)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		l.flush(context.Background())
+	}()
+	<-c.entered
+	select {
+	case <-done:
+		t.Fatal("flush returned before the consumer did")
+	case <-time.After(5 * testConfig.FlushInterval): // ticks pass meanwhile
+	}
+	close(c.release)
+	<-done
+	assert.Equal(t, 1, c.LogRecordCount())
 }
 
 func TestFlushGivesUpWhenShutdownRunsOutOfTime(t *testing.T) {

@@ -39,6 +39,7 @@ type TelemetryBuilder struct {
 	NetflowtcpendDNSParseErrors          metric.Int64ObservableCounter
 	NetflowtcpendDNSUnmatchedAnswers     metric.Int64ObservableCounter
 	NetflowtcpendRecordsCgroupUnresolved metric.Int64Counter
+	NetflowtcpendRecordsDropped          metric.Int64Counter
 	NetflowtcpendRecordsFiltered         metric.Int64Counter
 	NetflowtcpendRecordsLost             metric.Int64Counter
 	NetflowtcpendRecordsMalformed        metric.Int64Counter
@@ -269,6 +270,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 	builder.NetflowtcpendRecordsCgroupUnresolved, err = builder.meter.Int64Counter(
 		"otelcol_netflowtcpend_records_cgroup_unresolved",
 		metric.WithDescription("Connection ends whose cgroup id resolved to no cgroup path: no container.id, and cgroup filters cannot match them. [Alpha]"),
+		metric.WithUnit("{record}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.NetflowtcpendRecordsDropped, err = builder.meter.Int64Counter(
+		"otelcol_netflowtcpend_records_dropped",
+		metric.WithDescription("Records the receiver read but did not deliver: the next consumer refused them with a permanent error, or Shutdown ran out of time while a refusing consumer was being retried. [Alpha]"),
 		metric.WithUnit("{record}"),
 	)
 	errs = errors.Join(errs, err)

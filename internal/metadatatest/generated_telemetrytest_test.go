@@ -56,6 +56,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.NetflowtcpendCgroupsLost.Add(context.Background(), 1)
 	tb.NetflowtcpendDNSMessagesLost.Add(context.Background(), 1)
 	tb.NetflowtcpendRecordsCgroupUnresolved.Add(context.Background(), 1)
+	tb.NetflowtcpendRecordsDropped.Add(context.Background(), 1)
 	tb.NetflowtcpendRecordsFiltered.Add(context.Background(), 1)
 	tb.NetflowtcpendRecordsLost.Add(context.Background(), 1)
 	tb.NetflowtcpendRecordsMalformed.Add(context.Background(), 1)
@@ -92,6 +93,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualNetflowtcpendRecordsCgroupUnresolved(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualNetflowtcpendRecordsDropped(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualNetflowtcpendRecordsFiltered(t, testTel,

@@ -138,16 +138,44 @@ func (n *Netns) configure(veth string) error {
 // NewNetns creates a network namespace with lo up.
 func NewNetns(t testing.TB) *Netns {
 	t.Helper()
-	n := newNetns(t, "127.0.0.1", "::1")
-	require.NoError(t, n.Do(func() error {
+	n, err := OpenNetns()
+	require.NoError(t, err)
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// OpenNetns creates a network namespace with lo up, for programs that have
+// no testing.TB (make soak); Close frees it.
+func OpenNetns() (*Netns, error) {
+	n := &Netns{Addr4: netip.MustParseAddr("127.0.0.1"), Addr6: netip.IPv6Loopback()}
+	done := make(chan error)
+	go func() {
+		// netns.New moves this thread into the new namespace; the locked
+		// thread dies with the goroutine.
+		runtime.LockOSThread()
+		h, err := netns.New()
+		n.handle = h
+		done <- err
+	}()
+	if err := <-done; err != nil {
+		return nil, err
+	}
+	err := n.Do(func() error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
 			return err
 		}
 		return netlink.LinkSetUp(lo)
-	}))
-	return n
+	})
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
 }
+
+// Close frees the namespace (it lives on while processes are in it).
+func (n *Netns) Close() error { return n.handle.Close() }
 
 // AddLoopbackAddr adds an address (a /32 or /128) to lo in the namespace.
 func (n *Netns) AddLoopbackAddr(t testing.TB, addr netip.Addr) {

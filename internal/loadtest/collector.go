@@ -1,0 +1,243 @@
+//go:build linux
+
+// Package loadtest drives the built collector under load, for make bench,
+// make soak and the tests that run the collector under backpressure: it
+// starts dist/otelcol-netflowtcpend and reads its memory and its own
+// metrics (Collector), serves the OTLP/HTTP endpoint it exports to, which
+// can stall or fail on demand and counts records per socket cookie (Sink),
+// and makes short-lived connections, optionally after a DNS lookup each,
+// in process or in a worker process inside the watched cgroup (Churn,
+// Worker). Nothing here ships in the collector.
+package loadtest
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Collector is a running collector.
+type Collector struct {
+	cmd         *exec.Cmd
+	MetricsPort int // its own metrics, Prometheus text at /metrics
+
+	done chan struct{} // closed when it has exited
+	err  error         // cmd.Wait's, once done is closed
+	mu   sync.Mutex
+	log  strings.Builder
+}
+
+// CollectorOptions say how to run the collector.
+type CollectorOptions struct {
+	Binary string
+	// Configs are the --config arguments (files or yaml: overrides), in
+	// order. The metrics reader on 127.0.0.1:MetricsPort is added last.
+	Configs []string
+	Env     []string // added to this process's environment
+	// Cgroup is the cgroup v2 directory to start it in ("": this
+	// process's). The collector must not run in the cgroup it watches, or
+	// its own exports would be records too (exclude_self aside).
+	Cgroup string
+	// MetricsPort is where its metrics are served; 0 picks a free port.
+	MetricsPort int
+}
+
+// StartCollector starts the collector and waits until it is ready.
+func StartCollector(o CollectorOptions) (*Collector, error) {
+	port := o.MetricsPort
+	if port == 0 {
+		var err error
+		if port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	args := []string{}
+	for _, c := range o.Configs {
+		args = append(args, "--config", c)
+	}
+	args = append(args, "--config", "yaml:service::telemetry::metrics::readers: "+
+		fmt.Sprintf("[{pull: {exporter: {prometheus: {host: 127.0.0.1, port: %d}}}}]", port))
+	cmd := exec.Command(o.Binary, args...)
+	cmd.Env = append(os.Environ(), o.Env...)
+	if o.Cgroup != "" {
+		dir, err := os.Open(o.Cgroup)
+		if err != nil {
+			return nil, err
+		}
+		defer dir.Close()
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd())}
+	}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &Collector{cmd: cmd, MetricsPort: port, done: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		s := bufio.NewScanner(stderr)
+		s.Buffer(make([]byte, 1<<20), 1<<20)
+		var once sync.Once
+		for s.Scan() {
+			c.mu.Lock()
+			if c.log.Len() < 4<<20 {
+				c.log.WriteString(s.Text() + "\n")
+			}
+			c.mu.Unlock()
+			if strings.Contains(s.Text(), "Everything is ready") {
+				once.Do(func() { close(ready) })
+			}
+		}
+		c.err = cmd.Wait()
+		close(c.done)
+	}()
+	select {
+	case <-ready:
+		return c, nil
+	case <-c.done:
+		return nil, fmt.Errorf("collector exited before it was ready (%w); its log:\n%s", c.err, c.Log())
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		<-c.done
+		return nil, fmt.Errorf("collector not ready after 60 s; its log:\n%s", c.Log())
+	}
+}
+
+// Log returns what the collector has logged (its first 4 MiB).
+func (c *Collector) Log() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.log.String()
+}
+
+// PID returns the collector's process id.
+func (c *Collector) PID() int { return c.cmd.Process.Pid }
+
+// Stop ends the collector with SIGTERM, which flushes its pipeline, and
+// kills it if it has not exited after 30 s.
+func (c *Collector) Stop() error {
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+		return c.err
+	case <-time.After(30 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+		return errors.New("collector did not stop within 30 s of SIGTERM")
+	}
+}
+
+// Kill ends the collector at once; for cleanups.
+func (c *Collector) Kill() {
+	_ = c.cmd.Process.Kill() // fails, harmlessly, when it has exited
+	<-c.done
+}
+
+// RSS returns the collector's resident memory in bytes.
+func (c *Collector) RSS() (int64, error) {
+	return RSS(c.cmd.Process.Pid)
+}
+
+// RSS returns the resident memory of process pid in bytes (VmRSS).
+func RSS(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb * 1024, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+// Metrics are the collector's own metrics: each metric's samples summed
+// over their labels, by name.
+type Metrics map[string]float64
+
+// Get returns a metric by name, with or without the _total suffix that the
+// Prometheus exporter gives counters (0 when absent: not yet recorded).
+func (m Metrics) Get(name string) float64 {
+	if v, ok := m[name]; ok {
+		return v
+	}
+	return m[name+"_total"]
+}
+
+// Metrics scrapes the collector's own metrics.
+func (c *Collector) Metrics() (Metrics, error) {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", c.MetricsPort))
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("metrics: %s", resp.Status)
+	}
+	m := Metrics{}
+	s := bufio.NewScanner(resp.Body)
+	s.Buffer(make([]byte, 1<<20), 1<<20)
+	for s.Scan() {
+		line := s.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		name, rest := line, ""
+		if i := strings.IndexAny(line, "{ "); i >= 0 {
+			name, rest = line[:i], line[i:]
+		}
+		f := strings.Fields(rest[strings.LastIndex(rest, "}")+1:])
+		if len(f) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		m[name] += v
+	}
+	return m, s.Err()
+}
+
+// FreePort returns a TCP port that was free on 127.0.0.1 a moment ago.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// OwnCgroup returns the cgroup v2 directory of this process, under root.
+func OwnCgroup(root string) (string, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rel, ok := strings.CutPrefix(line, "0::"); ok {
+			return filepath.Join(root, rel), nil
+		}
+	}
+	return "", errors.New("no cgroup v2 line in /proc/self/cgroup")
+}
+
+// MovePID moves this whole process into cgroup.
+func MovePID(cgroup string) error {
+	return os.WriteFile(filepath.Join(cgroup, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
+}

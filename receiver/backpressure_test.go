@@ -1,0 +1,247 @@
+//go:build linux
+
+package receiver
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/component/componenttest"
+	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumererror"
+	"go.opentelemetry.io/collector/consumer/consumertest"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/receiver"
+	"go.opentelemetry.io/collector/receiver/receiverhelper"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/loadtest"
+	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
+	"github.com/netflowtcpend/netflowtcpend/internal/otlpsink"
+	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+)
+
+// gate is a next consumer that fails in one of three ways until opened:
+// it blocks, refuses with a retryable error, or refuses permanently.
+type gate struct {
+	consumertest.LogsSink
+	mode    string // "block", "retryable", "permanent"
+	mu      sync.Mutex
+	closed  bool
+	opened  chan struct{}
+	calls   int // calls while closed
+	largest int // most records in one call while closed
+}
+
+func newGate(mode string) *gate { return &gate{mode: mode, closed: true, opened: make(chan struct{})} }
+
+func (g *gate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.closed = false
+	close(g.opened)
+}
+
+func (g *gate) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
+	g.mu.Lock()
+	closed := g.closed
+	if closed {
+		g.calls++
+		g.largest = max(g.largest, ld.LogRecordCount())
+	}
+	g.mu.Unlock()
+	if closed {
+		switch g.mode {
+		case "block":
+			select {
+			case <-g.opened:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		case "retryable":
+			return errors.New("the pipeline is full")
+		default:
+			return consumererror.NewPermanent(errors.New("the backend refuses these records"))
+		}
+	}
+	return g.LogsSink.ConsumeLogs(ctx, ld)
+}
+
+func (g *gate) Capabilities() consumer.Capabilities { return consumer.Capabilities{} }
+
+func (g *gate) stats() (calls, largest int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.calls, g.largest
+}
+
+// While the next consumer blocks, refuses or drops, connections go on at
+// their own pace: the kernel never waits for the receiver. The receiver
+// holds one batch and the ring buffer the rest; every connection end that
+// fits nowhere is counted as lost while it happens, and every socket is, in
+// the end, either delivered or counted (lost, or dropped by a permanent
+// error). When the consumer takes records again, they flow without a
+// restart.
+func TestBackpressureFromTheNextConsumer(t *testing.T) {
+	testenv.RequireRoot(t)
+	for _, mode := range []string{"block", "retryable", "permanent"} {
+		t.Run(mode, func(t *testing.T) {
+			cg := testnet.NewCgroup(t)
+			next := newGate(mode)
+			cfg := Config{CgroupPath: cg.Path, RingBufferSize: 1 << 16, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond}
+			r, tel := startWithTelemetry(t, cfg, next)
+
+			var mu sync.Mutex
+			made := map[uint64]struct{}{}
+			churn := func(d time.Duration) loadtest.ChurnResult {
+				var res loadtest.ChurnResult
+				var err error
+				// The whole test process is in the cgroup meanwhile, and
+				// makes no socket but the churn's.
+				cg.Run(t, func() {
+					ctx, cancel := context.WithTimeout(context.Background(), d)
+					defer cancel()
+					res, err = loadtest.Churn(ctx, loadtest.ChurnOptions{Clients: 2, OnSocket: func(c uint64) {
+						mu.Lock()
+						made[c] = struct{}{}
+						mu.Unlock()
+					}})
+				})
+				require.NoError(t, err)
+				return res
+			}
+
+			// Several times the ends that the ring holds, however slow the
+			// machine is today.
+			ringRecords := cfg.RingBufferSize / bpf.EventSize
+			var failing loadtest.ChurnResult
+			for try := 0; 2*failing.Conns < int64(4*ringRecords); try++ {
+				require.Less(t, try, 30, "the churn is too slow: %d connections in %d s", failing.Conns, try)
+				res := churn(time.Second)
+				failing.Conns += res.Conns
+				failing.Seconds += res.Seconds
+			}
+
+			// Counted while the consumer still fails: the read loop reads
+			// the kernel's counters every flush interval meanwhile.
+			var lostWhileFailing int64
+			if mode != "permanent" { // a permanent error does not hold the reader up
+				require.Eventually(t, func() bool {
+					lostWhileFailing = counter(t, tel, "otelcol_netflowtcpend_records_lost")
+					return lostWhileFailing > 0
+				}, 10*time.Second, 20*time.Millisecond, "losses are counted while the consumer fails")
+			}
+			calls, largest := next.stats()
+			assert.LessOrEqual(t, largest, cfg.MaxBatchSize, "the receiver passes on one batch at a time")
+			if mode == "block" {
+				assert.Equal(t, 1, calls, "a blocked consumer is waited for, not called again")
+			}
+			delivered := len(next.AllLogs())
+			assert.Zero(t, delivered, "nothing passed while the gate was closed")
+
+			next.open()
+			// What the receiver holds when the gate opens is one batch and
+			// what waits in the ring: bounded by them, not by the churn.
+			var heldBack int
+			require.Eventually(t, func() bool {
+				n := next.LogRecordCount()
+				if n == heldBack && (n > 0 || mode == "permanent") { // dropped ones are gone
+					return true
+				}
+				heldBack = n
+				return false
+			}, 10*time.Second, 200*time.Millisecond)
+			if mode != "permanent" {
+				assert.LessOrEqual(t, heldBack, ringRecords+cfg.MaxBatchSize,
+					"after the gate opened, at most the ring's records and one batch arrive")
+			}
+
+			// Records flow again, without a restart.
+			after := churn(300 * time.Millisecond)
+			require.Positive(t, after.Conns)
+
+			// Every socket is delivered once or counted.
+			mu.Lock()
+			defer mu.Unlock()
+			var got map[uint64]int
+			var lost, retried, dropped int64
+			require.Eventually(t, func() bool {
+				got = cookies(next)
+				lost = counter(t, tel, "otelcol_netflowtcpend_records_lost")
+				retried = counter(t, tel, "otelcol_netflowtcpend_records_retried")
+				dropped = counter(t, tel, "otelcol_netflowtcpend_records_dropped")
+				return len(got)+int(lost-retried+dropped) == len(made)
+			}, 20*time.Second, 50*time.Millisecond,
+				"%d sockets: %d delivered, %d lost - %d retried, %d dropped", len(made), len(got), lost, retried, dropped)
+			for c, n := range got {
+				_, ok := made[c]
+				require.True(t, ok, "a record of a socket the churn did not make: %d", c)
+				require.Equal(t, 1, n, "socket %d delivered %d times", c, n)
+			}
+			if mode == "permanent" {
+				assert.Positive(t, dropped, "records refused permanently are counted as dropped")
+			} else {
+				assert.Zero(t, dropped, "retried, not dropped")
+				assert.Positive(t, lost)
+			}
+			t.Logf("%s: %d connections while failing (%.0f/s), %d after; %d sockets: %d delivered, %d lost - %d retried, %d dropped; "+
+				"%d lost counted before the gate opened; %d records held back and delivered after it opened",
+				mode, failing.Conns, failing.Rate(), after.Conns, len(made), len(got), lost, retried, dropped, lostWhileFailing, heldBack)
+			require.NoError(t, r.Shutdown(context.Background()))
+		})
+	}
+}
+
+// startWithTelemetry starts a receiver whose metrics the test reads.
+func startWithTelemetry(t *testing.T, cfg Config, next consumer.Logs) (*Receiver, *componenttest.Telemetry) {
+	t.Helper()
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	set := receiver.Settings{ID: component.NewID(metadata.Type), TelemetrySettings: tel.NewTelemetrySettings()}
+	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID: set.ID, Transport: "ebpf", ReceiverCreateSettings: set,
+	})
+	require.NoError(t, err)
+	r, err := New(&cfg, set.TelemetrySettings, obsrecv, next)
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), nil))
+	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
+	return r, tel
+}
+
+// counter returns the value of a counter (0 before its first increment).
+func counter(t *testing.T, tel *componenttest.Telemetry, name string) int64 {
+	t.Helper()
+	m, err := tel.GetMetric(name)
+	if err != nil {
+		return 0
+	}
+	sum, ok := m.Data.(metricdata.Sum[int64])
+	require.True(t, ok, "%s is a sum: %T", name, m.Data)
+	var v int64
+	for _, dp := range sum.DataPoints {
+		v += dp.Value
+	}
+	return v
+}
+
+// cookies returns the records the consumer took, by socket cookie.
+func cookies(sink *gate) map[uint64]int {
+	out := map[uint64]int{}
+	for _, ld := range sink.AllLogs() {
+		otlpsink.ForEach(ld, func(_ pcommon.Resource, lr plog.LogRecord) {
+			v, _ := lr.Attributes().Get(AttrSocketCookie)
+			out[uint64(v.Int())]++
+		})
+	}
+	return out
+}
