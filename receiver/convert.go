@@ -5,9 +5,11 @@ package receiver
 import (
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/pdata/xpdata"
 	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
@@ -22,7 +24,10 @@ type converter struct {
 	clock    clock
 	attrs    attributeSet // what records carry
 	capacity int          // attrs.count(): the most attributes of a record
-	body     []byte       // the summary is built here before it becomes a string
+	// Bodies are carved from here (summary).
+	bodies []byte
+	// Attributes are built here, then moved into the record.
+	attrBuilder xpdata.MapBuilder
 	// The text of recently seen addresses: servers and clients repeat.
 	addrText map[netip.Addr]string
 }
@@ -57,30 +62,33 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 		lr.SetSeverityNumber(plog.SeverityNumberWarn)
 		lr.SetSeverityText("WARN")
 	}
-	c.body = appendSummary(c.body[:0], e)
-	lr.Body().SetStr(string(c.body))
+	lr.Body().SetStr(c.summary(e))
 	src, dst := c.text(e.Source.Addr()), c.text(e.Destination.Addr())
 	set := c.attrs
 
-	attrs := lr.Attributes()
-	attrs.EnsureCapacity(c.capacity)
+	// The attributes are appended without pcommon.Map's search for an
+	// existing key before each one (quadratic in the attribute count):
+	// every key below is distinct. The builder hands them to the record at
+	// the end, without a copy.
+	a := &c.attrBuilder
+	a.EnsureCapacity(c.capacity)
 	// The event's own fields, always.
-	attrs.PutStr(AttrDirection, e.Direction.String())
-	attrs.PutStr(AttrSourceAddress, src)
-	attrs.PutInt(AttrSourcePort, int64(e.Source.Port()))
-	attrs.PutStr(AttrDestinationAddress, dst)
-	attrs.PutInt(AttrDestinationPort, int64(e.Destination.Port()))
-	putStrings(attrs.PutEmptySlice(AttrSourceDomains), srcNames)
-	putStrings(attrs.PutEmptySlice(AttrDestinationDomains), dstNames)
+	a.AppendEmpty(AttrDirection).SetStr(e.Direction.String())
+	a.AppendEmpty(AttrSourceAddress).SetStr(src)
+	a.AppendEmpty(AttrSourcePort).SetInt(int64(e.Source.Port()))
+	a.AppendEmpty(AttrDestinationAddress).SetStr(dst)
+	a.AppendEmpty(AttrDestinationPort).SetInt(int64(e.Destination.Port()))
+	putStrings(a.AppendEmpty(AttrSourceDomains).SetEmptySlice(), srcNames)
+	putStrings(a.AppendEmpty(AttrDestinationDomains).SetEmptySlice(), dstNames)
 
 	if set.has(attrNetworkTransport) {
-		attrs.PutStr(AttrNetworkTransport, "tcp")
+		a.AppendEmpty(AttrNetworkTransport).SetStr("tcp")
 	}
 	if set.has(attrNetworkType) {
 		if e.Source.Addr().Is4() {
-			attrs.PutStr(AttrNetworkType, "ipv4")
+			a.AppendEmpty(AttrNetworkType).SetStr("ipv4")
 		} else {
-			attrs.PutStr(AttrNetworkType, "ipv6")
+			a.AppendEmpty(AttrNetworkType).SetStr("ipv6")
 		}
 	}
 	// The local socket's own view, whoever ended or opened the connection.
@@ -89,16 +97,16 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 		local, localText, peer, peerText = peer, peerText, local, localText
 	}
 	if set.has(attrLocalAddress) {
-		attrs.PutStr(AttrLocalAddress, localText)
+		a.AppendEmpty(AttrLocalAddress).SetStr(localText)
 	}
 	if set.has(attrLocalPort) {
-		attrs.PutInt(AttrLocalPort, int64(local.Port()))
+		a.AppendEmpty(AttrLocalPort).SetInt(int64(local.Port()))
 	}
 	if set.has(attrPeerAddress) {
-		attrs.PutStr(AttrPeerAddress, peerText)
+		a.AppendEmpty(AttrPeerAddress).SetStr(peerText)
 	}
 	if set.has(attrPeerPort) {
-		attrs.PutInt(AttrPeerPort, int64(peer.Port()))
+		a.AppendEmpty(AttrPeerPort).SetInt(int64(peer.Port()))
 	}
 	if e.Direction != bpf.DirectionUnknown {
 		// The client is the connecting side: the local one for outgoing.
@@ -107,80 +115,105 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 			client, clientText, server, serverText = peer, peerText, local, localText
 		}
 		if set.has(attrClientAddress) {
-			attrs.PutStr(AttrClientAddress, clientText)
+			a.AppendEmpty(AttrClientAddress).SetStr(clientText)
 		}
 		if set.has(attrClientPort) {
-			attrs.PutInt(AttrClientPort, int64(client.Port()))
+			a.AppendEmpty(AttrClientPort).SetInt(int64(client.Port()))
 		}
 		if set.has(attrServerAddress) {
-			attrs.PutStr(AttrServerAddress, serverText)
+			a.AppendEmpty(AttrServerAddress).SetStr(serverText)
 		}
 		if set.has(attrServerPort) {
-			attrs.PutInt(AttrServerPort, int64(server.Port()))
+			a.AppendEmpty(AttrServerPort).SetInt(int64(server.Port()))
 		}
 	}
 	if set.has(attrEndReason) {
-		attrs.PutStr(AttrEndReason, e.EndReason.String())
+		a.AppendEmpty(AttrEndReason).SetStr(e.EndReason.String())
 	}
 	if set.has(attrEndBy) {
-		attrs.PutStr(AttrEndBy, e.EndBy.String())
+		a.AppendEmpty(AttrEndBy).SetStr(e.EndBy.String())
 	}
 	if e.Error != 0 && set.has(attrEndError) {
-		attrs.PutStr(AttrEndError, unix.ErrnoName(unix.Errno(e.Error)))
+		a.AppendEmpty(AttrEndError).SetStr(unix.ErrnoName(unix.Errno(e.Error)))
 	}
 	if t := errorType(e); t != "" && set.has(attrErrorType) {
-		attrs.PutStr(AttrErrorType, t)
+		a.AppendEmpty(AttrErrorType).SetStr(t)
 	}
 	if set.has(attrEstablished) {
-		attrs.PutBool(AttrEstablished, e.Established())
+		a.AppendEmpty(AttrEstablished).SetBool(e.Established())
 	}
 	startObserved := e.StartNs != 0 && e.StartNs <= e.TimeNs
 	if set.has(attrStartObserved) {
-		attrs.PutBool(AttrStartObserved, startObserved)
+		a.AppendEmpty(AttrStartObserved).SetBool(startObserved)
 	}
 	if startObserved {
 		if set.has(attrStartTime) {
-			attrs.PutInt(AttrStartTime, int64(clk.wall(e.StartNs)))
+			a.AppendEmpty(AttrStartTime).SetInt(int64(clk.wall(e.StartNs)))
 		}
 		if set.has(attrDuration) {
-			attrs.PutDouble(AttrDuration, time.Duration(e.TimeNs-e.StartNs).Seconds())
+			a.AppendEmpty(AttrDuration).SetDouble(time.Duration(e.TimeNs - e.StartNs).Seconds())
 		}
 	}
 	if e.PID != 0 {
 		if set.has(attrProcessPID) {
-			attrs.PutInt(AttrProcessPID, int64(e.PID))
+			a.AppendEmpty(AttrProcessPID).SetInt(int64(e.PID))
 		}
 		if e.Executable != "" && set.has(attrProcessExecutable) {
-			attrs.PutStr(AttrProcessExecutable, e.Executable)
+			a.AppendEmpty(AttrProcessExecutable).SetStr(e.Executable)
 		}
 	}
 	if set.has(attrBytesSent) {
-		attrs.PutInt(AttrBytesSent, int64(e.BytesSent))
+		a.AppendEmpty(AttrBytesSent).SetInt(int64(e.BytesSent))
 	}
 	if set.has(attrBytesReceived) {
-		attrs.PutInt(AttrBytesReceived, int64(e.BytesReceived))
+		a.AppendEmpty(AttrBytesReceived).SetInt(int64(e.BytesReceived))
 	}
 	if set.has(attrSegmentsSent) {
-		attrs.PutInt(AttrSegmentsSent, int64(e.SegsSent))
+		a.AppendEmpty(AttrSegmentsSent).SetInt(int64(e.SegsSent))
 	}
 	if set.has(attrSegmentsReceived) {
-		attrs.PutInt(AttrSegmentsReceived, int64(e.SegsReceived))
+		a.AppendEmpty(AttrSegmentsReceived).SetInt(int64(e.SegsReceived))
 	}
 	if e.SRTTMicros != 0 && set.has(attrRTT) {
-		attrs.PutDouble(AttrRTT, float64(e.SRTTMicros)/1e6)
+		a.AppendEmpty(AttrRTT).SetDouble(float64(e.SRTTMicros) / 1e6)
 	}
 	if set.has(attrRetransmissions) {
-		attrs.PutInt(AttrRetransmissions, int64(e.Retransmits))
+		a.AppendEmpty(AttrRetransmissions).SetInt(int64(e.Retransmits))
 	}
 	if set.has(attrSocketCookie) {
-		attrs.PutInt(AttrSocketCookie, int64(e.Cookie))
+		a.AppendEmpty(AttrSocketCookie).SetInt(int64(e.Cookie))
 	}
 	if set.has(attrCgroupID) {
-		attrs.PutInt(AttrCgroupID, int64(e.CgroupID))
+		a.AppendEmpty(AttrCgroupID).SetInt(int64(e.CgroupID))
 	}
 	if e.Netns != 0 && set.has(attrNetns) {
-		attrs.PutInt(AttrNetns, int64(e.Netns))
+		a.AppendEmpty(AttrNetns).SetInt(int64(e.Netns))
 	}
+	a.UnsafeIntoMap(lr.Attributes())
+}
+
+// bodyArenaSize is the size of the blocks that bodies are carved from:
+// about 200 bodies each.
+const bodyArenaSize = 16 << 10
+
+// maxSummary is more than the longest summary (two IPv6 addresses with
+// ports, the longest reason and errno name).
+const maxSummary = 160
+
+// summary returns the record's body. Bodies are written one after the
+// other into a block of bodyArenaSize bytes and handed out as strings that
+// point into it, so that a record costs no allocation of its own for its
+// body. Bytes of the block that a string points to are never written
+// again: a new block starts when the current one has too little room left
+// (an append past its capacity would move on to a new array in any case).
+// A block stays in memory while any of its bodies does.
+func (c *converter) summary(e *bpf.Event) string {
+	if cap(c.bodies)-len(c.bodies) < maxSummary {
+		c.bodies = make([]byte, 0, bodyArenaSize)
+	}
+	start := len(c.bodies)
+	c.bodies = appendSummary(c.bodies, e)
+	return unsafe.String(&c.bodies[start], len(c.bodies)-start)
 }
 
 // errorType is the error.type of an end that is a failure, with the

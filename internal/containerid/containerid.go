@@ -20,14 +20,20 @@ var (
 // an ancestor of it: podman puts processes in .../libpod-<id>.scope/container),
 // or "" when path is not a container's.
 func FromCgroupPath(path string) string {
-	parts := strings.Split(path, "/")
-	for i := len(parts) - 1; i >= 0; i-- {
-		if m := scope.FindStringSubmatch(parts[i]); m != nil {
+	// Component by component from the end, without splitting (which
+	// allocates).
+	for rest := path; ; {
+		i := strings.LastIndexByte(rest, '/')
+		part := rest[i+1:]
+		if m := scope.FindStringSubmatch(part); m != nil {
 			return m[1]
 		}
-		if bare.MatchString(parts[i]) {
-			return parts[i]
+		if bare.MatchString(part) {
+			return part
 		}
+		if i < 0 {
+			return ""
+		}
+		rest = rest[:i]
 	}
-	return ""
 }
