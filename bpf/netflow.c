@@ -144,8 +144,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	if (seg.proto != IPPROTO_TCP)
 		return PASS;
 
-	// Fast path: data and pure ACKs need no state at all.
-	if (!(seg.flags & (TH_SYN | TH_FIN | TH_RST)))
+	// Fast path: data, pure ACKs and SYN-ACKs need no state at all.
+	if (!tcp_flags_matter(seg.flags))
 		return PASS;
 
 	struct bpf_sock *sk = skb->sk;
@@ -181,6 +181,13 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	}
 
 	if (seg.flags & (TH_FIN | TH_RST)) {
+		// A socket whose end is written (or the collector's own) takes no
+		// more: its second FIN, a FIN's retransmission, the RST after a
+		// FIN; claim() would refuse them. Told here, before TCP's rules
+		// are checked against its state.
+		struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+		if (st && (st->flags & (SOCK_ENDED | SOCK_IGNORE)))
+			return PASS;
 		if (egress || accepted_by_tcp(sk, &seg))
 			emit_end(skb, sk, &seg, egress);
 		return PASS;

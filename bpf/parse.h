@@ -1,6 +1,7 @@
 // Packet parsing for the cgroup_skb programs: the quick test that lets the
 // bulk of traffic through without a helper call, and the full parse of the
-// IPv4/IPv6 and TCP/UDP headers into a struct segment. Nothing here keeps
+// IPv4/IPv6 and TCP/UDP headers into a struct segment (from the headers in
+// place when they are, else with bpf_skb_load_bytes). Nothing here keeps
 // state or writes records.
 
 #pragma once
@@ -45,11 +46,22 @@ static __always_inline int seq_before(__u32 a, __u32 b)
 	return (__s32)(a - b) < 0;
 }
 
+// tcp_flags_matter says whether a TCP segment with these flags can change
+// what the programs keep or write: a FIN or RST (an end), a SYN without ACK
+// (a connect, or a connection arriving at a listener). Data, pure ACKs and
+// SYN-ACKs change nothing: a SYN-ACK leaves a listener or a socket in a
+// simultaneous open, or arrives at a connecting socket (whose state its SYN
+// set) or at a listener (which answers it with a RST).
+static __always_inline int tcp_flags_matter(__u8 flags)
+{
+	return (flags & (TH_FIN | TH_RST)) || (flags & (TH_SYN | TH_ACK)) == TH_SYN;
+}
+
 // nothing_to_do says, from the headers in place and without a helper call,
-// that a packet is a TCP segment without SYN, FIN or RST, and not DNS: the
-// bulk of traffic, which costs nothing more. Anything it cannot tell (IP
-// options, extension headers, headers not in the linear area) goes the
-// long way.
+// that a packet is a TCP segment whose flags do not matter
+// (tcp_flags_matter), and not DNS: the bulk of traffic, which costs nothing
+// more. Anything it cannot tell (IP options, extension headers, headers not
+// in the linear area) goes the long way.
 static __always_inline int nothing_to_do(struct __sk_buff *skb, int egress)
 {
 	__u8 *data = (__u8 *)(long)skb->data;
@@ -71,16 +83,106 @@ static __always_inline int nothing_to_do(struct __sk_buff *skb, int egress)
 	} else {
 		return 1; // not IP
 	}
-	if (th[13] & (TH_SYN | TH_FIN | TH_RST))
+	if (tcp_flags_matter(th[13]))
 		return 0;
 	__u8 *port = egress ? th + 2 : th; // DNS: to port 53, or from it
 	return !(port[0] == 0 && port[1] == 53);
 }
 
+// transport_in_place fills in seg's transport fields from the TCP or UDP
+// header at th (l4off bytes into the packet), as parse_segment_loaded does
+// from the copies it loads. end is the end of the linear area.
+static __always_inline int transport_in_place(struct __sk_buff *skb, struct segment *seg, __u8 *th,
+					      __u8 *end, __u32 l4off)
+{
+	if (seg->proto == IPPROTO_UDP) {
+		if (th + 4 > end || skb->len < l4off + 8)
+			return -1;
+		seg->sport = (__u16)th[0] << 8 | th[1];
+		seg->dport = (__u16)th[2] << 8 | th[3];
+		seg->payload_off = l4off + 8;
+		seg->payload_len = skb->len - l4off - 8;
+		return 1;
+	}
+	if (th + 14 > end)
+		return -1;
+	__u32 doff = (th[12] >> 4) * 4;
+	if (doff < 20 || skb->len < l4off + doff)
+		return -1;
+	seg->sport = (__u16)th[0] << 8 | th[1];
+	seg->dport = (__u16)th[2] << 8 | th[3];
+	seg->seq = (__u32)th[4] << 24 | (__u32)th[5] << 16 | (__u32)th[6] << 8 | th[7];
+	seg->ack_seq = (__u32)th[8] << 24 | (__u32)th[9] << 16 | (__u32)th[10] << 8 | th[11];
+	seg->flags = th[13];
+	seg->payload_off = l4off + doff;
+	seg->payload_len = skb->len - l4off - doff;
+	return 1;
+}
+
+// parse_in_place parses the usual packet from its headers in place, with
+// no helper call: IPv4 (options included) or IPv6 without extension
+// headers, then TCP or UDP, headers in the linear area. It returns 1 when
+// it did, with seg as parse_segment_loaded would fill it; 0 for a packet
+// that parse_segment_loaded rejects too; -1 for one it leaves to
+// parse_segment_loaded (extension headers, headers beyond the linear area,
+// anything odd).
+static __always_inline int parse_in_place(struct __sk_buff *skb, struct segment *seg)
+{
+	__u8 *data = (__u8 *)(long)skb->data;
+	__u8 *end = (__u8 *)(long)skb->data_end;
+	__u32 l4off;
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
+		if (data + 20 > end)
+			return -1;
+		if ((data[0] >> 4) != 4 || (data[0] & 0x0f) < 5)
+			return -1;
+		// A non-first fragment carries no TCP header.
+		if (((data[6] & 0x1f) | data[7]) != 0)
+			return 0;
+		seg->proto = data[9];
+		l4off = (data[0] & 0x0f) * 4;
+		__builtin_memcpy(&seg->saddr[0], data + 12, 4);
+		__builtin_memcpy(&seg->daddr[0], data + 16, 4);
+		seg->family = FAMILY_IPV4;
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
+		if (data + 40 > end)
+			return -1;
+		if ((data[0] >> 4) != 6)
+			return -1;
+		seg->proto = data[6];
+		l4off = 40;
+		__builtin_memcpy(seg->saddr, data + 8, 16);
+		__builtin_memcpy(seg->daddr, data + 24, 16);
+		seg->family = FAMILY_IPV6;
+	} else {
+		return 0;
+	}
+	if (seg->proto != IPPROTO_TCP && seg->proto != IPPROTO_UDP)
+		return -1; // extension headers, or what parse_segment_loaded rejects
+	return transport_in_place(skb, seg, data + l4off, end, l4off);
+}
+
 // Parse the network and transport headers. skb->data starts at the network
 // header in cgroup_skb programs. Returns 0 for anything that is not a
 // complete, first-fragment TCP segment or UDP datagram.
+static __always_inline int parse_segment_loaded(struct __sk_buff *skb, struct segment *seg);
+
 static __always_inline int parse_segment(struct __sk_buff *skb, struct segment *seg)
+{
+	// Every field defined on every path: the compiler merges the two
+	// parses' stores, and the verifier refuses a register left undefined
+	// on a path where the field is not written.
+	__builtin_memset(seg, 0, sizeof(*seg));
+	int ok = parse_in_place(skb, seg);
+	if (ok >= 0)
+		return ok;
+	return parse_segment_loaded(skb, seg);
+}
+
+// parse_segment_loaded is parse_segment with bpf_skb_load_bytes: the long
+// way, which copes with extension headers and headers beyond the linear
+// area.
+static __always_inline int parse_segment_loaded(struct __sk_buff *skb, struct segment *seg)
 {
 	__u32 l4off;
 	__u8 proto;
