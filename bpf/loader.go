@@ -62,9 +62,12 @@ type Options struct {
 	WakeupBytes int
 }
 
-// DefaultWakeupBytes is the default Options.WakeupBytes: about 350
-// connection-end records.
-const DefaultWakeupBytes = 64 << 10
+// DefaultWakeupBytes is the default Options.WakeupBytes: about 5,500
+// connection-end records. Each wake-up costs the producing CPU an
+// interrupt and the reader a wake-up of its goroutine and thread; under
+// connection churn, 64 KiB cost the collector about a third more CPU per
+// record than this, and the programs about 15 ns more per packet.
+const DefaultWakeupBytes = 1 << 20
 
 // MaxDNSPayload is the largest DNSPayloadLimit (DNS_PAYLOAD_MAX).
 const MaxDNSPayload = 8192

@@ -17,7 +17,8 @@ import (
 )
 
 // A few records wait for the reader's next tick; a burst wakes it up at
-// once (each 64 KiB of waiting data does).
+// once (each quarter of this 1 MiB ring, 256 KiB, of waiting data does:
+// bpf.DefaultWakeupBytes is larger).
 func TestReaderWakesUpForBurstsNotForEveryRecord(t *testing.T) {
 	testenv.RequireRoot(t)
 	objs, err := bpf.Load(bpf.Options{RingBufferSize: 1 << 20})
@@ -44,15 +45,15 @@ func TestReaderWakesUpForBurstsNotForEveryRecord(t *testing.T) {
 		rd.Close()
 	}()
 
-	require.NoError(t, filler.Fill(100)) // 19 KiB
+	require.NoError(t, filler.Fill(1000)) // 188 KiB
 	time.Sleep(300 * time.Millisecond)
 	assert.Zero(t, sink.records.Load(), "no wake-up for a few records")
 
-	// 74 KiB in all: the record that takes the waiting data past 64 KiB
-	// (the 342nd) wakes the reader, which passes on what it finds in full
+	// 282 KiB in all: the record that takes the waiting data past 256 KiB
+	// (the 1366th) wakes the reader, which passes on what it finds in full
 	// batches of 100. Records written after it caught up wait for the next
-	// tick (an hour away), so the count is at least 300, not always 400.
-	require.NoError(t, filler.Fill(300))
-	assert.Eventually(t, func() bool { return sink.records.Load() >= 300 }, 2*time.Second, 10*time.Millisecond,
+	// tick (an hour away), so the count is at least 1300, not always 1500.
+	require.NoError(t, filler.Fill(500))
+	assert.Eventually(t, func() bool { return sink.records.Load() >= 1300 }, 2*time.Second, 10*time.Millisecond,
 		"the burst wakes the reader, which passes on full batches")
 }

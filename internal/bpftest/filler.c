@@ -4,7 +4,7 @@
 // ring buffer with copies of one record, as fast as BPF_PROG_TEST_RUN repeats
 // it, to measure the receiver from ring buffer to consumer without the
 // network in the way. It wakes the reader as the programs do, with the
-// default threshold (64 KiB).
+// threshold that NewFiller sets.
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -19,6 +19,9 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 16);
 } events SEC(".maps");
+
+// Set by NewFiller: the programs' wake-up threshold (wakeup_shift).
+volatile const __u32 wakeup_shift = 16;
 
 // The record to copy, written by the benchmark.
 struct {
@@ -36,7 +39,7 @@ int fill(struct __sk_buff *skb)
 	if (e) {
 		e->cookie++; // each copy a socket of its own
 		__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-		bpf_ringbuf_output(&events, e, sizeof(*e), wakeup_flag(pending, sizeof(*e), 16));
+		bpf_ringbuf_output(&events, e, sizeof(*e), wakeup_flag(pending, sizeof(*e), wakeup_shift));
 	}
 	return 0;
 }

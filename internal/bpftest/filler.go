@@ -4,6 +4,7 @@ package bpftest
 
 import (
 	"fmt"
+	"math/bits"
 
 	"github.com/cilium/ebpf"
 
@@ -25,6 +26,12 @@ func NewFiller(o *bpf.Objects, e bpf.Event) (*Filler, error) {
 	}
 	events := objaccess.Of(o).Events
 	spec.Maps["events"].MaxEntries = events.MaxEntries()
+	// The loader's default threshold: bpf.DefaultWakeupBytes, at most a
+	// quarter of the ring.
+	wakeup := min(bpf.DefaultWakeupBytes, int(events.MaxEntries())/4)
+	if err := spec.Variables["wakeup_shift"].Set(uint32(bits.Len(uint(wakeup)) - 1)); err != nil {
+		return nil, fmt.Errorf("set filler wake-up threshold: %w", err)
+	}
 	f := &Filler{}
 	if err := spec.LoadAndAssign(&f.objs, &ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{"events": events},

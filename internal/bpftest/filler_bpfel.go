@@ -46,9 +46,10 @@ type fillerEvent struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	fillerMapEvents = "events"
-	fillerMapRecord = "record"
-	fillerProgFill  = "fill"
+	fillerMapEvents      = "events"
+	fillerMapRecord      = "record"
+	fillerProgFill       = "fill"
+	fillerVarWakeupShift = "wakeup_shift"
 )
 
 // loadFiller returns the embedded CollectionSpec for filler.
@@ -108,6 +109,7 @@ type fillerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fillerVariableSpecs struct {
+	WakeupShift *ebpf.VariableSpec `ebpf:"wakeup_shift"`
 }
 
 // fillerObjects contains all objects after they have been loaded into the kernel.
@@ -145,6 +147,7 @@ func (m *fillerMaps) Close() error {
 //
 // It can be passed to loadFillerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fillerVariables struct {
+	WakeupShift *ebpf.Variable `ebpf:"wakeup_shift"`
 }
 
 // fillerPrograms contains all programs after they have been loaded into the kernel.
