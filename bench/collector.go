@@ -15,6 +15,7 @@ type collectorOptions struct {
 	// discard exports nothing (debug exporter, basic verbosity): the cost
 	// of the collector alone, without the sink's decoding on this machine.
 	discard bool
+	args    []string // further command-line arguments
 }
 
 // startCollector starts the collector, outside the bench cgroup (in home),
@@ -45,5 +46,5 @@ service:
 `, cgroup, ring, snk.Addr(), exporter)), 0o600); err != nil {
 		return nil, err
 	}
-	return loadtest.StartCollector(loadtest.CollectorOptions{Binary: binary, Configs: []string{config}, Cgroup: home})
+	return loadtest.StartCollector(loadtest.CollectorOptions{Binary: binary, Configs: []string{config}, Args: opts.args, Cgroup: home})
 }

@@ -14,13 +14,13 @@ import (
 
 // goBench holds the samples of one Go benchmark, one per -count run.
 type goBench struct {
-	nsPerOp, allocsPerOp, recordsPerSec, attributes []float64
+	nsPerOp, cpuNsPerOp, allocsPerOp, bytesPerOp, recordsPerSec, attributes []float64
 }
 
 // runGoBenchmarks runs the receiver's Go benchmarks count times each.
 func runGoBenchmarks(count int) (map[string]*goBench, error) {
 	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "^(BenchmarkDecodeEnrichConvert|BenchmarkRingToConsumer)$",
-		"-benchmem", "-benchtime", "1000000x", "-count", strconv.Itoa(count), "./receiver/")
+		"-benchmem", "-benchtime", "500000x", "-count", strconv.Itoa(count), "./receiver/")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
@@ -52,6 +52,10 @@ func parseGoBench(out []byte) map[string]*goBench {
 			switch f[i+1] {
 			case "ns/op":
 				b.nsPerOp = append(b.nsPerOp, v)
+			case "cpu-ns/op":
+				b.cpuNsPerOp = append(b.cpuNsPerOp, v)
+			case "B/op":
+				b.bytesPerOp = append(b.bytesPerOp, v)
 			case "allocs/op":
 				b.allocsPerOp = append(b.allocsPerOp, v)
 			case "records/s":

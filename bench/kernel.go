@@ -31,6 +31,23 @@ func newEmptyProgram() (*ebpf.Program, error) {
 	})
 }
 
+// emptySockCreate attaches an empty cgroup/sock_create program to cgroup.
+func emptySockCreate(cgroup string) (*ebpf.Program, link.Link, error) {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "nf_bench_empty", Type: ebpf.CGroupSock, AttachType: ebpf.AttachCGroupInetSockCreate, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()},
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := link.AttachCgroup(link.CgroupOptions{Path: cgroup, Attach: ebpf.AttachCGroupInetSockCreate, Program: p})
+	if err != nil {
+		p.Close()
+		return nil, nil, err
+	}
+	return p, l, nil
+}
+
 func attachEmpty(cgroup string) (*emptyPrograms, error) {
 	e := &emptyPrograms{}
 	var err error
@@ -60,37 +77,6 @@ func (e *emptyPrograms) close() {
 	}
 	e.ingress.Close()
 	e.egress.Close()
-}
-
-// findProgram returns the newest loaded program with the given name (the
-// kernel keeps the first 15 bytes).
-func findProgram(name string) (*ebpf.Program, error) {
-	var found *ebpf.Program
-	id := ebpf.ProgramID(0)
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			break
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		info, err := p.Info()
-		if err != nil || info.Name != name {
-			p.Close()
-			continue
-		}
-		if found != nil {
-			found.Close()
-		}
-		found = p
-	}
-	if found == nil {
-		return nil, fmt.Errorf("no loaded program named %s", name)
-	}
-	return found, nil
 }
 
 // progStats is a snapshot of one program's run time and run count.
@@ -176,6 +162,9 @@ func testRunFigures() ([]testRunFigure, error) {
 	}{
 		{"data segment (ingress)", true, tp.Ethernet(tp.Segment{Src: b, Dst: a, Seq: 1, Ack: 1, Flags: tp.ACK | tp.PSH, Payload: make([]byte, 1000)}.IPv4()), 1_000_000},
 		{"data segment (egress)", false, tp.Ethernet(tp.Segment{Src: a, Dst: b, Seq: 1, Ack: 1, Flags: tp.ACK | tp.PSH, Payload: make([]byte, 1000)}.IPv4()), 1_000_000},
+		{"SYN (egress, connecting)", false, tp.Ethernet(tp.Segment{Src: a, Dst: b, Seq: 1, Flags: tp.SYN}.IPv4()), 1_000_000},
+		{"SYN-ACK (ingress)", true, tp.Ethernet(tp.Segment{Src: b, Dst: a, Seq: 1, Ack: 2, Flags: tp.SYN | tp.ACK}.IPv4()), 1_000_000},
+		{"SYN-ACK (egress)", false, tp.Ethernet(tp.Segment{Src: b, Dst: a, Seq: 1, Ack: 2, Flags: tp.SYN | tp.ACK}.IPv4()), 1_000_000},
 		{"FIN, then its retransmissions (egress)", false, tp.Ethernet(tp.Segment{Src: a, Dst: b, Seq: 1, Ack: 1, Flags: tp.ACK | tp.FIN}.IPv4()), 1_000_000},
 		{"RST, then repeats (ingress)", true, tp.Ethernet(tp.Segment{Src: b, Dst: a, Seq: 1, Ack: 1, Flags: tp.RST}.IPv4()), 1_000_000},
 		{"DNS answer, 120 bytes (ingress)", true, tp.Ethernet(tp.Datagram{Src: resolver, Dst: a, Payload: answer}.IPv4()), 20_000},

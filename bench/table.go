@@ -14,6 +14,10 @@ import (
 type row struct {
 	figure             string
 	measured, baseline []float64 // samples, one per round
+	// ratios, when set, are measured/baseline round by round (each pair
+	// measured in the same round, next to each other): the ratio column
+	// gives their median and range instead of the ratio of the medians.
+	ratios []float64
 	unit, baseName     string
 	target             string
 	met                string // "yes", "NO" or ""
@@ -67,6 +71,8 @@ func num(v float64) string {
 		return fmt.Sprintf("%.0f", v)
 	case v >= 100:
 		return fmt.Sprintf("%.0f", v)
+	case v >= 10:
+		return fmt.Sprintf("%.1f", v)
 	default:
 		return fmt.Sprintf("%.2f", v)
 	}
@@ -85,6 +91,9 @@ func (t *table) print(w io.Writer) {
 				if b := median(r.baseline); b != 0 {
 					ratio = fmt.Sprintf("%.3f", median(r.measured)/b)
 				}
+			}
+			if len(r.ratios) > 0 {
+				ratio = fmt.Sprintf("%.3f [%.3f..%.3f]", median(r.ratios), slices.Min(r.ratios), slices.Max(r.ratios))
 			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.figure, measured, baseline, ratio, r.target, r.met, r.extra)

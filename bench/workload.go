@@ -66,3 +66,11 @@ func bulk(d time.Duration) (float64, error) {
 	n := <-received
 	return float64(n) * 8 / time.Since(start).Seconds(), nil
 }
+
+// rpc makes 64-byte calls on conns long-lived connections for d (see
+// loadtest.RPC).
+func rpc(d time.Duration, conns int) (loadtest.RPCResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	return loadtest.RPC(ctx, loadtest.RPCOptions{Conns: conns, Size: 64})
+}

@@ -43,6 +43,7 @@ type CollectorOptions struct {
 	// Configs are the --config arguments (files or yaml: overrides), in
 	// order. The metrics reader on 127.0.0.1:MetricsPort is added last.
 	Configs []string
+	Args    []string // further arguments, e.g. --feature-gates=pdata.useProtoPooling
 	Env     []string // added to this process's environment
 	// Cgroup is the cgroup v2 directory to start it in ("": this
 	// process's). The collector must not run in the cgroup it watches, or
@@ -67,6 +68,7 @@ func StartCollector(o CollectorOptions) (*Collector, error) {
 	}
 	args = append(args, "--config", "yaml:service::telemetry::metrics::readers: "+
 		fmt.Sprintf("[{pull: {exporter: {prometheus: {host: 127.0.0.1, port: %d}}}}]", port))
+	args = append(args, o.Args...)
 	cmd := exec.Command(o.Binary, args...)
 	cmd.Env = append(os.Environ(), o.Env...)
 	if o.Cgroup != "" {
@@ -144,6 +146,41 @@ func (c *Collector) Kill() {
 	_ = c.cmd.Process.Kill() // fails, harmlessly, when it has exited
 	<-c.done
 }
+
+// CPU returns the CPU time the collector has used (user and system, all
+// its threads).
+func (c *Collector) CPU() (time.Duration, error) {
+	return ProcessCPU(c.cmd.Process.Pid)
+}
+
+// ProcessCPU returns the CPU time process pid has used (utime + stime of
+// /proc/PID/stat), at the kernel's clock tick (10 ms) resolution.
+func ProcessCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name, in parentheses, may hold spaces: fields count
+	// from after its closing parenthesis (field 3, the state).
+	i := strings.LastIndexByte(string(b), ')')
+	if i < 0 {
+		return 0, errors.New("malformed /proc/PID/stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("short /proc/PID/stat")
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64) // field 14
+	stime, err2 := strconv.ParseUint(f[12], 10, 64) // field 15
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, err
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times: 100 on every Linux
+// architecture Go runs on.
+const clockTicks = 100
 
 // RSS returns the collector's resident memory in bytes.
 func (c *Collector) RSS() (int64, error) {
