@@ -161,7 +161,7 @@ func kernelCost(e *env, t *table) error {
 		return err
 	}
 	type measured struct {
-		name, hook string
+		name, hook  string
 		prog, empty *ebpf.Program
 	}
 	var progs []measured
@@ -205,7 +205,10 @@ func kernelCost(e *env, t *table) error {
 		run  func() (float64, error) // units of work done
 	}{
 		{"churn", func() (float64, error) { r, err := churn(*duration, *clients, nil); return float64(r.Conns), err }},
-		{"bulk", func() (float64, error) { bps, err := bulk(*duration); return bps * duration.Seconds() / 8 / (64 << 10), err }},
+		{"bulk", func() (float64, error) {
+			bps, err := bulk(*duration)
+			return bps * duration.Seconds() / 8 / (64 << 10), err
+		}},
 		{"rpc", func() (float64, error) { r, err := rpc(*duration, *rpcConns); return float64(r.Calls), err }},
 	}
 	for range *rounds {

@@ -17,12 +17,12 @@ type row struct {
 	// ratios, when set, are measured/baseline round by round (each pair
 	// measured in the same round, next to each other): the ratio column
 	// gives their median and range instead of the ratio of the medians.
-	ratios []float64
-	unit, baseName     string
-	target             string
-	met                string // "yes", "NO" or ""
-	extra              string
-	text               string // instead of numbers
+	ratios         []float64
+	unit, baseName string
+	target         string
+	met            string // "yes", "NO" or ""
+	extra          string
+	text           string // instead of numbers
 }
 
 type table struct{ rows []row }
