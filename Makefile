@@ -116,9 +116,13 @@ cross:
 	GOOS=windows $(GO) build ./... && GOOS=windows $(GO) vet ./...
 
 # bench: what the receiver costs the host and whether it loses records, as
-# one table (needs root; takes a few minutes; not part of make test).
+# one table (needs root; about 10 minutes; not part of make test).
+# BENCH_FLAGS passes more, e.g. BENCH_FLAGS='-rounds 3 -duration 2s' or
+# '-only kernel,unit' (go run ./bench -h lists them).
+BENCH_FLAGS ?=
 bench: build
-	$(GO) run ./bench -binary $(BINARY)
+	@./scripts/ensure-packages.sh bpftrace
+	$(GO) run ./bench -binary $(BINARY) $(BENCH_FLAGS)
 
 # fmt, fmt-check: the kernel sources in the style of .clang-format, with
 # Debian's clang-format-19. After fmt, run make generate: the objects carry

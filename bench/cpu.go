@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/loadtest"
@@ -90,6 +91,7 @@ type unitSample struct {
 	proc    time.Duration // the setup's own process's CPU time in the window
 	records float64       // records (lines) it wrote in the window
 	rss     float64       // its peak RSS in the window, bytes
+	failed  int64         // connections that failed in the window
 }
 
 // workload is one kind of work whose cost per unit is measured.
@@ -140,14 +142,28 @@ func measureUnit(e *env, w workload, s setup) (unitSample, error) {
 	if err != nil {
 		return unitSample{}, err
 	}
-	stopped := false
-	defer func() {
-		if !stopped {
-			_ = run.stop()
-		}
-	}()
+	out, err := measureWindow(w, run)
+	// A connect that timed out (see churn) stalled a client for seconds
+	// of the window: measure it again, once.
+	for retry := 0; err == nil && out.failed > 0 && retry < 1; retry++ {
+		fmt.Fprintf(os.Stderr, "bench:   %d connections failed in this window: measuring it again\n", out.failed)
+		remeasured.Add(1)
+		out, err = measureWindow(w, run)
+	}
+	if serr := run.stop(); err == nil {
+		err = serr
+	}
+	return out, err
+}
+
+// remeasured counts the windows measured again.
+var remeasured atomic.Int64
+
+// measureWindow runs w once while run is running.
+func measureWindow(w workload, run running) (unitSample, error) {
 	var rec0, rec1 float64
 	var p0, p1 time.Duration
+	var err error
 	if run.records != nil {
 		if rec0, err = run.records(); err != nil {
 			return unitSample{}, err
@@ -156,12 +172,18 @@ func measureUnit(e *env, w workload, s setup) (unitSample, error) {
 	var peak func() float64
 	if run.rss != nil {
 		peak = samplePeak(run.rss)
+		defer func() {
+			if peak != nil { // not read: an error cut the window short
+				peak()
+			}
+		}()
 	}
 	if run.pid != 0 {
 		if p0, err = loadtest.ProcessCPU(run.pid); err != nil {
 			return unitSample{}, err
 		}
 	}
+	failed0 := failedConns.Load()
 	h0, err := readHostCPU()
 	if err != nil {
 		return unitSample{}, err
@@ -177,7 +199,8 @@ func measureUnit(e *env, w workload, s setup) (unitSample, error) {
 	if err != nil {
 		return unitSample{}, err
 	}
-	out := unitSample{units: units, rate: units / elapsed.Seconds(), busy: busyTime(h0, h1)}
+	out := unitSample{units: units, rate: units / elapsed.Seconds(), busy: busyTime(h0, h1),
+		failed: failedConns.Load() - failed0}
 	if run.pid != 0 {
 		if p1, err = loadtest.ProcessCPU(run.pid); err != nil {
 			return unitSample{}, err
@@ -192,9 +215,9 @@ func measureUnit(e *env, w workload, s setup) (unitSample, error) {
 	}
 	if peak != nil {
 		out.rss = peak()
+		peak = nil
 	}
-	stopped = true
-	return out, run.stop()
+	return out, nil
 }
 
 // samplePeak samples a size every 100 ms until the returned function is

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/loadtest"
@@ -17,17 +19,27 @@ import (
 // watches, with plain TCP (testnet's; Go would listen with MPTCP).
 
 // churn makes short-lived connections for d from clients goroutines (see
-// loadtest.Churn); onSocket, if not nil, gets every socket's cookie. A
-// failed connection fails the measurement.
+// loadtest.Churn); onSocket, if not nil, gets every socket's cookie. Now and
+// then a connect times out at these rates (the client's port was last used
+// by a connection the server still holds in TIME_WAIT, and the SYN is
+// retried): such failures are counted (failedConns) and said, and only more
+// than one in a thousand fails the measurement.
 func churn(d time.Duration, clients int, onSocket func(uint64)) (loadtest.ChurnResult, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	res, err := loadtest.Churn(ctx, loadtest.ChurnOptions{Clients: clients, OnSocket: onSocket})
 	if err == nil && res.Errors > 0 {
-		err = fmt.Errorf("%d of %d connections failed, the first: %s", res.Errors, res.Errors+res.Conns, res.FirstError)
+		failedConns.Add(res.Errors)
+		fmt.Fprintf(os.Stderr, "bench: %d of %d connections failed, the first: %s\n", res.Errors, res.Errors+res.Conns, res.FirstError)
+		if res.Errors*1000 > res.Errors+res.Conns {
+			err = fmt.Errorf("%d of %d connections failed, the first: %s", res.Errors, res.Errors+res.Conns, res.FirstError)
+		}
 	}
 	return res, err
 }
+
+// failedConns counts the connections that failed in all churns.
+var failedConns atomic.Int64
 
 var loopback = netip.MustParseAddrPort("127.0.0.1:0")
 

@@ -195,6 +195,7 @@ func BenchmarkRingToConsumer(b *testing.B) {
 	const chunk = 64 * 1024 // 12 MiB of records: fits in the ring
 	total := (b.N + chunk - 1) / chunk * chunk
 	b.ResetTimer()
+	cpu := processCPU(b)
 	for sent := 0; sent < total; sent += chunk {
 		require.NoError(b, filler.Fill(chunk))
 		for sink.records.Load() < int64(sent+chunk) {
@@ -203,6 +204,7 @@ func BenchmarkRingToConsumer(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "records/s")
+	b.ReportMetric(float64(processCPU(b)-cpu)/float64(total), "cpu-ns/op")
 	stats, err := objs.Stats()
 	require.NoError(b, err)
 	require.Zero(b, stats.Lost, "the ring buffer overflowed; the measurement is not of the receiver")
