@@ -16,6 +16,7 @@ type collectorOptions struct {
 	// of the collector alone, without the sink's decoding on this machine.
 	discard bool
 	args    []string // further command-line arguments
+	env     []string // added to its environment
 }
 
 // startCollector starts the collector, outside the bench cgroup (in home),
@@ -46,5 +47,5 @@ service:
 `, cgroup, ring, snk.Addr(), exporter)), 0o600); err != nil {
 		return nil, err
 	}
-	return loadtest.StartCollector(loadtest.CollectorOptions{Binary: binary, Configs: []string{config}, Args: opts.args, Cgroup: home})
+	return loadtest.StartCollector(loadtest.CollectorOptions{Binary: binary, Configs: []string{config}, Args: opts.args, Env: opts.env, Cgroup: home})
 }

@@ -47,9 +47,11 @@ var (
 		}
 		return running{stop: func() error { p.close(); return nil }}, nil
 	}}
-	setupCollector        = collectorSetup("collector", nil)
-	setupCollectorPooling = collectorSetup("collector, pdata.useProtoPooling", []string{"--feature-gates=pdata.useProtoPooling"})
-	setupTracer           = setup{"close tracer (bpftrace)", func(e *env) (running, error) {
+	setupCollector        = collectorSetup("collector", binary, collectorOptions{discard: true})
+	setupCollectorPooling = collectorSetup("collector, pdata.useProtoPooling", binary,
+		collectorOptions{discard: true, args: []string{"--feature-gates=pdata.useProtoPooling"}})
+	setupCompare = collectorSetup("collector [compare]", compare, collectorOptions{discard: true})
+	setupTracer  = setup{"close tracer (bpftrace)", func(e *env) (running, error) {
 		t, err := startTracer(e.tmp, e.home)
 		if err != nil {
 			return running{}, err
@@ -66,9 +68,9 @@ var (
 
 // collectorSetup is the collector exporting nothing (the debug exporter at
 // basic verbosity): its own cost, without an exporter's or a backend's.
-func collectorSetup(name string, args []string) setup {
+func collectorSetup(name string, binary *string, opts collectorOptions) setup {
 	return setup{name, func(e *env) (running, error) {
-		c, err := startCollector(*binary, e.tmp, e.cgroup, e.home, e.sink, collectorOptions{discard: true, args: args})
+		c, err := startCollector(*binary, e.tmp, e.cgroup, e.home, e.sink, opts)
 		if err != nil {
 			return running{}, err
 		}
@@ -81,6 +83,12 @@ func collectorSetup(name string, args []string) setup {
 			},
 		}, nil
 	}}
+}
+
+// setupGOGC is the collector with GOGC=-gogc: less garbage collection
+// for more memory.
+func setupGOGC() setup {
+	return collectorSetup("collector, GOGC="+*gogc, binary, collectorOptions{discard: true, env: []string{"GOGC=" + *gogc}})
 }
 
 // unitSample is one setup's measurement in one round.
@@ -321,6 +329,12 @@ func costPerUnit(e *env, t *table) error {
 	if *pooling {
 		churnSetups = append(churnSetups, setupCollectorPooling)
 	}
+	if *gogc != "" {
+		churnSetups = append(churnSetups, setupGOGC())
+	}
+	if *compare != "" {
+		churnSetups = append(churnSetups, setupCompare)
+	}
 	s, idle, err := perUnit(e, churnW, churnSetups)
 	if err != nil {
 		return err
@@ -358,6 +372,21 @@ func costPerUnit(e *env, t *table) error {
 		t.add(row{figure: "collector CPU per record, churn, pdata.useProtoPooling", measured: perRecordMicros(pc),
 			baseline: perRecordMicros(col), baseName: "gate off", unit: "us", ratios: paired(perRecordMicros(pc), perRecordMicros(col))})
 	}
+	if *gogc != "" {
+		gc := s[setupGOGC().name]
+		var rss []float64
+		for _, x := range gc {
+			rss = append(rss, x.rss/(1<<20))
+		}
+		t.add(row{figure: "collector CPU per record, churn, GOGC=" + *gogc, measured: perRecordMicros(gc),
+			baseline: perRecordMicros(col), baseName: "GOGC=100", unit: "us", ratios: paired(perRecordMicros(gc), perRecordMicros(col)),
+			extra: fmt.Sprintf("RSS peak %s MiB", summary(rss))})
+	}
+	if *compare != "" {
+		cc := s[setupCompare.name]
+		t.add(row{figure: "collector CPU per record, churn [compare]", measured: perRecordMicros(cc),
+			baseline: perRecordMicros(col), baseName: "collector", unit: "us", ratios: paired(perRecordMicros(cc), perRecordMicros(col))})
+	}
 	tr := s[setupTracer.name]
 	t.add(row{figure: "close tracer CPU per line, churn", measured: perRecordMicros(tr), unit: "us",
 		extra: fmt.Sprintf("bpftrace's own process; %.2f lines per connection (host-wide)", median(recordsPerUnit(tr)))})
@@ -370,6 +399,9 @@ func costPerUnit(e *env, t *table) error {
 
 	// Request/response on long-lived connections.
 	rpcSetups := []setup{setupBaseline, setupEmpty, setupCollector, setupTracer}
+	if *compare != "" {
+		rpcSetups = append(rpcSetups, setupCompare)
+	}
 	s, idle, err = perUnit(e, rpcW, rpcSetups)
 	if err != nil {
 		return err
@@ -385,9 +417,15 @@ func costPerUnit(e *env, t *table) error {
 	t.add(row{figure: "host CPU per call, rpc, collector", measured: m, baseline: empty, baseName: "empty programs",
 		unit: "us", ratios: paired(m, empty), target: "ratio <= 1.01", met: metIf(true, median(paired(m, empty)) <= 1.01),
 		extra: fmt.Sprintf("%.3f of the baseline", median(paired(m, base)))})
-	m = perUnitMicros(s[setupTracer.name])
-	t.add(row{figure: "host CPU per call, rpc, " + setupTracer.name, measured: m, baseline: base, baseName: "baseline",
-		unit: "us", ratios: paired(m, base)})
+	for _, su := range rpcSetups[3:] {
+		m = perUnitMicros(s[su.name])
+		r := row{figure: "host CPU per call, rpc, " + su.name, measured: m, baseline: base, baseName: "baseline",
+			unit: "us", ratios: paired(m, base)}
+		if su.name == setupCompare.name { // as the collector's row
+			r.baseline, r.baseName, r.ratios = empty, "empty programs", paired(m, empty)
+		}
+		t.add(r)
+	}
 	baseRate = rates(s[setupBaseline.name])
 	for _, su := range rpcSetups[1:] {
 		m := rates(s[su.name])

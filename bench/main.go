@@ -39,6 +39,8 @@ var (
 	clients  = flag.Int("clients", 4, "parallel clients of the connection workload")
 	rpcConns = flag.Int("rpc-conns", 8, "long-lived connections of the request/response workload")
 	goCount  = flag.Int("gocount", 5, "runs of each Go benchmark")
+	compare  = flag.String("compare", "", "another collector binary (say, an earlier commit's) measured next to -binary, interleaved, in the kernel and unit steps")
+	gogc     = flag.String("gogc", "400", "also measure the collector with this GOGC under churn (\"\": not)")
 	pooling  = flag.Bool("pooling", true, "also measure the collector with the pdata.useProtoPooling feature gate under churn")
 	only     = flag.String("only", "", "run only these steps, comma-separated: kernel, test-run, user, unit, overhead, loss")
 )
@@ -187,40 +189,136 @@ func hypervisor() string {
 // kernelCost measures run_time_ns / run_cnt of every program the
 // collector attached and of empty programs attached next to them (empty
 // cgroup_skb programs on the same cgroup, an empty program on each of its
-// tracing hooks), during connection churn, a bulk transfer and
-// request/response calls.
+// other hooks), during connection churn, a bulk transfer and
+// request/response calls. Each round starts the collector afresh (and the
+// -compare one, in alternating order).
 func kernelCost(e *env, t *table) error {
-	c, err := startCollector(*binary, e.tmp, e.cgroup, e.home, e.sink, collectorOptions{})
+	binaries := []string{*binary}
+	if *compare != "" {
+		binaries = append(binaries, *compare)
+	}
+	figs := map[string]map[string]*kernelFigure{} // binary -> workload/program -> figure
+	var order []kernelProgram                     // the programs, as the first collector attached them
+	var mem uint64
+	for r := range *rounds {
+		bins := slices.Clone(binaries)
+		if r%2 == 1 {
+			slices.Reverse(bins)
+		}
+		for _, b := range bins {
+			if figs[b] == nil {
+				figs[b] = map[string]*kernelFigure{}
+			}
+			progs, m, err := kernelRound(e, b, figs[b])
+			if err != nil {
+				return err
+			}
+			if order == nil && b == *binary {
+				order, mem = progs, m
+			}
+		}
+	}
+	unitName := map[string]string{"churn": "connection", "bulk": "64 KiB", "rpc": "call"}
+	for _, w := range []string{"bulk", "churn", "rpc"} {
+		for _, b := range binaries {
+			label := ""
+			if b != *binary {
+				label = " [compare]"
+			}
+			for _, m := range kernelPrograms(order, figs[b]) {
+				f := figs[b][w+"/"+m.name]
+				if f == nil || median(f.runsPerUnit) < 0.01 {
+					continue // did not run under this workload (but for other work on the host)
+				}
+				r := row{figure: fmt.Sprintf("kernel ns/run, %s, %s (%s)%s", w, m.name, m.hook, label), measured: f.nsPerRun,
+					unit: "ns", extra: fmt.Sprintf("%.2f runs per %s", median(f.runsPerUnit), unitName[w])}
+				if len(f.emptyNsPerRun) > 0 {
+					r.baseline, r.baseName = f.emptyNsPerRun, "empty program"
+					r.ratios = paired(f.nsPerRun, f.emptyNsPerRun)
+					over := median(f.nsPerRun) - median(f.emptyNsPerRun)
+					r.extra = fmt.Sprintf("+%.1f ns; ", over) + r.extra
+					if strings.HasPrefix(m.hook, "cgroup_skb") && label == "" {
+						switch w {
+						case "bulk":
+							r.target, r.met = "<= empty + 15 ns", metIf(true, over <= 15)
+						case "churn":
+							r.target, r.met = "<= empty + 50 ns", metIf(true, over <= 50)
+						}
+					}
+				}
+				t.add(r)
+			}
+		}
+	}
+	t.add(row{figure: "kernel map memory (memlock)", measured: []float64{float64(mem) / (1 << 20)}, unit: "MiB",
+		extra: "ring buffer, socket storage map, counters; socket storage itself is charged per socket"})
+	return nil
+}
+
+// kernelProgram is one program of a collector, by name and hook.
+type kernelProgram struct{ name, hook string }
+
+// kernelPrograms is order, then the programs of figs that are not in it
+// (another binary may attach others).
+func kernelPrograms(order []kernelProgram, figs map[string]*kernelFigure) []kernelProgram {
+	out := slices.Clone(order)
+	var more []kernelProgram
+	for _, f := range figs {
+		if !slices.Contains(out, f.program) && !slices.Contains(more, f.program) {
+			more = append(more, f.program)
+		}
+	}
+	slices.SortFunc(more, func(a, b kernelProgram) int { return strings.Compare(a.name, b.name) })
+	return append(out, more...)
+}
+
+// kernelFigure is one program's samples under one workload.
+type kernelFigure struct {
+	program                              kernelProgram
+	nsPerRun, emptyNsPerRun, runsPerUnit []float64
+}
+
+// kernelRound starts the collector binary, attaches an empty program next
+// to each of its programs and measures them under each workload once,
+// adding to figs; it returns the collector's programs and the memory of
+// its maps.
+func kernelRound(e *env, binary string, figs map[string]*kernelFigure) ([]kernelProgram, uint64, error) {
+	c, err := startCollector(binary, e.tmp, e.cgroup, e.home, e.sink, collectorOptions{})
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	defer c.Stop() //nolint:errcheck // the measurement is done; a failed stop changes none of it
 	empty, err := attachEmpty(e.cgroup)
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	defer empty.close()
 	ours, err := collectorPrograms(c.PID())
 	if err != nil {
-		return err
+		return nil, 0, err
 	}
 	type measured struct {
-		name, hook  string
+		kernelProgram
 		prog, empty *ebpf.Program
 	}
 	var progs []measured
+	var names []kernelProgram
+	var mem uint64
 	for _, a := range ours {
 		defer a.prog.Close()
-		m := measured{name: a.name, hook: a.hook, prog: a.prog}
+		m := measured{kernelProgram: kernelProgram{a.name, a.hook}, prog: a.prog}
 		switch {
 		case a.hook == "cgroup_skb/ingress":
 			m.empty = empty.ingress
+			if mem, err = mapMemory(a.prog); err != nil {
+				return nil, 0, err
+			}
 		case a.hook == "cgroup_skb/egress":
 			m.empty = empty.egress
 		case a.hook == "cgroup/sock_create":
 			p, l, err := emptySockCreate(e.cgroup)
 			if err != nil {
-				return err
+				return nil, 0, err
 			}
 			defer p.Close()
 			defer l.Close()
@@ -228,22 +326,21 @@ func kernelCost(e *env, t *table) error {
 		case a.tracing:
 			p, l, err := emptyTracing(a)
 			if err != nil {
-				return err
+				return nil, 0, err
 			}
 			defer p.Close()
 			defer l.Close()
 			m.empty = p
 		}
 		progs = append(progs, m)
+		names = append(names, m.kernelProgram)
 	}
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME)) // off again when closed
 	if err != nil {
-		return fmt.Errorf("enable bpf stats: %w", err)
+		return nil, 0, fmt.Errorf("enable bpf stats: %w", err)
 	}
 	defer stats.Close()
 
-	type figure struct{ nsPerRun, emptyNsPerRun, runsPerUnit []float64 }
-	figs := map[string]*figure{} // by workload/program name
 	workloads := []struct {
 		name string
 		run  func() (float64, error) // units of work done
@@ -255,81 +352,43 @@ func kernelCost(e *env, t *table) error {
 		}},
 		{"rpc", func() (float64, error) { r, err := rpc(*duration, *rpcConns); return float64(r.Calls), err }},
 	}
-	for range *rounds {
-		for _, w := range workloads {
-			before := map[*ebpf.Program]progStats{}
-			for _, m := range progs {
-				for _, p := range []*ebpf.Program{m.prog, m.empty} {
-					if p != nil {
-						if before[p], err = snapshot(p); err != nil {
-							return err
-						}
-					}
-				}
-			}
-			units, err := w.run()
-			if err != nil {
-				return err
-			}
-			for _, m := range progs {
-				f := figs[w.name+"/"+m.name]
-				if f == nil {
-					f = &figure{}
-					figs[w.name+"/"+m.name] = f
-				}
-				after, err := snapshot(m.prog)
-				if err != nil {
-					return err
-				}
-				f.nsPerRun = append(f.nsPerRun, nsPerRun(before[m.prog], after))
-				f.runsPerUnit = append(f.runsPerUnit, float64(after.runs-before[m.prog].runs)/units)
-				if m.empty != nil {
-					after, err := snapshot(m.empty)
-					if err != nil {
-						return err
-					}
-					f.emptyNsPerRun = append(f.emptyNsPerRun, nsPerRun(before[m.empty], after))
-				}
-			}
-		}
-	}
-	unitName := map[string]string{"churn": "connection", "bulk": "64 KiB", "rpc": "call"}
-	for _, w := range []string{"bulk", "churn", "rpc"} {
+	for _, w := range workloads {
+		before := map[*ebpf.Program]progStats{}
 		for _, m := range progs {
-			f := figs[w+"/"+m.name]
-			if f == nil || median(f.runsPerUnit) < 0.01 {
-				continue // did not run under this workload (but for other work on the host)
-			}
-			r := row{figure: fmt.Sprintf("kernel ns/run, %s, %s (%s)", w, m.name, m.hook), measured: f.nsPerRun, unit: "ns",
-				extra: fmt.Sprintf("%.2f runs per %s", median(f.runsPerUnit), unitName[w])}
-			if len(f.emptyNsPerRun) > 0 {
-				r.baseline, r.baseName = f.emptyNsPerRun, "empty program"
-				r.ratios = paired(f.nsPerRun, f.emptyNsPerRun)
-				over := median(f.nsPerRun) - median(f.emptyNsPerRun)
-				r.extra = fmt.Sprintf("+%.1f ns; ", over) + r.extra
-				if strings.HasPrefix(m.hook, "cgroup_skb") {
-					switch w {
-					case "bulk":
-						r.target, r.met = "<= empty + 15 ns", metIf(true, over <= 15)
-					case "churn":
-						r.target, r.met = "<= empty + 50 ns", metIf(true, over <= 50)
+			for _, p := range []*ebpf.Program{m.prog, m.empty} {
+				if p != nil {
+					if before[p], err = snapshot(p); err != nil {
+						return nil, 0, err
 					}
 				}
 			}
-			t.add(r)
 		}
-	}
-	for _, m := range progs {
-		if m.hook == "cgroup_skb/ingress" {
-			mem, err := mapMemory(m.prog)
-			if err != nil {
-				return err
+		units, err := w.run()
+		if err != nil {
+			return nil, 0, err
+		}
+		for _, m := range progs {
+			f := figs[w.name+"/"+m.name]
+			if f == nil {
+				f = &kernelFigure{program: m.kernelProgram}
+				figs[w.name+"/"+m.name] = f
 			}
-			t.add(row{figure: "kernel map memory (memlock)", measured: []float64{float64(mem) / (1 << 20)}, unit: "MiB",
-				extra: "ring buffer, socket storage map, counters; socket storage itself is charged per socket"})
+			after, err := snapshot(m.prog)
+			if err != nil {
+				return nil, 0, err
+			}
+			f.nsPerRun = append(f.nsPerRun, nsPerRun(before[m.prog], after))
+			f.runsPerUnit = append(f.runsPerUnit, float64(after.runs-before[m.prog].runs)/units)
+			if m.empty != nil {
+				after, err := snapshot(m.empty)
+				if err != nil {
+					return nil, 0, err
+				}
+				f.emptyNsPerRun = append(f.emptyNsPerRun, nsPerRun(before[m.empty], after))
+			}
 		}
 	}
-	return nil
+	return names, mem, nil
 }
 
 func testRunCost(_ *env, t *table) error {
