@@ -71,7 +71,7 @@ func startTracer(dir, home string) (*tracer, error) {
 		}
 		select {
 		case err := <-exited:
-			return nil, fmt.Errorf("bpftrace exited (%v): %s", err, stderr.String())
+			return nil, fmt.Errorf("bpftrace exited (%w): %s", err, stderr.String())
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
@@ -86,12 +86,14 @@ func (t *tracer) pid() int { return t.cmd.Process.Pid }
 // stop ends bpftrace and returns how many lines it wrote.
 func (t *tracer) stop() (int, error) {
 	_ = t.cmd.Process.Signal(syscall.SIGINT)
+	var werr error
 	select {
-	case <-t.exited:
+	case werr = <-t.exited:
 	case <-time.After(10 * time.Second):
 		_ = t.cmd.Process.Kill()
-		<-t.exited
+		werr = <-t.exited
 	}
+	_ = werr // ended by a signal: its exit status says nothing more
 	b, err := os.ReadFile(t.out)
 	if err != nil {
 		return 0, err

@@ -91,6 +91,7 @@ func benchCgroups(b *testing.B) (*cgroupv2.Paths, uint64) {
 // the time other work held the CPU too, and on an idle second core the
 // collector's background work is not in ns/op at all.
 func processCPU(b *testing.B) time.Duration {
+	b.Helper()
 	var ru unix.Rusage
 	require.NoError(b, unix.Getrusage(unix.RUSAGE_SELF, &ru))
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())

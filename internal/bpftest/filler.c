@@ -39,7 +39,8 @@ int fill(struct __sk_buff *skb)
 	if (e) {
 		e->cookie++; // each copy a socket of its own
 		__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-		bpf_ringbuf_output(&events, e, sizeof(*e), wakeup_flag(pending, sizeof(*e), wakeup_shift));
+		bpf_ringbuf_output(&events, e, sizeof(*e),
+				   wakeup_flag(pending, sizeof(*e), wakeup_shift));
 	}
 	return 0;
 }
