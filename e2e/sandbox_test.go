@@ -411,10 +411,10 @@ service:
 	collector := startCommand(t, podNS, s.command(t, pod, sandboxCaps))
 	defer func() {
 		if t.Failed() {
-			t.Logf("the collector's log:\n%s", collector.logText())
+			t.Logf("the collector's log:\n%s", collector.Log())
 		}
 	}()
-	checkSandbox(t, collector.cmd.Process.Pid, podNS, pod, hostPID)
+	checkSandbox(t, collector.PID(), podNS, pod, hostPID)
 
 	// Made after start, over the host's loopback.
 	newSrv := startHelper(t, helpers, helperServer, newCtr, nil, "serve", "127.0.0.1:0")
@@ -450,7 +450,7 @@ service:
 	waitForRecords(t, sink, oldCli, oldSrv, dnsCli)
 	// Stopping flushes what is left: the record of any export connection
 	// that ended before, had exclude_self missed it.
-	collector.stop(t)
+	stopCollector(t, collector)
 	got := sink.byCookie()
 
 	pidIf := func(h *helper) int64 {
@@ -483,16 +483,16 @@ service:
 	// container's own mount under it.
 	root, err := cgroupv2.Root()
 	require.NoError(t, err)
-	assert.Contains(t, collector.logText(), fmt.Sprintf(`"cgroup_root": %q`, root))
+	assert.Contains(t, collector.Log(), fmt.Sprintf(`"cgroup_root": %q`, root))
 
-	warnings := receiverWarnings(collector.logText())
+	warnings := receiverWarnings(collector.Log())
 	if hostPID {
 		assert.Empty(t, warnings, "the receiver warns of nothing")
 	} else if assert.Len(t, warnings, 1, "one warning") {
 		assert.Contains(t, warnings[0], "PID namespace of its own")
 		assert.Contains(t, warnings[0], "direction unknown and no owner")
 		assert.Contains(t, warnings[0], "hostPID: true")
-		assert.Contains(t, warnings[0], fmt.Sprintf(`"pid": 1, "kernel_pid": %d`, collector.cmd.Process.Pid))
+		assert.Contains(t, warnings[0], fmt.Sprintf(`"pid": 1, "kernel_pid": %d`, collector.PID()))
 	}
 }
 
