@@ -80,6 +80,8 @@ struct cgroup {
 	struct cgroup_root *root;
 } __attribute__((preserve_access_index));
 
+struct bpf_local_storage;
+
 struct sock {
 	struct sock_common __sk_common;
 	struct {
@@ -90,6 +92,13 @@ struct sock {
 	struct {
 		struct cgroup *cgroup;
 	} sk_cgrp_data;
+	// The socket's BPF storage: NULL for a socket that no map keeps
+	// state for.
+	struct bpf_local_storage *sk_bpf_storage;
+} __attribute__((preserve_access_index));
+
+struct socket {
+	struct sock *sk;
 } __attribute__((preserve_access_index));
 
 struct sk_buff {

@@ -156,15 +156,19 @@ const (
 	netflowMapEvents              = "events"
 	netflowMapSockStates          = "sock_states"
 	netflowMapStats               = "stats"
+	netflowProgNetflowAccept      = "netflow_accept"
 	netflowProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
 	netflowProgNetflowEgress      = "netflow_egress"
 	netflowProgNetflowIngress     = "netflow_ingress"
+	netflowProgNetflowNetnsProbe  = "netflow_netns_probe"
 	netflowProgNetflowRecv        = "netflow_recv"
 	netflowProgNetflowSend        = "netflow_send"
 	netflowProgNetflowSockCreate  = "netflow_sock_create"
 	netflowProgNetflowState       = "netflow_state"
 	netflowProgNetflowWhoami      = "netflow_whoami"
 	netflowVarDnsPayloadLimit     = "dns_payload_limit"
+	netflowVarMptcpOwner          = "mptcp_owner"
+	netflowVarOwnerExe            = "owner_exe"
 	netflowVarSelfTgid            = "self_tgid"
 	netflowVarUnusedCgroupEvent   = "unused_cgroup_event"
 	netflowVarUnusedDirection     = "unused_direction"
@@ -177,6 +181,7 @@ const (
 	netflowVarUnusedRecordType    = "unused_record_type"
 	netflowVarUnusedStat          = "unused_stat"
 	netflowVarWakeupShift         = "wakeup_shift"
+	netflowVarWhoamiNetns         = "whoami_netns"
 	netflowVarWhoamiTgid          = "whoami_tgid"
 )
 
@@ -222,9 +227,11 @@ type netflowSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowProgramSpecs struct {
+	NetflowAccept      *ebpf.ProgramSpec `ebpf:"netflow_accept"`
 	NetflowCgroupMkdir *ebpf.ProgramSpec `ebpf:"netflow_cgroup_mkdir"`
 	NetflowEgress      *ebpf.ProgramSpec `ebpf:"netflow_egress"`
 	NetflowIngress     *ebpf.ProgramSpec `ebpf:"netflow_ingress"`
+	NetflowNetnsProbe  *ebpf.ProgramSpec `ebpf:"netflow_netns_probe"`
 	NetflowRecv        *ebpf.ProgramSpec `ebpf:"netflow_recv"`
 	NetflowSend        *ebpf.ProgramSpec `ebpf:"netflow_send"`
 	NetflowSockCreate  *ebpf.ProgramSpec `ebpf:"netflow_sock_create"`
@@ -248,6 +255,8 @@ type netflowMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowVariableSpecs struct {
 	DnsPayloadLimit   *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
+	MptcpOwner        *ebpf.VariableSpec `ebpf:"mptcp_owner"`
+	OwnerExe          *ebpf.VariableSpec `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
 	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
@@ -260,6 +269,7 @@ type netflowVariableSpecs struct {
 	UnusedRecordType  *ebpf.VariableSpec `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.VariableSpec `ebpf:"unused_stat"`
 	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
+	WhoamiNetns       *ebpf.VariableSpec `ebpf:"whoami_netns"`
 	WhoamiTgid        *ebpf.VariableSpec `ebpf:"whoami_tgid"`
 }
 
@@ -305,6 +315,8 @@ func (m *netflowMaps) Close() error {
 // It can be passed to loadNetflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowVariables struct {
 	DnsPayloadLimit   *ebpf.Variable `ebpf:"dns_payload_limit"`
+	MptcpOwner        *ebpf.Variable `ebpf:"mptcp_owner"`
+	OwnerExe          *ebpf.Variable `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
 	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
@@ -317,6 +329,7 @@ type netflowVariables struct {
 	UnusedRecordType  *ebpf.Variable `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.Variable `ebpf:"unused_stat"`
 	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`
+	WhoamiNetns       *ebpf.Variable `ebpf:"whoami_netns"`
 	WhoamiTgid        *ebpf.Variable `ebpf:"whoami_tgid"`
 }
 
@@ -324,9 +337,11 @@ type netflowVariables struct {
 //
 // It can be passed to loadNetflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowPrograms struct {
+	NetflowAccept      *ebpf.Program `ebpf:"netflow_accept"`
 	NetflowCgroupMkdir *ebpf.Program `ebpf:"netflow_cgroup_mkdir"`
 	NetflowEgress      *ebpf.Program `ebpf:"netflow_egress"`
 	NetflowIngress     *ebpf.Program `ebpf:"netflow_ingress"`
+	NetflowNetnsProbe  *ebpf.Program `ebpf:"netflow_netns_probe"`
 	NetflowRecv        *ebpf.Program `ebpf:"netflow_recv"`
 	NetflowSend        *ebpf.Program `ebpf:"netflow_send"`
 	NetflowSockCreate  *ebpf.Program `ebpf:"netflow_sock_create"`
@@ -336,9 +351,11 @@ type netflowPrograms struct {
 
 func (p *netflowPrograms) Close() error {
 	return _NetflowClose(
+		p.NetflowAccept,
 		p.NetflowCgroupMkdir,
 		p.NetflowEgress,
 		p.NetflowIngress,
+		p.NetflowNetnsProbe,
 		p.NetflowRecv,
 		p.NetflowSend,
 		p.NetflowSockCreate,
