@@ -14,6 +14,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 
+	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
 )
 
@@ -49,6 +50,23 @@ func byLocalPort(records map[uint64]map[string]any, dir string, port int64) map[
 	return nil
 }
 
+// assertOwner checks a record's owner: the helper's process where this
+// kernel can tell (known), with its executable's name where it gives it;
+// none otherwise.
+func assertOwner(t *testing.T, f bpf.Features, a map[string]any, known bool, who *helper, msg string) {
+	t.Helper()
+	if !known {
+		assert.NotContains(t, a, AttrProcessPID, "%s: this kernel cannot tell (%+v)", msg, f)
+		return
+	}
+	assert.Equal(t, who.pid(), a[AttrProcessPID], msg)
+	if f.OwnerExecutable {
+		assert.Equal(t, helperName, a[AttrProcessExecutable], msg)
+	} else {
+		assert.NotContains(t, a, AttrProcessExecutable, msg)
+	}
+}
+
 func TestOwnerProcess(t *testing.T) {
 	for _, tt := range []struct{ server, client string }{
 		{"serve", "connect"},
@@ -67,18 +85,26 @@ func TestOwnerProcess(t *testing.T) {
 			got := h.attrsByCookie()
 			require.Len(t, got, 2)
 
+			// What this kernel can tell. A kernel without MPTCP makes
+			// plain TCP sockets for Go's MPTCP ones. The TCP subflows of
+			// MPTCP sockets are the kernel's: they take the MPTCP socket's
+			// owner, or the accepting process.
+			f := h.features
+			subflows := f.MPTCP && tt.client == "connect-mptcp"
+			serverKnown := f.OwnerOfAccepted.Names(true, false) // the server reads only
+			if subflows {
+				serverKnown = f.MPTCPOwner || f.OwnerOfAccepted == bpf.OwnerAtAccept
+			}
+			t.Logf("owner of accepted sockets: %s; MPTCP %v, MPTCP owner %v", f.OwnerOfAccepted, f.MPTCP, f.MPTCPOwner)
+
 			client := byLocalPort(got, "outgoing", int64(cli.Local.Port()))
 			require.NotNil(t, client)
 			assert.Equal(t, "outgoing", client[AttrDirection])
-			assert.Equal(t, cli.pid(), client[AttrProcessPID], "the connecting process")
-			assert.Equal(t, helperName, client[AttrProcessExecutable])
+			assertOwner(t, f, client, !subflows || f.MPTCPOwner, cli, "the connecting process")
 
-			// An MPTCP listener's TCP subflow is made by the kernel: its
-			// record names the process through the MPTCP socket.
 			server := byLocalPort(got, "incoming", int64(addr.Port()))
 			require.NotNil(t, server)
-			assert.Equal(t, srv.pid(), server[AttrProcessPID], "the accepting process")
-			assert.Equal(t, helperName, server[AttrProcessExecutable])
+			assertOwner(t, f, server, serverKnown, srv, "the accepting process")
 		})
 	}
 }
@@ -154,6 +180,10 @@ func TestRecordsAreGroupedByContainer(t *testing.T) {
 	cli := startHelper(t, bin, h.cg, nil, "connect", srv.listening().String())
 	exchange(t, srv, cli)
 	h.stop()
+	srvPID := int64(0) // none
+	if h.features.OwnerOfAccepted.Names(true, false) {
+		srvPID = srv.pid()
+	}
 
 	host, err := os.Hostname()
 	require.NoError(t, err)
@@ -165,13 +195,14 @@ func TestRecordsAreGroupedByContainer(t *testing.T) {
 		pid, _ := lr.Attributes().Get(AttrProcessPID)
 		byContainer[cid.Str()] = append(byContainer[cid.Str()], pid.Int())
 	})
-	assert.Equal(t, map[string][]int64{id: {srv.pid()}, "": {cli.pid()}}, byContainer)
+	assert.Equal(t, map[string][]int64{id: {srvPID}, "": {cli.pid()}}, byContainer)
 }
 
 // A pre-forked server: the parent (here the test) makes the listener, a
-// worker accepts on it. The worker, which reads and writes, owns the
-// connection; an accepted socket the process never read or wrote before
-// the end names no process rather than the listener's maker.
+// worker accepts on it. The worker owns the connection, not the listener's
+// maker. An accepted socket the process never read or wrote before the end
+// names the process that accepted it where the kernel tells (fexit), and
+// else no process rather than the listener's maker.
 func TestOwnerOfAcceptedSocketIsTheWorker(t *testing.T) {
 	h := newHarness(t)
 	h.start()
@@ -203,11 +234,13 @@ func TestOwnerOfAcceptedSocketIsTheWorker(t *testing.T) {
 	h.stop()
 
 	got := h.attrsByCookie()
+	f := h.features
+	t.Logf("owner of accepted sockets: %s", f.OwnerOfAccepted)
 	served := got[worker.Cookie]
 	require.NotNil(t, served)
-	assert.Equal(t, worker.pid(), served[AttrProcessPID], "the worker, not the listener's maker")
+	assertOwner(t, f, served, f.OwnerOfAccepted.Names(true, false), worker, "the worker, not the listener's maker")
 	unread := got[idle.Cookie]
 	require.NotNil(t, unread)
-	assert.NotContains(t, unread, AttrProcessPID, "never read or written before the end: unknown")
+	assertOwner(t, f, unread, f.OwnerOfAccepted.Names(false, false), idle, "never read or written before the end")
 	assert.Equal(t, quiet.pid(), got[quiet.Cookie][AttrProcessPID])
 }
