@@ -51,7 +51,7 @@ type OwnerPath string
 // Owner paths, best first.
 const (
 	// OwnerAtAccept: the process that accepts the socket, from fexit of
-	// inet_accept (BPF trampolines), once per socket.
+	// inet_csk_accept (BPF trampolines), once per socket.
 	OwnerAtAccept OwnerPath = "accept"
 	// OwnerAtFirstIO: the process that first sends or reads on it, from
 	// the tcp_sendmsg_locked and tcp_rcv_space_adjust tracepoints, which

@@ -65,9 +65,9 @@ static __always_inline void copy_owner(struct sock_state *st, struct bpf_sock *s
 
 // confirm_owner records the current process as the owner of an accepted
 // socket (netflow.c): called when the socket is accepted (fexit of
-// inet_accept, where the kernel allows BPF trampolines), in the process that
-// accepts it, a pre-forked server's worker rather than the parent that made
-// the listener; or else, where the kernel has no trampolines, at its first
+// inet_csk_accept, where the kernel allows BPF trampolines), in the process
+// that accepts it, a pre-forked server's worker rather than the parent that
+// made the listener; or else, where the kernel has no trampolines, at its first
 // send or read (the tcp_sendmsg_locked and tcp_rcv_space_adjust
 // tracepoints), in the process that accepted it or was handed it. Those two
 // tracepoints run for every TCP send and read on the host, so the sockets
