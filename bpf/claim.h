@@ -134,7 +134,10 @@ static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 	if (!e)
 		return;
 
-	e->netns = netns_of(skb);
+	// The TCP socket's namespace, which bpf_skc_to_tcp_sock reaches on
+	// every kernel; BPF_PROG_TEST_RUN's dummy socket has no TCP state.
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	e->netns = tp ? netns_of_sock(&tp->inet_conn.icsk_inet.sk) : netns_of(skb);
 	e->cookie = bpf_get_socket_cookie(skb);
 	e->cgroup_id = bpf_skb_cgroup_id(skb);
 	e->family = seg->family;
@@ -153,6 +156,6 @@ static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 		e->sport = seg->dport;
 		e->dport = seg->sport;
 	}
-	fill_counters(e, bpf_skc_to_tcp_sock(sk), seg, egress);
+	fill_counters(e, tp, seg, egress);
 	submit(e);
 }

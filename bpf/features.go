@@ -22,9 +22,12 @@ type Features struct {
 	// object built with them is loaded; without them, the object built
 	// with a bpf_spin_lock in the socket's state, which gives the same.
 	Atomics bool
-	// Netns: records carry the socket's network namespace (netflow.netns),
-	// read through the bpf_cast_to_kern_ctx kfunc (Linux 6.3).
-	Netns bool
+	// DNSNetns: DNS records carry their socket's network namespace, read
+	// through the bpf_cast_to_kern_ctx kfunc (Linux 6.3), and the DNS cache
+	// keeps namespaces apart; without it the cache is shared by all of
+	// them. (Connection records carry theirs on every kernel: the programs
+	// read it through bpf_skc_to_tcp_sock.)
+	DNSNetns bool
 	// EndsWithoutFINOrRST: connections that end with no FIN or RST (a
 	// timeout, an ICMP error, a connect given up) have a record
 	// (netflow_state: a tp_btf program with socket storage, Linux 5.11).
@@ -214,10 +217,11 @@ func haveMPTCP() bool {
 // already names.
 func (f Features) unavailable() []Unavailable {
 	var out []Unavailable
-	if !f.Netns {
+	if !f.DNSNetns {
 		out = append(out, Unavailable{
 			Feature: "the bpf_cast_to_kern_ctx kfunc in cgroup_skb programs (Linux 6.3)",
-			Absent:  "netflow.netns (the socket's network namespace); the DNS cache is shared by all network namespaces",
+			Absent: "the network namespace of DNS messages: the DNS cache is shared by all network namespaces " +
+				"(a name answered in one can name the same address in another)",
 		})
 	}
 	if !f.OwnerExecutable {

@@ -132,7 +132,7 @@ struct task_struct {
 struct mptcp_sock;
 
 // Linux 6.3+; on older kernels the loader leaves it unresolved (weak) and
-// records carry netns 0.
+// DNS records carry netns 0.
 extern void *bpf_cast_to_kern_ctx(void *) __ksym __weak;
 
 struct inet_sock {
@@ -161,8 +161,18 @@ struct tcp_sock {
 	__u64 bytes_received;
 } __attribute__((preserve_access_index));
 
-// netns_of returns the inode number of the socket's network namespace (as in
-// /proc/PID/ns/net), or 0 where the kernel cannot tell.
+// netns_of_sock returns the inode number of a socket's network namespace (as
+// in /proc/PID/ns/net), read through a pointer the verifier knows: a
+// tracepoint's socket, or bpf_skc_to_tcp_sock's in cgroup_skb (Linux 5.9).
+static __always_inline __u32 netns_of_sock(struct sock *sk)
+{
+	return sk->__sk_common.skc_net.net->ns.inum;
+}
+
+// netns_of returns the inode number of the network namespace of the packet's
+// socket whatever its protocol, or 0 where the kernel cannot tell: the
+// cgroup_skb context reaches the kernel's sk_buff only through
+// bpf_cast_to_kern_ctx (Linux 6.3). TCP end records use netns_of_sock.
 static __always_inline __u32 netns_of(struct __sk_buff *skb)
 {
 	if (!bpf_cast_to_kern_ctx)
@@ -171,5 +181,5 @@ static __always_inline __u32 netns_of(struct __sk_buff *skb)
 	struct sock *sk = kskb->sk;
 	if (!sk)
 		return 0;
-	return sk->__sk_common.skc_net.net->ns.inum;
+	return netns_of_sock(sk);
 }

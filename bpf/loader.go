@@ -193,7 +193,7 @@ func Load(opts Options) (*Objects, error) {
 	if err != nil {
 		return nil, err
 	}
-	o.SelfPID, o.Features.Netns = who.pid, who.netns != 0
+	o.SelfPID, o.Features.DNSNetns = who.pid, who.netns != 0
 	if opts.IgnoreSelf {
 		if err := spec.Variables["self_tgid"].Set(uint32(o.SelfPID)); err != nil {
 			return nil, fmt.Errorf("set own process id: %w", err)
@@ -291,12 +291,12 @@ func probeAttach(p *ebpf.Program) error {
 // whoamiResult is what netflow_whoami saw.
 type whoamiResult struct {
 	pid   int    // this process's id, as the kernel counts it
-	netns uint32 // the network namespace the programs read; 0: none
+	netns uint32 // the network namespace DNS records read; 0: none
 }
 
 // whoami runs netflow_whoami and netflow_netns_probe once each with
 // BPF_PROG_TEST_RUN (netflow.c): it learns this process's id as the kernel
-// counts it, and whether the programs can read a socket's network
+// counts it, and whether DNS records can carry a socket's network
 // namespace.
 func whoami(spec *ebpf.CollectionSpec) (whoamiResult, error) {
 	var o struct {

@@ -79,9 +79,10 @@ volatile const __u32 wakeup_shift = 16;
 // PID namespace), whose sockets yield nothing (exclude_self); 0 keeps them.
 volatile const __u32 self_tgid = 0;
 
-// Written by netflow_whoami: the process id of the task that runs it, and
-// the network namespace the programs read from a socket (0 where the kernel
-// cannot tell: no bpf_cast_to_kern_ctx, before Linux 6.3).
+// Written by netflow_whoami and netflow_netns_probe: the process id of the
+// task that runs it, and the network namespace that DNS records read from a
+// socket (0 where the kernel cannot tell: no bpf_cast_to_kern_ctx, before
+// Linux 6.3).
 __u32 whoami_tgid = 0;
 __u32 whoami_netns = 0;
 
@@ -270,7 +271,7 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	struct sock_common *skc = &sk->__sk_common;
 	e->error = err;
 	e->state = oldstate;
-	e->netns = skc->skc_net.net->ns.inum;
+	e->netns = netns_of_sock(sk);
 	e->cookie = bpf_get_socket_cookie(sk);
 	e->cgroup_id = sk->sk_cgrp_data.cgroup->kn->id;
 	// inet_sport, not skc_num: on the way to CLOSE the kernel releases
@@ -309,7 +310,7 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 // counts it: a collector in a PID namespace of its own knows only its
 // namespaced one, which never matches what the other programs see. It runs
 // a cgroup_skb program on a dummy socket of the calling task's network
-// namespace, which tells whether the programs can read a socket's network
+// namespace, which tells whether DNS records can carry a socket's network
 // namespace.
 SEC("raw_tp")
 int netflow_whoami(void *ctx)

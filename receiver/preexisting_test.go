@@ -279,10 +279,10 @@ func TestStartWithoutTheScan(t *testing.T) {
 	require.NoError(t, c.client.Close())
 	require.NoError(t, readEnd(t, c.server))
 	require.NoError(t, c.server.Close())
-	assert.ElementsMatch(t, h.want(
+	assert.ElementsMatch(t, []record{
 		c.clientRecord("unknown", "local", "fin", "ipv4"),
 		c.serverRecord("unknown", "remote", "fin", "ipv4"),
-	), h.stop())
+	}, h.stop())
 	for _, a := range h.attrsByCookie() {
 		assert.NotContains(t, a, AttrProcessPID)
 	}

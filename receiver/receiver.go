@@ -164,7 +164,7 @@ func (r *Receiver) logFeatures(objs *bpf.Objects) {
 	f := objs.Features
 	r.logger.Info("Loaded the kernel programs",
 		zap.Bool("atomics", f.Atomics),
-		zap.Bool("netns", f.Netns),
+		zap.Bool("dns_netns", f.DNSNetns),
 		zap.Bool("ends_without_fin_or_rst", f.EndsWithoutFINOrRST),
 		zap.String("owner_of_accepted", string(f.OwnerOfAccepted)),
 		zap.Bool("owner_executable", f.OwnerExecutable),
