@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -288,6 +289,18 @@ func (c *conn) serverRecord(dir, endBy, reason, netType string) record {
 
 func TestConnectionEnds(t *testing.T) {
 	testenv.RequireRoot(t)
+	connectionEnds(t, transports(t))
+}
+
+// The same over loopback with the object for kernels without atomic
+// operations (before 5.12), whose once-only flags are guarded by a
+// bpf_spin_lock: the guests of make test-kernels run it on such a kernel.
+func TestConnectionEndsWithoutAtomics(t *testing.T) {
+	testenv.RequireRoot(t)
+	connectionEnds(t, []transport{loopback4}, bpf.WithoutAtomics)
+}
+
+func connectionEnds(t *testing.T, trs []transport, without ...string) {
 	scenarios := []struct {
 		name string
 		run  func(t *testing.T, c *conn)
@@ -371,11 +384,15 @@ func TestConnectionEnds(t *testing.T) {
 			},
 		},
 	}
-	for _, tr := range transports(t) {
+	for _, tr := range trs {
 		for _, sc := range scenarios {
 			t.Run(tr.name+"/"+sc.name, func(t *testing.T) {
 				h := newHarness(t)
-				h.start()
+				h.startWithSettings(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond},
+					receivertest.NewNopSettings(metadata.Type), func(r *Receiver) { r.without = append(r.without, without...) })
+				if slices.Contains(without, bpf.WithoutAtomics) {
+					require.False(t, h.features.Atomics)
+				}
 				c := dial(t, tr, h, true, true)
 				sc.run(t, c)
 				assert.ElementsMatch(t, sc.want(c, tr.netType()), h.stop())

@@ -13,8 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/receiver/receivertest"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
 )
 
@@ -67,7 +69,18 @@ func assertOwner(t *testing.T, f bpf.Features, a map[string]any, known bool, who
 	}
 }
 
-func TestOwnerProcess(t *testing.T) {
+func TestOwnerProcess(t *testing.T) { ownerProcess(t) }
+
+// The same where the kernel has atomic operations but not the helpers of
+// Linux 5.11 and 5.19 (RHEL 9's and Ubuntu 22.04's 5.14 and 5.15 kernels):
+// the object with atomics, its constants set as the probes would set them
+// there. Executable names come through bpf_get_current_task; MPTCP
+// subflows have no owner, but where the accepting process names them.
+func TestOwnerProcessWithoutNewerHelpers(t *testing.T) {
+	ownerProcess(t, bpf.WithoutMPTCPHelper, bpf.WithoutTaskBTF)
+}
+
+func ownerProcess(t *testing.T, without ...string) {
 	for _, tt := range []struct{ server, client string }{
 		{"serve", "connect"},
 		{"serve-mptcp", "connect"},       // Go's default listener, a plain client
@@ -75,7 +88,11 @@ func TestOwnerProcess(t *testing.T) {
 	} {
 		t.Run(tt.server+"/"+tt.client, func(t *testing.T) {
 			h := newHarness(t)
-			h.start()
+			h.startWithSettings(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond},
+				receivertest.NewNopSettings(metadata.Type), func(r *Receiver) { r.without = append(r.without, without...) })
+			if len(without) > 0 {
+				require.False(t, h.features.MPTCPOwner)
+			}
 			bin := helperBinary(t)
 			srv := startHelper(t, bin, h.cg, nil, tt.server, "127.0.0.1:0")
 			addr := srv.listening()
