@@ -219,6 +219,7 @@ func Load(opts Options) (*Objects, error) {
 	// ring buffer, the counters.
 	shared := &ebpf.CollectionOptions{Cache: cache, MapReplacements: map[string]*ebpf.Map{
 		"sock_states": o.objs.SockStates, "events": o.objs.Events, "stats": o.objs.Stats,
+		"settled_socks": o.objs.SettledSocks,
 	}}
 	optional := func(name string) error {
 		if slices.Contains(opts.Without, name) {
@@ -250,6 +251,11 @@ func Load(opts Options) (*Objects, error) {
 	}
 	o.Features.OwnerOfAccepted = OwnerAtAccept
 	if acceptErr != nil {
+		// The tracepoints remember the sockets they are done with where
+		// netflow_state tells them when a socket closes.
+		if err := spec.Variables["settled_cache"].Set(boolU32(o.Features.EndsWithoutFINOrRST)); err != nil {
+			return nil, fmt.Errorf("set settled_cache: %w", err)
+		}
 		sendErr, recvErr := optional(SendProgram), optional(RecvProgram)
 		switch {
 		case sendErr == nil && recvErr == nil:

@@ -96,6 +96,24 @@ volatile const __u32 owner_exe = 1;
 // with which MPTCP subflows take their MPTCP socket's owner.
 volatile const __u32 mptcp_owner = 1;
 
+// Sockets that the send and receive tracepoints (the fallback for the owner
+// of accepted sockets) have nothing more to do for: their owner is known,
+// or they were not accepted. A slot, chosen by the socket's hash, holds the
+// address of its socket; netflow_state clears it when the socket closes,
+// before the kernel can free it and give its address to a new socket. A
+// socket whose slot another took is looked up again. Used where
+// settled_cache is set: the fallback runs, and netflow_state with it.
+#define SETTLED_SLOTS 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SETTLED_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} settled_socks SEC(".maps");
+
+volatile const __u32 settled_cache = 0;
+
 // A DNS record is assembled here, then copied into the ring buffer with its
 // real length: reserving the maximum for every message would waste the ring.
 struct dns_scratch {
@@ -240,6 +258,7 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 {
 	if (newstate != TCP_CLOSE || oldstate == TCP_LISTEN || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
+	forget_settled(sk);
 	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 	if (!st || (st->flags & SOCK_ENDED))
 		return 0;
@@ -378,14 +397,14 @@ int netflow_accept(unsigned long long *ctx)
 SEC("tp_btf/tcp_sendmsg_locked")
 int BPF_PROG(netflow_send, struct sock *sk)
 {
-	confirm_owner(sk);
+	confirm_owner_io(sk);
 	return 0;
 }
 
 SEC("tp_btf/tcp_rcv_space_adjust")
 int BPF_PROG(netflow_recv, struct sock *sk)
 {
-	confirm_owner(sk);
+	confirm_owner_io(sk);
 	return 0;
 }
 

@@ -154,6 +154,7 @@ const (
 	netflowMapCgroupPathScratch   = "cgroup_path_scratch"
 	netflowMapDnsScratch          = "dns_scratch"
 	netflowMapEvents              = "events"
+	netflowMapSettledSocks        = "settled_socks"
 	netflowMapSockStates          = "sock_states"
 	netflowMapStats               = "stats"
 	netflowProgNetflowAccept      = "netflow_accept"
@@ -170,6 +171,7 @@ const (
 	netflowVarMptcpOwner          = "mptcp_owner"
 	netflowVarOwnerExe            = "owner_exe"
 	netflowVarSelfTgid            = "self_tgid"
+	netflowVarSettledCache        = "settled_cache"
 	netflowVarUnusedCgroupEvent   = "unused_cgroup_event"
 	netflowVarUnusedDirection     = "unused_direction"
 	netflowVarUnusedDnsEvent      = "unused_dns_event"
@@ -246,6 +248,7 @@ type netflowMapSpecs struct {
 	CgroupPathScratch *ebpf.MapSpec `ebpf:"cgroup_path_scratch"`
 	DnsScratch        *ebpf.MapSpec `ebpf:"dns_scratch"`
 	Events            *ebpf.MapSpec `ebpf:"events"`
+	SettledSocks      *ebpf.MapSpec `ebpf:"settled_socks"`
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -258,6 +261,7 @@ type netflowVariableSpecs struct {
 	MptcpOwner        *ebpf.VariableSpec `ebpf:"mptcp_owner"`
 	OwnerExe          *ebpf.VariableSpec `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SettledCache      *ebpf.VariableSpec `ebpf:"settled_cache"`
 	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
@@ -296,6 +300,7 @@ type netflowMaps struct {
 	CgroupPathScratch *ebpf.Map `ebpf:"cgroup_path_scratch"`
 	DnsScratch        *ebpf.Map `ebpf:"dns_scratch"`
 	Events            *ebpf.Map `ebpf:"events"`
+	SettledSocks      *ebpf.Map `ebpf:"settled_socks"`
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
 }
@@ -305,6 +310,7 @@ func (m *netflowMaps) Close() error {
 		m.CgroupPathScratch,
 		m.DnsScratch,
 		m.Events,
+		m.SettledSocks,
 		m.SockStates,
 		m.Stats,
 	)
@@ -318,6 +324,7 @@ type netflowVariables struct {
 	MptcpOwner        *ebpf.Variable `ebpf:"mptcp_owner"`
 	OwnerExe          *ebpf.Variable `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
+	SettledCache      *ebpf.Variable `ebpf:"settled_cache"`
 	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`

@@ -58,6 +58,7 @@ const (
 	netflowSpinlockMapCgroupPathScratch   = "cgroup_path_scratch"
 	netflowSpinlockMapDnsScratch          = "dns_scratch"
 	netflowSpinlockMapEvents              = "events"
+	netflowSpinlockMapSettledSocks        = "settled_socks"
 	netflowSpinlockMapSockStates          = "sock_states"
 	netflowSpinlockMapStats               = "stats"
 	netflowSpinlockProgNetflowAccept      = "netflow_accept"
@@ -74,6 +75,7 @@ const (
 	netflowSpinlockVarMptcpOwner          = "mptcp_owner"
 	netflowSpinlockVarOwnerExe            = "owner_exe"
 	netflowSpinlockVarSelfTgid            = "self_tgid"
+	netflowSpinlockVarSettledCache        = "settled_cache"
 	netflowSpinlockVarUnusedCgroupEvent   = "unused_cgroup_event"
 	netflowSpinlockVarUnusedDirection     = "unused_direction"
 	netflowSpinlockVarUnusedDnsEvent      = "unused_dns_event"
@@ -150,6 +152,7 @@ type netflowSpinlockMapSpecs struct {
 	CgroupPathScratch *ebpf.MapSpec `ebpf:"cgroup_path_scratch"`
 	DnsScratch        *ebpf.MapSpec `ebpf:"dns_scratch"`
 	Events            *ebpf.MapSpec `ebpf:"events"`
+	SettledSocks      *ebpf.MapSpec `ebpf:"settled_socks"`
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -162,6 +165,7 @@ type netflowSpinlockVariableSpecs struct {
 	MptcpOwner        *ebpf.VariableSpec `ebpf:"mptcp_owner"`
 	OwnerExe          *ebpf.VariableSpec `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SettledCache      *ebpf.VariableSpec `ebpf:"settled_cache"`
 	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
@@ -200,6 +204,7 @@ type netflowSpinlockMaps struct {
 	CgroupPathScratch *ebpf.Map `ebpf:"cgroup_path_scratch"`
 	DnsScratch        *ebpf.Map `ebpf:"dns_scratch"`
 	Events            *ebpf.Map `ebpf:"events"`
+	SettledSocks      *ebpf.Map `ebpf:"settled_socks"`
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
 }
@@ -209,6 +214,7 @@ func (m *netflowSpinlockMaps) Close() error {
 		m.CgroupPathScratch,
 		m.DnsScratch,
 		m.Events,
+		m.SettledSocks,
 		m.SockStates,
 		m.Stats,
 	)
@@ -222,6 +228,7 @@ type netflowSpinlockVariables struct {
 	MptcpOwner        *ebpf.Variable `ebpf:"mptcp_owner"`
 	OwnerExe          *ebpf.Variable `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
+	SettledCache      *ebpf.Variable `ebpf:"settled_cache"`
 	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`

@@ -64,25 +64,63 @@ static __always_inline void copy_owner(struct sock_state *st, struct bpf_sock *s
 }
 
 // confirm_owner records the current process as the owner of an accepted
-// socket (netflow.c): called when the socket is accepted (fexit of
-// inet_csk_accept, where the kernel allows BPF trampolines), in the process
-// that accepts it, a pre-forked server's worker rather than the parent that
-// made the listener; or else, where the kernel has no trampolines, at its first
-// send or read (the tcp_sendmsg_locked and tcp_rcv_space_adjust
-// tracepoints), in the process that accepted it or was handed it. Those two
-// tracepoints run for every TCP send and read on the host, so the sockets
-// that need nothing leave first: those without socket storage (not in the
-// watched cgroup), then those whose owner is known or that were not
-// accepted.
+// socket whose owner is not known yet; it is called when the socket is
+// accepted (fexit of inet_csk_accept, where the kernel allows BPF
+// trampolines), in the process that accepts it: a pre-forked server's
+// worker, not the parent that made the listener.
 static __always_inline void confirm_owner(struct sock *sk)
 {
 	if (!sk->sk_bpf_storage)
-		return;
+		return; // no state: not watched
 	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 	if (!st || (st->flags & (SOCK_FROM_LISTENER | SOCK_OWNER_CONFIRMED)) != SOCK_FROM_LISTENER)
 		return;
 	set_owner(st);
 	flags_or(st, SOCK_OWNER_CONFIRMED);
+}
+
+// settled_slot is the slot of settled_socks for sk.
+static __always_inline __u64 *settled_slot(struct sock *sk)
+{
+	__u32 i = sk->__sk_common.skc_hash & (SETTLED_SLOTS - 1);
+	return bpf_map_lookup_elem(&settled_socks, &i);
+}
+
+// forget_settled clears sk's slot, if it holds sk: it is closing.
+static __always_inline void forget_settled(struct sock *sk)
+{
+	__u64 *slot = settled_slot(sk);
+	if (slot && *slot == (__u64)sk)
+		*slot = 0;
+}
+
+// confirm_owner_io is confirm_owner where the kernel has no trampolines:
+// from the tracepoints on TCP sends and reads, in the process that first
+// sends or reads on the socket, which accepted it or was handed it. They
+// run for every TCP send and read on the host, so the sockets that need
+// nothing leave first: those without socket storage (not watched), then
+// those in settled_socks (owner known, or not accepted), before the storage
+// lookup.
+static __always_inline void confirm_owner_io(struct sock *sk)
+{
+	if (!sk->sk_bpf_storage)
+		return;
+	__u64 *slot = 0;
+	if (settled_cache) {
+		slot = settled_slot(sk);
+		if (slot && *slot == (__u64)sk)
+			return;
+	}
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	if (!st)
+		return;
+	if ((st->flags & (SOCK_FROM_LISTENER | SOCK_OWNER_CONFIRMED)) == SOCK_FROM_LISTENER) {
+		set_owner(st);
+		flags_or(st, SOCK_OWNER_CONFIRMED);
+	}
+	// Settled, unless it is closing: netflow_state may have passed.
+	if (slot && sk->__sk_common.skc_state != TCP_CLOSE)
+		*slot = (__u64)sk;
 }
 
 // ignored says whether the packet's socket is the collector's own.

@@ -261,3 +261,57 @@ func TestOwnerOfAcceptedSocketIsTheWorker(t *testing.T) {
 	assertOwner(t, f, unread, f.OwnerOfAccepted.Names(false, false), idle, "never read or written before the end")
 	assert.Equal(t, quiet.pid(), got[quiet.Cookie][AttrProcessPID])
 }
+
+// Where the kernel has no trampolines, the send and receive tracepoints
+// remember the sockets they are done with, by address, until the socket
+// closes; the kernel then gives that address to new sockets, which must
+// still get their owner. Here the fallback runs wherever the kernel has it
+// (the fexit program is left out), for connections in turn.
+func TestOwnerOfAcceptedSocketsInTurnOnTheFallback(t *testing.T) {
+	h := newHarness(t)
+	h.startWithSettings(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond},
+		receivertest.NewNopSettings(metadata.Type), func(r *Receiver) { r.without = append(r.without, bpf.AcceptProgram) })
+	t.Logf("owner of accepted sockets: %s", h.features.OwnerOfAccepted)
+	var ln *net.TCPListener
+	h.cg.Run(t, func() {
+		var err error
+		ln, err = testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+		require.NoError(t, err)
+	})
+	defer ln.Close()
+	var cookies []uint64
+	for range 200 {
+		c, err := testnet.Dial(testnet.AddrPort(ln.Addr()))
+		require.NoError(t, err)
+		s, err := ln.AcceptTCP()
+		require.NoError(t, err)
+		ck, err := testnet.Cookie(s)
+		require.NoError(t, err)
+		cookies = append(cookies, ck)
+		_, err = c.Write([]byte("x"))
+		require.NoError(t, err)
+		readExactly(t, s, "x")
+		_, err = s.Write([]byte("y"))
+		require.NoError(t, err)
+		readExactly(t, c, "y")
+		require.NoError(t, c.Close())
+		require.NoError(t, readEnd(t, s))
+		require.NoError(t, s.Close())
+	}
+	h.stop()
+	got := h.attrsByCookie()
+	known := h.features.OwnerOfAccepted.Names(true, true)
+	var named int
+	for _, ck := range cookies {
+		a := got[ck]
+		require.NotNil(t, a)
+		if a[AttrProcessPID] == int64(os.Getpid()) {
+			named++
+		}
+	}
+	if known {
+		assert.Equal(t, len(cookies), named, "every accepted socket names its process")
+	} else {
+		assert.Zero(t, named, "this kernel cannot tell")
+	}
+}
