@@ -80,6 +80,7 @@ func TestLostRecordsAreCountedAndRetriedWithoutAtomics(t *testing.T) {
 }
 
 func lostRecords(t *testing.T, without ...string) {
+	t.Helper()
 	testenv.RequireRoot(t)
 	cg := testnet.NewCgroup(t)
 	objs, err := Load(Options{RingBufferSize: 4096, Without: without}) // room for about 46 records

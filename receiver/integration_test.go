@@ -301,6 +301,7 @@ func TestConnectionEndsWithoutAtomics(t *testing.T) {
 }
 
 func connectionEnds(t *testing.T, trs []transport, without ...string) {
+	t.Helper()
 	scenarios := []struct {
 		name string
 		run  func(t *testing.T, c *conn)

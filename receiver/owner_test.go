@@ -81,6 +81,7 @@ func TestOwnerProcessWithoutNewerHelpers(t *testing.T) {
 }
 
 func ownerProcess(t *testing.T, without ...string) {
+	t.Helper()
 	for _, tt := range []struct{ server, client string }{
 		{"serve", "connect"},
 		{"serve-mptcp", "connect"},       // Go's default listener, a plain client

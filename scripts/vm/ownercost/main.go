@@ -13,11 +13,11 @@
 //   - fexit on inet_csk_accept: per accept, during connection churn in the
 //     watched cgroup.
 //
-//	go build -o .tools/vm/ownercost ./scripts/vm/ownercost
-//	.tools/vm/ownercost -fallback                          # here (no fexit)
-//	make vm KERNEL=6.12 CMD='.tools/vm/ownercost; .tools/vm/ownercost -fallback'
+// Usage (needs root; prints one line per program and workload):
 //
-// Needs root. Prints one line per program and workload.
+//	go build -o .tools/vm/ownercost ./scripts/vm/ownercost
+//	.tools/vm/ownercost -fallback   # here: no fexit
+//	make vm KERNEL=6.12 CMD='.tools/vm/ownercost; .tools/vm/ownercost -fallback'
 package main
 
 import (
