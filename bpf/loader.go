@@ -140,7 +140,7 @@ const (
 const (
 	stateFeature = "tp_btf programs with socket storage (Linux 5.11)"
 	stateAbsent  = "records of connections that end without FIN or RST (timeouts, ICMP errors, connects given up)"
-	ownerFeature = "fexit (BPF trampolines) on inet_csk_accept, or the tcp_sendmsg_locked (Linux 6.12) and " +
+	ownerFeature = "fexit (BPF trampolines) on inet_csk_accept, or the tcp_sendmsg_locked (after Linux 6.12) and " +
 		"tcp_rcv_space_adjust tracepoints, with socket storage (Linux 5.11)"
 	ownerAbsent    = "the owner process of incoming connections"
 	cgroupFeature  = "the cgroup_mkdir tracepoint (tp_btf)"
