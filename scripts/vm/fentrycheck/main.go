@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command fentrycheck says whether the running kernel loads and attaches
 // fentry, fexit and kprobe programs, and whether they run: each program
 // counts calls of inet_csk_accept, and the command then accepts a loopback

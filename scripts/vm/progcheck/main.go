@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command progcheck loads each program of a BPF object on its own and says,
 // per program, which atomic instructions it has and whether the running
 // kernel accepts it (with the verifier's message if not). For a kernel
