@@ -8,6 +8,8 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/stretchr/testify/assert"
 
 	"github.com/stretchr/testify/require"
@@ -42,4 +44,31 @@ func TestAtomicsProbeIsAFetchOr(t *testing.T) {
 	ins := raw[2*8 : 3*8]
 	assert.Equal(t, byte(0xc3), ins[0], "BPF_STX | BPF_ATOMIC | BPF_W")
 	assert.Equal(t, uint32(0x40|0x01), binary.LittleEndian.Uint32(ins[4:]), "BPF_OR | BPF_FETCH")
+}
+
+// The object for kernels without atomic operations has none of them but
+// the atomic add that every kernel has: a kernel before 5.12 rejects an
+// object with one anywhere, before it looks at which code is reachable.
+func TestSpinlockObjectHasNoAtomics(t *testing.T) {
+	for _, o := range []struct {
+		name    string
+		load    func() (*ebpf.CollectionSpec, error)
+		atomics bool
+	}{{"netflow", loadNetflow, true}, {"netflowSpinlock", loadNetflowSpinlock, false}} {
+		spec, err := o.load()
+		require.NoError(t, err)
+		found := map[string]int{}
+		for name, p := range spec.Programs {
+			for _, ins := range p.Instructions {
+				if op := ins.OpCode.AtomicOp(); op != asm.InvalidAtomic && op != asm.AddAtomic {
+					found[name]++
+				}
+			}
+		}
+		if o.atomics {
+			assert.NotEmpty(t, found, "%s: the once-only flag is an atomic fetch-or", o.name)
+		} else {
+			assert.Empty(t, found, "%s: atomic instructions other than add, by program", o.name)
+		}
+	}
 }
