@@ -33,7 +33,16 @@ const helperEnv = "NETFLOWTCPEND_HELPER"
 // helperName is the helper's executable name, as records should give it.
 const helperName = "nfhelper"
 
+// testWithout: kernel features and optional programs every receiver of the
+// tests leaves out (bpf.Options.Without), from NETFLOWTCPEND_TEST_WITHOUT
+// (comma-separated): NETFLOWTCPEND_TEST_WITHOUT=atomics runs the tests with
+// the object built for kernels without atomic operations.
+var testWithout []string
+
 func TestMain(m *testing.M) {
+	if w := os.Getenv("NETFLOWTCPEND_TEST_WITHOUT"); w != "" {
+		testWithout = strings.Split(w, ",")
+	}
 	if mode := os.Getenv(helperEnv); mode != "" {
 		if err := runHelper(mode, os.Args[len(os.Args)-1]); err != nil {
 			fmt.Println("error", err)
