@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"fmt"
 	"os"
 	"testing"
 
@@ -13,25 +12,20 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/loadtest"
+	"github.com/netflowtcpend/netflowtcpend/internal/testproc"
 )
 
 // chargesMemlock: this kernel charges BPF memory to RLIMIT_MEMLOCK (before
 // Linux 5.11) rather than to the memory cgroup, as TestMain found out.
 var chargesMemlock bool
 
-// Every goroutine a test starts ends with it. Run with helperEnv set, the
-// test binary is a helper process instead (see sandboxHelper); run as a
+// Every goroutine a test starts ends with it. Run as a helper (internal/testproc),
+// the test binary is a helper process instead; run as a
 // loadtest worker, it is the churn that the backpressure tests start in the
 // watched cgroup.
 func TestMain(m *testing.M) {
 	loadtest.RunWorkerIfAsked()
-	if mode := os.Getenv(helperEnv); mode != "" {
-		if err := runHelper(mode, os.Args[2:]); err != nil {
-			fmt.Println("error", err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
+	testproc.Main()
 	chargesMemlock = detectMemlockCharging()
 	goleak.VerifyTestMain(m)
 }

@@ -34,6 +34,7 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/internal/otlpsink"
 	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+	"github.com/netflowtcpend/netflowtcpend/internal/testproc"
 )
 
 // The built collector with least privilege, in a sandbox made the way a
@@ -120,7 +121,7 @@ func newSandbox(t *testing.T, bin string, hostPID bool, caps []string) *sandbox 
 	require.NoError(t, os.Chmod(dir, 0o755))
 	require.NoError(t, os.Mkdir(filepath.Join(dir, "stage"), 0o755))
 	s := &sandbox{dir: dir, bin: filepath.Join(dir, "otelcol-netflowtcpend"), hostPID: hostPID, hostname: "netflowtcpend-sandbox"}
-	copyExecutable(t, bin, s.bin)
+	testproc.CopyExecutable(t, bin, s.bin)
 	var permitted uint64
 	for _, c := range caps {
 		permitted |= 1 << capBits[c]
@@ -448,10 +449,10 @@ func sandboxRun(t *testing.T, bin, dnsmasq string, hostPID bool, node int) {
 	// Open before start, across two other network namespaces.
 	a, b := testnet.NewVethPair(t)
 	oldSrv := startHelper(t, helpers, helperServer, oldCtr, b, "serve", "10.77.0.2:0")
-	port := netip.MustParseAddrPort(oldSrv.expect("listening")[0]).Port()
+	port := netip.MustParseAddrPort(oldSrv.Expect("listening")[0]).Port()
 	oldCli := startHelper(t, helpers, helperClient, oldCtr, a, "connect", fmt.Sprintf("10.77.0.2:%d", port))
-	oldCli.socket()
-	oldSrv.socket()
+	oldCli.Socket()
+	oldSrv.Socket()
 
 	// A DNS server that knows alias.example.test -> www.example.test ->
 	// 10.99.0.7, in a network namespace of its own.
@@ -505,10 +506,10 @@ service:
 
 	// Made after start, over the host's loopback.
 	newSrv := startHelper(t, helpers, helperServer, newCtr, nil, "serve", "127.0.0.1:0")
-	addr := newSrv.expect("listening")[0]
+	addr := newSrv.Expect("listening")[0]
 	newCli := startHelper(t, helpers, helperClient, newCtr, nil, "connect", addr)
-	newCli.socket()
-	newSrv.socket()
+	newCli.Socket()
+	newSrv.Socket()
 	exchange(newSrv, newCli)
 	// Their records come in an export of their own: the sink closes its
 	// connection, which exclude_self must leave out.
@@ -526,11 +527,11 @@ service:
 	defer ln.Close()
 	dnsCli := startHelper(t, helpers, helperClient, newCtr, dnsNS, "resolve",
 		"127.0.53.1", "alias.example.test", fmt.Sprint(testnet.AddrPort(ln.Addr()).Port()))
-	assert.Equal(t, []string{target.String()}, dnsCli.expect("resolved"))
-	dnsCli.socket()
+	assert.Equal(t, []string{target.String()}, dnsCli.Expect("resolved"))
+	dnsCli.Socket()
 	server, err := ln.AcceptTCP()
 	require.NoError(t, err)
-	dnsCli.close()
+	dnsCli.Close()
 	require.NoError(t, readEnd(server))
 	require.NoError(t, server.Close())
 
@@ -542,7 +543,7 @@ service:
 
 	pidIf := func(h *helper) int64 {
 		if hostPID {
-			return h.pid()
+			return h.PID()
 		}
 		return 0
 	}
@@ -550,20 +551,20 @@ service:
 	// The servers read what the clients send.
 	newSrvPID := int64(0)
 	if features.OwnerOfAccepted.Names(true, false) {
-		newSrvPID = newSrv.pid()
+		newSrvPID = newSrv.PID()
 	}
 	for _, w := range []struct {
 		h    *helper
 		want wantRecord
 	}{
-		{newCli, wantRecord{"new connection, client", "outgoing", newCli.pid(), helperClient, newID, true, nil}},
+		{newCli, wantRecord{"new connection, client", "outgoing", newCli.PID(), helperClient, newID, true, nil}},
 		{newSrv, wantRecord{"new connection, server", "incoming", newSrvPID, helperServer, newID, true, nil}},
 		{oldCli, wantRecord{"open before start, client", openBefore[0], pidIf(oldCli), helperClient, oldID, false, nil}},
 		{oldSrv, wantRecord{"open before start, server", openBefore[1], pidIf(oldSrv), helperServer, oldID, false, nil}},
-		{dnsCli, wantRecord{"after a DNS lookup", "outgoing", dnsCli.pid(), helperClient, newID, true,
+		{dnsCli, wantRecord{"after a DNS lookup", "outgoing", dnsCli.PID(), helperClient, newID, true,
 			[]string{"alias.example.test", "www.example.test"}}},
 	} {
-		checkRecord(t, got[w.h.cookie], w.want, s.hostname)
+		checkRecord(t, got[w.h.Cookie], w.want, s.hostname)
 	}
 
 	// exclude_self: the exports ended connections (the sink closes each
@@ -595,7 +596,7 @@ func waitForRecords(t *testing.T, sink *httpSink, helpers ...*helper) {
 	require.Eventually(t, func() bool {
 		got := sink.byCookie()
 		for _, h := range helpers {
-			if len(got[h.cookie]) == 0 {
+			if len(got[h.Cookie]) == 0 {
 				return false
 			}
 		}

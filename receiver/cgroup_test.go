@@ -120,15 +120,15 @@ func TestContainerRemovedRightAfterItsConnection(t *testing.T) {
 	srv := startHelper(t, bin, h.cg, nil, "serve", "127.0.0.1:0")
 	ctr := h.cg.Child(t, "docker-"+shortLivedID+".scope")
 	ctrID := cgroupID(t, ctr.Path)
-	cli := startHelper(t, bin, ctr, nil, "connect", srv.listening().String())
-	cli.socket()
-	srv.socket()
-	srv.say("wait-eof")
-	srv.expect("got")
-	cli.close() // closes its socket and exits
+	cli := startHelper(t, bin, ctr, nil, "connect", srv.Listening().String())
+	cli.Socket()
+	srv.Socket()
+	srv.Say("wait-eof")
+	srv.Expect("got")
+	cli.Close() // closes its socket and exits
 	require.NoError(t, ctr.Remove(), "the container's cgroup, removed as soon as it is empty")
-	srv.expect("eof")
-	srv.close()
+	srv.Expect("eof")
+	srv.Close()
 	h.stop()
 
 	got := h.byCookie()

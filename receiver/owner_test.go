@@ -25,13 +25,13 @@ import (
 // reads to the end and closes.
 func exchange(t *testing.T, srv, cli *helper) {
 	t.Helper()
-	cli.socket()
-	srv.socket()
-	srv.say("wait-eof")
-	srv.expect("got")
-	cli.close()
-	srv.expect("eof")
-	srv.close()
+	cli.Socket()
+	srv.Socket()
+	srv.Say("wait-eof")
+	srv.Expect("got")
+	cli.Close()
+	srv.Expect("eof")
+	srv.Close()
 }
 
 // byLocalPort finds the record of the local socket on port (for sockets
@@ -61,7 +61,7 @@ func assertOwner(t *testing.T, f bpf.Features, a map[string]any, known bool, who
 		assert.NotContains(t, a, AttrProcessPID, "%s: this kernel cannot tell (%+v)", msg, f)
 		return
 	}
-	assert.Equal(t, who.pid(), a[AttrProcessPID], msg)
+	assert.Equal(t, who.PID(), a[AttrProcessPID], msg)
 	if f.OwnerExecutable {
 		assert.Equal(t, helperName, a[AttrProcessExecutable], msg)
 	} else {
@@ -96,7 +96,7 @@ func ownerProcess(t *testing.T, without ...string) {
 			}
 			bin := helperBinary(t)
 			srv := startHelper(t, bin, h.cg, nil, tt.server, "127.0.0.1:0")
-			addr := srv.listening()
+			addr := srv.Listening()
 			cli := startHelper(t, bin, h.cg, nil, tt.client, addr.String())
 			exchange(t, srv, cli)
 			h.stop()
@@ -153,19 +153,19 @@ func TestConnectionsOpenBeforeStart(t *testing.T) {
 			h := newHarness(t)
 			bin := helperBinary(t)
 			srv := startHelper(t, bin, h.cg, tt.serverNS, tt.server, tt.listen)
-			port := srv.listening().Port()
+			port := srv.Listening().Port()
 			cli := startHelper(t, bin, h.cg, tt.clientNS, "connect",
 				netip.AddrPortFrom(netip.MustParseAddr(tt.dialTo), port).String())
-			cli.socket()
-			srv.socket()
+			cli.Socket()
+			srv.Socket()
 			time.Sleep(50 * time.Millisecond) // the handshake is over well before Start
 
 			h.start()
-			srv.say("wait-eof")
-			srv.expect("got")
-			cli.close()
-			srv.expect("eof")
-			srv.close()
+			srv.Say("wait-eof")
+			srv.Expect("got")
+			cli.Close()
+			srv.Expect("eof")
+			srv.Close()
 			h.stop()
 			got := h.attrsByCookie()
 			require.Len(t, got, 2)
@@ -178,7 +178,7 @@ func TestConnectionsOpenBeforeStart(t *testing.T) {
 				assert.Equal(t, side.dir, a[AttrDirection], "from the scan at start")
 				assert.Equal(t, false, a[AttrStartObserved])
 				assert.NotContains(t, a, AttrStartTime)
-				assert.Equal(t, side.who.pid(), a[AttrProcessPID], "from the scan at start")
+				assert.Equal(t, side.who.PID(), a[AttrProcessPID], "from the scan at start")
 				assert.Equal(t, helperName, a[AttrProcessExecutable])
 			}
 		})
@@ -195,12 +195,12 @@ func TestRecordsAreGroupedByContainer(t *testing.T) {
 	h.start()
 	bin := helperBinary(t)
 	srv := startHelper(t, bin, container, nil, "serve", "127.0.0.1:0")
-	cli := startHelper(t, bin, h.cg, nil, "connect", srv.listening().String())
+	cli := startHelper(t, bin, h.cg, nil, "connect", srv.Listening().String())
 	exchange(t, srv, cli)
 	h.stop()
 	srvPID := int64(0) // none
 	if h.features.OwnerOfAccepted.Names(true, false) {
-		srvPID = srv.pid()
+		srvPID = srv.PID()
 	}
 
 	host, err := os.Hostname()
@@ -213,7 +213,7 @@ func TestRecordsAreGroupedByContainer(t *testing.T) {
 		pid, _ := lr.Attributes().Get(AttrProcessPID)
 		byContainer[cid.Str()] = append(byContainer[cid.Str()], pid.Int())
 	})
-	assert.Equal(t, map[string][]int64{id: {srvPID}, "": {cli.pid()}}, byContainer)
+	assert.Equal(t, map[string][]int64{id: {srvPID}, "": {cli.PID()}}, byContainer)
 }
 
 // A pre-forked server: the parent (here the test) makes the listener, a
@@ -237,18 +237,18 @@ func TestOwnerOfAcceptedSocketIsTheWorker(t *testing.T) {
 	bin := helperBinary(t)
 
 	worker := startHelper(t, bin, h.cg, nil, "accept-inherited", "", lnFile)
-	addr := worker.listening()
+	addr := worker.Listening()
 	cli := startHelper(t, bin, h.cg, nil, "connect", addr.String())
 	exchange(t, worker, cli)
 
 	idle := startHelper(t, bin, h.cg, nil, "accept-inherited", "", lnFile)
-	idle.listening()
+	idle.Listening()
 	quiet := startHelper(t, bin, h.cg, nil, "connect", addr.String())
-	quiet.socket()
-	idle.socket()
-	quiet.close() // before the worker reads anything
+	quiet.Socket()
+	idle.Socket()
+	quiet.Close() // before the worker reads anything
 	time.Sleep(50 * time.Millisecond)
-	idle.close()
+	idle.Close()
 	h.stop()
 
 	got := h.attrsByCookie()
@@ -260,7 +260,7 @@ func TestOwnerOfAcceptedSocketIsTheWorker(t *testing.T) {
 	unread := got[idle.Cookie]
 	require.NotNil(t, unread)
 	assertOwner(t, f, unread, f.OwnerOfAccepted.Names(false, false), idle, "never read or written before the end")
-	assert.Equal(t, quiet.pid(), got[quiet.Cookie][AttrProcessPID])
+	assert.Equal(t, quiet.PID(), got[quiet.Cookie][AttrProcessPID])
 }
 
 // Where the kernel has no trampolines, the send and receive tracepoints
