@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -70,11 +71,23 @@ func drain(t *testing.T, rd *ringbuf.Reader) []Event {
 
 // A record that does not fit in the ring buffer is counted once per socket,
 // and the socket's next FIN or RST writes it after all, marked as retried.
-func TestLostRecordsAreCountedAndRetried(t *testing.T) {
+func TestLostRecordsAreCountedAndRetried(t *testing.T) { lostRecords(t) }
+
+// The same with the object for kernels without atomic operations, whose
+// once-only flags are guarded by a bpf_spin_lock.
+func TestLostRecordsAreCountedAndRetriedWithoutAtomics(t *testing.T) {
+	lostRecords(t, WithoutAtomics)
+}
+
+func lostRecords(t *testing.T, without ...string) {
+	t.Helper()
 	testenv.RequireRoot(t)
 	cg := testnet.NewCgroup(t)
-	objs, err := Load(Options{RingBufferSize: 4096}) // room for about 46 records
+	objs, err := Load(Options{RingBufferSize: 4096, Without: without}) // room for about 46 records
 	require.NoError(t, err)
+	if slices.Contains(without, WithoutAtomics) {
+		require.False(t, objs.Features.Atomics)
+	}
 	t.Cleanup(func() { objs.Close() })
 	rd, err := objs.NewReader()
 	require.NoError(t, err)

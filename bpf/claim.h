@@ -65,7 +65,7 @@ static __always_inline struct event *claim(struct sock_state *st, __u32 *old, __
 	if (!e) {
 		if (!st) {
 			count(STAT_LOST);
-		} else if (!(__sync_fetch_and_or(&st->flags, SOCK_LOST) & SOCK_LOST)) {
+		} else if (!(flags_fetch_or(st, SOCK_LOST) & SOCK_LOST)) {
 			st->lost_reason = reason;
 			st->lost_by = by;
 			st->lost_time_ns = now;
@@ -75,7 +75,7 @@ static __always_inline struct event *claim(struct sock_state *st, __u32 *old, __
 	}
 	*old = 0;
 	if (st) {
-		*old = __sync_fetch_and_or(&st->flags, SOCK_ENDED);
+		*old = flags_fetch_or(st, SOCK_ENDED);
 		if (*old & SOCK_ENDED) {
 			bpf_ringbuf_discard(e, 0);
 			return 0;
@@ -98,8 +98,8 @@ static __always_inline struct event *claim(struct sock_state *st, __u32 *old, __
 		e->direction = direction_of(*old);
 		// An accepted socket inherits its listener's owner, who need not
 		// be the process that accepted it (pre-forked servers): only the
-		// process seen sending or reading on it counts.
-		if (!(*old & SOCK_FROM_LISTENER) || (*old & SOCK_OWNER_FROM_IO)) {
+		// process seen accepting it, or sending or reading on it, counts.
+		if (!(*old & SOCK_FROM_LISTENER) || (*old & SOCK_OWNER_CONFIRMED)) {
 			e->pid = st->pid;
 			__builtin_memcpy(e->exe, st->exe, sizeof(e->exe));
 		}
@@ -125,7 +125,7 @@ static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 						   BPF_SK_STORAGE_GET_F_CREATE);
 	// An MPTCP subflow: its owner is the MPTCP socket's.
 	if (st && (!st->pid ||
-		   (st->flags & (SOCK_FROM_LISTENER | SOCK_OWNER_FROM_IO)) == SOCK_FROM_LISTENER))
+		   (st->flags & (SOCK_FROM_LISTENER | SOCK_OWNER_CONFIRMED)) == SOCK_FROM_LISTENER))
 		copy_owner(st, sk, 1);
 	__u32 old;
 	__u8 reason = (seg->flags & TH_RST) ? END_RST : END_FIN;
@@ -134,7 +134,10 @@ static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 	if (!e)
 		return;
 
-	e->netns = netns_of(skb);
+	// The TCP socket's namespace, which bpf_skc_to_tcp_sock reaches on
+	// every kernel; BPF_PROG_TEST_RUN's dummy socket has no TCP state.
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	e->netns = tp ? netns_of_sock(&tp->inet_conn.icsk_inet.sk) : netns_of(skb);
 	e->cookie = bpf_get_socket_cookie(skb);
 	e->cgroup_id = bpf_skb_cgroup_id(skb);
 	e->family = seg->family;
@@ -153,6 +156,6 @@ static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 		e->sport = seg->dport;
 		e->dport = seg->sport;
 	}
-	fill_counters(e, bpf_skc_to_tcp_sock(sk), seg, egress);
+	fill_counters(e, tp, seg, egress);
 	submit(e);
 }

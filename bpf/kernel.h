@@ -47,9 +47,11 @@ struct net {
 struct sock_common {
 	__be32 skc_daddr;
 	__be32 skc_rcv_saddr;
+	unsigned int skc_hash;
 	__be16 skc_dport;
 	__u16 skc_num;
 	unsigned short skc_family;
+	volatile unsigned char skc_state;
 	struct {
 		struct net *net;
 	} skc_net;
@@ -80,6 +82,8 @@ struct cgroup {
 	struct cgroup_root *root;
 } __attribute__((preserve_access_index));
 
+struct bpf_local_storage;
+
 struct sock {
 	struct sock_common __sk_common;
 	struct {
@@ -90,6 +94,13 @@ struct sock {
 	struct {
 		struct cgroup *cgroup;
 	} sk_cgrp_data;
+	// The socket's BPF storage: NULL for a socket that no map keeps
+	// state for.
+	struct bpf_local_storage *sk_bpf_storage;
+} __attribute__((preserve_access_index));
+
+struct socket {
+	struct sock *sk;
 } __attribute__((preserve_access_index));
 
 struct sk_buff {
@@ -123,7 +134,7 @@ struct task_struct {
 struct mptcp_sock;
 
 // Linux 6.3+; on older kernels the loader leaves it unresolved (weak) and
-// records carry netns 0.
+// DNS records carry netns 0.
 extern void *bpf_cast_to_kern_ctx(void *) __ksym __weak;
 
 struct inet_sock {
@@ -152,8 +163,18 @@ struct tcp_sock {
 	__u64 bytes_received;
 } __attribute__((preserve_access_index));
 
-// netns_of returns the inode number of the socket's network namespace (as in
-// /proc/PID/ns/net), or 0 where the kernel cannot tell.
+// netns_of_sock returns the inode number of a socket's network namespace (as
+// in /proc/PID/ns/net), read through a pointer the verifier knows: a
+// tracepoint's socket, or bpf_skc_to_tcp_sock's in cgroup_skb (Linux 5.9).
+static __always_inline __u32 netns_of_sock(struct sock *sk)
+{
+	return sk->__sk_common.skc_net.net->ns.inum;
+}
+
+// netns_of returns the inode number of the network namespace of the packet's
+// socket whatever its protocol, or 0 where the kernel cannot tell: the
+// cgroup_skb context reaches the kernel's sk_buff only through
+// bpf_cast_to_kern_ctx (Linux 6.3). TCP end records use netns_of_sock.
 static __always_inline __u32 netns_of(struct __sk_buff *skb)
 {
 	if (!bpf_cast_to_kern_ctx)
@@ -162,5 +183,5 @@ static __always_inline __u32 netns_of(struct __sk_buff *skb)
 	struct sock *sk = kskb->sk;
 	if (!sk)
 		return 0;
-	return sk->__sk_common.skc_net.net->ns.inum;
+	return netns_of_sock(sk);
 }

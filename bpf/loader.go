@@ -5,8 +5,10 @@ package bpf
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/bits"
 	"os"
+	"reflect"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -75,9 +77,11 @@ const MaxDNSPayload = 8192
 // Objects are the loaded programs and maps, and the links that attach them.
 type Objects struct {
 	objs objects
-	// The optional programs this kernel loaded (optionalPrograms).
-	optional []*ebpf.Program
-	// Unavailable lists what this kernel could not load, for a warning.
+	// The optional programs this kernel loaded (optionalPrograms), by name.
+	optional map[string]*ebpf.Program
+	// Features says what this kernel gives the programs.
+	Features Features
+	// Unavailable lists what this kernel cannot give, for one warning.
 	Unavailable []Unavailable
 	// SelfPID is this process's id as the kernel counts it, the one
 	// records and the socket scan give: not os.Getpid() when the process
@@ -93,37 +97,60 @@ type objects struct {
 	Ingress    *ebpf.Program `ebpf:"netflow_ingress"`
 	Egress     *ebpf.Program `ebpf:"netflow_egress"`
 	SockCreate *ebpf.Program `ebpf:"netflow_sock_create"`
-	State      *ebpf.Program `ebpf:"netflow_state"`
 }
 
 func (o *objects) Close() error {
-	return errors.Join(o.netflowMaps.Close(), o.Ingress.Close(), o.Egress.Close(), o.SockCreate.Close(), o.State.Close())
+	return errors.Join(o.netflowMaps.Close(), o.Ingress.Close(), o.Egress.Close(), o.SockCreate.Close())
 }
 
-// Unavailable is an optional program that this kernel did not load.
+// Unavailable is something this kernel cannot give.
 type Unavailable struct {
-	Program string // its name in netflow.c
-	Absent  string // what records lack without it
-	Err     error  // why it did not load
+	// Feature is the kernel feature that is missing.
+	Feature string
+	// Program is the optional program that did not load, if it is one
+	// (several: comma-separated).
+	Program string
+	// Absent is what records lack without it.
+	Absent string
+	// Err is why the program did not load, if it is one.
+	Err error
 }
+
+// testWithout is added to every Options.Without: this package's tests set
+// it from NETFLOWTCPEND_TEST_WITHOUT (main_test.go), to run as on a kernel
+// without those features.
+var testWithout []string
 
 // errWithout is why a program in Options.Without did not load.
 var errWithout = errors.New("left out (Options.Without)")
 
-// optionalPrograms are tracepoint programs that some kernels cannot load,
-// with what records lack without them.
-var optionalPrograms = []struct{ name, absent string }{
-	// Their tracepoints are recent (tcp_sendmsg_locked: about 6.12).
-	{"netflow_send", "the owner process of incoming connections"},
-	{"netflow_recv", "the owner process of incoming connections"},
-	// Without it, cgroup paths come only from walks of the cgroup tree,
-	// at most once a second.
-	{CgroupProgram, "the container.id and cgroup path of containers created and removed between two walks of the cgroup tree"},
-}
+// Optional programs: tracing programs that some kernels cannot load.
+const (
+	// StateProgram reports the ends without FIN or RST.
+	StateProgram = "netflow_state"
+	// AcceptProgram, SendProgram and RecvProgram name the owner of
+	// accepted sockets: the first at the accept (fexit), the others,
+	// where the kernel has no fexit, at the first send or read.
+	AcceptProgram = "netflow_accept"
+	SendProgram   = "netflow_send"
+	RecvProgram   = "netflow_recv"
+	// CgroupProgram reports new cgroups (RecordCgroup).
+	CgroupProgram = "netflow_cgroup_mkdir"
+)
 
-// CgroupProgram is the optional program that reports new cgroups
-// (RecordCgroup).
-const CgroupProgram = "netflow_cgroup_mkdir"
+// The kernel features the optional programs need, and what records lack
+// without them.
+const (
+	stateFeature = "tp_btf programs with socket storage (Linux 5.11)"
+	stateAbsent  = "records of connections that end without FIN or RST (timeouts, ICMP errors, connects given up)"
+	ownerFeature = "fexit (BPF trampolines) on inet_csk_accept, or the tcp_sendmsg_locked (after Linux 6.12) and " +
+		"tcp_rcv_space_adjust tracepoints, with socket storage (Linux 5.11)"
+	ownerAbsent    = "the owner process of incoming connections"
+	cgroupFeature  = "the cgroup_mkdir tracepoint (tp_btf)"
+	cgroupAbsent   = "the container.id and cgroup path of containers created and removed between two walks of the cgroup tree"
+	readOnlyAbsent = "the owner process of incoming connections that the process never reads from"
+	sendOnlyAbsent = "the owner process of incoming connections that the process never sends on"
+)
 
 // Load checks the kernel, then loads the programs and maps into it. Nothing
 // is attached yet.
@@ -136,9 +163,23 @@ func Load(opts Options) (*Objects, error) {
 		return nil, err
 	}
 
-	spec, err := loadNetflow()
+	opts.Without = slices.Concat(opts.Without, testWithout)
+	o := &Objects{optional: map[string]*ebpf.Program{}}
+	atomics, err := haveAtomics()
+	if err != nil {
+		return nil, err
+	}
+	o.Features.Atomics = atomics && !slices.Contains(opts.Without, WithoutAtomics)
+	load := loadNetflowSpinlock
+	if o.Features.Atomics {
+		load = loadNetflow
+	}
+	spec, err := load()
 	if err != nil {
 		return nil, fmt.Errorf("parse bpf object: %w", err)
+	}
+	if err := probeHelpers(spec, opts.Without, &o.Features); err != nil {
+		return nil, err
 	}
 	size := opts.RingBufferSize
 	if size == 0 {
@@ -151,12 +192,13 @@ func Load(opts Options) (*Objects, error) {
 	if err := spec.Variables["dns_payload_limit"].Set(uint32(opts.DNSPayloadLimit)); err != nil {
 		return nil, fmt.Errorf("set DNS payload limit: %w", err)
 	}
-	self, err := selfPID(spec)
+	who, err := whoami(spec)
 	if err != nil {
 		return nil, err
 	}
+	o.SelfPID, o.Features.DNSNetns = who.pid, who.netns != 0
 	if opts.IgnoreSelf {
-		if err := spec.Variables["self_tgid"].Set(uint32(self)); err != nil {
+		if err := spec.Variables["self_tgid"].Set(uint32(o.SelfPID)); err != nil {
 			return nil, fmt.Errorf("set own process id: %w", err)
 		}
 	}
@@ -171,7 +213,6 @@ func Load(opts Options) (*Objects, error) {
 		return nil, fmt.Errorf("set wakeup threshold: %w", err)
 	}
 
-	o := &Objects{SelfPID: self}
 	// Each LoadAndAssign below would read the kernel's BTF again.
 	cache := btf.NewCache()
 	if err := spec.LoadAndAssign(&o.objs, &ebpf.CollectionOptions{Cache: cache}); err != nil {
@@ -181,68 +222,132 @@ func Load(opts Options) (*Objects, error) {
 	// ring buffer, the counters.
 	shared := &ebpf.CollectionOptions{Cache: cache, MapReplacements: map[string]*ebpf.Map{
 		"sock_states": o.objs.SockStates, "events": o.objs.Events, "stats": o.objs.Stats,
+		"settled_socks": o.objs.SettledSocks,
 	}}
-	for _, opt := range optionalPrograms {
-		var p *ebpf.Program
-		err := errWithout
-		if !slices.Contains(opts.Without, opt.name) {
-			p, err = loadProgram(spec, opt.name, shared)
+	optional := func(name string) error {
+		if slices.Contains(opts.Without, name) {
+			return errWithout
 		}
+		p, err := loadProgram(spec, name, shared)
 		if err != nil {
-			o.Unavailable = append(o.Unavailable, Unavailable{Program: opt.name, Absent: opt.absent, Err: err})
-			continue
+			return err
 		}
-		o.optional = append(o.optional, p)
+		o.optional[name] = p
+		return nil
+	}
+	o.Unavailable = o.Features.unavailable()
+
+	if err := optional(StateProgram); err != nil {
+		o.Unavailable = append(o.Unavailable, Unavailable{Feature: stateFeature, Program: StateProgram, Absent: stateAbsent, Err: err})
+	} else {
+		o.Features.EndsWithoutFINOrRST = true
+	}
+
+	// The owner of accepted sockets: once per socket at the accept where
+	// the kernel allows fexit, else at every send and read.
+	acceptErr := optional(AcceptProgram)
+	if acceptErr == nil {
+		if acceptErr = probeAttach(o.optional[AcceptProgram]); acceptErr != nil {
+			o.optional[AcceptProgram].Close()
+			delete(o.optional, AcceptProgram)
+		}
+	}
+	o.Features.OwnerOfAccepted = OwnerAtAccept
+	if acceptErr != nil {
+		// The tracepoints remember the sockets they are done with where
+		// netflow_state tells them when a socket closes.
+		if err := spec.Variables["settled_cache"].Set(boolU32(o.Features.EndsWithoutFINOrRST)); err != nil {
+			return nil, fmt.Errorf("set settled_cache: %w", err)
+		}
+		sendErr, recvErr := optional(SendProgram), optional(RecvProgram)
+		switch {
+		case sendErr == nil && recvErr == nil:
+			o.Features.OwnerOfAccepted = OwnerAtFirstIO
+		case recvErr == nil:
+			o.Features.OwnerOfAccepted = OwnerAtFirstRead
+			o.Unavailable = append(o.Unavailable, Unavailable{Feature: ownerFeature, Program: SendProgram,
+				Absent: readOnlyAbsent, Err: errors.Join(acceptErr, sendErr)})
+		case sendErr == nil:
+			o.Features.OwnerOfAccepted = OwnerAtFirstSend
+			o.Unavailable = append(o.Unavailable, Unavailable{Feature: ownerFeature, Program: RecvProgram,
+				Absent: sendOnlyAbsent, Err: errors.Join(acceptErr, recvErr)})
+		default:
+			o.Features.OwnerOfAccepted = OwnerUnknown
+			o.Unavailable = append(o.Unavailable, Unavailable{Feature: ownerFeature,
+				Program: strings.Join([]string{AcceptProgram, SendProgram, RecvProgram}, ", "),
+				Absent:  ownerAbsent, Err: errors.Join(acceptErr, sendErr, recvErr)})
+		}
+	}
+
+	if err := optional(CgroupProgram); err != nil {
+		o.Unavailable = append(o.Unavailable, Unavailable{Feature: cgroupFeature, Program: CgroupProgram, Absent: cgroupAbsent, Err: err})
+	} else {
+		o.Features.CgroupCreation = true
 	}
 	return o, nil
 }
 
-// selfPID returns this process's id as the kernel counts it: the process id
-// that netflow_whoami reads when BPF_PROG_TEST_RUN runs it in this task.
-func selfPID(spec *ebpf.CollectionSpec) (int, error) {
+// probeAttach attaches a tracing program and detaches it at once: a kernel
+// may load fexit programs and still refuse to attach them.
+func probeAttach(p *ebpf.Program) error {
+	l, err := link.AttachTracing(link.TracingOptions{Program: p})
+	if err != nil {
+		return fmt.Errorf("attach: %w", wrapPermission(err))
+	}
+	return l.Close()
+}
+
+// whoamiResult is what netflow_whoami saw.
+type whoamiResult struct {
+	pid   int    // this process's id, as the kernel counts it
+	netns uint32 // the network namespace DNS records read; 0: none
+}
+
+// whoami runs netflow_whoami and netflow_netns_probe once each with
+// BPF_PROG_TEST_RUN (netflow.c): it learns this process's id as the kernel
+// counts it, and whether DNS records can carry a socket's network
+// namespace.
+func whoami(spec *ebpf.CollectionSpec) (whoamiResult, error) {
 	var o struct {
-		Prog *ebpf.Program  `ebpf:"netflow_whoami"`
-		TGID *ebpf.Variable `ebpf:"whoami_tgid"`
+		PID   *ebpf.Program  `ebpf:"netflow_whoami"`
+		Netns *ebpf.Program  `ebpf:"netflow_netns_probe"`
+		TGID  *ebpf.Variable `ebpf:"whoami_tgid"`
+		Inum  *ebpf.Variable `ebpf:"whoami_netns"`
 	}
 	if err := spec.LoadAndAssign(&o, nil); err != nil {
-		return 0, fmt.Errorf("find own process id: %w", loadError(err))
+		return whoamiResult{}, fmt.Errorf("find own process id: %w", loadError(err))
 	}
-	defer o.Prog.Close()
-	if _, err := o.Prog.Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil {
-		return 0, fmt.Errorf("find own process id: %w", wrapPermission(err))
+	defer o.PID.Close()
+	defer o.Netns.Close()
+	if _, err := o.PID.Run(&ebpf.RunOptions{}); err != nil {
+		return whoamiResult{}, fmt.Errorf("find own process id: %w", wrapPermission(err))
 	}
-	var tgid uint32
-	if err := o.TGID.Get(&tgid); err != nil {
-		return 0, fmt.Errorf("find own process id: %w", err)
+	if _, err := o.Netns.Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil {
+		return whoamiResult{}, fmt.Errorf("probe for network namespaces: %w", wrapPermission(err))
 	}
-	return int(tgid), nil
+	var tgid, netns uint32
+	if err := errors.Join(o.TGID.Get(&tgid), o.Inum.Get(&netns)); err != nil {
+		return whoamiResult{}, fmt.Errorf("find own process id: %w", err)
+	}
+	return whoamiResult{pid: int(tgid), netns: netns}, nil
 }
 
 // loadProgram loads one of the optional programs of spec. LoadAndAssign
 // loads only what the struct names (and the maps that uses, unless opts
 // replaces them), not a second ring buffer.
 func loadProgram(spec *ebpf.CollectionSpec, name string, opts *ebpf.CollectionOptions) (*ebpf.Program, error) {
-	switch name {
-	case "netflow_send":
-		var p struct {
-			P *ebpf.Program `ebpf:"netflow_send"`
-		}
-		err := spec.LoadAndAssign(&p, opts)
-		return p.P, err
-	case "netflow_recv":
-		var p struct {
-			P *ebpf.Program `ebpf:"netflow_recv"`
-		}
-		err := spec.LoadAndAssign(&p, opts)
-		return p.P, err
-	case CgroupProgram:
-		var p struct {
-			P *ebpf.Program `ebpf:"netflow_cgroup_mkdir"`
-		}
-		err := spec.LoadAndAssign(&p, opts)
-		return p.P, err
+	if spec.Programs[name] == nil {
+		return nil, fmt.Errorf("no program %s", name)
 	}
-	return nil, fmt.Errorf("no program %s", name)
+	// struct { P *ebpf.Program `ebpf:"<name>"` }
+	t := reflect.StructOf([]reflect.StructField{{
+		Name: "P", Type: reflect.TypeFor[*ebpf.Program](), Tag: reflect.StructTag(`ebpf:"` + name + `"`),
+	}})
+	v := reflect.New(t)
+	if err := spec.LoadAndAssign(v.Interface(), opts); err != nil {
+		return nil, err
+	}
+	return v.Elem().Field(0).Interface().(*ebpf.Program), nil
 }
 
 func loadError(err error) error {
@@ -416,7 +521,8 @@ func (o *Objects) Attach(cgroupPath string) error {
 		}
 		o.links = append(o.links, l)
 	}
-	for _, p := range append([]*ebpf.Program{o.objs.State}, o.optional...) {
+	for _, name := range slices.Sorted(maps.Keys(o.optional)) {
+		p := o.optional[name]
 		l, err := link.AttachTracing(link.TracingOptions{Program: p})
 		if err != nil {
 			o.Detach()
@@ -443,6 +549,7 @@ func (o *Objects) Close() error {
 	for _, p := range o.optional {
 		errs = append(errs, p.Close())
 	}
+	o.optional = nil
 	return errors.Join(errs...)
 }
 

@@ -5,7 +5,6 @@ package bpf
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testproc"
 )
 
 const unprivilegedChildEnv = "NETFLOWTCPEND_UNPRIVILEGED_CHILD"
@@ -40,7 +40,7 @@ func TestLoadWithoutPrivilegesNamesTheFix(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	require.NoError(t, os.Chmod(dir, 0o755))
 	bin := filepath.Join(dir, "bpf.test")
-	copyFile(t, self, bin)
+	testproc.CopyExecutable(t, self, bin)
 
 	cmd := exec.Command(bin, "-test.run", "^TestLoadWithoutPrivilegesNamesTheFix$")
 	cmd.Env = append(os.Environ(), unprivilegedChildEnv+"=1")
@@ -111,18 +111,6 @@ func TestMemlockRefusalNamesTheFix(t *testing.T) {
 
 	removeMemlock = func() error { return errors.New("getting original memlock rlimit: bad") }
 	assert.ErrorContains(t, raiseMemlock(), "raise memlock limit: getting original memlock rlimit: bad")
-}
-
-func copyFile(t *testing.T, src, dst string) {
-	t.Helper()
-	in, err := os.Open(src)
-	require.NoError(t, err)
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o755)
-	require.NoError(t, err)
-	_, err = io.Copy(out, in)
-	require.NoError(t, err)
-	require.NoError(t, out.Close())
 }
 
 const pidNamespaceChildEnv = "NETFLOWTCPEND_PIDNS_CHILD"

@@ -3,12 +3,24 @@
 package bpf
 
 import (
+	"os"
+	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
 )
 
+// testWithoutEnv names kernel features and optional programs (comma-
+// separated, see Options.Without) that every Load of the tests leaves out,
+// as a kernel without them would: NETFLOWTCPEND_TEST_WITHOUT=atomics go
+// test ./bpf/ ./receiver/ runs the tests with the object built for kernels
+// without atomic operations.
+const testWithoutEnv = "NETFLOWTCPEND_TEST_WITHOUT"
+
 // Every goroutine a test starts ends with it.
 func TestMain(m *testing.M) {
+	if w := os.Getenv(testWithoutEnv); w != "" {
+		testWithout = strings.Split(w, ",")
+	}
 	goleak.VerifyTestMain(m)
 }

@@ -79,8 +79,40 @@ volatile const __u32 wakeup_shift = 16;
 // PID namespace), whose sockets yield nothing (exclude_self); 0 keeps them.
 volatile const __u32 self_tgid = 0;
 
-// Written by netflow_whoami: the process id of the task that runs it.
+// Written by netflow_whoami and netflow_netns_probe: the process id of the
+// task that runs it, and the network namespace that DNS records read from a
+// socket (0 where the kernel cannot tell: no bpf_cast_to_kern_ctx, before
+// Linux 6.3).
 __u32 whoami_tgid = 0;
+__u32 whoami_netns = 0;
+
+// Set by the loader from its probes of the kernel (features.go): a helper
+// the kernel lacks is called only behind one of these, so the verifier,
+// which checks the helpers of reachable code only, never sees it.
+//
+// owner_exe: how set_owner reads the executable's name (owner.h).
+volatile const __u32 owner_exe = 1;
+// mptcp_owner: 1 where cgroup_skb has bpf_skc_to_mptcp_sock (Linux 5.19),
+// with which MPTCP subflows take their MPTCP socket's owner.
+volatile const __u32 mptcp_owner = 1;
+
+// Sockets that the send and receive tracepoints (the fallback for the owner
+// of accepted sockets) have nothing more to do for: their owner is known,
+// or they were not accepted. A slot, chosen by the socket's hash, holds the
+// address of its socket; netflow_state clears it when the socket closes,
+// before the kernel can free it and give its address to a new socket. A
+// socket whose slot another took is looked up again. Used where
+// settled_cache is set: the fallback runs, and netflow_state with it.
+#define SETTLED_SLOTS 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SETTLED_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} settled_socks SEC(".maps");
+
+volatile const __u32 settled_cache = 0;
 
 // A DNS record is assembled here, then copied into the ring buffer with its
 // real length: reserving the maximum for every message would waste the ring.
@@ -170,7 +202,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 								   BPF_SK_STORAGE_GET_F_CREATE);
 			if (st) {
 				st->start_ns = bpf_ktime_get_ns();
-				st->flags = SOCK_FROM_LISTENER | (st->flags & SOCK_IGNORE);
+				flags_restart(st, SOCK_FROM_LISTENER, SOCK_IGNORE);
 				// An MPTCP listener's TCP listener is the kernel's:
 				// take the owner of the MPTCP socket.
 				if (!st->pid)
@@ -201,7 +233,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			// New connection, or a new connect() on a socket whose
 			// previous attempt ended: start over.
 			st->start_ns = bpf_ktime_get_ns();
-			st->flags = SOCK_OUTGOING | (st->flags & SOCK_IGNORE);
+			flags_restart(st, SOCK_OUTGOING, SOCK_IGNORE);
 			if (!st->pid)
 				copy_owner(st, sk, 1);
 		}
@@ -233,6 +265,7 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 {
 	if (newstate != TCP_CLOSE || oldstate == TCP_LISTEN || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
+	forget_settled(sk);
 	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 	if (!st || (st->flags & SOCK_ENDED))
 		return 0;
@@ -264,7 +297,7 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	struct sock_common *skc = &sk->__sk_common;
 	e->error = err;
 	e->state = oldstate;
-	e->netns = skc->skc_net.net->ns.inum;
+	e->netns = netns_of_sock(sk);
 	e->cookie = bpf_get_socket_cookie(sk);
 	e->cgroup_id = sk->sk_cgrp_data.cgroup->kn->id;
 	// inet_sport, not skc_num: on the way to CLOSE the kernel releases
@@ -297,14 +330,25 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
-// Never attached: the loader runs it once with BPF_PROG_TEST_RUN, which runs
-// a program in the calling task, to learn its own process id as the kernel
-// counts it. A collector in a PID namespace of its own knows only its
-// namespaced one, which never matches what the other programs see.
-SEC("cgroup_skb/egress")
-int netflow_whoami(struct __sk_buff *skb)
+// Never attached: the loader runs these two once each with
+// BPF_PROG_TEST_RUN. It runs a raw tracepoint program in the calling task
+// (Linux 5.10), which tells the collector its own process id as the kernel
+// counts it: a collector in a PID namespace of its own knows only its
+// namespaced one, which never matches what the other programs see. It runs
+// a cgroup_skb program on a dummy socket of the calling task's network
+// namespace, which tells whether DNS records can carry a socket's network
+// namespace.
+SEC("raw_tp")
+int netflow_whoami(void *ctx)
 {
 	whoami_tgid = bpf_get_current_pid_tgid() >> 32;
+	return 0;
+}
+
+SEC("cgroup_skb/egress")
+int netflow_netns_probe(struct __sk_buff *skb)
+{
+	whoami_netns = netns_of(skb);
 	return PASS;
 }
 
@@ -324,19 +368,50 @@ int netflow_sock_create(struct bpf_sock *sk)
 	return 1;
 }
 
-// The owner of an accepted socket: the process that first sends or reads on
-// it (confirm_owner).
+// The owner of an accepted socket: the process that accepts it
+// (confirm_owner), at the exit of inet_csk_accept, which returns the
+// accepted sock: a TCP listener's (through inet_accept) and an MPTCP
+// listener's (through mptcp_accept: a plain TCP socket for a client without
+// MPTCP, else the connection's first subflow). Its arguments changed in
+// Linux 6.10 (struct proto_accept_arg), which moves the return value in the
+// context: CO-RE tells which kernel this is, and the verifier never walks
+// the other read. The loader prefers this program; a kernel that does not
+// allow trampolines (fexit) gets the two tracepoints below instead.
+struct proto_accept_arg {
+	int flags;
+} __attribute__((preserve_access_index));
+
+SEC("fexit/inet_csk_accept")
+int netflow_accept(unsigned long long *ctx)
+{
+	// Two loads at fixed offsets: the verifier takes no computed offset
+	// into the context, which the compiler would make of one.
+	__u64 ret;
+	if (bpf_core_type_exists(struct proto_accept_arg)) {
+		ret = ctx[2]; // (sk, arg), then the return value
+		barrier_var(ret);
+	} else {
+		ret = ctx[4]; // (sk, flags, err, kern)
+		barrier_var(ret);
+	}
+	struct sock *sk = (struct sock *)ret;
+	if (sk)
+		confirm_owner(sk);
+	return 0;
+}
+
+// Where there is no fexit: the process that first sends or reads on it.
 SEC("tp_btf/tcp_sendmsg_locked")
 int BPF_PROG(netflow_send, struct sock *sk)
 {
-	confirm_owner(sk);
+	confirm_owner_io(sk);
 	return 0;
 }
 
 SEC("tp_btf/tcp_rcv_space_adjust")
 int BPF_PROG(netflow_recv, struct sock *sk)
 {
-	confirm_owner(sk);
+	confirm_owner_io(sk);
 	return 0;
 }
 

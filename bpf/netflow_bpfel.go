@@ -154,18 +154,24 @@ const (
 	netflowMapCgroupPathScratch   = "cgroup_path_scratch"
 	netflowMapDnsScratch          = "dns_scratch"
 	netflowMapEvents              = "events"
+	netflowMapSettledSocks        = "settled_socks"
 	netflowMapSockStates          = "sock_states"
 	netflowMapStats               = "stats"
+	netflowProgNetflowAccept      = "netflow_accept"
 	netflowProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
 	netflowProgNetflowEgress      = "netflow_egress"
 	netflowProgNetflowIngress     = "netflow_ingress"
+	netflowProgNetflowNetnsProbe  = "netflow_netns_probe"
 	netflowProgNetflowRecv        = "netflow_recv"
 	netflowProgNetflowSend        = "netflow_send"
 	netflowProgNetflowSockCreate  = "netflow_sock_create"
 	netflowProgNetflowState       = "netflow_state"
 	netflowProgNetflowWhoami      = "netflow_whoami"
 	netflowVarDnsPayloadLimit     = "dns_payload_limit"
+	netflowVarMptcpOwner          = "mptcp_owner"
+	netflowVarOwnerExe            = "owner_exe"
 	netflowVarSelfTgid            = "self_tgid"
+	netflowVarSettledCache        = "settled_cache"
 	netflowVarUnusedCgroupEvent   = "unused_cgroup_event"
 	netflowVarUnusedDirection     = "unused_direction"
 	netflowVarUnusedDnsEvent      = "unused_dns_event"
@@ -177,6 +183,7 @@ const (
 	netflowVarUnusedRecordType    = "unused_record_type"
 	netflowVarUnusedStat          = "unused_stat"
 	netflowVarWakeupShift         = "wakeup_shift"
+	netflowVarWhoamiNetns         = "whoami_netns"
 	netflowVarWhoamiTgid          = "whoami_tgid"
 )
 
@@ -222,9 +229,11 @@ type netflowSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowProgramSpecs struct {
+	NetflowAccept      *ebpf.ProgramSpec `ebpf:"netflow_accept"`
 	NetflowCgroupMkdir *ebpf.ProgramSpec `ebpf:"netflow_cgroup_mkdir"`
 	NetflowEgress      *ebpf.ProgramSpec `ebpf:"netflow_egress"`
 	NetflowIngress     *ebpf.ProgramSpec `ebpf:"netflow_ingress"`
+	NetflowNetnsProbe  *ebpf.ProgramSpec `ebpf:"netflow_netns_probe"`
 	NetflowRecv        *ebpf.ProgramSpec `ebpf:"netflow_recv"`
 	NetflowSend        *ebpf.ProgramSpec `ebpf:"netflow_send"`
 	NetflowSockCreate  *ebpf.ProgramSpec `ebpf:"netflow_sock_create"`
@@ -239,6 +248,7 @@ type netflowMapSpecs struct {
 	CgroupPathScratch *ebpf.MapSpec `ebpf:"cgroup_path_scratch"`
 	DnsScratch        *ebpf.MapSpec `ebpf:"dns_scratch"`
 	Events            *ebpf.MapSpec `ebpf:"events"`
+	SettledSocks      *ebpf.MapSpec `ebpf:"settled_socks"`
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
 }
@@ -248,7 +258,10 @@ type netflowMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowVariableSpecs struct {
 	DnsPayloadLimit   *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
+	MptcpOwner        *ebpf.VariableSpec `ebpf:"mptcp_owner"`
+	OwnerExe          *ebpf.VariableSpec `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SettledCache      *ebpf.VariableSpec `ebpf:"settled_cache"`
 	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
@@ -260,6 +273,7 @@ type netflowVariableSpecs struct {
 	UnusedRecordType  *ebpf.VariableSpec `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.VariableSpec `ebpf:"unused_stat"`
 	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
+	WhoamiNetns       *ebpf.VariableSpec `ebpf:"whoami_netns"`
 	WhoamiTgid        *ebpf.VariableSpec `ebpf:"whoami_tgid"`
 }
 
@@ -286,6 +300,7 @@ type netflowMaps struct {
 	CgroupPathScratch *ebpf.Map `ebpf:"cgroup_path_scratch"`
 	DnsScratch        *ebpf.Map `ebpf:"dns_scratch"`
 	Events            *ebpf.Map `ebpf:"events"`
+	SettledSocks      *ebpf.Map `ebpf:"settled_socks"`
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
 }
@@ -295,6 +310,7 @@ func (m *netflowMaps) Close() error {
 		m.CgroupPathScratch,
 		m.DnsScratch,
 		m.Events,
+		m.SettledSocks,
 		m.SockStates,
 		m.Stats,
 	)
@@ -305,7 +321,10 @@ func (m *netflowMaps) Close() error {
 // It can be passed to loadNetflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowVariables struct {
 	DnsPayloadLimit   *ebpf.Variable `ebpf:"dns_payload_limit"`
+	MptcpOwner        *ebpf.Variable `ebpf:"mptcp_owner"`
+	OwnerExe          *ebpf.Variable `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
+	SettledCache      *ebpf.Variable `ebpf:"settled_cache"`
 	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`
@@ -317,6 +336,7 @@ type netflowVariables struct {
 	UnusedRecordType  *ebpf.Variable `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.Variable `ebpf:"unused_stat"`
 	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`
+	WhoamiNetns       *ebpf.Variable `ebpf:"whoami_netns"`
 	WhoamiTgid        *ebpf.Variable `ebpf:"whoami_tgid"`
 }
 
@@ -324,9 +344,11 @@ type netflowVariables struct {
 //
 // It can be passed to loadNetflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowPrograms struct {
+	NetflowAccept      *ebpf.Program `ebpf:"netflow_accept"`
 	NetflowCgroupMkdir *ebpf.Program `ebpf:"netflow_cgroup_mkdir"`
 	NetflowEgress      *ebpf.Program `ebpf:"netflow_egress"`
 	NetflowIngress     *ebpf.Program `ebpf:"netflow_ingress"`
+	NetflowNetnsProbe  *ebpf.Program `ebpf:"netflow_netns_probe"`
 	NetflowRecv        *ebpf.Program `ebpf:"netflow_recv"`
 	NetflowSend        *ebpf.Program `ebpf:"netflow_send"`
 	NetflowSockCreate  *ebpf.Program `ebpf:"netflow_sock_create"`
@@ -336,9 +358,11 @@ type netflowPrograms struct {
 
 func (p *netflowPrograms) Close() error {
 	return _NetflowClose(
+		p.NetflowAccept,
 		p.NetflowCgroupMkdir,
 		p.NetflowEgress,
 		p.NetflowIngress,
+		p.NetflowNetnsProbe,
 		p.NetflowRecv,
 		p.NetflowSend,
 		p.NetflowSockCreate,

@@ -1,14 +1,23 @@
-// Included by netflow.c after its maps: uses sock_states, self_tgid.
+// Included by netflow.c after its maps: uses sock_states, self_tgid,
+// owner_exe, mptcp_owner.
 //
 // Which process owns a socket: the one that created it, the MPTCP socket's
 // owner for the kernel's subflows, or, for an accepted socket, the process
-// that first sends or reads on it. Also the collector's own sockets
-// (exclude_self), which are marked here and yield nothing.
+// that accepted it (or, where the kernel cannot tell, that first sends or
+// reads on it). Also the collector's own sockets (exclude_self), which are
+// marked here and yield nothing.
 
 #pragma once
 
+#include <bpf/bpf_core_read.h>
+
 #include "kernel.h"
 #include "sock_state.h"
+
+// owner_exe: how set_owner finds the current task.
+#define OWNER_EXE_NONE 0
+#define OWNER_EXE_TASK_BTF 1     // bpf_get_current_task_btf (Linux 5.11)
+#define OWNER_EXE_CURRENT_TASK 2 // bpf_get_current_task and probe reads
 
 // set_owner records the current process as the socket's owner: its process
 // id and its executable's base name (not the 15-character thread name).
@@ -17,13 +26,23 @@ static __always_inline void set_owner(struct sock_state *st)
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	st->pid = tgid;
 	st->exe[0] = 0;
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct mm_struct *mm = task->mm;
-	if (mm) // kernel threads have none
-		bpf_probe_read_kernel_str(st->exe, sizeof(st->exe),
-					  mm->exe_file->f_path.dentry->d_name.name);
+	if (owner_exe == OWNER_EXE_TASK_BTF) {
+		struct task_struct *task = bpf_get_current_task_btf();
+		struct mm_struct *mm = task->mm;
+		if (mm) // kernel threads have none
+			bpf_probe_read_kernel_str(st->exe, sizeof(st->exe),
+						  mm->exe_file->f_path.dentry->d_name.name);
+	} else if (owner_exe == OWNER_EXE_CURRENT_TASK) {
+		// The same pointers, read one by one; a kernel thread's NULL mm
+		// fails the next read, which leaves name NULL.
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		const unsigned char *name = BPF_CORE_READ(task, mm, exe_file, f_path.dentry,
+							  d_name.name);
+		if (name)
+			bpf_probe_read_kernel_str(st->exe, sizeof(st->exe), name);
+	}
 	if (self_tgid && tgid == self_tgid)
-		__sync_fetch_and_or(&st->flags, SOCK_IGNORE);
+		flags_or(st, SOCK_IGNORE);
 }
 
 // copy_owner copies the owner of an MPTCP connection's socket to one of its
@@ -31,6 +50,8 @@ static __always_inline void set_owner(struct sock_state *st)
 // (confirm) that owner is as good as it gets: its I/O is the kernel's.
 static __always_inline void copy_owner(struct sock_state *st, struct bpf_sock *sk, int confirm)
 {
+	if (!mptcp_owner)
+		return; // no bpf_skc_to_mptcp_sock (before Linux 5.19)
 	struct mptcp_sock *msk = bpf_skc_to_mptcp_sock(sk);
 	if (!msk)
 		return;
@@ -39,24 +60,67 @@ static __always_inline void copy_owner(struct sock_state *st, struct bpf_sock *s
 		return;
 	st->pid = parent->pid;
 	__builtin_memcpy(st->exe, parent->exe, sizeof(st->exe));
-	__sync_fetch_and_or(&st->flags,
-			    (confirm ? SOCK_OWNER_FROM_IO : 0) | (parent->flags & SOCK_IGNORE));
+	flags_or(st, (confirm ? SOCK_OWNER_CONFIRMED : 0) | (parent->flags & SOCK_IGNORE));
 }
 
-// confirm_owner, from the tracepoints on TCP sends and reads (netflow.c),
-// records the owner of an accepted socket: the process that first sends or
-// reads on it, which is the one that accepted it (a pre-forked server's
-// worker, not the parent that made the listener) or the one it was handed
-// to. Both tracepoints fire in that process, for TCP sockets only; they cost
-// a socket storage lookup per send and per read that copies data. Optional:
-// a kernel without them names no process for incoming connections.
+// confirm_owner records the current process as the owner of an accepted
+// socket whose owner is not known yet; it is called when the socket is
+// accepted (fexit of inet_csk_accept, where the kernel allows BPF
+// trampolines), in the process that accepts it: a pre-forked server's
+// worker, not the parent that made the listener.
 static __always_inline void confirm_owner(struct sock *sk)
 {
+	if (!sk->sk_bpf_storage)
+		return; // no state: not watched
 	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
-	if (!st || (st->flags & (SOCK_FROM_LISTENER | SOCK_OWNER_FROM_IO)) != SOCK_FROM_LISTENER)
+	if (!st || (st->flags & (SOCK_FROM_LISTENER | SOCK_OWNER_CONFIRMED)) != SOCK_FROM_LISTENER)
 		return;
 	set_owner(st);
-	__sync_fetch_and_or(&st->flags, SOCK_OWNER_FROM_IO);
+	flags_or(st, SOCK_OWNER_CONFIRMED);
+}
+
+// settled_slot is the slot of settled_socks for sk.
+static __always_inline __u64 *settled_slot(struct sock *sk)
+{
+	__u32 i = sk->__sk_common.skc_hash & (SETTLED_SLOTS - 1);
+	return bpf_map_lookup_elem(&settled_socks, &i);
+}
+
+// forget_settled clears sk's slot, if it holds sk: it is closing.
+static __always_inline void forget_settled(struct sock *sk)
+{
+	__u64 *slot = settled_slot(sk);
+	if (slot && *slot == (__u64)sk)
+		*slot = 0;
+}
+
+// confirm_owner_io is confirm_owner where the kernel has no trampolines:
+// from the tracepoints on TCP sends and reads, in the process that first
+// sends or reads on the socket, which accepted it or was handed it. They
+// run for every TCP send and read on the host, so the sockets that need
+// nothing leave first: those without socket storage (not watched), then
+// those in settled_socks (owner known, or not accepted), before the storage
+// lookup.
+static __always_inline void confirm_owner_io(struct sock *sk)
+{
+	if (!sk->sk_bpf_storage)
+		return;
+	__u64 *slot = 0;
+	if (settled_cache) {
+		slot = settled_slot(sk);
+		if (slot && *slot == (__u64)sk)
+			return;
+	}
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	if (!st)
+		return;
+	if ((st->flags & (SOCK_FROM_LISTENER | SOCK_OWNER_CONFIRMED)) == SOCK_FROM_LISTENER) {
+		set_owner(st);
+		flags_or(st, SOCK_OWNER_CONFIRMED);
+	}
+	// Settled, unless it is closing: netflow_state may have passed.
+	if (slot && sk->__sk_common.skc_state != TCP_CLOSE)
+		*slot = (__u64)sk;
 }
 
 // ignored says whether the packet's socket is the collector's own.

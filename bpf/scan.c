@@ -11,8 +11,9 @@
 // Iterators run as tracing programs: loading one needs CAP_BPF and
 // CAP_PERFMON, and it sees every task of the reader's PID namespace, in
 // every network namespace, without setns or /proc. A file is a socket when
-// bpf_sock_from_file (Linux 5.11) says so: it checks the file's operations,
-// as S_ISSOCK would check its inode.
+// bpf_sock_from_file (Linux 5.11) says so: it checks the file's operations;
+// before 5.11, when its inode is a socket's (S_ISSOCK), whose file holds
+// the socket in private_data.
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -34,6 +35,29 @@ const enum scan_flags *unused_scan_flags __attribute__((unused));
 // cgroup programs will get the same one); 0 reads the cookie the socket
 // already has, 0 if none was ever asked for.
 volatile const __u32 use_cookie_helper = 1;
+
+// Set by the loader: 1 where the kernel has bpf_sock_from_file (Linux 5.11);
+// 0 tells sockets by their inode's mode.
+volatile const __u32 use_sock_from_file = 1;
+
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+// sock_of returns the sock of a file's socket, NULL if the file is no
+// socket. With bpf_sock_from_file the verifier knows the pointer's type,
+// which bpf_get_socket_cookie needs (it is newer than the helper anyway).
+static __always_inline struct sock *sock_of(struct file *file)
+{
+	if (use_sock_from_file) {
+		struct socket *sock = bpf_sock_from_file(file);
+		return sock ? sock->sk : 0;
+	}
+	if ((file->f_inode->i_mode & S_IFMT) != S_IFSOCK)
+		return 0;
+	// sock_alloc_file() keeps the socket there.
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	return BPF_CORE_READ(sock, sk);
+}
 
 // port_range reads the ephemeral port range of net into rec.
 static __always_inline void port_range(struct scan_record *rec, struct net *net)
@@ -109,10 +133,7 @@ int scan_sockets(struct bpf_iter__task_file *ctx)
 	struct file *file = ctx->file;
 	if (!task || !file)
 		return 0;
-	struct socket *sock = bpf_sock_from_file(file);
-	if (!sock)
-		return 0;
-	struct sock *sk = sock->sk;
+	struct sock *sk = sock_of(file);
 	if (!sk)
 		return 0;
 
@@ -124,7 +145,9 @@ int scan_sockets(struct bpf_iter__task_file *ctx)
 		bpf_probe_read_kernel_str(rec.exe, sizeof(rec.exe),
 					  mm->exe_file->f_path.dentry->d_name.name);
 
-	if (sk->sk_protocol == IPPROTO_MPTCP) {
+	// A kernel without MPTCP has neither the type nor such sockets.
+	if (bpf_core_type_exists(struct mptcp_sock) &&
+	    BPF_CORE_READ(sk, sk_protocol) == IPPROTO_MPTCP) {
 		// The TCP socket that carries the connection, and that the
 		// cgroup programs see, is the MPTCP socket's first subflow;
 		// no helper takes it, so its cookie is the one it has (often

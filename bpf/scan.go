@@ -89,6 +89,9 @@ type ScanFeatures struct {
 	// CookieHelper: bpf_get_socket_cookie in iterators (Linux 5.12); without
 	// it, sockets whose cookie nobody asked for have Cookie 0.
 	CookieHelper bool
+	// SockFromFile: bpf_sock_from_file (Linux 5.11); without it, a file is
+	// a socket when its inode's mode says so, which gives the same.
+	SockFromFile bool
 }
 
 var scanRecordSize = int(unsafe.Sizeof(scanScanRecord{}))
@@ -103,8 +106,14 @@ func ScanSockets() ([]ScanSocket, ScanFeatures, error) {
 	return scanSockets(scanCandidates)
 }
 
-// scanCandidates are the helper sets ScanSockets tries, most first.
-var scanCandidates = []ScanFeatures{{CookieHelper: true}, {CookieHelper: false}}
+// scanCandidates are the helper sets ScanSockets tries, most first: a
+// kernel that refuses a helper refuses the program, and the next one does
+// without it (the cookie helper is newer than bpf_sock_from_file).
+var scanCandidates = []ScanFeatures{
+	{CookieHelper: true, SockFromFile: true},
+	{CookieHelper: false, SockFromFile: true},
+	{CookieHelper: false, SockFromFile: false},
+}
 
 func scanSockets(candidates []ScanFeatures) ([]ScanSocket, ScanFeatures, error) {
 	if err := raiseMemlock(); err != nil {
@@ -139,7 +148,10 @@ func loadScanProgram(candidates []ScanFeatures) (*ebpf.Program, ScanFeatures, er
 	}
 	for _, feat := range candidates {
 		s := spec.Copy()
-		if err := s.Variables["use_cookie_helper"].Set(boolU32(feat.CookieHelper)); err != nil {
+		if err := errors.Join(
+			s.Variables["use_cookie_helper"].Set(boolU32(feat.CookieHelper)),
+			s.Variables["use_sock_from_file"].Set(boolU32(feat.SockFromFile)),
+		); err != nil {
 			return nil, feat, fmt.Errorf("set scan constants: %w", err)
 		}
 		var objs scanObjects

@@ -52,6 +52,7 @@ const (
 	scanVarUnusedScanFlags  = "unused_scan_flags"
 	scanVarUnusedScanRecord = "unused_scan_record"
 	scanVarUseCookieHelper  = "use_cookie_helper"
+	scanVarUseSockFromFile  = "use_sock_from_file"
 )
 
 // loadScan returns the embedded CollectionSpec for scan.
@@ -112,6 +113,7 @@ type scanVariableSpecs struct {
 	UnusedScanFlags  *ebpf.VariableSpec `ebpf:"unused_scan_flags"`
 	UnusedScanRecord *ebpf.VariableSpec `ebpf:"unused_scan_record"`
 	UseCookieHelper  *ebpf.VariableSpec `ebpf:"use_cookie_helper"`
+	UseSockFromFile  *ebpf.VariableSpec `ebpf:"use_sock_from_file"`
 }
 
 // scanObjects contains all objects after they have been loaded into the kernel.
@@ -147,6 +149,7 @@ type scanVariables struct {
 	UnusedScanFlags  *ebpf.Variable `ebpf:"unused_scan_flags"`
 	UnusedScanRecord *ebpf.Variable `ebpf:"unused_scan_record"`
 	UseCookieHelper  *ebpf.Variable `ebpf:"use_cookie_helper"`
+	UseSockFromFile  *ebpf.Variable `ebpf:"use_sock_from_file"`
 }
 
 // scanPrograms contains all programs after they have been loaded into the kernel.

@@ -118,6 +118,7 @@ struct socket {
 } __attribute__((preserve_access_index));
 
 struct inode {
+	unsigned short i_mode;
 	unsigned long i_ino;
 } __attribute__((preserve_access_index));
 
@@ -136,6 +137,7 @@ struct path {
 struct file {
 	struct path f_path;
 	struct inode *f_inode;
+	void *private_data;
 } __attribute__((preserve_access_index));
 
 struct mm_struct {

@@ -72,12 +72,23 @@ func TestScanSocketsEvidence(t *testing.T) {
 			require.NoError(t, err)
 			defer acceptedZero.Close()
 
+			// Cookies asked for before the scan: a kernel without the
+			// cookie helper in iterators (before 5.12) reads the ones
+			// sockets have.
+			var cookies []uint64
+			for _, c := range []*net.TCPConn{client, accepted, clientBound, acceptedZero} {
+				ck, err := testnet.Cookie(c)
+				require.NoError(t, err)
+				cookies = append(cookies, ck)
+			}
+			lck, err := testnet.Cookie(listenerOpen)
+			require.NoError(t, err)
 			got := scanned(t, scanCandidates)
 			own := ScanSocket{
 				Netns: ns.Inode(), PID: uint32(os.Getpid()), Executable: filepath.Base(self),
 				State: 1, EphemeralPorts: PortRange{20000, 29999},
 			}
-			for _, c := range []struct {
+			for i, c := range []struct {
 				name    string
 				conn    *net.TCPConn
 				backlog uint32
@@ -88,8 +99,7 @@ func TestScanSocketsEvidence(t *testing.T) {
 				{"client with a bound port", clientBound, 0, BindByBind},
 				{"accepted from listen(0)", acceptedZero, 0, BindByBind},
 			} {
-				ck, err := testnet.Cookie(c.conn)
-				require.NoError(t, err)
+				ck := cookies[i]
 				want := own
 				want.Cookie, want.Backlog, want.BindBucket = ck, c.backlog, c.bucket
 				want.Local, want.Remote = testnet.AddrPort(c.conn.LocalAddr()), testnet.AddrPort(c.conn.RemoteAddr())
@@ -101,9 +111,7 @@ func TestScanSocketsEvidence(t *testing.T) {
 				assert.Equal(t, want, s, c.name)
 			}
 
-			ck, err := testnet.Cookie(listenerOpen)
-			require.NoError(t, err)
-			l := got[ck]
+			l := got[lck]
 			assert.Equal(t, uint8(StateListen), l.State)
 			assert.Equal(t, netip.AddrPortFrom(lo, 8081), l.Local)
 			assert.Equal(t, lo.Is6(), l.IPv6Only, "IPV6_V6ONLY")
@@ -124,7 +132,12 @@ func TestScanSocketsGivesCookies(t *testing.T) {
 
 	socks, feat, err := ScanSockets()
 	require.NoError(t, err)
-	assert.True(t, feat.CookieHelper, "Linux 5.12 and later allow bpf_get_socket_cookie in iterators")
+	if !feat.CookieHelper {
+		// Before Linux 5.12: TestScanSocketsWithoutCookieHelper is what
+		// this kernel gives.
+		t.Logf("this kernel refuses bpf_get_socket_cookie in iterators: %+v", feat)
+		return
+	}
 	ck, err := testnet.Cookie(client) // asked after the scan
 	require.NoError(t, err)
 	var found bool
@@ -153,7 +166,7 @@ func TestScanSocketsWithoutCookieHelper(t *testing.T) {
 	require.NoError(t, err)
 	defer fresh.Close()
 
-	socks, feat, err := scanSockets([]ScanFeatures{{CookieHelper: false}})
+	socks, feat, err := scanSockets(scanCandidates[1:])
 	require.NoError(t, err)
 	assert.False(t, feat.CookieHelper)
 	cookies := map[netip.AddrPort]uint64{}
@@ -170,6 +183,39 @@ func TestScanSocketsWithoutCookieHelper(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, now, got, "a cookie that another program gave the socket, or 0")
 	}
+}
+
+// Without bpf_sock_from_file (kernels before 5.11), the scan tells sockets by
+// their inode's mode, and finds the same ones.
+func TestScanSocketsWithoutSockFromFile(t *testing.T) {
+	testenv.RequireRoot(t)
+	ln, err := testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+	require.NoError(t, err)
+	defer ln.Close()
+	client, err := testnet.Dial(testnet.AddrPort(ln.Addr()))
+	require.NoError(t, err)
+	defer client.Close()
+	server, err := ln.AcceptTCP()
+	require.NoError(t, err)
+	defer server.Close()
+
+	mine := func(socks []ScanSocket) []ScanSocket {
+		var out []ScanSocket
+		for _, s := range socks {
+			if s.PID == uint32(os.Getpid()) {
+				s.Cookie = 0 // the first scan may give cookies
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	without, feat, err := scanSockets(scanCandidates[2:])
+	require.NoError(t, err)
+	assert.Equal(t, ScanFeatures{}, feat)
+	with, _, err := ScanSockets()
+	require.NoError(t, err)
+	assert.Len(t, mine(without), 3, "the listener and both ends")
+	assert.ElementsMatch(t, mine(with), mine(without))
 }
 
 // The ephemeral port range is the socket's own namespace's, in the layout
@@ -196,9 +242,11 @@ func TestScanSocketsPortRange(t *testing.T) {
 
 // An MPTCP socket (Go's listeners default to it) is found through its first
 // subflow, the TCP socket that carries the connection; a plain TCP client's
-// connection to an MPTCP listener is accepted as a plain TCP socket.
+// connection to an MPTCP listener is accepted as a plain TCP socket. On a
+// kernel without MPTCP, Go makes plain TCP sockets.
 func TestScanSocketsMPTCP(t *testing.T) {
 	testenv.RequireRoot(t)
+	mptcp := haveMPTCP()
 	lc := net.ListenConfig{}
 	lc.SetMultipathTCP(true)
 	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
@@ -226,14 +274,14 @@ func TestScanSocketsMPTCP(t *testing.T) {
 		cl, sv := testnet.AddrPort(client.LocalAddr()), testnet.AddrPort(server.LocalAddr())
 		listener := found[ends{sv, netip.AddrPortFrom(netip.IPv4Unspecified(), 0)}]
 		assert.Equal(t, uint8(StateListen), listener.State)
-		assert.True(t, listener.MPTCPSubflow, "the MPTCP listener's TCP subflow")
+		assert.Equal(t, mptcp, listener.MPTCPSubflow, "the MPTCP listener's TCP subflow")
 		assert.NotZero(t, listener.Backlog)
 
 		c := found[ends{cl, sv}]
-		assert.Equal(t, mptcpClient, c.MPTCPSubflow, "client")
+		assert.Equal(t, mptcp && mptcpClient, c.MPTCPSubflow, "client")
 		assert.Equal(t, BindByConnect, c.BindBucket, "client")
 		s := found[ends{sv, cl}]
-		assert.Equal(t, mptcpClient, s.MPTCPSubflow, "accepted")
+		assert.Equal(t, mptcp && mptcpClient, s.MPTCPSubflow, "accepted")
 		assert.Equal(t, listener.Backlog, s.Backlog, "accepted: copied from the listener's subflow")
 		assert.Equal(t, BindByBind, s.BindBucket, "accepted")
 	}

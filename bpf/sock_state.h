@@ -1,10 +1,21 @@
 // What the programs remember about a socket between packets and tracepoints:
 // how it started (direction, start time), who owns it, and whether its end
 // was written, which is what makes the end record once-only.
+//
+// Every change of the flags goes through the functions below. The object is
+// built twice from this source (gen.go): with atomic fetch operations
+// (Linux 5.12), and with -DNETFLOW_NO_ATOMICS for kernels without them, where
+// a bpf_spin_lock in the socket's state guards the flags instead. The loader
+// picks the object by probing the kernel for atomics (features.go). The two
+// must never be mixed: the kernel rejects an object with a single atomic
+// instruction it does not know, wherever it is, before it looks at what
+// code is reachable.
 
 #pragma once
 
 #include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
 
 #include "netflow.h"
 
@@ -14,7 +25,9 @@
 #define SOCK_ENDED (1 << 2)         // the end record was written
 #define SOCK_LOST (1 << 3)          // an end record could not be written (ring full)
 #define SOCK_IGNORE (1 << 4)        // the collector's own socket (exclude_self)
-#define SOCK_OWNER_FROM_IO (1 << 5) // owner: the process that sent or read on it
+// The owner is the process that accepted the socket, or that sent or read on
+// it first (owner.h), not its listener's maker.
+#define SOCK_OWNER_CONFIRMED (1 << 5)
 
 // Per-socket state, freed by the kernel together with the socket. BPF_F_CLONE
 // copies a listener's state into every socket accepted from it, which is how
@@ -30,8 +43,61 @@ struct sock_state {
 	__u64 lost_time_ns;
 	// The owner (owner.h): the process that created the socket (for an
 	// accepted one: that created its listener; for a subflow: the MPTCP
-	// socket's) until, with SOCK_OWNER_FROM_IO, the process that sent or
-	// read on it.
+	// socket's) until, with SOCK_OWNER_CONFIRMED, the process that accepted
+	// it or sent or read on it.
 	__u32 pid;
+#ifdef NETFLOW_NO_ATOMICS
+	// Guards flags (the kernel copies the rest of the value without it).
+	struct bpf_spin_lock lock;
+#endif
 	char exe[EXE_LEN];
 };
+
+#ifdef NETFLOW_NO_ATOMICS
+
+// flags_fetch_or sets bits in st->flags and returns the flags before, as one
+// step for every CPU: ingress and egress may race for the end of a socket.
+static __always_inline __u32 flags_fetch_or(struct sock_state *st, __u32 bits)
+{
+	bpf_spin_lock(&st->lock);
+	__u32 old = st->flags;
+	st->flags = old | bits;
+	bpf_spin_unlock(&st->lock);
+	return old;
+}
+
+// flags_or sets bits in st->flags.
+static __always_inline void flags_or(struct sock_state *st, __u32 bits)
+{
+	flags_fetch_or(st, bits);
+}
+
+// flags_restart makes bits the flags, keeping those of keep: a new
+// connection on the socket.
+static __always_inline void flags_restart(struct sock_state *st, __u32 bits, __u32 keep)
+{
+	bpf_spin_lock(&st->lock);
+	st->flags = bits | (st->flags & keep);
+	bpf_spin_unlock(&st->lock);
+}
+
+#else
+
+static __always_inline __u32 flags_fetch_or(struct sock_state *st, __u32 bits)
+{
+	return __sync_fetch_and_or(&st->flags, bits);
+}
+
+static __always_inline void flags_or(struct sock_state *st, __u32 bits)
+{
+	__sync_fetch_and_or(&st->flags, bits);
+}
+
+// Only ever on a socket that nothing else writes to at the moment: a
+// connecting socket's SYN, a listener's handshake.
+static __always_inline void flags_restart(struct sock_state *st, __u32 bits, __u32 keep)
+{
+	st->flags = bits | (st->flags & keep);
+}
+
+#endif

@@ -6,8 +6,6 @@
 package e2e
 
 import (
-	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -16,9 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -60,7 +56,7 @@ func (s *otlpServer) byCookie(cookie uint64) []plog.LogRecord {
 }
 
 func TestCollectorExportsConnectionEndsOverOTLPHTTP(t *testing.T) {
-	bin := collectorBinary(t)
+	collectorBinary(t)
 	testenv.RequireRoot(t)
 
 	sink := &otlpServer{}
@@ -71,8 +67,9 @@ func TestCollectorExportsConnectionEndsOverOTLPHTTP(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 
 	cg := testnet.NewCgroup(t)
-	config := filepath.Join(t.TempDir(), "config.yaml")
-	require.NoError(t, os.WriteFile(config, []byte(fmt.Sprintf(`
+	// The collector starts outside the test cgroup: its own export
+	// connections are not monitored.
+	collector := startCollector(t, fmt.Sprintf(`
 receivers:
   netflow_tcp_end:
     cgroup_path: %s
@@ -93,22 +90,7 @@ service:
       receivers: [netflow_tcp_end]
       processors: [batch]
       exporters: [otlp_http]
-`, cg.Path, ln.Addr())), 0o600))
-
-	// The collector starts outside the test cgroup: its own export
-	// connections are not monitored.
-	cmd := exec.Command(bin, "--config", config)
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-		}
-	})
-	waitForLine(t, stderr, "Everything is ready")
+`, cg.Path, ln.Addr()))
 
 	type socket struct {
 		cookie uint64
@@ -157,44 +139,7 @@ service:
 		assert.WithinDuration(t, time.Now(), lr.Timestamp().AsTime(), 30*time.Second)
 	}
 
-	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	select {
-	case err := <-exited:
-		require.NoError(t, err, "the collector must shut down cleanly")
-	case <-time.After(20 * time.Second):
-		t.Fatal("the collector did not stop after SIGTERM")
-	}
-}
-
-// waitForLine reads the collector's log until a line contains want, then
-// keeps draining it in the background so that the collector never blocks.
-func waitForLine(t *testing.T, r io.Reader, want string) {
-	t.Helper()
-	found := make(chan struct{})
-	var seen strings.Builder
-	var mu sync.Mutex
-	go func() {
-		s := bufio.NewScanner(r)
-		s.Buffer(make([]byte, 1<<20), 1<<20)
-		once := sync.Once{}
-		for s.Scan() {
-			mu.Lock()
-			seen.WriteString(s.Text() + "\n")
-			mu.Unlock()
-			if strings.Contains(s.Text(), want) {
-				once.Do(func() { close(found) })
-			}
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	select {
-	case <-found:
-	case <-ctx.Done():
-		mu.Lock()
-		defer mu.Unlock()
-		t.Fatalf("collector never logged %q; its log:\n%s", want, seen.String())
-	}
+	stopCollector(t, collector)
 }
 
 // Configurations written for the receiver's first type name still validate,

@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 
+	"github.com/netflowtcpend/netflowtcpend/internal/loadtest"
 	"github.com/netflowtcpend/netflowtcpend/internal/otlpsink"
 	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
@@ -40,7 +41,7 @@ func TestAgentsExportToAGateway(t *testing.T) {
 		ns       *testnet.Netns
 		hostAddr netip.Addr
 		cg       *testnet.Cgroup
-		agent    *collectorProcess
+		agent    *loadtest.Collector
 		cookies  []uint64
 	}
 	nodes := []*node{{name: "node-a"}, {name: "node-b"}}
@@ -98,9 +99,9 @@ func TestAgentsExportToAGateway(t *testing.T) {
 
 	// Stop the agents (flushing), then the gateway: nothing more arrives.
 	for _, n := range nodes {
-		n.agent.stop(t)
+		stopCollector(t, n.agent)
 	}
-	gateway.stop(t)
+	stopCollector(t, gateway)
 	got = hostNamesByCookie(t, out)
 	t.Logf("records at the gateway, by socket cookie: %v", got)
 	for c, name := range want {

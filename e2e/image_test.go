@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"archive/tar"
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -840,4 +841,35 @@ func unpack(t *testing.T, img *ociImage, dir string) {
 		require.NoError(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
 	}
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "etc", "hosts"), nil, 0o644))
+}
+
+// waitForLine reads the collector's log until a line contains want, then
+// keeps draining it in the background so that the collector never blocks.
+func waitForLine(t *testing.T, r io.Reader, want string) {
+	t.Helper()
+	found := make(chan struct{})
+	var seen strings.Builder
+	var mu sync.Mutex
+	go func() {
+		s := bufio.NewScanner(r)
+		s.Buffer(make([]byte, 1<<20), 1<<20)
+		once := sync.Once{}
+		for s.Scan() {
+			mu.Lock()
+			seen.WriteString(s.Text() + "\n")
+			mu.Unlock()
+			if strings.Contains(s.Text(), want) {
+				once.Do(func() { close(found) })
+			}
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	select {
+	case <-found:
+	case <-ctx.Done():
+		mu.Lock()
+		defer mu.Unlock()
+		t.Fatalf("collector never logged %q; its log:\n%s", want, seen.String())
+	}
 }

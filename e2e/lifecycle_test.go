@@ -114,7 +114,7 @@ func TestCollectorKilledLeavesNothingAttached(t *testing.T) {
 	config := receiverConfig([]string{"x"}, []string{cg.Path}, []string{endpoint})
 
 	c := startCollector(t, config)
-	held, err := bpfids.Held(c.cmd.Process.Pid)
+	held, err := bpfids.Held(c.PID())
 	require.NoError(t, err)
 	attached, err := bpfids.Attached(cg.Path)
 	require.NoError(t, err)
@@ -122,7 +122,7 @@ func TestCollectorKilledLeavesNothingAttached(t *testing.T) {
 	require.Subset(t, held.Progs, attached, "the programs attached to the cgroup are the collector's")
 	t.Logf("the collector holds %v", held)
 
-	require.NoError(t, c.cmd.Process.Signal(syscall.SIGKILL))
+	require.NoError(t, c.Signal(syscall.SIGKILL))
 	killed := time.Now()
 	var detached, gone time.Duration
 	var alive bpfids.IDs
@@ -149,7 +149,7 @@ func TestCollectorKilledLeavesNothingAttached(t *testing.T) {
 	// The next start.
 	c = startCollector(t, config)
 	cookies := loopbackConn(t, cg)
-	c.stop(t)
+	stopCollector(t, c)
 	got := sink.all()
 	for _, cookie := range cookies {
 		assert.Len(t, got[cookie], 1, "socket %d", cookie)
@@ -192,7 +192,7 @@ func TestTwoReceiversInOneCollector(t *testing.T) {
 
 			inA := loopbackConn(t, a)
 			inB := loopbackConn(t, b)
-			c.stop(t) // every record is exported before the collector exits
+			stopCollector(t, c) // every record is exported before the collector exits
 
 			gotA, gotB := sinkA.all(), sinkB.all()
 			want := map[*otlpServer][]uint64{sinkA: inA, sinkB: inB}

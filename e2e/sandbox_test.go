@@ -29,10 +29,12 @@ import (
 	"golang.org/x/net/dns/dnsmessage"
 	"golang.org/x/sys/unix"
 
+	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/otlpsink"
 	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+	"github.com/netflowtcpend/netflowtcpend/internal/testproc"
 )
 
 // The built collector with least privilege, in a sandbox made the way a
@@ -64,9 +66,12 @@ import (
 
 // sandboxScript runs as root inside the new namespaces and ends by
 // exec'ing the collector through setpriv. Arguments: a scratch directory,
-// the host name, the collector, its configuration, the bounding set.
+// the host name, the collector, its configuration, the bounding set, and
+// a memlock limit ("" leaves the limit as it is; a runtime sets it with
+// --ulimit memlock=...).
 const sandboxScript = `set -eu
-stage=$1 node=$2 bin=$3 config=$4 caps=$5
+stage=$1 node=$2 bin=$3 config=$4 caps=$5 memlock=$6
+if [ -n "$memlock" ]; then ulimit -l "$memlock"; fi
 mount --rbind /sys/fs/cgroup "$stage"
 mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys
 mount -t cgroup2 -o ro,nosuid,nodev,noexec cgroup2 /sys/fs/cgroup
@@ -101,6 +106,7 @@ type sandbox struct {
 	config   string
 	hostPID  bool
 	hostname string
+	memlock  string // the collector's memlock limit (ulimit -l); "": as it is
 }
 
 // newSandbox copies the collector into a directory its user can read and
@@ -115,7 +121,7 @@ func newSandbox(t *testing.T, bin string, hostPID bool, caps []string) *sandbox 
 	require.NoError(t, os.Chmod(dir, 0o755))
 	require.NoError(t, os.Mkdir(filepath.Join(dir, "stage"), 0o755))
 	s := &sandbox{dir: dir, bin: filepath.Join(dir, "otelcol-netflowtcpend"), hostPID: hostPID, hostname: "netflowtcpend-sandbox"}
-	copyExecutable(t, bin, s.bin)
+	testproc.CopyExecutable(t, bin, s.bin)
 	var permitted uint64
 	for _, c := range caps {
 		permitted |= 1 << capBits[c]
@@ -144,7 +150,7 @@ func (s *sandbox) command(t *testing.T, pod *testnet.Cgroup, caps []string) *exe
 	t.Helper()
 	bounding := "+" + strings.Join(caps, ",+")
 	cmd := exec.Command("unshare", "--mount", "--cgroup", "--uts", "--propagation", "private",
-		"/bin/sh", "-c", sandboxScript, "sandbox", filepath.Join(s.dir, "stage"), s.hostname, s.bin, s.config, bounding)
+		"/bin/sh", "-c", sandboxScript, "sandbox", filepath.Join(s.dir, "stage"), s.hostname, s.bin, s.config, bounding, s.memlock)
 	cgroup, err := os.Open(pod.Path)
 	require.NoError(t, err)
 	t.Cleanup(func() { cgroup.Close() })
@@ -314,6 +320,73 @@ func checkSandbox(t *testing.T, pid int, podNS *testnet.Netns, pod *testnet.Cgro
 	assert.Contains(t, string(b), "0::"+strings.TrimPrefix(pod.Path, root)+"\n", "in the pod's cgroup")
 }
 
+// kernelFeatures is what this kernel gives the receiver's programs, and what
+// it lacks, as the receiver's Load finds them here.
+func kernelFeatures(t *testing.T) (bpf.Features, []bpf.Unavailable) {
+	t.Helper()
+	objs, err := bpf.Load(bpf.Options{RingBufferSize: 1 << 16})
+	require.NoError(t, err)
+	defer objs.Close()
+	return objs.Features, objs.Unavailable
+}
+
+// featureWarning is the start's one warning of what the kernel lacks.
+const featureWarning = "lacks BPF features"
+
+// checkWarnings checks the receiver's warnings: the one of the features
+// this kernel lacks, naming each (if it lacks any), and want.
+func checkWarnings(t *testing.T, log string, unavailable []bpf.Unavailable, want ...func(string)) {
+	t.Helper()
+	var others []string
+	var features []string
+	for _, w := range receiverWarnings(log) {
+		if strings.Contains(w, featureWarning) {
+			features = append(features, w)
+		} else {
+			others = append(others, w)
+		}
+	}
+	if len(unavailable) == 0 {
+		assert.Empty(t, features, "this kernel lacks nothing")
+	} else if assert.Len(t, features, 1, "one warning of what this kernel lacks") {
+		for _, u := range unavailable {
+			assert.Contains(t, features[0], u.Feature)
+		}
+	}
+	if assert.Len(t, others, len(want), "the receiver's other warnings") {
+		for i, w := range want {
+			w(others[i])
+		}
+	}
+}
+
+// failedStart runs the collector in the sandbox, which must fail to start,
+// and returns its error line.
+func failedStart(t *testing.T, s *sandbox, pod *testnet.Cgroup, caps []string, why string) string {
+	t.Helper()
+	cmd := s.command(t, pod, caps)
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	require.NoError(t, testnet.NewNetns(t).Start(cmd))
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		require.Error(t, err, "the collector started %s:\n%s", why, out.String())
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("the collector neither started nor failed in 60 s %s (%v):\n%s", why, <-done, out.String())
+	}
+	var failure string
+	for _, l := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(l, "Error: ") {
+			failure = l
+		}
+	}
+	t.Logf("%s: %s", why, failure)
+	return failure
+}
+
 // receiverWarnings returns the receiver's warnings in a collector's log.
 func receiverWarnings(log string) []string {
 	var out []string
@@ -370,14 +443,16 @@ func sandboxRun(t *testing.T, bin, dnsmasq string, hostPID bool, node int) {
 
 	s := newSandbox(t, bin, hostPID, sandboxCaps)
 	helpers := helperBinaries(t, s.dir)
+	features, unavailable := kernelFeatures(t)
+	t.Logf("what this kernel gives: %+v", features)
 
 	// Open before start, across two other network namespaces.
 	a, b := testnet.NewVethPair(t)
 	oldSrv := startHelper(t, helpers, helperServer, oldCtr, b, "serve", "10.77.0.2:0")
-	port := netip.MustParseAddrPort(oldSrv.expect("listening")[0]).Port()
+	port := netip.MustParseAddrPort(oldSrv.Expect("listening")[0]).Port()
 	oldCli := startHelper(t, helpers, helperClient, oldCtr, a, "connect", fmt.Sprintf("10.77.0.2:%d", port))
-	oldCli.socket()
-	oldSrv.socket()
+	oldCli.Socket()
+	oldSrv.Socket()
 
 	// A DNS server that knows alias.example.test -> www.example.test ->
 	// 10.99.0.7, in a network namespace of its own.
@@ -408,20 +483,33 @@ service:
       processors: [batch]
       exporters: [otlp_http]
 `, receiverType, watched.Path, sink.addr))
+	if chargesMemlock {
+		// A kernel that charges BPF memory to RLIMIT_MEMLOCK: without
+		// CAP_SYS_RESOURCE the collector needs a memlock limit its maps
+		// fit in, which only its runtime can give (README,
+		// "Capabilities"). With the kernel's default before 5.16, 64
+		// KiB, the error names both remedies.
+		s.memlock = "64"
+		failure := failedStart(t, s, pod, sandboxCaps, "with a memlock limit of 64 KiB, on a kernel that charges it")
+		assert.Contains(t, failure, "charges BPF memory to RLIMIT_MEMLOCK")
+		assert.Contains(t, failure, "CAP_SYS_RESOURCE")
+		assert.Contains(t, failure, "ulimit -l unlimited")
+		s.memlock = "unlimited"
+	}
 	collector := startCommand(t, podNS, s.command(t, pod, sandboxCaps))
 	defer func() {
 		if t.Failed() {
-			t.Logf("the collector's log:\n%s", collector.logText())
+			t.Logf("the collector's log:\n%s", collector.Log())
 		}
 	}()
-	checkSandbox(t, collector.cmd.Process.Pid, podNS, pod, hostPID)
+	checkSandbox(t, collector.PID(), podNS, pod, hostPID)
 
 	// Made after start, over the host's loopback.
 	newSrv := startHelper(t, helpers, helperServer, newCtr, nil, "serve", "127.0.0.1:0")
-	addr := newSrv.expect("listening")[0]
+	addr := newSrv.Expect("listening")[0]
 	newCli := startHelper(t, helpers, helperClient, newCtr, nil, "connect", addr)
-	newCli.socket()
-	newSrv.socket()
+	newCli.Socket()
+	newSrv.Socket()
 	exchange(newSrv, newCli)
 	// Their records come in an export of their own: the sink closes its
 	// connection, which exclude_self must leave out.
@@ -439,39 +527,44 @@ service:
 	defer ln.Close()
 	dnsCli := startHelper(t, helpers, helperClient, newCtr, dnsNS, "resolve",
 		"127.0.53.1", "alias.example.test", fmt.Sprint(testnet.AddrPort(ln.Addr()).Port()))
-	assert.Equal(t, []string{target.String()}, dnsCli.expect("resolved"))
-	dnsCli.socket()
+	assert.Equal(t, []string{target.String()}, dnsCli.Expect("resolved"))
+	dnsCli.Socket()
 	server, err := ln.AcceptTCP()
 	require.NoError(t, err)
-	dnsCli.close()
+	dnsCli.Close()
 	require.NoError(t, readEnd(server))
 	require.NoError(t, server.Close())
 
 	waitForRecords(t, sink, oldCli, oldSrv, dnsCli)
 	// Stopping flushes what is left: the record of any export connection
 	// that ended before, had exclude_self missed it.
-	collector.stop(t)
+	stopCollector(t, collector)
 	got := sink.byCookie()
 
 	pidIf := func(h *helper) int64 {
 		if hostPID {
-			return h.pid()
+			return h.PID()
 		}
 		return 0
 	}
 	openBefore := map[bool][2]string{true: {"outgoing", "incoming"}, false: {"unknown", "unknown"}}[hostPID]
+	// The servers read what the clients send.
+	newSrvPID := int64(0)
+	if features.OwnerOfAccepted.Names(true, false) {
+		newSrvPID = newSrv.PID()
+	}
 	for _, w := range []struct {
 		h    *helper
 		want wantRecord
 	}{
-		{newCli, wantRecord{"new connection, client", "outgoing", newCli.pid(), helperClient, newID, true, nil}},
-		{newSrv, wantRecord{"new connection, server", "incoming", newSrv.pid(), helperServer, newID, true, nil}},
+		{newCli, wantRecord{"new connection, client", "outgoing", newCli.PID(), helperClient, newID, true, nil}},
+		{newSrv, wantRecord{"new connection, server", "incoming", newSrvPID, helperServer, newID, true, nil}},
 		{oldCli, wantRecord{"open before start, client", openBefore[0], pidIf(oldCli), helperClient, oldID, false, nil}},
 		{oldSrv, wantRecord{"open before start, server", openBefore[1], pidIf(oldSrv), helperServer, oldID, false, nil}},
-		{dnsCli, wantRecord{"after a DNS lookup", "outgoing", dnsCli.pid(), helperClient, newID, true,
+		{dnsCli, wantRecord{"after a DNS lookup", "outgoing", dnsCli.PID(), helperClient, newID, true,
 			[]string{"alias.example.test", "www.example.test"}}},
 	} {
-		checkRecord(t, got[w.h.cookie], w.want, s.hostname)
+		checkRecord(t, got[w.h.Cookie], w.want, s.hostname)
 	}
 
 	// exclude_self: the exports ended connections (the sink closes each
@@ -483,16 +576,17 @@ service:
 	// container's own mount under it.
 	root, err := cgroupv2.Root()
 	require.NoError(t, err)
-	assert.Contains(t, collector.logText(), fmt.Sprintf(`"cgroup_root": %q`, root))
+	assert.Contains(t, collector.Log(), fmt.Sprintf(`"cgroup_root": %q`, root))
 
-	warnings := receiverWarnings(collector.logText())
 	if hostPID {
-		assert.Empty(t, warnings, "the receiver warns of nothing")
-	} else if assert.Len(t, warnings, 1, "one warning") {
-		assert.Contains(t, warnings[0], "PID namespace of its own")
-		assert.Contains(t, warnings[0], "direction unknown and no owner")
-		assert.Contains(t, warnings[0], "hostPID: true")
-		assert.Contains(t, warnings[0], fmt.Sprintf(`"pid": 1, "kernel_pid": %d`, collector.cmd.Process.Pid))
+		checkWarnings(t, collector.Log(), unavailable)
+	} else {
+		checkWarnings(t, collector.Log(), unavailable, func(w string) {
+			assert.Contains(t, w, "PID namespace of its own")
+			assert.Contains(t, w, "direction unknown and no owner")
+			assert.Contains(t, w, "hostPID: true")
+			assert.Contains(t, w, fmt.Sprintf(`"pid": 1, "kernel_pid": %d`, collector.PID()))
+		})
 	}
 }
 
@@ -502,7 +596,7 @@ func waitForRecords(t *testing.T, sink *httpSink, helpers ...*helper) {
 	require.Eventually(t, func() bool {
 		got := sink.byCookie()
 		for _, h := range helpers {
-			if len(got[h.cookie]) == 0 {
+			if len(got[h.Cookie]) == 0 {
 				return false
 			}
 		}
@@ -617,6 +711,9 @@ func TestSandboxWithoutEachCapability(t *testing.T) {
 			watched := testnet.NewCgroup(t)
 			pod := watched.Child(t, "collector-pod")
 			s := newSandbox(t, bin, true, caps)
+			if chargesMemlock {
+				s.memlock = "unlimited" // the capability alone is missing
+			}
 			s.writeConfig(t, fmt.Sprintf(`
 receivers:
   %s:
@@ -632,29 +729,10 @@ service:
       receivers: [%[1]s]
       exporters: [debug]
 `, receiverType, watched.Path))
-			cmd := s.command(t, pod, caps)
-			var out lockedBuffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			require.NoError(t, testnet.NewNetns(t).Start(cmd))
-			done := make(chan error, 1)
-			go func() { done <- cmd.Wait() }()
-			select {
-			case err := <-done:
-				require.Error(t, err, "the collector started without CAP_%s:\n%s", strings.ToUpper(missing), out.String())
-			case <-time.After(60 * time.Second):
-				_ = cmd.Process.Kill()
-				t.Fatalf("the collector neither started nor failed in 60 s without CAP_%s (%v):\n%s", strings.ToUpper(missing), <-done, out.String())
-			}
-			var failure string
-			for _, l := range strings.Split(out.String(), "\n") {
-				if strings.HasPrefix(l, "Error: ") {
-					failure = l
-				}
-			}
-			t.Logf("without CAP_%s: %s", strings.ToUpper(missing), failure)
+			failure := failedStart(t, s, pod, caps, "without CAP_"+strings.ToUpper(missing))
 			assert.Contains(t, failure, "not permitted to load BPF programs")
 			assert.Contains(t, failure, "(missing CAP_"+strings.ToUpper(missing))
-			assert.NotContains(t, failure, "MEMLOCK", "this kernel charges the memory cgroup: the memlock limit is no cause")
+			assert.NotContains(t, failure, "MEMLOCK", "the memlock limit is no cause")
 		})
 	}
 }

@@ -106,7 +106,7 @@ func TestIncludePortsAndExcludeCgroups(t *testing.T) {
 	// Two servers, in two child cgroups of the monitored one.
 	webSrv := startHelper(t, bin, web, nil, "serve", "127.0.0.1:0")
 	batchSrv := startHelper(t, bin, batch, nil, "serve", "127.0.0.1:0")
-	webAddr, batchAddr := webSrv.listening(), batchSrv.listening()
+	webAddr, batchAddr := webSrv.Listening(), batchSrv.Listening()
 
 	s := testConfig
 	s.Filters = FiltersConfig{
@@ -117,7 +117,7 @@ func TestIncludePortsAndExcludeCgroups(t *testing.T) {
 	webCli := startHelper(t, bin, web, nil, "connect", webAddr.String())
 	batchCli := startHelper(t, bin, batch, nil, "connect", batchAddr.String())
 	other := startHelper(t, bin, web, nil, "serve", "127.0.0.1:0") // a port not included
-	otherCli := startHelper(t, bin, web, nil, "connect", other.listening().String())
+	otherCli := startHelper(t, bin, web, nil, "connect", other.Listening().String())
 	exchange(t, webSrv, webCli)
 	exchange(t, batchSrv, batchCli)
 	exchange(t, other, otherCli)

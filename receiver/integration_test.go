@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	"github.com/netflowtcpend/netflowtcpend/internal/otlpsink"
 	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
@@ -58,6 +60,9 @@ type harness struct {
 	sink   *consumertest.LogsSink
 	rcv    *Receiver
 	logger *zap.Logger // nil: none
+	// What the kernel gives the programs (after start): tests expect
+	// what it can give, and nothing it cannot.
+	features bpf.Features
 }
 
 func newHarness(t *testing.T) *harness {
@@ -92,11 +97,13 @@ func (h *harness) startWithSettings(s Config, set receiver.Settings, configure f
 	s.CgroupPath = h.cg.Path
 	h.rcv, err = New(&s, set.TelemetrySettings, obsrecv, h.sink)
 	require.NoError(h.t, err)
+	h.rcv.without = testWithout
 	if configure != nil {
 		configure(h.rcv)
 	}
 	require.NoError(h.t, h.rcv.Start(context.Background(), nil))
 	h.t.Cleanup(func() { _ = h.rcv.Shutdown(context.Background()) })
+	h.features = h.rcv.objs.Features
 }
 
 // stop waits for late segments (a FIN or RST that must not yield a second
@@ -282,6 +289,19 @@ func (c *conn) serverRecord(dir, endBy, reason, netType string) record {
 
 func TestConnectionEnds(t *testing.T) {
 	testenv.RequireRoot(t)
+	connectionEnds(t, transports(t))
+}
+
+// The same over loopback with the object for kernels without atomic
+// operations (before 5.12), whose once-only flags are guarded by a
+// bpf_spin_lock: the guests of make test-kernels run it on such a kernel.
+func TestConnectionEndsWithoutAtomics(t *testing.T) {
+	testenv.RequireRoot(t)
+	connectionEnds(t, []transport{loopback4}, bpf.WithoutAtomics)
+}
+
+func connectionEnds(t *testing.T, trs []transport, without ...string) {
+	t.Helper()
 	scenarios := []struct {
 		name string
 		run  func(t *testing.T, c *conn)
@@ -365,11 +385,15 @@ func TestConnectionEnds(t *testing.T) {
 			},
 		},
 	}
-	for _, tr := range transports(t) {
+	for _, tr := range trs {
 		for _, sc := range scenarios {
 			t.Run(tr.name+"/"+sc.name, func(t *testing.T) {
 				h := newHarness(t)
-				h.start()
+				h.startWithSettings(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond},
+					receivertest.NewNopSettings(metadata.Type), func(r *Receiver) { r.without = append(r.without, without...) })
+				if slices.Contains(without, bpf.WithoutAtomics) {
+					require.False(t, h.features.Atomics)
+				}
 				c := dial(t, tr, h, true, true)
 				sc.run(t, c)
 				assert.ElementsMatch(t, sc.want(c, tr.netType()), h.stop())

@@ -44,16 +44,17 @@ func TestBytesSegmentsRTTAndDuration(t *testing.T) {
 			require.NoError(t, err)
 			readExactly(t, c.client, string(response))
 			time.Sleep(20 * time.Millisecond) // the last ACKs
-			// The kernel's own retransmission counts, read where no more
-			// can come before the record: all the client sent is
-			// acknowledged (the server answered it), and the client's FIN
-			// acknowledges all the server sent. A loaded host retransmits
-			// now and then (a tail loss probe after 10 ms without an ACK).
-			clientRetrans := totalRetrans(t, c.client)
-			require.NoError(t, c.client.Close())
+			// Retransmissions are the kernel's to decide (a slow emulated
+			// machine has them): each record must hold the socket's own
+			// count at its end, between what the socket said before and
+			// after it. The client half-closes to end, so that it can
+			// still be asked after.
+			clientBefore, serverBefore := totalRetrans(t, c.client), totalRetrans(t, c.server)
+			require.NoError(t, c.client.CloseWrite())
 			require.NoError(t, readEnd(t, c.server))
-			serverRetrans := totalRetrans(t, c.server)
 			after := time.Now()
+			clientAfter, serverAfter := totalRetrans(t, c.client), totalRetrans(t, c.server)
+			require.NoError(t, c.client.Close())
 			require.NoError(t, c.server.Close())
 
 			// Wait for both records without stopping: the harness serves
@@ -67,10 +68,10 @@ func TestBytesSegmentsRTTAndDuration(t *testing.T) {
 			for _, side := range []struct {
 				cookie         uint64
 				sent, received int64
-				retrans        int64
+				retrans        [2]int64 // at least, at most
 			}{
-				{c.clientCookie, 4 + 10_000, 300_000, clientRetrans},
-				{c.serverCookie, 300_000, 4 + 10_000, serverRetrans},
+				{c.clientCookie, 4 + 10_000, 300_000, [2]int64{clientBefore, clientAfter}},
+				{c.serverCookie, 300_000, 4 + 10_000, [2]int64{serverBefore, serverAfter}},
 			} {
 				a := got[side.cookie]
 				assert.Equal(t, side.sent, a[AttrBytesSent], "bytes sent")
@@ -81,7 +82,11 @@ func TestBytesSegmentsRTTAndDuration(t *testing.T) {
 				assert.Greater(t, a[AttrSegmentsReceived].(int64), int64(2))
 				assert.Greater(t, a[AttrRTT].(float64), 0.0)
 				assert.Less(t, a[AttrRTT].(float64), 1.0)
-				assert.Equal(t, side.retrans, a[AttrRetransmissions], "retransmissions, as TCP_INFO counts them")
+				assert.GreaterOrEqual(t, a[AttrRetransmissions], side.retrans[0], "retransmissions: the socket's count")
+				assert.LessOrEqual(t, a[AttrRetransmissions], side.retrans[1], "retransmissions: the socket's count")
+				if side.retrans[1] != 0 {
+					t.Logf("the kernel retransmitted: %d to %d segments", side.retrans[0], side.retrans[1])
+				}
 
 				start := time.Unix(0, a[AttrStartTime].(int64))
 				assert.False(t, start.Before(before.Add(-time.Millisecond)), "start %v before the test dialed at %v", start, before)
@@ -93,14 +98,17 @@ func TestBytesSegmentsRTTAndDuration(t *testing.T) {
 	}
 }
 
-// totalRetrans is the socket's tcpi_total_retrans.
+// totalRetrans is the socket's count of retransmitted segments
+// (tcpi_total_retrans, the counter that records carry).
 func totalRetrans(t *testing.T, c *net.TCPConn) int64 {
 	t.Helper()
 	raw, err := c.SyscallConn()
 	require.NoError(t, err)
 	var info *unix.TCPInfo
 	var serr error
-	require.NoError(t, raw.Control(func(fd uintptr) { info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }))
+	require.NoError(t, raw.Control(func(fd uintptr) {
+		info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	}))
 	require.NoError(t, serr)
 	return int64(info.Total_retrans)
 }
@@ -140,6 +148,10 @@ func TestConnectTimeout(t *testing.T) {
 
 	h.stop()
 	got := h.attrsByCookie()[cookie]
+	if !h.features.EndsWithoutFINOrRST {
+		assert.Nil(t, got, "this kernel cannot report ends without FIN or RST")
+		return
+	}
 	require.NotNil(t, got, "no record for the timed-out socket")
 	assert.Equal(t, "timeout", got[AttrEndReason])
 	assert.Equal(t, "ETIMEDOUT", got[AttrEndError])
@@ -201,6 +213,10 @@ func TestConnectGivenUpByTheApplication(t *testing.T) {
 	})
 	h.stop()
 	got := h.attrsByCookie()[cookie]
+	if !h.features.EndsWithoutFINOrRST {
+		assert.Nil(t, got, "this kernel cannot report ends without FIN or RST")
+		return
+	}
 	require.NotNil(t, got)
 	assert.Equal(t, "closed", got[AttrEndReason])
 	assert.Equal(t, false, got[AttrEstablished])

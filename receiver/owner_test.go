@@ -13,7 +13,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/receiver/receivertest"
 
+	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
 )
 
@@ -22,13 +25,13 @@ import (
 // reads to the end and closes.
 func exchange(t *testing.T, srv, cli *helper) {
 	t.Helper()
-	cli.socket()
-	srv.socket()
-	srv.say("wait-eof")
-	srv.expect("got")
-	cli.close()
-	srv.expect("eof")
-	srv.close()
+	cli.Socket()
+	srv.Socket()
+	srv.Say("wait-eof")
+	srv.Expect("got")
+	cli.Close()
+	srv.Expect("eof")
+	srv.Close()
 }
 
 // byLocalPort finds the record of the local socket on port (for sockets
@@ -49,7 +52,36 @@ func byLocalPort(records map[uint64]map[string]any, dir string, port int64) map[
 	return nil
 }
 
-func TestOwnerProcess(t *testing.T) {
+// assertOwner checks a record's owner: the helper's process where this
+// kernel can tell (known), with its executable's name where it gives it;
+// none otherwise.
+func assertOwner(t *testing.T, f bpf.Features, a map[string]any, known bool, who *helper, msg string) {
+	t.Helper()
+	if !known {
+		assert.NotContains(t, a, AttrProcessPID, "%s: this kernel cannot tell (%+v)", msg, f)
+		return
+	}
+	assert.Equal(t, who.PID(), a[AttrProcessPID], msg)
+	if f.OwnerExecutable {
+		assert.Equal(t, helperName, a[AttrProcessExecutable], msg)
+	} else {
+		assert.NotContains(t, a, AttrProcessExecutable, msg)
+	}
+}
+
+func TestOwnerProcess(t *testing.T) { ownerProcess(t) }
+
+// The same where the kernel has atomic operations but not the helpers of
+// Linux 5.11 and 5.19 (RHEL 9's and Ubuntu 22.04's 5.14 and 5.15 kernels):
+// the object with atomics, its constants set as the probes would set them
+// there. Executable names come through bpf_get_current_task; MPTCP
+// subflows have no owner, but where the accepting process names them.
+func TestOwnerProcessWithoutNewerHelpers(t *testing.T) {
+	ownerProcess(t, bpf.WithoutMPTCPHelper, bpf.WithoutTaskBTF)
+}
+
+func ownerProcess(t *testing.T, without ...string) {
+	t.Helper()
 	for _, tt := range []struct{ server, client string }{
 		{"serve", "connect"},
 		{"serve-mptcp", "connect"},       // Go's default listener, a plain client
@@ -57,28 +89,40 @@ func TestOwnerProcess(t *testing.T) {
 	} {
 		t.Run(tt.server+"/"+tt.client, func(t *testing.T) {
 			h := newHarness(t)
-			h.start()
+			h.startWithSettings(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond},
+				receivertest.NewNopSettings(metadata.Type), func(r *Receiver) { r.without = append(r.without, without...) })
+			if len(without) > 0 {
+				require.False(t, h.features.MPTCPOwner)
+			}
 			bin := helperBinary(t)
 			srv := startHelper(t, bin, h.cg, nil, tt.server, "127.0.0.1:0")
-			addr := srv.listening()
+			addr := srv.Listening()
 			cli := startHelper(t, bin, h.cg, nil, tt.client, addr.String())
 			exchange(t, srv, cli)
 			h.stop()
 			got := h.attrsByCookie()
 			require.Len(t, got, 2)
 
+			// What this kernel can tell. A kernel without MPTCP makes
+			// plain TCP sockets for Go's MPTCP ones. The TCP subflows of
+			// MPTCP sockets are the kernel's: they take the MPTCP socket's
+			// owner, or the accepting process.
+			f := h.features
+			subflows := f.MPTCP && tt.client == "connect-mptcp"
+			serverKnown := f.OwnerOfAccepted.Names(true, false) // the server reads only
+			if subflows {
+				serverKnown = f.MPTCPOwner || f.OwnerOfAccepted == bpf.OwnerAtAccept
+			}
+			t.Logf("owner of accepted sockets: %s; MPTCP %v, MPTCP owner %v", f.OwnerOfAccepted, f.MPTCP, f.MPTCPOwner)
+
 			client := byLocalPort(got, "outgoing", int64(cli.Local.Port()))
 			require.NotNil(t, client)
 			assert.Equal(t, "outgoing", client[AttrDirection])
-			assert.Equal(t, cli.pid(), client[AttrProcessPID], "the connecting process")
-			assert.Equal(t, helperName, client[AttrProcessExecutable])
+			assertOwner(t, f, client, !subflows || f.MPTCPOwner, cli, "the connecting process")
 
-			// An MPTCP listener's TCP subflow is made by the kernel: its
-			// record names the process through the MPTCP socket.
 			server := byLocalPort(got, "incoming", int64(addr.Port()))
 			require.NotNil(t, server)
-			assert.Equal(t, srv.pid(), server[AttrProcessPID], "the accepting process")
-			assert.Equal(t, helperName, server[AttrProcessExecutable])
+			assertOwner(t, f, server, serverKnown, srv, "the accepting process")
 		})
 	}
 }
@@ -109,19 +153,19 @@ func TestConnectionsOpenBeforeStart(t *testing.T) {
 			h := newHarness(t)
 			bin := helperBinary(t)
 			srv := startHelper(t, bin, h.cg, tt.serverNS, tt.server, tt.listen)
-			port := srv.listening().Port()
+			port := srv.Listening().Port()
 			cli := startHelper(t, bin, h.cg, tt.clientNS, "connect",
 				netip.AddrPortFrom(netip.MustParseAddr(tt.dialTo), port).String())
-			cli.socket()
-			srv.socket()
+			cli.Socket()
+			srv.Socket()
 			time.Sleep(50 * time.Millisecond) // the handshake is over well before Start
 
 			h.start()
-			srv.say("wait-eof")
-			srv.expect("got")
-			cli.close()
-			srv.expect("eof")
-			srv.close()
+			srv.Say("wait-eof")
+			srv.Expect("got")
+			cli.Close()
+			srv.Expect("eof")
+			srv.Close()
 			h.stop()
 			got := h.attrsByCookie()
 			require.Len(t, got, 2)
@@ -134,7 +178,7 @@ func TestConnectionsOpenBeforeStart(t *testing.T) {
 				assert.Equal(t, side.dir, a[AttrDirection], "from the scan at start")
 				assert.Equal(t, false, a[AttrStartObserved])
 				assert.NotContains(t, a, AttrStartTime)
-				assert.Equal(t, side.who.pid(), a[AttrProcessPID], "from the scan at start")
+				assert.Equal(t, side.who.PID(), a[AttrProcessPID], "from the scan at start")
 				assert.Equal(t, helperName, a[AttrProcessExecutable])
 			}
 		})
@@ -151,9 +195,13 @@ func TestRecordsAreGroupedByContainer(t *testing.T) {
 	h.start()
 	bin := helperBinary(t)
 	srv := startHelper(t, bin, container, nil, "serve", "127.0.0.1:0")
-	cli := startHelper(t, bin, h.cg, nil, "connect", srv.listening().String())
+	cli := startHelper(t, bin, h.cg, nil, "connect", srv.Listening().String())
 	exchange(t, srv, cli)
 	h.stop()
+	srvPID := int64(0) // none
+	if h.features.OwnerOfAccepted.Names(true, false) {
+		srvPID = srv.PID()
+	}
 
 	host, err := os.Hostname()
 	require.NoError(t, err)
@@ -165,13 +213,14 @@ func TestRecordsAreGroupedByContainer(t *testing.T) {
 		pid, _ := lr.Attributes().Get(AttrProcessPID)
 		byContainer[cid.Str()] = append(byContainer[cid.Str()], pid.Int())
 	})
-	assert.Equal(t, map[string][]int64{id: {srv.pid()}, "": {cli.pid()}}, byContainer)
+	assert.Equal(t, map[string][]int64{id: {srvPID}, "": {cli.PID()}}, byContainer)
 }
 
 // A pre-forked server: the parent (here the test) makes the listener, a
-// worker accepts on it. The worker, which reads and writes, owns the
-// connection; an accepted socket the process never read or wrote before
-// the end names no process rather than the listener's maker.
+// worker accepts on it. The worker owns the connection, not the listener's
+// maker. An accepted socket the process never read or wrote before the end
+// names the process that accepted it where the kernel tells (fexit), and
+// else no process rather than the listener's maker.
 func TestOwnerOfAcceptedSocketIsTheWorker(t *testing.T) {
 	h := newHarness(t)
 	h.start()
@@ -188,26 +237,82 @@ func TestOwnerOfAcceptedSocketIsTheWorker(t *testing.T) {
 	bin := helperBinary(t)
 
 	worker := startHelper(t, bin, h.cg, nil, "accept-inherited", "", lnFile)
-	addr := worker.listening()
+	addr := worker.Listening()
 	cli := startHelper(t, bin, h.cg, nil, "connect", addr.String())
 	exchange(t, worker, cli)
 
 	idle := startHelper(t, bin, h.cg, nil, "accept-inherited", "", lnFile)
-	idle.listening()
+	idle.Listening()
 	quiet := startHelper(t, bin, h.cg, nil, "connect", addr.String())
-	quiet.socket()
-	idle.socket()
-	quiet.close() // before the worker reads anything
+	quiet.Socket()
+	idle.Socket()
+	quiet.Close() // before the worker reads anything
 	time.Sleep(50 * time.Millisecond)
-	idle.close()
+	idle.Close()
 	h.stop()
 
 	got := h.attrsByCookie()
+	f := h.features
+	t.Logf("owner of accepted sockets: %s", f.OwnerOfAccepted)
 	served := got[worker.Cookie]
 	require.NotNil(t, served)
-	assert.Equal(t, worker.pid(), served[AttrProcessPID], "the worker, not the listener's maker")
+	assertOwner(t, f, served, f.OwnerOfAccepted.Names(true, false), worker, "the worker, not the listener's maker")
 	unread := got[idle.Cookie]
 	require.NotNil(t, unread)
-	assert.NotContains(t, unread, AttrProcessPID, "never read or written before the end: unknown")
-	assert.Equal(t, quiet.pid(), got[quiet.Cookie][AttrProcessPID])
+	assertOwner(t, f, unread, f.OwnerOfAccepted.Names(false, false), idle, "never read or written before the end")
+	assert.Equal(t, quiet.PID(), got[quiet.Cookie][AttrProcessPID])
+}
+
+// Where the kernel has no trampolines, the send and receive tracepoints
+// remember the sockets they are done with, by address, until the socket
+// closes; the kernel then gives that address to new sockets, which must
+// still get their owner. Here the fallback runs wherever the kernel has it
+// (the fexit program is left out), for connections in turn.
+func TestOwnerOfAcceptedSocketsInTurnOnTheFallback(t *testing.T) {
+	h := newHarness(t)
+	h.startWithSettings(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond},
+		receivertest.NewNopSettings(metadata.Type), func(r *Receiver) { r.without = append(r.without, bpf.AcceptProgram) })
+	t.Logf("owner of accepted sockets: %s", h.features.OwnerOfAccepted)
+	var ln *net.TCPListener
+	h.cg.Run(t, func() {
+		var err error
+		ln, err = testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+		require.NoError(t, err)
+	})
+	defer ln.Close()
+	var cookies []uint64
+	for range 200 {
+		c, err := testnet.Dial(testnet.AddrPort(ln.Addr()))
+		require.NoError(t, err)
+		s, err := ln.AcceptTCP()
+		require.NoError(t, err)
+		ck, err := testnet.Cookie(s)
+		require.NoError(t, err)
+		cookies = append(cookies, ck)
+		_, err = c.Write([]byte("x"))
+		require.NoError(t, err)
+		readExactly(t, s, "x")
+		_, err = s.Write([]byte("y"))
+		require.NoError(t, err)
+		readExactly(t, c, "y")
+		require.NoError(t, c.Close())
+		require.NoError(t, readEnd(t, s))
+		require.NoError(t, s.Close())
+	}
+	h.stop()
+	got := h.attrsByCookie()
+	known := h.features.OwnerOfAccepted.Names(true, true)
+	var named int
+	for _, ck := range cookies {
+		a := got[ck]
+		require.NotNil(t, a)
+		if a[AttrProcessPID] == int64(os.Getpid()) {
+			named++
+		}
+	}
+	if known {
+		assert.Equal(t, len(cookies), named, "every accepted socket names its process")
+	} else {
+		assert.Zero(t, named, "this kernel cannot tell")
+	}
 }

@@ -222,7 +222,7 @@ func TestOwnConnectionsOpenBeforeStartAreExcluded(t *testing.T) {
 			h := newHarness(t)
 			bin := helperBinary(t)
 			srv := startHelper(t, bin, h.cg, nil, "serve-once", listen)
-			addr := srv.listening()
+			addr := srv.Listening()
 			var own *net.TCPConn
 			h.cg.Run(t, func() {
 				var err error
@@ -230,7 +230,7 @@ func TestOwnConnectionsOpenBeforeStartAreExcluded(t *testing.T) {
 				require.NoError(t, err)
 			})
 			defer own.Close()
-			srv.socket()
+			srv.Socket()
 			_, err := own.Write([]byte("hi"))
 			require.NoError(t, err)
 			ownCookie := cookieOf(t, own)
@@ -240,17 +240,17 @@ func TestOwnConnectionsOpenBeforeStartAreExcluded(t *testing.T) {
 				RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond,
 				Filters: FiltersConfig{ExcludeSelf: true},
 			})
-			srv.say("wait-eof")
-			srv.expect("got")
+			srv.Say("wait-eof")
+			srv.Expect("got")
 			require.NoError(t, own.Close())
-			srv.expect("eof")
-			srv.close()
+			srv.Expect("eof")
+			srv.Close()
 			h.stop()
 			got := h.attrsByCookie()
 			assert.NotContains(t, got, ownCookie, "the collector's own connection")
 			require.Contains(t, got, srv.Cookie, "the other end, another process's")
 			assert.Equal(t, "incoming", got[srv.Cookie][AttrDirection])
-			assert.Equal(t, srv.pid(), got[srv.Cookie][AttrProcessPID])
+			assert.Equal(t, srv.PID(), got[srv.Cookie][AttrProcessPID])
 			assert.Len(t, got, 1)
 		})
 	}

@@ -175,8 +175,12 @@ func (l *readLoop) addRecord() {
 	}
 	var srcNames, dstNames []string
 	if l.r.dns != nil {
-		srcNames = l.r.dns.Names(e.Netns, e.Source.Addr(), e.StartNs, e.TimeNs)
-		dstNames = l.r.dns.Names(e.Netns, e.Destination.Addr(), e.StartNs, e.TimeNs)
+		netns := e.Netns
+		if l.objs != nil && !l.objs.Features.DNSNetns {
+			netns = 0 // DNS records carry none: one cache for all namespaces
+		}
+		srcNames = l.r.dns.Names(netns, e.Source.Addr(), e.StartNs, e.TimeNs)
+		dstNames = l.r.dns.Names(netns, e.Destination.Addr(), e.StartNs, e.TimeNs)
 	}
 	lrs := l.batch.records(cg.container)
 	l.conv.append(lrs, e, srcNames, dstNames, l.now)

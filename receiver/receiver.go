@@ -112,10 +112,7 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	if err != nil {
 		return err
 	}
-	for _, u := range objs.Unavailable {
-		r.logger.Warn("This kernel cannot load an optional program; records lack what it gives",
-			zap.String("program", u.Program), zap.String("absent", u.Absent), zap.Error(u.Err))
-	}
+	r.logFeatures(objs)
 	if pid := ownPID(); objs.SelfPID != pid {
 		// The scan at start sees the tasks of this PID namespace only.
 		r.logger.Warn("The collector runs in a PID namespace of its own: connections open before start "+
@@ -165,6 +162,39 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	return nil
 }
 
+// logFeatures says what the kernel gives the programs, and warns once of
+// what it cannot give, naming each missing kernel feature and what records
+// lack without it.
+func (r *Receiver) logFeatures(objs *bpf.Objects) {
+	f := objs.Features
+	r.logger.Info("Loaded the kernel programs",
+		zap.Bool("atomics", f.Atomics),
+		zap.Bool("dns_netns", f.DNSNetns),
+		zap.Bool("ends_without_fin_or_rst", f.EndsWithoutFINOrRST),
+		zap.String("owner_of_accepted", string(f.OwnerOfAccepted)),
+		zap.Bool("owner_executable", f.OwnerExecutable),
+		zap.Bool("mptcp_owner", f.MPTCPOwner),
+		zap.Bool("cgroup_creation", f.CgroupCreation))
+	if len(objs.Unavailable) == 0 {
+		return
+	}
+	var missing, absent, programs []string
+	var errs []error
+	for _, u := range objs.Unavailable {
+		missing = append(missing, u.Feature)
+		absent = append(absent, u.Absent)
+		if u.Program != "" {
+			programs = append(programs, u.Program)
+		}
+		if u.Err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", u.Program, u.Err))
+		}
+	}
+	r.logger.Warn("This kernel lacks BPF features that the receiver uses; records lack what they give",
+		zap.Strings("missing", missing), zap.Strings("absent", absent),
+		zap.Strings("programs", programs), zap.Errors("errors", errs))
+}
+
 // scan reads the kernel's sockets; a variable for tests.
 var scan = sockscan.Scan
 
@@ -187,6 +217,7 @@ func (r *Receiver) scanSockets(self int) *sockscan.Table {
 		zap.Int("sockets", socks.Len()),
 		zap.Duration("took", time.Since(start)),
 		zap.Bool("cookie_helper", socks.Features.CookieHelper),
+		zap.Bool("sock_from_file", socks.Features.SockFromFile),
 	}
 	for rule, n := range socks.Rules {
 		fields = append(fields, zap.Int("rule_"+sockscan.Rule(rule).String(), n))

@@ -79,14 +79,39 @@ func StartCollector(o CollectorOptions) (*Collector, error) {
 		defer dir.Close()
 		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(dir.Fd())}
 	}
-	stderr, err := cmd.StderrPipe()
+	c, err := Start(cmd, nil)
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
+	c.MetricsPort = port
+	return c, nil
+}
+
+// Start starts cmd, a collector or a command that execs one, with start
+// (nil: cmd.Start; a test starts it in a network namespace of its own), and
+// waits until the collector says it is ready and can be stopped.
+//
+// The collector logs "Everything is ready" before it asks for SIGTERM and
+// SIGINT (otelcol's Collector.Run): a SIGTERM in between kills it without
+// a shutdown. So it starts with SIGINT ignored, which the Go runtime leaves
+// alone until the collector asks for it, in the same call as for SIGTERM:
+// once /proc says SIGINT is caught, SIGTERM is too. (Where cmd forks the
+// collector rather than execs it, its pid is not cmd's and that wait is
+// skipped.)
+func Start(cmd *exec.Cmd, start func(*exec.Cmd) error) (*Collector, error) {
+	wrapped := exec.Command("/bin/sh", append([]string{"-c", `trap '' INT; exec "$0" "$@"`, cmd.Path}, cmd.Args[1:]...)...)
+	wrapped.SysProcAttr, wrapped.Dir, wrapped.Env = cmd.SysProcAttr, cmd.Dir, cmd.Environ()
+	stderr, err := wrapped.StderrPipe()
+	if err != nil {
 		return nil, err
 	}
-	c := &Collector{cmd: cmd, MetricsPort: port, done: make(chan struct{})}
+	if start == nil {
+		start = (*exec.Cmd).Start
+	}
+	if err := start(wrapped); err != nil {
+		return nil, err
+	}
+	c := &Collector{cmd: wrapped, done: make(chan struct{})}
 	ready := make(chan struct{})
 	go func() {
 		s := bufio.NewScanner(stderr)
@@ -102,19 +127,55 @@ func StartCollector(o CollectorOptions) (*Collector, error) {
 				once.Do(func() { close(ready) })
 			}
 		}
-		c.err = cmd.Wait()
+		c.err = wrapped.Wait()
 		close(c.done)
 	}()
+	timeout := time.After(60 * time.Second)
 	select {
 	case <-ready:
-		return c, nil
 	case <-c.done:
 		return nil, fmt.Errorf("collector exited before it was ready (%w); its log:\n%s", c.err, c.Log())
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Kill()
-		<-c.done
+	case <-timeout:
+		c.Kill()
 		return nil, fmt.Errorf("collector not ready after 60 s; its log:\n%s", c.Log())
 	}
+	pid := wrapped.Process.Pid
+	if !isCollector(pid) {
+		return c, nil
+	}
+	for {
+		if caught, err := catches(pid, syscall.SIGINT); err != nil || caught {
+			return c, nil // an error: it has exited, which Stop reports
+		}
+		select {
+		case <-timeout:
+			c.Kill()
+			return nil, errors.New("the collector never asked for SIGINT and SIGTERM")
+		case <-time.After(time.Millisecond):
+		}
+	}
+}
+
+// isCollector says whether process pid runs the collector binary.
+func isCollector(pid int) bool {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	return err == nil && strings.HasPrefix(filepath.Base(exe), "otelcol-netflowtcpend")
+}
+
+// catches says whether process pid has a handler for sig (SigCgt in
+// /proc/PID/status).
+func catches(pid int, sig syscall.Signal) (bool, error) {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if mask, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			bits, err := strconv.ParseUint(strings.TrimSpace(mask), 16, 64)
+			return bits&(1<<(sig-1)) != 0, err
+		}
+	}
+	return false, fmt.Errorf("no SigCgt in /proc/%d/status", pid)
 }
 
 // Log returns what the collector has logged (its first 4 MiB).
@@ -127,8 +188,12 @@ func (c *Collector) Log() string {
 // PID returns the collector's process id.
 func (c *Collector) PID() int { return c.cmd.Process.Pid }
 
+// Signal sends the collector sig.
+func (c *Collector) Signal(sig os.Signal) error { return c.cmd.Process.Signal(sig) }
+
 // Stop ends the collector with SIGTERM, which flushes its pipeline, and
-// kills it if it has not exited after 30 s.
+// kills it if it has not exited after 30 s. It returns how the collector
+// exited: nil for a clean shutdown.
 func (c *Collector) Stop() error {
 	_ = c.cmd.Process.Signal(syscall.SIGTERM)
 	select {

@@ -8,6 +8,9 @@
 #                 BPF programs or depend on the kernel)
 #   VM_TIMEOUT    seconds one guest may take in all (default 1500)
 #   VM_TEST_TIMEOUT  go test -timeout for one package (default 20m)
+#   VM_TEST_SKIP  go test -skip pattern (default '^TestImage': the image
+#                 tests need the image that make test builds, and test no
+#                 kernel feature)
 #   VM_ACCEL, VM_MEM, VM_CPUS: see run.sh
 #
 # The test binaries are compiled here, on the host (go test -c), and run in
@@ -32,6 +35,7 @@ KERNELS=${KERNELS:-"$all_kernels host"}
 VM_PACKAGES=${VM_PACKAGES:-"./bpf ./receiver ./internal/sockscan ./e2e ."}
 VM_TIMEOUT=${VM_TIMEOUT:-1500}
 export VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-20m}
+export VM_TEST_SKIP=${VM_TEST_SKIP-^TestImage}
 export CI=true
 export NETFLOWTCPEND_BINARY="$repo/dist/otelcol-netflowtcpend"
 [ -x "$NETFLOWTCPEND_BINARY" ] || { echo "test-kernels: no $NETFLOWTCPEND_BINARY: run make build" >&2; exit 1; }
@@ -85,7 +89,8 @@ for k in $KERNELS; do
   else
     echo "test-kernels: $k: booting"
     status=0
-    "$here/run.sh" -q -k "$k" -o "$out" -t "$VM_TIMEOUT" -- \
+    "$here/run.sh" -q -k "$k" -o "$out" -t "$VM_TIMEOUT" \
+      -e VM_TEST_TIMEOUT="$VM_TEST_TIMEOUT" -e VM_TEST_SKIP="$VM_TEST_SKIP" -- \
       "$here/run-tests.sh" "$out" "$bindir" "${pairs[@]}" || status=$?
   fi
   echo "$status" >"$out/guest-status"

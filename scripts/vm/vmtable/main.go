@@ -3,6 +3,10 @@
 // with the time the package took, and below it notes with the message of
 // every failure and skip (the skip message says what the kernel lacks).
 //
+// Below that, for each kernel, what the tests logged of the kernel's
+// features (lines with "kernel features:" or "kernel lacks:", from
+// bpf's TestKernelFeatures): what the kernel gives and what it lacks.
+//
 // It reads what scripts/vm/run-tests.sh and run.sh left in one directory
 // per kernel under -results (see test-kernels.sh): NAME.json (test2json
 // events), NAME.rc, NAME.seconds, and run.sh's accel, boot-seconds,
@@ -48,7 +52,11 @@ type pkgResult struct {
 	skipped  []*test
 	passed   int
 	unfinish []*test
+	facts    []string // "kernel features:" and "kernel lacks:" lines
 }
+
+// factMarkers start the lines of what a test found of the kernel.
+var factMarkers = []string{"kernel features: ", "kernel lacks: "}
 
 func main() {
 	results := flag.String("results", "", "directory with one subdirectory per kernel")
@@ -83,6 +91,7 @@ func main() {
 		return fmt.Sprintf("[%d]", len(notes))
 	}
 
+	facts := map[string][]string{}
 	for _, k := range strings.Fields(*kernels) {
 		dir := filepath.Join(*results, k)
 		uname := readTrim(filepath.Join(dir, "uname"))
@@ -106,6 +115,7 @@ func main() {
 		for i, name := range names {
 			r := load(dir, name)
 			row = append(row, cell(k, labels[i], r, guest, note, *maxLines))
+			facts[label] = append(facts[label], r.facts...)
 		}
 		rows = append(rows, row)
 	}
@@ -114,6 +124,11 @@ func main() {
 		fmt.Println()
 		for i, n := range notes {
 			fmt.Printf("[%d] %s\n", i+1, n)
+		}
+	}
+	for _, row := range rows[1:] {
+		if f := facts[row[0]]; len(f) > 0 {
+			fmt.Printf("\n%s:\n  %s\n", row[0], strings.Join(f, "\n  "))
 		}
 	}
 }
@@ -242,7 +257,13 @@ func load(dir, name string) *pkgResult {
 		}
 		switch e.Action {
 		case "output":
-			t.output = append(t.output, strings.TrimRight(e.Output, "\n"))
+			out := strings.TrimRight(e.Output, "\n")
+			t.output = append(t.output, out)
+			for _, m := range factMarkers {
+				if i := strings.Index(out, m); i >= 0 {
+					r.facts = append(r.facts, out[i:])
+				}
+			}
 		case "pass", "fail", "skip":
 			if e.Test == top {
 				t.action = e.Action
