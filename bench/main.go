@@ -127,13 +127,13 @@ func run() error {
 		return err
 	}
 	defer os.Remove(e.cgroup)
-	if e.home, err = loadtest.OwnCgroup(root); err != nil {
+	if e.home, err = cgroupv2.Own(root); err != nil {
 		return err
 	}
-	if err := loadtest.MovePID(e.cgroup); err != nil {
+	if err := cgroupv2.MoveSelf(e.cgroup); err != nil {
 		return err
 	}
-	defer loadtest.MovePID(e.home) //nolint:errcheck // best effort, so that the cgroup can go
+	defer cgroupv2.MoveSelf(e.home) //nolint:errcheck // best effort, so that the cgroup can go
 
 	started := time.Now()
 	loadAtStart := loadAverage()

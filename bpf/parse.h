@@ -89,6 +89,21 @@ static __always_inline int nothing_to_do(struct __sk_buff *skb, int egress)
 	return !(port[0] == 0 && port[1] == 53);
 }
 
+// tcp_fields fills in seg's TCP fields from the first 14 bytes of the TCP
+// header, th: in the packet or copied out of it. doff is the header's
+// length, already checked against len, the packet's.
+static __always_inline void tcp_fields(struct segment *seg, const __u8 *th, __u32 l4off, __u32 doff,
+				       __u32 len)
+{
+	seg->sport = (__u16)th[0] << 8 | th[1];
+	seg->dport = (__u16)th[2] << 8 | th[3];
+	seg->seq = (__u32)th[4] << 24 | (__u32)th[5] << 16 | (__u32)th[6] << 8 | th[7];
+	seg->ack_seq = (__u32)th[8] << 24 | (__u32)th[9] << 16 | (__u32)th[10] << 8 | th[11];
+	seg->flags = th[13];
+	seg->payload_off = l4off + doff;
+	seg->payload_len = len - l4off - doff;
+}
+
 // transport_in_place fills in seg's transport fields from the TCP or UDP
 // header at th (l4off bytes into the packet), as parse_segment_loaded does
 // from the copies it loads. end is the end of the linear area.
@@ -109,13 +124,7 @@ static __always_inline int transport_in_place(struct __sk_buff *skb, struct segm
 	__u32 doff = (th[12] >> 4) * 4;
 	if (doff < 20 || skb->len < l4off + doff)
 		return -1;
-	seg->sport = (__u16)th[0] << 8 | th[1];
-	seg->dport = (__u16)th[2] << 8 | th[3];
-	seg->seq = (__u32)th[4] << 24 | (__u32)th[5] << 16 | (__u32)th[6] << 8 | th[7];
-	seg->ack_seq = (__u32)th[8] << 24 | (__u32)th[9] << 16 | (__u32)th[10] << 8 | th[11];
-	seg->flags = th[13];
-	seg->payload_off = l4off + doff;
-	seg->payload_len = skb->len - l4off - doff;
+	tcp_fields(seg, th, l4off, doff, skb->len);
 	return 1;
 }
 
@@ -260,12 +269,6 @@ static __always_inline int parse_segment_loaded(struct __sk_buff *skb, struct se
 	if (doff < 20 || skb->len < l4off + doff)
 		return 0;
 
-	seg->sport = (__u16)th[0] << 8 | th[1];
-	seg->dport = (__u16)th[2] << 8 | th[3];
-	seg->seq = (__u32)th[4] << 24 | (__u32)th[5] << 16 | (__u32)th[6] << 8 | th[7];
-	seg->ack_seq = (__u32)th[8] << 24 | (__u32)th[9] << 16 | (__u32)th[10] << 8 | th[11];
-	seg->flags = th[13];
-	seg->payload_off = l4off + doff;
-	seg->payload_len = skb->len - l4off - doff;
+	tcp_fields(seg, th, l4off, doff, skb->len);
 	return 1;
 }

@@ -324,22 +324,3 @@ func FreePort() (int, error) {
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
-
-// OwnCgroup returns the cgroup v2 directory of this process, under root.
-func OwnCgroup(root string) (string, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rel, ok := strings.CutPrefix(line, "0::"); ok {
-			return filepath.Join(root, rel), nil
-		}
-	}
-	return "", errors.New("no cgroup v2 line in /proc/self/cgroup")
-}
-
-// MovePID moves this whole process into cgroup.
-func MovePID(cgroup string) error {
-	return os.WriteFile(filepath.Join(cgroup, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
-}

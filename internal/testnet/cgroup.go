@@ -6,14 +6,11 @@
 package testnet
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -78,29 +75,9 @@ func (c *Cgroup) Run(t testing.TB, f func()) {
 	t.Helper()
 	migrate.Lock()
 	defer migrate.Unlock()
-	home, err := currentCgroup(c.root)
+	home, err := cgroupv2.Own(c.root)
 	require.NoError(t, err)
-	require.NoError(t, writePid(c.Path))
-	defer func() { require.NoError(t, writePid(home)) }()
+	require.NoError(t, cgroupv2.MoveSelf(c.Path))
+	defer func() { require.NoError(t, cgroupv2.MoveSelf(home)) }()
 	f()
-}
-
-func writePid(cgroup string) error {
-	return os.WriteFile(filepath.Join(cgroup, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0)
-}
-
-// currentCgroup returns the directory of this process's cgroup v2.
-func currentCgroup(root string) (string, error) {
-	f, err := os.Open("/proc/self/cgroup")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if rel, ok := strings.CutPrefix(s.Text(), "0::"); ok {
-			return filepath.Join(root, rel), nil
-		}
-	}
-	return "", fmt.Errorf("no cgroup v2 line in /proc/self/cgroup")
 }

@@ -21,7 +21,7 @@
 package main
 
 import (
-	"bufio"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,7 +30,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -41,6 +40,7 @@ import (
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
+	"github.com/netflowtcpend/netflowtcpend/internal/loadtest"
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
 )
 
@@ -69,7 +69,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	home, err := ownCgroup(root)
+	home, err := cgroupv2.Own(root)
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func run() error {
 		{"churn, watched (one accept per connection)", watched, churn},
 	}
 	for _, w := range workloads {
-		if err := movePID(w.cgroup); err != nil {
+		if err := cgroupv2.MoveSelf(w.cgroup); err != nil {
 			return err
 		}
 		sums := make([][2]float64, len(probes)) // ns, runs
@@ -172,7 +172,7 @@ func run() error {
 			fmt.Printf("  %-36s  %10.0f runs  %6.1f ns/run\n", p.name, sums[i][1], sums[i][0]/sums[i][1])
 		}
 	}
-	return movePID(home)
+	return cgroupv2.MoveSelf(home)
 }
 
 // empty loads a program that does nothing on a tracing hook and attaches it.
@@ -240,44 +240,17 @@ func bulk(d time.Duration, fromClient bool) error {
 	return <-done
 }
 
-// churn makes short connections for the duration: connect, 64 bytes each
-// way, close.
+// churn makes short connections for the duration, one at a time
+// (loadtest.Churn: connect, 64 bytes each way, close).
 func churn() error {
-	ln, err := testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+	ctx, cancel := context.WithTimeout(context.Background(), *duration)
+	defer cancel()
+	r, err := loadtest.Churn(ctx, loadtest.ChurnOptions{Clients: 1})
 	if err != nil {
 		return err
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 64)
-				if _, err := io.ReadFull(c, buf); err == nil {
-					_, _ = c.Write(buf)
-				}
-			}()
-		}
-	}()
-	buf := make([]byte, 64)
-	for start := time.Now(); time.Since(start) < *duration; {
-		c, err := testnet.Dial(testnet.AddrPort(ln.Addr()))
-		if err != nil {
-			return err
-		}
-		if _, err := c.Write(buf); err != nil {
-			c.Close()
-			return err
-		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			c.Close()
-			return err
-		}
-		c.Close()
+	if r.Errors > 0 {
+		return fmt.Errorf("churn: %d connections failed, the first: %s", r.Errors, r.FirstError)
 	}
 	return nil
 }
@@ -316,26 +289,6 @@ func findProgram(name string) (*ebpf.Program, error) {
 		return nil, fmt.Errorf("no loaded program named %s", name)
 	}
 	return found, nil
-}
-
-// ownCgroup is this process's cgroup v2 directory.
-func ownCgroup(root string) (string, error) {
-	f, err := os.Open("/proc/self/cgroup")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if rest, ok := strings.CutPrefix(s.Text(), "0::"); ok {
-			return filepath.Join(root, rest), nil
-		}
-	}
-	return "", errors.New("no cgroup v2 line in /proc/self/cgroup")
-}
-
-func movePID(cgroup string) error {
-	return os.WriteFile(filepath.Join(cgroup, "cgroup.procs"), []byte(fmt.Sprint(os.Getpid())), 0o644)
 }
 
 func release() string {
