@@ -15,12 +15,27 @@ repo=$(cd "$here/../.." && pwd)
 vm="$repo/.tools/vm"
 apt_dir="$vm/apt"
 kernels_txt="$here/kernels.txt"
-DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 KEYRING=${KEYRING:-/usr/share/keyrings/debian-archive-keyring.gpg}
 
 die() { echo "fetch-kernel: $*" >&2; exit 1; }
 log() { echo "fetch-kernel: $*" >&2; }
+
+# machine_mirror PATH prints the first archive URI of this machine's own apt
+# sources whose path ends in PATH (/debian, /debian-security), in either
+# format (deb822 .sources or one-line .list): the mirror this machine is
+# configured for, which is the one it can reach.
+machine_mirror() {
+  local path=$1
+  cat /etc/apt/sources.list /etc/apt/sources.list.d/*.sources /etc/apt/sources.list.d/*.list 2>/dev/null |
+    sed -n -e 's/^URIs:\s*//p' -e 's/^deb\s\+\(\[[^]]*\]\s\+\)\?//p' |
+    tr ' ' '\n' | grep -E "^https?://[^ ]*${path}/?\$" | head -n1 | sed 's:/$::'
+  return 0
+}
+# DEBIAN_MIRROR and DEBIAN_SECURITY_MIRROR override them.
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-$(machine_mirror /debian)}
+DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-$(machine_mirror /debian-security)}
+[ -n "$DEBIAN_MIRROR" ] || die "no Debian archive in this machine's apt sources (a URI ending in /debian); set DEBIAN_MIRROR to one"
+[ -n "$DEBIAN_SECURITY_MIRROR" ] || DEBIAN_SECURITY_MIRROR="${DEBIAN_MIRROR%/debian}/debian-security"
 
 # Everything apt reads or writes is under $apt_dir. The machine's apt.conf.d
 # still applies (proxies), but not its sources (SourceParts is an empty
