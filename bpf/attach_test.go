@@ -5,8 +5,6 @@ package bpf
 import (
 	"errors"
 	"io"
-	"net"
-	"net/netip"
 	"os"
 	"slices"
 	"testing"
@@ -19,24 +17,6 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
 	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
 )
-
-// connPair is a loopback connection whose sockets are in cg.
-func connPair(t *testing.T, cg *testnet.Cgroup) (client, server *net.TCPConn) {
-	t.Helper()
-	var l *net.TCPListener
-	var err error
-	cg.Run(t, func() {
-		l, err = testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
-		require.NoError(t, err)
-		client, err = testnet.Dial(testnet.AddrPort(l.Addr()))
-		require.NoError(t, err)
-	})
-	defer l.Close()
-	server, err = l.AcceptTCP()
-	require.NoError(t, err)
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
-}
 
 // drainRaw returns every record in the ring.
 func drainRaw(t *testing.T, rd *ringbuf.Reader) [][]byte {
@@ -94,7 +74,7 @@ func lostRecords(t *testing.T, without ...string) {
 	t.Cleanup(func() { rd.Close() })
 	require.NoError(t, objs.Attach(cg.Path))
 
-	victimClient, victimServer := connPair(t, cg)
+	victimClient, victimServer := cg.Pair(t)
 	clientCookie, err := testnet.Cookie(victimClient)
 	require.NoError(t, err)
 	serverCookie, err := testnet.Cookie(victimServer)
@@ -108,7 +88,7 @@ func lostRecords(t *testing.T, without ...string) {
 		if s.Lost > 0 {
 			break
 		}
-		c, sv := connPair(t, cg)
+		c, sv := cg.Pair(t)
 		require.NoError(t, c.Close())
 		_, _ = io.Copy(io.Discard, sv)
 		require.NoError(t, sv.Close())

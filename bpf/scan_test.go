@@ -123,12 +123,7 @@ func TestScanSocketsEvidence(t *testing.T) {
 // good: the cgroup programs, which ask later, get the same.
 func TestScanSocketsGivesCookies(t *testing.T) {
 	testenv.RequireRoot(t)
-	ln, err := testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
-	require.NoError(t, err)
-	defer ln.Close()
-	client, err := testnet.Dial(testnet.AddrPort(ln.Addr()))
-	require.NoError(t, err)
-	defer client.Close()
+	client, _ := testnet.Pair(t)
 
 	socks, feat, err := ScanSockets()
 	require.NoError(t, err)

@@ -10,7 +10,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,17 +97,7 @@ service:
 	}
 	var sockets []socket
 	for range 3 {
-		var l *net.TCPListener
-		var client *net.TCPConn
-		cg.Run(t, func() {
-			l, err = testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
-			require.NoError(t, err)
-			client, err = testnet.Dial(testnet.AddrPort(l.Addr()))
-			require.NoError(t, err)
-		})
-		server, err := l.AcceptTCP()
-		require.NoError(t, err)
-		l.Close()
+		client, server := cg.Pair(t)
 		for _, s := range []struct {
 			c   *net.TCPConn
 			dir string

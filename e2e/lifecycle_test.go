@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/netip"
 	"slices"
 	"strings"
 	"syscall"
@@ -64,18 +63,7 @@ exporters:
 // closes it and returns the cookies of its sockets.
 func loopbackConn(t *testing.T, cg *testnet.Cgroup) []uint64 {
 	t.Helper()
-	var l *net.TCPListener
-	var client *net.TCPConn
-	var err error
-	cg.Run(t, func() {
-		l, err = testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
-		require.NoError(t, err)
-		client, err = testnet.Dial(testnet.AddrPort(l.Addr()))
-		require.NoError(t, err)
-	})
-	server, err := l.AcceptTCP()
-	require.NoError(t, err)
-	require.NoError(t, l.Close())
+	client, server := cg.Pair(t)
 	var cookies []uint64
 	for _, c := range []*net.TCPConn{client, server} {
 		cookie, err := testnet.Cookie(c)
@@ -84,7 +72,7 @@ func loopbackConn(t *testing.T, cg *testnet.Cgroup) []uint64 {
 	}
 	require.NoError(t, client.Close())
 	require.NoError(t, server.SetReadDeadline(time.Now().Add(5*time.Second)))
-	_, err = server.Read(make([]byte, 1))
+	_, err := server.Read(make([]byte, 1))
 	require.Error(t, err, "the client's FIN")
 	require.NoError(t, server.Close())
 	return cookies

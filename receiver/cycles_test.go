@@ -4,8 +4,6 @@ package receiver
 
 import (
 	"context"
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -110,17 +108,7 @@ func runCycle(t *testing.T, cg *testnet.Cgroup, i int) cycle {
 	c.held = held
 	require.NotEmpty(t, held.Links, "cycle %d: no link held while started", i)
 
-	var l *net.TCPListener
-	var client *net.TCPConn
-	cg.Run(t, func() {
-		l, err = testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
-		require.NoError(t, err)
-		client, err = testnet.Dial(testnet.AddrPort(l.Addr()))
-		require.NoError(t, err)
-	})
-	server, err := l.AcceptTCP()
-	require.NoError(t, err)
-	require.NoError(t, l.Close())
+	client, server := cg.Pair(t)
 	clientCookie, err := testnet.Cookie(client)
 	require.NoError(t, err)
 	serverCookie, err := testnet.Cookie(server)

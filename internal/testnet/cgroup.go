@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -80,4 +81,12 @@ func (c *Cgroup) Run(t testing.TB, f func()) {
 	require.NoError(t, cgroupv2.MoveSelf(c.Path))
 	defer func() { require.NoError(t, cgroupv2.MoveSelf(home)) }()
 	f()
+}
+
+// Pair is the package's Pair with both sockets in the cgroup (the accepted
+// one is in its listener's).
+func (c *Cgroup) Pair(t testing.TB) (client, server *net.TCPConn) {
+	t.Helper()
+	c.Run(t, func() { client, server = Pair(t) })
+	return client, server
 }

@@ -9,8 +9,10 @@ import (
 	"net/netip"
 	"os"
 	"syscall"
+	"testing"
 	"time"
 
+	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 )
 
@@ -130,4 +132,20 @@ func boolInt(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// Pair makes a loopback connection over 127.0.0.1: the connecting socket
+// (client) and the one its listener accepted (server). The listener is
+// closed; both sockets are closed at the end of the test if still open.
+func Pair(t testing.TB) (client, server *net.TCPConn) {
+	t.Helper()
+	l, err := Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+	require.NoError(t, err)
+	defer l.Close()
+	client, err = Dial(AddrPort(l.Addr()))
+	require.NoError(t, err)
+	server, err = l.AcceptTCP()
+	require.NoError(t, err)
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
 }
