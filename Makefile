@@ -75,20 +75,24 @@ generate: $(MDATAGEN)
 	@./scripts/ensure-packages.sh $(CLANG) llvm-19 libbpf-dev linux-libc-dev
 	@$(CLANG) --version | grep -q "clang version $(CLANG_VERSION)" || \
 	  { echo "make generate needs $(CLANG) $(CLANG_VERSION), found: $$($(CLANG) --version | head -1)"; exit 1; }
-	$(GO) generate ./bpf/ ./internal/bpftest/
+	$(GO) generate ./bpf/ ./internal/testutils/bpftest/
 	tmp=$$(mktemp -d) && ln -s $(CURDIR) $$tmp/netflowtcpend && \
 	  (cd $$tmp/netflowtcpend && $(MDATAGEN) metadata.yaml); status=$$?; rm -rf $$tmp; exit $$status
 
-# test: every test. Privileged tests need root; under CI=true they fail
-# instead of skipping without it. The end-to-end test runs the built binary;
-# the DNS tests run dnsmasq (from dnsmasq-base: the binary, no service). As
-# root it also builds the image and runs it with podman and runc.
+# test: every test, of both modules: the component's (.) and the test
+# module's (test/: end-to-end, deploy, bench, soak and VM tools).
+# Privileged tests need root; under CI=true they fail instead of skipping
+# without it. The end-to-end test runs the built binary; the DNS tests run
+# dnsmasq (from dnsmasq-base: the binary, no service). As root it also
+# builds the image and runs it with podman and runc.
 IS_ROOT := $(filter 0,$(shell id -u))
+TEST_ENV = NETFLOWTCPEND_BINARY=$(BINARY) $(if $(IS_ROOT),NETFLOWTCPEND_IMAGE=$(IMAGE_ARCHIVE))
 test: build $(if $(IS_ROOT),image)
 	@./scripts/ensure-packages.sh --best-effort dnsmasq-base $(if $(IS_ROOT),podman runc)
 	$(GO) vet ./...
-	NETFLOWTCPEND_BINARY=$(BINARY) $(if $(IS_ROOT),NETFLOWTCPEND_IMAGE=$(IMAGE_ARCHIVE)) \
-	  $(GO) test -count=1 -timeout 15m ./...
+	cd test && $(GO) vet ./...
+	$(TEST_ENV) $(GO) test -count=1 -timeout 15m ./...
+	cd test && $(TEST_ENV) $(GO) test -count=1 -timeout 15m ./...
 	$(call fuzz-run,FuzzObserve,./internal/dnscache/)
 	$(call fuzz-run,FuzzDecode,./bpf/)
 	$(call fuzz-run,FuzzPrograms,./bpf/)
@@ -104,10 +108,12 @@ fuzz:
 # that load BPF programs or run the built collector), no ocb build, no root.
 unit:
 	$(GO) test -short -count=1 ./...
+	cd test && $(GO) test -short -count=1 ./...
 
 # lint: golangci-lint (pinned, installed into .tools/) with .golangci.yaml.
 lint: $(GOLANGCI)
 	$(GOLANGCI) run ./...
+	cd test && $(GOLANGCI) run ./...
 
 # cross: the component builds and vets wherever the collector builds; off
 # Linux its Start fails (factory_others.go).
@@ -118,17 +124,18 @@ cross:
 # bench: what the receiver costs the host and whether it loses records, as
 # one table (needs root; about 10 minutes; not part of make test).
 # BENCH_FLAGS passes more, e.g. BENCH_FLAGS='-rounds 3 -duration 2s' or
-# '-only kernel,unit' (go run ./bench -h lists them).
+# '-only kernel,unit' (go run ./bench -h in test/ lists them).
 BENCH_FLAGS ?=
 bench: build
 	@./scripts/ensure-packages.sh bpftrace
-	$(GO) run ./bench -binary $(BINARY) $(BENCH_FLAGS)
+	cd test && $(GO) build -o $(TOOLS)/bench ./bench
+	$(TOOLS)/bench -binary $(BINARY) $(BENCH_FLAGS)
 
 # fmt, fmt-check: the kernel sources in the style of .clang-format, with
 # Debian's clang-format-19. After fmt, run make generate: the objects carry
 # line info.
 CLANG_FORMAT := clang-format-19
-FMT_FILES    := $(wildcard bpf/*.c bpf/*.h internal/bpftest/*.c)
+FMT_FILES    := $(wildcard bpf/*.c bpf/*.h internal/testutils/bpftest/*.c)
 
 fmt:
 	@./scripts/ensure-packages.sh $(CLANG_FORMAT)
@@ -140,13 +147,13 @@ fmt-check:
 	  [ -z "$$bad" ] || { echo "not formatted (run make fmt):" $$bad >&2; exit 1; }
 
 # test-kernels: the tests that depend on the kernel (./bpf, ./receiver,
-# ./internal/sockscan, ./e2e, .) on each kernel of KERNELS, booted under
-# QEMU from pinned Debian packages (scripts/vm/kernels.txt), and on this
+# ./internal/sockscan, ., test/e2e) on each kernel of KERNELS, booted under
+# QEMU from pinned Debian packages (test/vm/kernels.txt), and on this
 # machine ("host"); prints one table. Needs root; installs qemu-system-x86
 # and busybox-static; kernels go to .tools/vm. KERNELS='5.10 6.1' selects.
 KERNELS ?=
 test-kernels: build
-	KERNELS='$(KERNELS)' ./scripts/vm/test-kernels.sh
+	KERNELS='$(KERNELS)' ./test/vm/test-kernels.sh
 
 # vm: a command in a guest of one kernel, in this directory (read-only; the
 # guest's $$VM_OUT is writable), e.g. make vm KERNEL=6.1 CMD='go version'.
@@ -154,7 +161,7 @@ test-kernels: build
 KERNEL ?= 6.1
 CMD    ?= uname -a
 vm:
-	./scripts/vm/run.sh -k '$(KERNEL)' -c "$$VM_CMD"
+	./test/vm/run.sh -k '$(KERNEL)' -c "$$VM_CMD"
 
 vm: export VM_CMD = $(value CMD)
 
@@ -171,7 +178,9 @@ CHURN_RATE       ?= 0
 .PHONY: backpressure soak
 backpressure: build
 	NETFLOWTCPEND_BINARY=$(BINARY) NETFLOWTCPEND_BACKPRESSURE_FOR=$(BACKPRESSURE_FOR) NETFLOWTCPEND_CHURN_RATE=$(CHURN_RATE) \
-	  $(GO) test -count=1 -timeout 40m -v -run '^(TestProductionConfigUnderBackpressure|TestBackpressureFromTheNextConsumer)$$' ./e2e/ ./receiver/
+	  $(GO) test -count=1 -timeout 40m -v -run '^TestBackpressureFromTheNextConsumer$$' ./receiver/
+	cd test && NETFLOWTCPEND_BINARY=$(BINARY) NETFLOWTCPEND_BACKPRESSURE_FOR=$(BACKPRESSURE_FOR) NETFLOWTCPEND_CHURN_RATE=$(CHURN_RATE) \
+	  $(GO) test -count=1 -timeout 40m -v -run '^TestProductionConfigUnderBackpressure$$' ./e2e/
 
 # soak: examples/production.yaml under steady connection churn with DNS
 # lookups (dnsmasq) for SOAK_FOR, printing RSS, heap, records against
@@ -181,4 +190,5 @@ backpressure: build
 SOAK_FOR ?= 10m
 soak: build
 	@./scripts/ensure-packages.sh dnsmasq-base
-	$(GO) run ./soak -binary $(BINARY) -duration $(SOAK_FOR) $(SOAK_FLAGS)
+	cd test && $(GO) build -o $(TOOLS)/soak ./soak
+	$(TOOLS)/soak -binary $(BINARY) -duration $(SOAK_FOR) $(SOAK_FLAGS)

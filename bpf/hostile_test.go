@@ -16,7 +16,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/stretchr/testify/require"
 
-	tp "github.com/netflowtcpend/netflowtcpend/internal/testpacket"
+	tp "github.com/netflowtcpend/netflowtcpend/internal/testutils/testpacket"
 )
 
 // Hostile packets: the compiled programs run under BPF_PROG_TEST_RUN on

@@ -22,7 +22,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
-	"github.com/netflowtcpend/netflowtcpend/internal/objaccess"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/objaccess"
 )
 
 var (

@@ -16,8 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
-	"github.com/netflowtcpend/netflowtcpend/internal/testproc"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testproc"
 )
 
 const unprivilegedChildEnv = "NETFLOWTCPEND_UNPRIVILEGED_CHILD"

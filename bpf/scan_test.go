@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/sys/unix"
 
-	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
-	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
 )
 
 // scanned returns the sockets of a scan by cookie (those with one).

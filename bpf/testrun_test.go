@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
-	tp "github.com/netflowtcpend/netflowtcpend/internal/testpacket"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
+	tp "github.com/netflowtcpend/netflowtcpend/internal/testutils/testpacket"
 )
 
 // These tests run the real compiled programs on crafted packets with

@@ -23,11 +23,11 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
-	"github.com/netflowtcpend/netflowtcpend/internal/loadtest"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
-	"github.com/netflowtcpend/netflowtcpend/internal/otlpsink"
-	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
-	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/churn"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/otlpsink"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
 )
 
 // gate is a next consumer that fails in one of three ways until opened:
@@ -102,15 +102,15 @@ func TestBackpressureFromTheNextConsumer(t *testing.T) {
 
 			var mu sync.Mutex
 			made := map[uint64]struct{}{}
-			churn := func(d time.Duration) loadtest.ChurnResult {
-				var res loadtest.ChurnResult
+			runChurn := func(d time.Duration) churn.Result {
+				var res churn.Result
 				var err error
 				// The whole test process is in the cgroup meanwhile, and
 				// makes no socket but the churn's.
 				cg.Run(t, func() {
 					ctx, cancel := context.WithTimeout(context.Background(), d)
 					defer cancel()
-					res, err = loadtest.Churn(ctx, loadtest.ChurnOptions{Clients: 2, OnSocket: func(c uint64) {
+					res, err = churn.Run(ctx, churn.Options{Clients: 2, OnSocket: func(c uint64) {
 						mu.Lock()
 						made[c] = struct{}{}
 						mu.Unlock()
@@ -123,10 +123,10 @@ func TestBackpressureFromTheNextConsumer(t *testing.T) {
 			// Several times the ends that the ring holds, however slow the
 			// machine is today.
 			ringRecords := cfg.RingBufferSize / bpf.EventSize
-			var failing loadtest.ChurnResult
+			var failing churn.Result
 			for try := 0; 2*failing.Conns < int64(4*ringRecords); try++ {
 				require.Less(t, try, 30, "the churn is too slow: %d connections in %d s", failing.Conns, try)
-				res := churn(time.Second)
+				res := runChurn(time.Second)
 				failing.Conns += res.Conns
 				failing.Seconds += res.Seconds
 			}
@@ -166,7 +166,7 @@ func TestBackpressureFromTheNextConsumer(t *testing.T) {
 			}
 
 			// Records flow again, without a restart.
-			after := churn(300 * time.Millisecond)
+			after := runChurn(300 * time.Millisecond)
 			require.Positive(t, after.Conns)
 
 			// Every socket is delivered once or counted.

@@ -21,10 +21,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
-	"github.com/netflowtcpend/netflowtcpend/internal/bpftest"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/dnscache"
-	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/bpftest"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
 )
 
 // benchConfig is the default configuration but for the filters.

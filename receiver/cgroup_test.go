@@ -28,8 +28,8 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
-	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
-	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
 )
 
 // Containers that live for a moment: a job, a CI step, a function. Their

@@ -17,10 +17,10 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.uber.org/goleak"
 
-	"github.com/netflowtcpend/netflowtcpend/internal/bpfids"
-	"github.com/netflowtcpend/netflowtcpend/internal/otlpsink"
-	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
-	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/bpfids"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/otlpsink"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
 )
 
 // startShutdownCycles is how many times TestStartShutdownCycles starts and

@@ -9,8 +9,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
-	"github.com/netflowtcpend/netflowtcpend/internal/testproc"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testproc"
 )
 
 // Some tests need sockets owned by another process than the test: the test
@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// helper is a running helper process (internal/testproc).
+// helper is a running helper process (internal/testutils/testproc).
 type helper = testproc.Proc
 
 // helperBinary copies the test binary to a file named helperName.

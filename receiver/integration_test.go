@@ -27,10 +27,10 @@ import (
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
-	"github.com/netflowtcpend/netflowtcpend/internal/otlpsink"
-	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
-	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
-	tp "github.com/netflowtcpend/netflowtcpend/internal/testpacket"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/otlpsink"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
+	tp "github.com/netflowtcpend/netflowtcpend/internal/testutils/testpacket"
 )
 
 // These tests attach the receiver to a child cgroup made for each test and

@@ -18,7 +18,7 @@ import (
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/sockscan"
-	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
 )
 
 // Ports of the direction tests, in a network namespace whose ephemeral port

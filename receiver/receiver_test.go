@@ -15,10 +15,10 @@ import (
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 
-	"github.com/netflowtcpend/netflowtcpend/internal/bpfids"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
-	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
-	"github.com/netflowtcpend/netflowtcpend/internal/testnet"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/bpfids"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
 )
 
 func newTestReceiver(t testing.TB, s Config, next consumer.Logs) *Receiver {

@@ -11,9 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
-	"github.com/netflowtcpend/netflowtcpend/internal/bpftest"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
-	"github.com/netflowtcpend/netflowtcpend/internal/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/bpftest"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
 )
 
 // A few records wait for the reader's next tick; a burst wakes it up at

@@ -1,0 +1,7 @@
+// Package deploy tests the Kubernetes manifests of the netflow_tcp_end agent
+// (../../deploy/daemonset.yaml) and the values for the OpenTelemetry
+// Collector Helm chart (../../deploy/helm-values.yaml). It has no code: its
+// tests decode both files strictly with the Kubernetes API types and check
+// them against the README (the capabilities) and against what the collector
+// needs.
+package deploy

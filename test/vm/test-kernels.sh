@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# test-kernels.sh: the kernel-dependent tests on every kernel of KERNELS,
+# as one table (make test-kernels).
+#
+#   KERNELS       names from kernels.txt, and "host" for this machine's own
+#                 kernel (default: all of kernels.txt, then host)
+#   VM_PACKAGES   the packages to test (default: the ones whose tests load
+#                 BPF programs or depend on the kernel)
+#   VM_TIMEOUT    seconds one guest may take in all (default 1500)
+#   VM_TEST_TIMEOUT  go test -timeout for one package (default 20m)
+#   VM_TEST_SKIP  go test -skip pattern (default '^TestImage': the image
+#                 tests need the image that make test builds, and test no
+#                 kernel feature)
+#   VM_ACCEL, VM_MEM, VM_CPUS: see run.sh
+#
+# The test binaries are compiled here, on the host (go test -c), and run in
+# each guest by run-tests.sh as root with CI=true: a test that cannot get
+# the privileges it needs fails instead of skipping. The e2e test runs the
+# collector built by make build (NETFLOWTCPEND_BINARY).
+#
+# "host" is not booted: this machine's kernel image is not available to boot
+# (no /boot/vmlinuz-$(uname -r), no modules; here it is a Firecracker guest
+# kernel), so its row is the same binaries run directly on the host.
+#
+# Results stay in .tools/vm/results/KERNEL/ (console.log, NAME.out with each
+# package's full output). Exits 1 if any test failed or a guest did not boot.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+vm="$repo/.tools/vm"
+cd "$repo"
+
+all_kernels=$(grep -v '^\s*#' "$here/kernels.txt" | awk 'NF {print $1}' | xargs)
+KERNELS=${KERNELS:-"$all_kernels host"}
+VM_PACKAGES=${VM_PACKAGES:-"./bpf ./receiver ./internal/sockscan . ./test/e2e"}
+VM_TIMEOUT=${VM_TIMEOUT:-1500}
+export VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-20m}
+export VM_TEST_SKIP=${VM_TEST_SKIP-^TestImage}
+export CI=true
+export NETFLOWTCPEND_BINARY="$repo/dist/otelcol-netflowtcpend"
+[ -x "$NETFLOWTCPEND_BINARY" ] || { echo "test-kernels: no $NETFLOWTCPEND_BINARY: run make build" >&2; exit 1; }
+
+for k in $KERNELS; do
+  [ "$k" = host ] || grep -v '^\s*#' "$here/kernels.txt" | awk '{print $1}' | grep -qxF "$k" ||
+    { echo "test-kernels: unknown kernel '$k' (kernels.txt has: $all_kernels; and host)" >&2; exit 2; }
+done
+
+# qemu and busybox for the guests; dnsmasq for the DNS tests (the guests
+# run the host's).
+"$repo/scripts/ensure-packages.sh" qemu-system-x86 busybox-static cpio dnsmasq-base
+
+# Kernels and initramfs first, so that a download problem shows as one.
+for k in $KERNELS; do
+  [ "$k" = host ] && continue
+  "$here/mkinitramfs.sh" "$k" >/dev/null
+done
+
+# Test binaries, one per package, named after the last element of the
+# import path (go test -c with several packages does that); run-tests.sh
+# gets NAME=DIR pairs, vmtable NAME=LABEL pairs.
+bindir="$vm/tests"
+rm -rf "$bindir" && mkdir -p "$bindir"
+echo "test-kernels: compiling test binaries for $VM_PACKAGES"
+# Packages under ./test/ are in the test module (test/go.mod): each is
+# compiled in its own module's directory.
+pkgdir() { case $1 in ./test/*) echo "test ./${1#./test/}" ;; *) echo ". $1" ;; esac; }
+pairs=() columns=()
+for p in $VM_PACKAGES; do
+  read -r mod rel < <(pkgdir "$p")
+  read -r ip dir < <(go -C "$mod" list -f '{{.ImportPath}} {{.Dir}}' "$rel")
+  name=${ip##*/}
+  go -C "$mod" test -c -o "$bindir/$name.test" "$rel"
+  [ -x "$bindir/$name.test" ] || { echo "test-kernels: $p has no tests" >&2; exit 1; }
+  label=${p#./}
+  pairs+=("$name=$dir")
+  columns+=("$name=$label")
+done
+
+results="$vm/results"
+rm -rf "$results" && mkdir -p "$results"
+failed=false
+for k in $KERNELS; do
+  out="$results/$k"
+  mkdir -p "$out"
+  if [ "$k" = host ]; then
+    echo "test-kernels: host ($(uname -r)): running the tests on this machine"
+    echo host >"$out/accel"
+    start=$(date +%s.%N)
+    status=0
+    "$here/run-tests.sh" "$out" "$bindir" "${pairs[@]}" || status=$?
+    echo "$start $(date +%s.%N)" >"$out/host-seconds"
+  else
+    echo "test-kernels: $k: booting"
+    status=0
+    "$here/run.sh" -q -k "$k" -o "$out" -t "$VM_TIMEOUT" \
+      -e VM_TEST_TIMEOUT="$VM_TEST_TIMEOUT" -e VM_TEST_SKIP="$VM_TEST_SKIP" -- \
+      "$here/run-tests.sh" "$out" "$bindir" "${pairs[@]}" || status=$?
+  fi
+  echo "$status" >"$out/guest-status"
+  echo "test-kernels: $k: exit $status"
+  [ "$status" -eq 0 ] || failed=true
+  for pair in "${pairs[@]}"; do
+    name=${pair%%=*}
+    [ -e "$out/$name.out" ] || continue
+    go tool test2json -p "$name" <"$out/$name.out" >"$out/$name.json" || true
+  done
+done
+
+echo
+go -C test run ./vm/vmtable -results "$results" -kernels "$KERNELS" -packages "${columns[*]}"
+$failed && exit 1
+exit 0
