@@ -83,12 +83,13 @@ generate: $(MDATAGEN)
 # module's (test/: end-to-end, deploy, bench, soak and VM tools).
 # Privileged tests need root; under CI=true they fail instead of skipping
 # without it. The end-to-end test runs the built binary; the DNS tests run
-# dnsmasq (from dnsmasq-base: the binary, no service). As root it also
+# dnsmasq (from dnsmasq-base: the binary, no service); the NAT tests run
+# iptables and ip6tables inside namespaces of their own. As root it also
 # builds the image and runs it with podman and runc.
 IS_ROOT := $(filter 0,$(shell id -u))
 TEST_ENV = NETFLOWTCPEND_BINARY=$(BINARY) $(if $(IS_ROOT),NETFLOWTCPEND_IMAGE=$(IMAGE_ARCHIVE))
 test: build $(if $(IS_ROOT),image)
-	@./scripts/ensure-packages.sh --best-effort dnsmasq-base $(if $(IS_ROOT),podman runc)
+	@./scripts/ensure-packages.sh --best-effort dnsmasq-base iptables iproute2 $(if $(IS_ROOT),podman runc)
 	$(GO) vet ./...
 	cd test && $(GO) vet ./...
 	$(TEST_ENV) $(GO) test -count=1 -timeout 15m ./...
