@@ -29,25 +29,31 @@ const (
 	AttrClientPort         = string(semconv.ClientPortKey)
 	AttrServerAddress      = string(semconv.ServerAddressKey)
 	AttrServerPort         = string(semconv.ServerPortKey)
-	AttrEndReason          = "netflow.end.reason"
-	AttrEndBy              = "netflow.end.by"
-	AttrEndError           = "netflow.end.error"
-	AttrErrorType          = string(semconv.ErrorTypeKey)
-	AttrEstablished        = "netflow.established"
-	AttrStartObserved      = "netflow.start_observed"
-	AttrStartTime          = "netflow.start_time_unix_nano"
-	AttrDuration           = "netflow.duration"
-	AttrProcessPID         = string(semconv.ProcessPIDKey)
-	AttrProcessExecutable  = string(semconv.ProcessExecutableNameKey)
-	AttrBytesSent          = "netflow.bytes.sent"
-	AttrBytesReceived      = "netflow.bytes.received"
-	AttrSegmentsSent       = "netflow.segments.sent"
-	AttrSegmentsReceived   = "netflow.segments.received"
-	AttrRTT                = "netflow.tcp.rtt"
-	AttrRetransmissions    = "netflow.tcp.retransmissions"
-	AttrSocketCookie       = "netflow.socket.cookie"
-	AttrCgroupID           = "netflow.cgroup.id"
-	AttrNetns              = "netflow.netns"
+	// What NAT made of the connection (docs/nat.md): this socket as its
+	// peer sees it, and the peer as the packets reach it.
+	AttrLocalTranslatedAddress = "netflow.local.translated.address"
+	AttrLocalTranslatedPort    = "netflow.local.translated.port"
+	AttrPeerTranslatedAddress  = "netflow.peer.translated.address"
+	AttrPeerTranslatedPort     = "netflow.peer.translated.port"
+	AttrEndReason              = "netflow.end.reason"
+	AttrEndBy                  = "netflow.end.by"
+	AttrEndError               = "netflow.end.error"
+	AttrErrorType              = string(semconv.ErrorTypeKey)
+	AttrEstablished            = "netflow.established"
+	AttrStartObserved          = "netflow.start_observed"
+	AttrStartTime              = "netflow.start_time_unix_nano"
+	AttrDuration               = "netflow.duration"
+	AttrProcessPID             = string(semconv.ProcessPIDKey)
+	AttrProcessExecutable      = string(semconv.ProcessExecutableNameKey)
+	AttrBytesSent              = "netflow.bytes.sent"
+	AttrBytesReceived          = "netflow.bytes.received"
+	AttrSegmentsSent           = "netflow.segments.sent"
+	AttrSegmentsReceived       = "netflow.segments.received"
+	AttrRTT                    = "netflow.tcp.rtt"
+	AttrRetransmissions        = "netflow.tcp.retransmissions"
+	AttrSocketCookie           = "netflow.socket.cookie"
+	AttrCgroupID               = "netflow.cgroup.id"
+	AttrNetns                  = "netflow.netns"
 )
 
 // attribute is one attribute a record can carry, in the order records
@@ -72,6 +78,10 @@ const (
 	attrClientPort
 	attrServerAddress
 	attrServerPort
+	attrLocalTranslatedAddress
+	attrLocalTranslatedPort
+	attrPeerTranslatedAddress
+	attrPeerTranslatedPort
 	attrEndReason
 	attrEndBy
 	attrEndError
@@ -106,6 +116,8 @@ var attributeKeys = [numAttributes]string{
 	attrPeerAddress: AttrPeerAddress, attrPeerPort: AttrPeerPort,
 	attrClientAddress: AttrClientAddress, attrClientPort: AttrClientPort,
 	attrServerAddress: AttrServerAddress, attrServerPort: AttrServerPort,
+	attrLocalTranslatedAddress: AttrLocalTranslatedAddress, attrLocalTranslatedPort: AttrLocalTranslatedPort,
+	attrPeerTranslatedAddress: AttrPeerTranslatedAddress, attrPeerTranslatedPort: AttrPeerTranslatedPort,
 	attrEndReason: AttrEndReason, attrEndBy: AttrEndBy, attrEndError: AttrEndError, attrErrorType: AttrErrorType,
 	attrEstablished: AttrEstablished, attrStartObserved: AttrStartObserved,
 	attrStartTime: AttrStartTime, attrDuration: AttrDuration,

@@ -127,6 +127,26 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 			a.AppendEmpty(AttrServerPort).SetInt(int64(server.Port()))
 		}
 	}
+	// What NAT made of each side, where it is known and something was
+	// translated.
+	if x := e.Translation; x.Known {
+		if x.Local != local {
+			if set.has(attrLocalTranslatedAddress) {
+				a.AppendEmpty(AttrLocalTranslatedAddress).SetStr(c.text(x.Local.Addr()))
+			}
+			if set.has(attrLocalTranslatedPort) {
+				a.AppendEmpty(AttrLocalTranslatedPort).SetInt(int64(x.Local.Port()))
+			}
+		}
+		if x.Peer != peer {
+			if set.has(attrPeerTranslatedAddress) {
+				a.AppendEmpty(AttrPeerTranslatedAddress).SetStr(c.text(x.Peer.Addr()))
+			}
+			if set.has(attrPeerTranslatedPort) {
+				a.AppendEmpty(AttrPeerTranslatedPort).SetInt(int64(x.Peer.Port()))
+			}
+		}
+	}
 	if set.has(attrEndReason) {
 		a.AppendEmpty(AttrEndReason).SetStr(e.EndReason.String())
 	}

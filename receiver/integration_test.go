@@ -47,10 +47,14 @@ type record struct {
 	Dest      string
 	Local     string // network.local.*: the socket's own address:port
 	Peer      string // network.peer.*
-	EndBy     string
-	Reason    string
-	NetType   string
-	Netns     uint32
+	// netflow.local.translated.* and netflow.peer.translated.*: "" when
+	// absent (nothing translated).
+	LocalTranslated string
+	PeerTranslated  string
+	EndBy           string
+	Reason          string
+	NetType         string
+	Netns           uint32
 }
 
 // harness is one receiver attached to one test cgroup.
@@ -119,19 +123,24 @@ func (h *harness) stop() []record {
 		str := func(key string) string { v, _ := a.Get(key); return v.AsString() }
 		num := func(key string) int64 { v, _ := a.Get(key); return v.Int() }
 		addrPort := func(addrKey, portKey string) string {
+			if _, ok := a.Get(addrKey); !ok {
+				return ""
+			}
 			return netip.AddrPortFrom(netip.MustParseAddr(str(addrKey)), uint16(num(portKey))).String()
 		}
 		out = append(out, record{
-			Cookie:    uint64(num(AttrSocketCookie)),
-			Direction: str(AttrDirection),
-			Source:    addrPort(AttrSourceAddress, AttrSourcePort),
-			Dest:      addrPort(AttrDestinationAddress, AttrDestinationPort),
-			Local:     addrPort(AttrLocalAddress, AttrLocalPort),
-			Peer:      addrPort(AttrPeerAddress, AttrPeerPort),
-			EndBy:     str(AttrEndBy),
-			Reason:    str(AttrEndReason),
-			NetType:   str(AttrNetworkType),
-			Netns:     uint32(num(AttrNetns)),
+			Cookie:          uint64(num(AttrSocketCookie)),
+			Direction:       str(AttrDirection),
+			Source:          addrPort(AttrSourceAddress, AttrSourcePort),
+			Dest:            addrPort(AttrDestinationAddress, AttrDestinationPort),
+			Local:           addrPort(AttrLocalAddress, AttrLocalPort),
+			Peer:            addrPort(AttrPeerAddress, AttrPeerPort),
+			LocalTranslated: addrPort(AttrLocalTranslatedAddress, AttrLocalTranslatedPort),
+			PeerTranslated:  addrPort(AttrPeerTranslatedAddress, AttrPeerTranslatedPort),
+			EndBy:           str(AttrEndBy),
+			Reason:          str(AttrEndReason),
+			NetType:         str(AttrNetworkType),
+			Netns:           uint32(num(AttrNetns)),
 		})
 	})
 	return out

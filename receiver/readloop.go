@@ -43,6 +43,9 @@ type readLoop struct {
 	dnsMsg   bpf.DNSMessage
 	newCg    bpf.CgroupCreated
 
+	// Names translations the kernel programs cannot see; nil when off.
+	nat *natLookup
+
 	// Sockets open before Start, until their record comes.
 	preexisting *sockscan.Table
 	// The path and container of each cgroup id seen, so that a record costs
@@ -59,7 +62,7 @@ const maxCgroupInfo = 4096
 
 func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting *sockscan.Table) *readLoop {
 	l := &readLoop{
-		r: r, objs: objs, reader: rd, preexisting: preexisting,
+		r: r, objs: objs, reader: rd, preexisting: preexisting, nat: r.nat,
 		losses:     lossWatcher{logger: r.logger, telemetry: r.telemetry, now: time.Now},
 		consumer:   consumerLog{logger: r.logger, now: time.Now},
 		batch:      newBatch(r.hostName, r.cfg.MaxBatchSize),
@@ -172,6 +175,9 @@ func (l *readLoop) addRecord() {
 	if !l.r.filters.keep(e, cg.path) {
 		l.r.telemetry.NetflowtcpendRecordsFiltered.Add(context.Background(), 1)
 		return
+	}
+	if l.nat != nil {
+		l.nat.fill(e)
 	}
 	var srcNames, dstNames []string
 	if l.r.dns != nil {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
+	"github.com/netflowtcpend/netflowtcpend/internal/conntrack"
 	"github.com/netflowtcpend/netflowtcpend/internal/dnscache"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	"github.com/netflowtcpend/netflowtcpend/internal/sockscan"
@@ -45,12 +46,16 @@ type Receiver struct {
 	// second), and optional programs not to load (bpf.Options.Without).
 	rewalk  time.Duration
 	without []string
+	// Opens the connection tracking that nat.conntrack asks (openConntrack;
+	// tests give a namespace of their own).
+	openConntrack func() (*conntrack.Conn, uint32, error)
 
 	mu         sync.Mutex // guards the fields below across Start and Shutdown
 	cgroupPath string     // what the programs are attached to
 	cgroups    *cgroupv2.Paths
 	filters    filters
 	objs       *bpf.Objects
+	nat        *natLookup // nil unless nat.conntrack
 	reader     *ringbuf.Reader
 	done       chan struct{} // closed when the read loop has returned
 	cancel     context.CancelFunc
@@ -64,7 +69,8 @@ func New(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.O
 	if err != nil {
 		return nil, fmt.Errorf("create telemetry: %w", err)
 	}
-	r := &Receiver{cfg: cfg, logger: tel.Logger, telemetry: tb, obsrecv: obsrecv, next: next, rewalk: time.Second}
+	r := &Receiver{cfg: cfg, logger: tel.Logger, telemetry: tb, obsrecv: obsrecv, next: next, rewalk: time.Second,
+		openConntrack: openConntrack}
 	r.hostName, _ = os.Hostname()
 	if cfg.DNS.Enabled {
 		r.dns = dnscache.New(dnscache.Config{
@@ -108,8 +114,15 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	if r.dns != nil {
 		opts.DNSPayloadLimit = r.cfg.DNS.PayloadLimit
 	}
+	var nat *natLookup
+	if r.cfg.NAT.Conntrack {
+		if nat, err = newNATLookup(r.openConntrack, r.logger); err != nil {
+			return err
+		}
+	}
 	objs, err := bpf.Load(opts)
 	if err != nil {
+		_ = nat.close()
 		return err
 	}
 	r.logFeatures(objs)
@@ -122,17 +135,20 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	}
 	rd, err := objs.NewReader()
 	if err != nil {
+		_ = nat.close()
 		objs.Close()
 		return err
 	}
 	if err := r.registerGauges(rd); err != nil {
 		r.telemetry.Shutdown()
+		_ = nat.close()
 		rd.Close()
 		objs.Close()
 		return fmt.Errorf("register telemetry: %w", err)
 	}
 	if err := objs.Attach(path); err != nil {
 		r.telemetry.Shutdown() // the gauge reads rd, which is going
+		_ = nat.close()
 		rd.Close()
 		objs.Close()
 		if cerr := cgroupPathError(path); cerr != nil {
@@ -148,7 +164,7 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	r.cgroups.Walk()
 
 	ctx, cancel := context.WithCancel(context.Background())
-	r.objs, r.reader, r.cancel = objs, rd, cancel
+	r.objs, r.reader, r.cancel, r.nat = objs, rd, cancel, nat
 	r.done = make(chan struct{})
 	loop := newReadLoop(r, objs, rd, preexisting)
 	go func() {
@@ -284,5 +300,5 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 	r.cancel()
 	// Unregister the gauge callback before the reader it reads goes away.
 	r.telemetry.Shutdown()
-	return errors.Join(err, r.reader.Close(), r.objs.Close())
+	return errors.Join(err, r.nat.close(), r.reader.Close(), r.objs.Close())
 }

@@ -1,0 +1,308 @@
+//go:build linux
+
+package receiver
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"go.opentelemetry.io/collector/receiver/receivertest"
+	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/conntrack"
+	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
+)
+
+// Records behind real NAT: iptables and ip6tables rules in network
+// namespaces the tests make (never in the host's), a real resolver
+// (dnsmasq) answering a Service name with its ClusterIP, real sockets in
+// the monitored cgroup, both close orders. Every address attribute must be
+// the socket's own view (getsockname, getpeername), the translation must
+// be named where this host made it, and the Service's name must be on the
+// client's record.
+
+var (
+	serviceIP     = map[bool]netip.Addr{false: netip.MustParseAddr("10.96.0.10"), true: netip.MustParseAddr("fd96::10")}
+	servicePrefix = map[bool]string{false: "10.96.0.0/16", true: "fd96::/64"}
+	maskedIP      = map[bool]netip.Addr{false: netip.MustParseAddr("10.99.3.1"), true: netip.MustParseAddr("fd99:3::1")}
+	iptablesFor   = map[bool]string{false: "iptables", true: "ip6tables"}
+)
+
+const (
+	serviceName = "svc.example.test"
+	servicePort = 80
+)
+
+// natCase is one family and one close order.
+type natCase struct {
+	v6, serverFirst bool
+}
+
+func (c natCase) String() string {
+	return fmt.Sprintf("%s/%s", map[bool]string{false: "ipv4", true: "ipv6"}[c.v6],
+		map[bool]string{false: "client-closes-first", true: "server-closes-first"}[c.serverFirst])
+}
+
+func eachNATCase(t *testing.T, f func(t *testing.T, c natCase)) {
+	testenv.RequireRoot(t)
+	testnet.RequireIptables(t)
+	for _, v6 := range []bool{false, true} {
+		for _, serverFirst := range []bool{false, true} {
+			c := natCase{v6: v6, serverFirst: serverFirst}
+			t.Run(c.String(), func(t *testing.T) { f(t, c) })
+		}
+	}
+}
+
+func familyAddr(ns *testnet.Netns, v6 bool) netip.Addr {
+	if v6 {
+		return ns.Addr6
+	}
+	return ns.Addr4
+}
+
+// natRun is one monitored connection through NAT and what came of it.
+type natRun struct {
+	client, server           record   // the two sockets' records
+	clientPeerDomains        []string // names on the client record's peer side
+	clientView, serverView   [2]netip.AddrPort
+	listening, dialed        netip.AddrPort
+	clientCookie, srvCookie  uint64
+	clientNetns, serverNetns uint32
+}
+
+// natTest starts a receiver with DNS on, listens in serverNS, lets nat
+// install the rules (it gets the listener's address and returns the
+// address the client is to dial, a name it resolves or an address), then
+// connects from clientNS (from clientBind if valid), closes in the case's
+// order and returns the records.
+type natTest struct {
+	clientNS, serverNS *testnet.Netns
+	clientBind         netip.Addr
+	dnsRecords         []string
+	name               string // resolved by the client before it dials, if not ""
+	nat                func(listening netip.AddrPort) (dial netip.AddrPort)
+	// conntrackIn, if not nil, stands in for the node's namespace whose
+	// connection tracking the receiver asks (nat.conntrack on).
+	conntrackIn *testnet.Netns
+}
+
+func (nt natTest) run(t *testing.T, c natCase) natRun {
+	t.Helper()
+	h := newHarness(t)
+	startDnsmasq(t, nt.clientNS, nt.dnsRecords...)
+	cfg := Config{
+		RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond,
+		DNS: DNSConfig{Enabled: true, MaxAddresses: 1000, MaxNames: 10, PayloadLimit: 4096},
+	}
+	var configure func(*Receiver)
+	if nt.conntrackIn != nil {
+		cfg.NAT.Conntrack = true
+		ns := nt.conntrackIn
+		configure = func(r *Receiver) {
+			r.openConntrack = func() (*conntrack.Conn, uint32, error) {
+				var ct *conntrack.Conn
+				err := ns.Do(func() (err error) { ct, err = conntrack.Open(); return err })
+				return ct, ns.Inode(), err
+			}
+		}
+	}
+	h.startWithSettings(cfg, receivertest.NewNopSettings(metadata.Type), configure)
+	d := &dnsHarness{harness: h, ns: nt.clientNS}
+	require.Eventually(t, func() bool {
+		_, err := d.resolve(false, "udp", dnsServer4, serviceName, dnsmessage.TypeA, 0)
+		return err == nil
+	}, 10*time.Second, 50*time.Millisecond, "dnsmasq never answered")
+
+	var ln *net.TCPListener
+	h.cg.Run(t, func() {
+		require.NoError(t, nt.serverNS.Do(func() (err error) {
+			ln, err = testnet.Listen(netip.AddrPortFrom(familyAddr(nt.serverNS, c.v6), 0))
+			return err
+		}))
+	})
+	defer ln.Close()
+	var r natRun
+	r.listening = testnet.AddrPort(ln.Addr())
+	r.dialed = nt.nat(r.listening)
+	if nt.name != "" {
+		qtype := dnsmessage.TypeA
+		if c.v6 {
+			qtype = dnsmessage.TypeAAAA
+		}
+		require.Equal(t, r.dialed.Addr(), d.lookup("udp", dnsServer4, nt.name, qtype))
+	}
+
+	var client *net.TCPConn
+	h.cg.Run(t, func() {
+		require.NoError(t, nt.clientNS.Do(func() (err error) {
+			if nt.clientBind.IsValid() {
+				client, err = testnet.DialFrom(netip.AddrPortFrom(nt.clientBind, 0), r.dialed)
+			} else {
+				client, err = testnet.Dial(r.dialed)
+			}
+			return err
+		}))
+	})
+	defer client.Close()
+	server, err := ln.AcceptTCP()
+	require.NoError(t, err)
+	defer server.Close()
+	r.clientView = [2]netip.AddrPort{testnet.AddrPort(client.LocalAddr()), testnet.AddrPort(client.RemoteAddr())}
+	r.serverView = [2]netip.AddrPort{testnet.AddrPort(server.LocalAddr()), testnet.AddrPort(server.RemoteAddr())}
+	r.clientCookie, err = testnet.Cookie(client)
+	require.NoError(t, err)
+	r.srvCookie, err = testnet.Cookie(server)
+	require.NoError(t, err)
+	r.clientNetns, r.serverNetns = nt.clientNS.Inode(), nt.serverNS.Inode()
+	_, err = client.Write([]byte("ping"))
+	require.NoError(t, err)
+	readExactly(t, server, "ping")
+
+	first, second := client, server
+	if c.serverFirst {
+		first, second = server, client
+	}
+	require.NoError(t, first.Close())
+	require.NoError(t, readEnd(t, second))
+	require.NoError(t, second.Close())
+
+	records := h.stop()
+	for _, rec := range records {
+		switch rec.Cookie {
+		case r.clientCookie:
+			r.client = rec
+		case r.srvCookie:
+			r.server = rec
+		default:
+			t.Errorf("unexpected record %+v", rec)
+		}
+	}
+	h.eachRecord(func(_ pcommon.Resource, lr plog.LogRecord) {
+		a := lr.Attributes()
+		if cookie, _ := a.Get(AttrSocketCookie); uint64(cookie.Int()) != r.clientCookie {
+			return
+		}
+		key := AttrDestinationDomains
+		if by, _ := a.Get(AttrEndBy); by.Str() == "remote" {
+			key = AttrSourceDomains
+		}
+		v, _ := a.Get(key)
+		r.clientPeerDomains = asStrings(v.Slice())
+	})
+	return r
+}
+
+// want is a record as the socket sees its connection: local and peer its
+// own view, source the side that ended it.
+func want(cookie uint64, dir string, view [2]netip.AddrPort, localSent bool, netType string, netns uint32, localX, peerX string) record {
+	rec := record{Cookie: cookie, Direction: dir, Local: view[0].String(), Peer: view[1].String(),
+		LocalTranslated: localX, PeerTranslated: peerX, Reason: "fin", NetType: netType, Netns: netns,
+		Source: view[0].String(), Dest: view[1].String(), EndBy: "local"}
+	if !localSent {
+		rec.Source, rec.Dest, rec.EndBy = rec.Dest, rec.Source, "remote"
+	}
+	return rec
+}
+
+func netTypeOf(v6 bool) string {
+	if v6 {
+		return "ipv6"
+	}
+	return "ipv4"
+}
+
+// A node process reaches a Service: the DNAT (kube-proxy's, here one
+// iptables rule in nat OUTPUT) is in the client's own namespace. The
+// client's record names the Service as its peer, with its DNS name, and the
+// backend as the translated peer; the server saw no translation.
+func TestNATServiceFromItsOwnNamespace(t *testing.T) {
+	eachNATCase(t, func(t *testing.T, c natCase) {
+		client, server := testnet.NewVethPair(t)
+		svc := serviceIP[c.v6]
+		client.Run(t, "ip", "route", "add", servicePrefix[c.v6], "dev", "nft0")
+		nt := natTest{
+			clientNS: client, serverNS: server, name: serviceName,
+			dnsRecords: []string{"--host-record=" + serviceName + "," + serviceIP[false].String() + "," + serviceIP[true].String()},
+			nat: func(listening netip.AddrPort) netip.AddrPort {
+				client.Run(t, iptablesFor[c.v6], "-t", "nat", "-A", "OUTPUT", "-d", svc.String(), "-p", "tcp",
+					"--dport", fmt.Sprint(servicePort), "-j", "DNAT", "--to-destination", listening.String())
+				return netip.AddrPortFrom(svc, servicePort)
+			},
+		}
+		r := nt.run(t, c)
+		require.Equal(t, r.dialed, r.clientView[1], "getpeername gives the Service")
+		assert.Equal(t, want(r.clientCookie, "outgoing", r.clientView, !c.serverFirst, netTypeOf(c.v6), r.clientNetns,
+			"", r.listening.String()), r.client)
+		assert.Equal(t, want(r.srvCookie, "incoming", r.serverView, c.serverFirst, netTypeOf(c.v6), r.serverNetns,
+			"", ""), r.server)
+		assert.Equal(t, []string{serviceName}, r.clientPeerDomains)
+	})
+}
+
+// A pod reaches a Service: the pod routes through the node, whose
+// PREROUTING DNAT sends the ClusterIP to a backend (here a server on the
+// node). The pod's hooks never see the backend: its record names the
+// ClusterIP, with the Service's name, and the backend from the node's
+// connection tracking. The server's record names the ClusterIP it was
+// reached through, from its own packets when it closes first and from the
+// node's connection tracking when the client does.
+func TestNATPodToServiceThroughTheNode(t *testing.T) {
+	eachNATCase(t, func(t *testing.T, c natCase) {
+		pod, node := testnet.NewVethPair(t)
+		svc := serviceIP[c.v6]
+		pod.Run(t, "ip", "route", "add", servicePrefix[c.v6], "via", familyAddr(node, c.v6).String())
+		nt := natTest{
+			clientNS: pod, serverNS: node, name: serviceName, conntrackIn: node,
+			dnsRecords: []string{"--host-record=" + serviceName + "," + serviceIP[false].String() + "," + serviceIP[true].String()},
+			nat: func(listening netip.AddrPort) netip.AddrPort {
+				node.Run(t, iptablesFor[c.v6], "-t", "nat", "-A", "PREROUTING", "-d", svc.String(), "-p", "tcp",
+					"--dport", fmt.Sprint(servicePort), "-j", "DNAT", "--to-destination", listening.String())
+				return netip.AddrPortFrom(svc, servicePort)
+			},
+		}
+		r := nt.run(t, c)
+		service := netip.AddrPortFrom(svc, servicePort).String()
+		assert.Equal(t, want(r.clientCookie, "outgoing", r.clientView, !c.serverFirst, netTypeOf(c.v6), r.clientNetns,
+			"", r.listening.String()), r.client)
+		assert.Equal(t, want(r.srvCookie, "incoming", r.serverView, c.serverFirst, netTypeOf(c.v6), r.serverNetns,
+			service, ""), r.server)
+		assert.Equal(t, []string{serviceName}, r.clientPeerDomains)
+	})
+}
+
+// The client's namespace masquerades what leaves it (SNAT, as a node does
+// for its pods' traffic to the outside): the client's record names its own
+// address and the address the server saw as its translated local side.
+func TestNATMasquerade(t *testing.T) {
+	eachNATCase(t, func(t *testing.T, c natCase) {
+		client, server := testnet.NewVethPair(t)
+		client.AddLoopbackAddr(t, maskedIP[c.v6])
+		nt := natTest{
+			clientNS: client, serverNS: server, clientBind: maskedIP[c.v6], name: "server.example.test",
+			dnsRecords: []string{"--host-record=server.example.test," + server.Addr4.String() + "," + server.Addr6.String(),
+				"--host-record=" + serviceName + "," + serviceIP[false].String()},
+			nat: func(listening netip.AddrPort) netip.AddrPort {
+				client.Run(t, iptablesFor[c.v6], "-t", "nat", "-A", "POSTROUTING", "-o", "nft0", "-p", "tcp", "-j", "MASQUERADE")
+				return listening
+			},
+		}
+		r := nt.run(t, c)
+		require.Equal(t, maskedIP[c.v6], r.clientView[0].Addr())
+		require.Equal(t, familyAddr(client, c.v6), r.serverView[1].Addr(), "the server sees the masqueraded address")
+		assert.Equal(t, want(r.clientCookie, "outgoing", r.clientView, !c.serverFirst, netTypeOf(c.v6), r.clientNetns,
+			r.serverView[1].String(), ""), r.client)
+		assert.Equal(t, want(r.srvCookie, "incoming", r.serverView, c.serverFirst, netTypeOf(c.v6), r.serverNetns,
+			"", ""), r.server)
+		assert.Equal(t, []string{"server.example.test"}, r.clientPeerDomains)
+	})
+}
