@@ -263,7 +263,7 @@ static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 		socket_view(tp, seg->family, &own);
 	else
 		own = wire;
-	set_addresses(e, &own, egress ? &wire : known_translation(sk, old, &own));
+	set_addresses(e, &own, !tp ? 0 : egress ? &wire : known_translation(sk, old, &own));
 	fill_counters(e, tp, seg, egress);
 	submit(e);
 }
