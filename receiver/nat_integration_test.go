@@ -3,9 +3,11 @@
 package receiver
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +17,7 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"golang.org/x/net/dns/dnsmessage"
+	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/conntrack"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
@@ -94,12 +97,18 @@ type natTest struct {
 	// conntrackIn, if not nil, stands in for the node's namespace whose
 	// connection tracking the receiver asks (nat.conntrack on).
 	conntrackIn *testnet.Netns
+	// beforeStart: the connection is open before the receiver starts
+	// (its handshake and DNS answer unseen).
+	beforeStart bool
+	// dualStack: the server listens on [::] and takes IPv4 connections
+	// on an IPv6 socket.
+	dualStack bool
 }
 
 func (nt natTest) run(t *testing.T, c natCase) natRun {
 	t.Helper()
 	h := newHarness(t)
-	startDnsmasq(t, nt.clientNS, nt.dnsRecords...)
+	dnsLog := startDnsmasq(t, nt.clientNS, nt.dnsRecords...)
 	cfg := Config{
 		RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond,
 		DNS: DNSConfig{Enabled: true, MaxAddresses: 1000, MaxNames: 10, PayloadLimit: 4096},
@@ -116,25 +125,32 @@ func (nt natTest) run(t *testing.T, c natCase) natRun {
 			}
 		}
 	}
-	h.startWithSettings(cfg, receivertest.NewNopSettings(metadata.Type), configure)
+	start := func() { h.startWithSettings(cfg, receivertest.NewNopSettings(metadata.Type), configure) }
+	if !nt.beforeStart {
+		start()
+	}
 	d := &dnsHarness{harness: h, ns: nt.clientNS}
 	require.Eventually(t, func() bool {
 		_, err := d.resolve(false, "udp", dnsServer4, serviceName, dnsmessage.TypeA, 0)
 		return err == nil
-	}, 10*time.Second, 50*time.Millisecond, "dnsmasq never answered")
+	}, 10*time.Second, 50*time.Millisecond, "dnsmasq never answered: %s", dnsLog)
 
 	var ln *net.TCPListener
 	h.cg.Run(t, func() {
 		require.NoError(t, nt.serverNS.Do(func() (err error) {
-			ln, err = testnet.Listen(netip.AddrPortFrom(familyAddr(nt.serverNS, c.v6), 0))
+			if nt.dualStack {
+				ln, err = testnet.ListenBacklog(netip.MustParseAddrPort("[::]:0"), 16, false)
+			} else {
+				ln, err = testnet.Listen(netip.AddrPortFrom(familyAddr(nt.serverNS, c.v6), 0))
+			}
 			return err
 		}))
 	})
 	defer ln.Close()
 	var r natRun
-	r.listening = testnet.AddrPort(ln.Addr())
+	r.listening = netip.AddrPortFrom(familyAddr(nt.serverNS, c.v6), testnet.AddrPort(ln.Addr()).Port())
 	r.dialed = nt.nat(r.listening)
-	if nt.name != "" {
+	if nt.name != "" && !nt.beforeStart {
 		qtype := dnsmessage.TypeA
 		if c.v6 {
 			qtype = dnsmessage.TypeAAAA
@@ -167,6 +183,9 @@ func (nt natTest) run(t *testing.T, c natCase) natRun {
 	_, err = client.Write([]byte("ping"))
 	require.NoError(t, err)
 	readExactly(t, server, "ping")
+	if nt.beforeStart {
+		start()
+	}
 
 	first, second := client, server
 	if c.serverFirst {
@@ -305,4 +324,206 @@ func TestNATMasquerade(t *testing.T) {
 			"", ""), r.server)
 		assert.Equal(t, []string{"server.example.test"}, r.clientPeerDomains)
 	})
+}
+
+// A server on a dual-stack socket ([::]) takes the pod's IPv4 connection
+// through the node's DNAT: its record is IPv4, in its own view, with the
+// ClusterIP it was reached through.
+func TestNATPodToDualStackServer(t *testing.T) {
+	testenv.RequireRoot(t)
+	testnet.RequireIptables(t)
+	for _, serverFirst := range []bool{false, true} {
+		c := natCase{serverFirst: serverFirst}
+		t.Run(c.String(), func(t *testing.T) {
+			pod, node := testnet.NewVethPair(t)
+			pod.Run(t, "ip", "route", "add", servicePrefix[false], "via", node.Addr4.String())
+			nt := natTest{
+				clientNS: pod, serverNS: node, name: serviceName, conntrackIn: node, dualStack: true,
+				dnsRecords: []string{"--host-record=" + serviceName + "," + serviceIP[false].String()},
+				nat: func(listening netip.AddrPort) netip.AddrPort {
+					node.Run(t, "iptables", "-t", "nat", "-A", "PREROUTING", "-d", serviceIP[false].String(), "-p", "tcp",
+						"--dport", fmt.Sprint(servicePort), "-j", "DNAT", "--to-destination", listening.String())
+					return netip.AddrPortFrom(serviceIP[false], servicePort)
+				},
+			}
+			r := nt.run(t, c)
+			service := netip.AddrPortFrom(serviceIP[false], servicePort).String()
+			assert.Equal(t, want(r.clientCookie, "outgoing", r.clientView, !c.serverFirst, "ipv4", r.clientNetns,
+				"", r.listening.String()), r.client)
+			assert.Equal(t, want(r.srvCookie, "incoming", r.serverView, c.serverFirst, "ipv4", r.serverNetns,
+				service, ""), r.server)
+			assert.Equal(t, []string{serviceName}, r.clientPeerDomains)
+		})
+	}
+}
+
+// A connection through a Service's DNAT open before the receiver starts:
+// the socket's own view all the same, the translation from the end that
+// leaves the client, or from the connection tracking (here the client's
+// namespace stands in for the node's) when the end comes in. The DNS
+// answer came before start: no name.
+func TestNATConnectionOpenedBeforeStart(t *testing.T) {
+	eachNATCase(t, func(t *testing.T, c natCase) {
+		client, server := testnet.NewVethPair(t)
+		svc := serviceIP[c.v6]
+		client.Run(t, "ip", "route", "add", servicePrefix[c.v6], "dev", "nft0")
+		nt := natTest{
+			clientNS: client, serverNS: server, name: serviceName, beforeStart: true, conntrackIn: client,
+			dnsRecords: []string{"--host-record=" + serviceName + "," + serviceIP[false].String() + "," + serviceIP[true].String()},
+			nat: func(listening netip.AddrPort) netip.AddrPort {
+				client.Run(t, iptablesFor[c.v6], "-t", "nat", "-A", "OUTPUT", "-d", svc.String(), "-p", "tcp",
+					"--dport", fmt.Sprint(servicePort), "-j", "DNAT", "--to-destination", listening.String())
+				return netip.AddrPortFrom(svc, servicePort)
+			},
+		}
+		r := nt.run(t, c)
+		service := netip.AddrPortFrom(svc, servicePort).String()
+		assert.Equal(t, want(r.clientCookie, "outgoing", r.clientView, !c.serverFirst, netTypeOf(c.v6), r.clientNetns,
+			"", r.listening.String()), r.client)
+		// The client's namespace translated it: seen from the server, the
+		// client reached it as the Service.
+		assert.Equal(t, want(r.srvCookie, "incoming", r.serverView, c.serverFirst, netTypeOf(c.v6), r.serverNetns,
+			service, ""), r.server)
+	})
+}
+
+// Ends without a FIN behind a Service's DNAT in the client's namespace: an
+// abortive close (RST), a refused connect (the backend's port is closed)
+// and a connect timeout (the backend never answers). The client's record
+// is in its own view, with the backend as the translated peer, known from
+// the SYN.
+func TestNATEndsWithoutFIN(t *testing.T) {
+	testenv.RequireRoot(t)
+	testnet.RequireIptables(t)
+	for _, v6 := range []bool{false, true} {
+		t.Run(netTypeOf(v6), func(t *testing.T) {
+			h := newHarness(t)
+			client, server := testnet.NewVethPair(t)
+			svc := serviceIP[v6]
+			client.Run(t, "ip", "route", "add", servicePrefix[v6], "dev", "nft0")
+			dnat := func(port uint16, to netip.AddrPort) netip.AddrPort {
+				client.Run(t, iptablesFor[v6], "-t", "nat", "-A", "OUTPUT", "-d", svc.String(), "-p", "tcp",
+					"--dport", fmt.Sprint(port), "-j", "DNAT", "--to-destination", to.String())
+				return netip.AddrPortFrom(svc, port)
+			}
+			h.start()
+
+			// Abortive close: SO_LINGER 0 sends a RST.
+			var ln *net.TCPListener
+			require.NoError(t, server.Do(func() (err error) {
+				ln, err = testnet.Listen(netip.AddrPortFrom(familyAddr(server, v6), 0))
+				return err
+			}))
+			defer ln.Close()
+			backend := testnet.AddrPort(ln.Addr())
+			var abort *net.TCPConn
+			h.cg.Run(t, func() {
+				require.NoError(t, client.Do(func() (err error) { abort, err = testnet.Dial(dnat(81, backend)); return err }))
+			})
+			accepted, err := ln.AcceptTCP()
+			require.NoError(t, err)
+			defer accepted.Close()
+			abortCookie, err := testnet.Cookie(abort)
+			require.NoError(t, err)
+			abortView := [2]netip.AddrPort{testnet.AddrPort(abort.LocalAddr()), testnet.AddrPort(abort.RemoteAddr())}
+			require.NoError(t, abort.SetLinger(0))
+			require.NoError(t, abort.Close())
+			requireReset(t, accepted)
+
+			// Refused: the backend's port is closed.
+			closed := backend
+			require.NoError(t, server.Do(func() error {
+				l, err := testnet.Listen(netip.AddrPortFrom(familyAddr(server, v6), 0))
+				if err != nil {
+					return err
+				}
+				closed = testnet.AddrPort(l.Addr())
+				return l.Close()
+			}))
+			refusedSvc := dnat(82, closed)
+			var refusedLocal netip.AddrPort
+			var refusedCookie uint64
+			h.cg.Run(t, func() {
+				require.NoError(t, client.Do(func() (err error) {
+					refusedLocal, refusedCookie, err = connectRefused(familyAddr(client, v6), refusedSvc)
+					return err
+				}))
+			})
+
+			records := h.stop()
+			netns := client.Inode()
+			assert.Contains(t, records, record{Cookie: abortCookie, Direction: "outgoing",
+				Source: abortView[0].String(), Dest: abortView[1].String(), Local: abortView[0].String(), Peer: abortView[1].String(),
+				PeerTranslated: backend.String(), EndBy: "local", Reason: "rst", NetType: netTypeOf(v6), Netns: netns})
+			assert.Contains(t, records, record{Cookie: refusedCookie, Direction: "outgoing",
+				Source: refusedSvc.String(), Dest: refusedLocal.String(), Local: refusedLocal.String(), Peer: refusedSvc.String(),
+				PeerTranslated: closed.String(), EndBy: "remote", Reason: "rst", NetType: netTypeOf(v6), Netns: netns})
+		})
+	}
+	t.Run("timeout", func(t *testing.T) {
+		h := newHarness(t)
+		client, _ := testnet.NewVethPair(t)
+		nobody := netip.AddrPortFrom(client.Unanswered(t), 80)
+		client.Run(t, "ip", "route", "add", servicePrefix[false], "dev", "nft0")
+		client.Run(t, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", serviceIP[false].String(), "-p", "tcp",
+			"--dport", "83", "-j", "DNAT", "--to-destination", nobody.String())
+		h.start()
+		svc := netip.AddrPortFrom(serviceIP[false], 83)
+		var cookie uint64
+		var local netip.AddrPort
+		h.cg.Run(t, func() {
+			require.NoError(t, client.Do(func() error {
+				var err error
+				local, cookie, err = connectTimesOut(client.Addr4, svc)
+				return err
+			}))
+		})
+		h.stop()
+		got := h.attrsByCookie()[cookie]
+		if !h.features.EndsWithoutFINOrRST {
+			assert.Nil(t, got, "this kernel cannot report ends without FIN or RST")
+			return
+		}
+		require.NotNil(t, got, "no record for the timed-out socket")
+		assert.Equal(t, "timeout", got[AttrEndReason])
+		assert.Equal(t, local.Addr().String(), got[AttrLocalAddress])
+		assert.Equal(t, int64(local.Port()), got[AttrLocalPort])
+		assert.Equal(t, svc.Addr().String(), got[AttrPeerAddress])
+		assert.Equal(t, int64(svc.Port()), got[AttrPeerPort])
+		assert.Equal(t, svc.Addr().String(), got[AttrServerAddress])
+		assert.Equal(t, nobody.Addr().String(), got[AttrPeerTranslatedAddress])
+		assert.Equal(t, int64(nobody.Port()), got[AttrPeerTranslatedPort])
+		assert.NotContains(t, got, AttrLocalTranslatedAddress)
+	})
+}
+
+// connectTimesOut connects from local to server, which never answers, with
+// one SYN retransmission (about 3 s), and returns the socket's address and
+// cookie.
+func connectTimesOut(local netip.Addr, server netip.AddrPort) (netip.AddrPort, uint64, error) {
+	var cookie uint64
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_SYNCNT, 1)
+			if serr == nil {
+				cookie, serr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE)
+			}
+		})
+		return errors.Join(err, serr)
+	}}
+	d.SetMultipathTCP(false)
+	// A fixed port, so that the record can be matched without the socket.
+	l, err := net.Listen("tcp", netip.AddrPortFrom(local, 0).String())
+	if err != nil {
+		return netip.AddrPort{}, 0, err
+	}
+	port := testnet.AddrPort(l.Addr()).Port()
+	l.Close()
+	d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(local, port))
+	_, err = d.Dial("tcp", server.String())
+	if !errors.Is(err, unix.ETIMEDOUT) {
+		return netip.AddrPort{}, 0, errors.Join(errors.New("want ETIMEDOUT"), err)
+	}
+	return netip.AddrPortFrom(local, port), cookie, nil
 }
