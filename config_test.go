@@ -42,6 +42,9 @@ func TestLoadConfig(t *testing.T) {
 	lean := flowreceiver.DefaultConfig()
 	lean.Attributes.Exclude = []string{"netflow.socket.cookie", "netflow.cgroup.id"}
 
+	conntrack := flowreceiver.DefaultConfig()
+	conntrack.NAT.Conntrack = true
+
 	dnsOff := flowreceiver.DefaultConfig()
 	dnsOff.DNS.Enabled = false
 	dnsOff.DNS.MaxNames = 0 // not checked while DNS is off
@@ -56,6 +59,7 @@ func TestLoadConfig(t *testing.T) {
 		{id: "dns_off", want: dnsOff},
 		{id: "filters", want: filters},
 		{id: "attributes", want: lean},
+		{id: "nat_conntrack", want: conntrack},
 		{id: "attributes_bad", wantErr: `attributes.exclude: "source.port" is a field of the event itself and cannot be left out` + "\n" +
 			`attributes.exclude: "netflow.pid" is not an attribute of this receiver; the attributes are: network.transport,`},
 		{id: "filters_bad", wantErr: "filters.include.ports: 0 is not a port (1 to 65535)\n" +
@@ -68,6 +72,7 @@ func TestLoadConfig(t *testing.T) {
 		{id: "ports_map", wantErr: "'filters.include.ports' source data must be an array or slice, got map"},
 		{id: "dns_scalar", wantErr: "'dns' expected a map or struct, got \"bool\""},
 		{id: "exclude_self_string", wantErr: "'filters.exclude_self' expected type 'bool', got unconvertible type 'string'"},
+		{id: "nat_conntrack_string", wantErr: "'nat.conntrack' expected type 'bool', got unconvertible type 'string'"},
 		{id: "unknown_nested_key", wantErr: "'filters.include' has invalid keys: port"},
 		// Out of range; bare numbers where durations belong.
 		{id: "ring_too_big", wantErr: "ring_buffer_size 2147483648 must be a power of two from 65536 (64 KiB) to 1073741824 (1 GiB)"},
