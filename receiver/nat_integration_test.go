@@ -3,11 +3,9 @@
 package receiver
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,7 +15,6 @@ import (
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/receiver/receivertest"
 	"golang.org/x/net/dns/dnsmessage"
-	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/conntrack"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
@@ -240,31 +237,70 @@ func netTypeOf(v6 bool) string {
 	return "ipv4"
 }
 
+// serviceDNAT makes ns's chain (OUTPUT where ns holds the client,
+// PREROUTING where it routes the client's packets) send the Service's
+// address and port to to, as kube-proxy does, and returns the Service.
+func serviceDNAT(t *testing.T, ns *testnet.Netns, v6 bool, chain string, port uint16, to netip.AddrPort) netip.AddrPort {
+	t.Helper()
+	svc := netip.AddrPortFrom(serviceIP[v6], port)
+	ns.Run(t, iptablesFor[v6], "-t", "nat", "-A", chain, "-d", svc.Addr().String(), "-p", "tcp",
+		"--dport", fmt.Sprint(port), "-j", "DNAT", "--to-destination", to.String())
+	return svc
+}
+
+var serviceRecord = "--host-record=" + serviceName + "," + serviceIP[false].String() + "," + serviceIP[true].String()
+
+// serviceFromItsOwnNamespace: the client's namespace DNATs the Service (a
+// node process reaching a Service).
+func serviceFromItsOwnNamespace(t *testing.T, v6 bool) natTest {
+	client, server := testnet.NewVethPair(t)
+	client.Run(t, "ip", "route", "add", servicePrefix[v6], "dev", "nft0")
+	return natTest{
+		clientNS: client, serverNS: server, name: serviceName, dnsRecords: []string{serviceRecord},
+		nat: func(listening netip.AddrPort) netip.AddrPort {
+			return serviceDNAT(t, client, v6, "OUTPUT", servicePort, listening)
+		},
+	}
+}
+
+// podThroughNode: the client (a pod) routes the Service's range through the
+// server's namespace (a node), which DNATs it to the server and whose
+// connection tracking the receiver asks.
+func podThroughNode(t *testing.T, v6 bool) natTest {
+	pod, node := testnet.NewVethPair(t)
+	pod.Run(t, "ip", "route", "add", servicePrefix[v6], "via", familyAddr(node, v6).String())
+	return natTest{
+		clientNS: pod, serverNS: node, name: serviceName, conntrackIn: node, dnsRecords: []string{serviceRecord},
+		nat: func(listening netip.AddrPort) netip.AddrPort {
+			return serviceDNAT(t, node, v6, "PREROUTING", servicePort, listening)
+		},
+	}
+}
+
+// assertServiceRecords checks the two records of a connection to the
+// Service: the client's names the Service as its peer and the backend as
+// the translated one; the server's names serverLocalX as its translated
+// local side ("" for none).
+func assertServiceRecords(t *testing.T, r natRun, c natCase, serverLocalX string, names []string) {
+	t.Helper()
+	require.Equal(t, r.dialed, r.clientView[1], "getpeername gives the Service")
+	assert.Equal(t, want(r.clientCookie, "outgoing", r.clientView, !c.serverFirst, netTypeOf(c.v6), r.clientNetns,
+		"", r.listening.String()), r.client)
+	assert.Equal(t, want(r.srvCookie, "incoming", r.serverView, c.serverFirst, netTypeOf(c.v6), r.serverNetns,
+		serverLocalX, ""), r.server)
+	if names != nil {
+		assert.Equal(t, names, r.clientPeerDomains)
+	}
+}
+
 // A node process reaches a Service: the DNAT (kube-proxy's, here one
 // iptables rule in nat OUTPUT) is in the client's own namespace. The
 // client's record names the Service as its peer, with its DNS name, and the
 // backend as the translated peer; the server saw no translation.
 func TestNATServiceFromItsOwnNamespace(t *testing.T) {
 	eachNATCase(t, func(t *testing.T, c natCase) {
-		client, server := testnet.NewVethPair(t)
-		svc := serviceIP[c.v6]
-		client.Run(t, "ip", "route", "add", servicePrefix[c.v6], "dev", "nft0")
-		nt := natTest{
-			clientNS: client, serverNS: server, name: serviceName,
-			dnsRecords: []string{"--host-record=" + serviceName + "," + serviceIP[false].String() + "," + serviceIP[true].String()},
-			nat: func(listening netip.AddrPort) netip.AddrPort {
-				client.Run(t, iptablesFor[c.v6], "-t", "nat", "-A", "OUTPUT", "-d", svc.String(), "-p", "tcp",
-					"--dport", fmt.Sprint(servicePort), "-j", "DNAT", "--to-destination", listening.String())
-				return netip.AddrPortFrom(svc, servicePort)
-			},
-		}
-		r := nt.run(t, c)
-		require.Equal(t, r.dialed, r.clientView[1], "getpeername gives the Service")
-		assert.Equal(t, want(r.clientCookie, "outgoing", r.clientView, !c.serverFirst, netTypeOf(c.v6), r.clientNetns,
-			"", r.listening.String()), r.client)
-		assert.Equal(t, want(r.srvCookie, "incoming", r.serverView, c.serverFirst, netTypeOf(c.v6), r.serverNetns,
-			"", ""), r.server)
-		assert.Equal(t, []string{serviceName}, r.clientPeerDomains)
+		r := serviceFromItsOwnNamespace(t, c.v6).run(t, c)
+		assertServiceRecords(t, r, c, "", []string{serviceName})
 	})
 }
 
@@ -277,25 +313,8 @@ func TestNATServiceFromItsOwnNamespace(t *testing.T) {
 // node's connection tracking when the client does.
 func TestNATPodToServiceThroughTheNode(t *testing.T) {
 	eachNATCase(t, func(t *testing.T, c natCase) {
-		pod, node := testnet.NewVethPair(t)
-		svc := serviceIP[c.v6]
-		pod.Run(t, "ip", "route", "add", servicePrefix[c.v6], "via", familyAddr(node, c.v6).String())
-		nt := natTest{
-			clientNS: pod, serverNS: node, name: serviceName, conntrackIn: node,
-			dnsRecords: []string{"--host-record=" + serviceName + "," + serviceIP[false].String() + "," + serviceIP[true].String()},
-			nat: func(listening netip.AddrPort) netip.AddrPort {
-				node.Run(t, iptablesFor[c.v6], "-t", "nat", "-A", "PREROUTING", "-d", svc.String(), "-p", "tcp",
-					"--dport", fmt.Sprint(servicePort), "-j", "DNAT", "--to-destination", listening.String())
-				return netip.AddrPortFrom(svc, servicePort)
-			},
-		}
-		r := nt.run(t, c)
-		service := netip.AddrPortFrom(svc, servicePort).String()
-		assert.Equal(t, want(r.clientCookie, "outgoing", r.clientView, !c.serverFirst, netTypeOf(c.v6), r.clientNetns,
-			"", r.listening.String()), r.client)
-		assert.Equal(t, want(r.srvCookie, "incoming", r.serverView, c.serverFirst, netTypeOf(c.v6), r.serverNetns,
-			service, ""), r.server)
-		assert.Equal(t, []string{serviceName}, r.clientPeerDomains)
+		r := podThroughNode(t, c.v6).run(t, c)
+		assertServiceRecords(t, r, c, r.dialed.String(), []string{serviceName})
 	})
 }
 
@@ -335,24 +354,10 @@ func TestNATPodToDualStackServer(t *testing.T) {
 	for _, serverFirst := range []bool{false, true} {
 		c := natCase{serverFirst: serverFirst}
 		t.Run(c.String(), func(t *testing.T) {
-			pod, node := testnet.NewVethPair(t)
-			pod.Run(t, "ip", "route", "add", servicePrefix[false], "via", node.Addr4.String())
-			nt := natTest{
-				clientNS: pod, serverNS: node, name: serviceName, conntrackIn: node, dualStack: true,
-				dnsRecords: []string{"--host-record=" + serviceName + "," + serviceIP[false].String()},
-				nat: func(listening netip.AddrPort) netip.AddrPort {
-					node.Run(t, "iptables", "-t", "nat", "-A", "PREROUTING", "-d", serviceIP[false].String(), "-p", "tcp",
-						"--dport", fmt.Sprint(servicePort), "-j", "DNAT", "--to-destination", listening.String())
-					return netip.AddrPortFrom(serviceIP[false], servicePort)
-				},
-			}
+			nt := podThroughNode(t, false)
+			nt.dualStack = true
 			r := nt.run(t, c)
-			service := netip.AddrPortFrom(serviceIP[false], servicePort).String()
-			assert.Equal(t, want(r.clientCookie, "outgoing", r.clientView, !c.serverFirst, "ipv4", r.clientNetns,
-				"", r.listening.String()), r.client)
-			assert.Equal(t, want(r.srvCookie, "incoming", r.serverView, c.serverFirst, "ipv4", r.serverNetns,
-				service, ""), r.server)
-			assert.Equal(t, []string{serviceName}, r.clientPeerDomains)
+			assertServiceRecords(t, r, c, r.dialed.String(), []string{serviceName})
 		})
 	}
 }
@@ -360,30 +365,15 @@ func TestNATPodToDualStackServer(t *testing.T) {
 // A connection through a Service's DNAT open before the receiver starts:
 // the socket's own view all the same, the translation from the end that
 // leaves the client, or from the connection tracking (here the client's
-// namespace stands in for the node's) when the end comes in. The DNS
-// answer came before start: no name.
+// namespace stands in for the node's) when the end comes in. Seen from
+// the server, the client reached it as the Service. The DNS answer came
+// before start: no name.
 func TestNATConnectionOpenedBeforeStart(t *testing.T) {
 	eachNATCase(t, func(t *testing.T, c natCase) {
-		client, server := testnet.NewVethPair(t)
-		svc := serviceIP[c.v6]
-		client.Run(t, "ip", "route", "add", servicePrefix[c.v6], "dev", "nft0")
-		nt := natTest{
-			clientNS: client, serverNS: server, name: serviceName, beforeStart: true, conntrackIn: client,
-			dnsRecords: []string{"--host-record=" + serviceName + "," + serviceIP[false].String() + "," + serviceIP[true].String()},
-			nat: func(listening netip.AddrPort) netip.AddrPort {
-				client.Run(t, iptablesFor[c.v6], "-t", "nat", "-A", "OUTPUT", "-d", svc.String(), "-p", "tcp",
-					"--dport", fmt.Sprint(servicePort), "-j", "DNAT", "--to-destination", listening.String())
-				return netip.AddrPortFrom(svc, servicePort)
-			},
-		}
+		nt := serviceFromItsOwnNamespace(t, c.v6)
+		nt.beforeStart, nt.conntrackIn = true, nt.clientNS
 		r := nt.run(t, c)
-		service := netip.AddrPortFrom(svc, servicePort).String()
-		assert.Equal(t, want(r.clientCookie, "outgoing", r.clientView, !c.serverFirst, netTypeOf(c.v6), r.clientNetns,
-			"", r.listening.String()), r.client)
-		// The client's namespace translated it: seen from the server, the
-		// client reached it as the Service.
-		assert.Equal(t, want(r.srvCookie, "incoming", r.serverView, c.serverFirst, netTypeOf(c.v6), r.serverNetns,
-			service, ""), r.server)
+		assertServiceRecords(t, r, c, r.dialed.String(), nil)
 	})
 }
 
@@ -399,12 +389,9 @@ func TestNATEndsWithoutFIN(t *testing.T) {
 		t.Run(netTypeOf(v6), func(t *testing.T) {
 			h := newHarness(t)
 			client, server := testnet.NewVethPair(t)
-			svc := serviceIP[v6]
 			client.Run(t, "ip", "route", "add", servicePrefix[v6], "dev", "nft0")
 			dnat := func(port uint16, to netip.AddrPort) netip.AddrPort {
-				client.Run(t, iptablesFor[v6], "-t", "nat", "-A", "OUTPUT", "-d", svc.String(), "-p", "tcp",
-					"--dport", fmt.Sprint(port), "-j", "DNAT", "--to-destination", to.String())
-				return netip.AddrPortFrom(svc, port)
+				return serviceDNAT(t, client, v6, "OUTPUT", port, to)
 			}
 			h.start()
 
@@ -431,15 +418,7 @@ func TestNATEndsWithoutFIN(t *testing.T) {
 			requireReset(t, accepted)
 
 			// Refused: the backend's port is closed.
-			closed := backend
-			require.NoError(t, server.Do(func() error {
-				l, err := testnet.Listen(netip.AddrPortFrom(familyAddr(server, v6), 0))
-				if err != nil {
-					return err
-				}
-				closed = testnet.AddrPort(l.Addr())
-				return l.Close()
-			}))
+			closed := netip.AddrPortFrom(familyAddr(server, v6), freePort(t, server, familyAddr(server, v6)))
 			refusedSvc := dnat(82, closed)
 			var refusedLocal netip.AddrPort
 			var refusedCookie uint64
@@ -465,27 +444,17 @@ func TestNATEndsWithoutFIN(t *testing.T) {
 		client, _ := testnet.NewVethPair(t)
 		nobody := netip.AddrPortFrom(client.Unanswered(t), 80)
 		client.Run(t, "ip", "route", "add", servicePrefix[false], "dev", "nft0")
-		client.Run(t, "iptables", "-t", "nat", "-A", "OUTPUT", "-d", serviceIP[false].String(), "-p", "tcp",
-			"--dport", "83", "-j", "DNAT", "--to-destination", nobody.String())
+		svc := serviceDNAT(t, client, false, "OUTPUT", 83, nobody)
 		h.start()
-		svc := netip.AddrPortFrom(serviceIP[false], 83)
+		local := netip.AddrPortFrom(client.Addr4, freePort(t, client, client.Addr4))
 		var cookie uint64
-		var local netip.AddrPort
 		h.cg.Run(t, func() {
-			require.NoError(t, client.Do(func() error {
-				var err error
-				local, cookie, err = connectTimesOut(client.Addr4, svc)
-				return err
-			}))
+			require.NoError(t, client.Do(func() (err error) { cookie, err = connectTimesOut(local, svc); return err }))
 		})
-		h.stop()
-		got := h.attrsByCookie()[cookie]
-		if !h.features.EndsWithoutFINOrRST {
-			assert.Nil(t, got, "this kernel cannot report ends without FIN or RST")
+		got, ok := timedOutRecord(t, h, cookie)
+		if !ok {
 			return
 		}
-		require.NotNil(t, got, "no record for the timed-out socket")
-		assert.Equal(t, "timeout", got[AttrEndReason])
 		assert.Equal(t, local.Addr().String(), got[AttrLocalAddress])
 		assert.Equal(t, int64(local.Port()), got[AttrLocalPort])
 		assert.Equal(t, svc.Addr().String(), got[AttrPeerAddress])
@@ -497,33 +466,17 @@ func TestNATEndsWithoutFIN(t *testing.T) {
 	})
 }
 
-// connectTimesOut connects from local to server, which never answers, with
-// one SYN retransmission (about 3 s), and returns the socket's address and
-// cookie.
-func connectTimesOut(local netip.Addr, server netip.AddrPort) (netip.AddrPort, uint64, error) {
-	var cookie uint64
-	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_SYNCNT, 1)
-			if serr == nil {
-				cookie, serr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE)
-			}
-		})
-		return errors.Join(err, serr)
-	}}
-	d.SetMultipathTCP(false)
-	// A fixed port, so that the record can be matched without the socket.
-	l, err := net.Listen("tcp", netip.AddrPortFrom(local, 0).String())
-	if err != nil {
-		return netip.AddrPort{}, 0, err
-	}
-	port := testnet.AddrPort(l.Addr()).Port()
-	l.Close()
-	d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(local, port))
-	_, err = d.Dial("tcp", server.String())
-	if !errors.Is(err, unix.ETIMEDOUT) {
-		return netip.AddrPort{}, 0, errors.Join(errors.New("want ETIMEDOUT"), err)
-	}
-	return netip.AddrPortFrom(local, port), cookie, nil
+// freePort returns a port that nobody listens on at addr in ns.
+func freePort(t *testing.T, ns *testnet.Netns, addr netip.Addr) uint16 {
+	t.Helper()
+	var port uint16
+	require.NoError(t, ns.Do(func() error {
+		l, err := testnet.Listen(netip.AddrPortFrom(addr, 0))
+		if err != nil {
+			return err
+		}
+		port = testnet.AddrPort(l.Addr()).Port()
+		return l.Close()
+	}))
+	return port
 }
