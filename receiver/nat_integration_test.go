@@ -52,15 +52,18 @@ func (c natCase) String() string {
 		map[bool]string{false: "client-closes-first", true: "server-closes-first"}[c.serverFirst])
 }
 
-func eachNATCase(t *testing.T, f func(t *testing.T, c natCase)) {
+// natCases are both families in both close orders.
+func natCases(t *testing.T) []natCase {
+	t.Helper()
 	testenv.RequireRoot(t)
 	testnet.RequireIptables(t)
+	var cases []natCase
 	for _, v6 := range []bool{false, true} {
 		for _, serverFirst := range []bool{false, true} {
-			c := natCase{v6: v6, serverFirst: serverFirst}
-			t.Run(c.String(), func(t *testing.T) { f(t, c) })
+			cases = append(cases, natCase{v6: v6, serverFirst: serverFirst})
 		}
 	}
+	return cases
 }
 
 func familyAddr(ns *testnet.Netns, v6 bool) netip.Addr {
@@ -253,6 +256,7 @@ var serviceRecord = "--host-record=" + serviceName + "," + serviceIP[false].Stri
 // serviceFromItsOwnNamespace: the client's namespace DNATs the Service (a
 // node process reaching a Service).
 func serviceFromItsOwnNamespace(t *testing.T, v6 bool) natTest {
+	t.Helper()
 	client, server := testnet.NewVethPair(t)
 	client.Run(t, "ip", "route", "add", servicePrefix[v6], "dev", "nft0")
 	return natTest{
@@ -267,6 +271,7 @@ func serviceFromItsOwnNamespace(t *testing.T, v6 bool) natTest {
 // server's namespace (a node), which DNATs it to the server and whose
 // connection tracking the receiver asks.
 func podThroughNode(t *testing.T, v6 bool) natTest {
+	t.Helper()
 	pod, node := testnet.NewVethPair(t)
 	pod.Run(t, "ip", "route", "add", servicePrefix[v6], "via", familyAddr(node, v6).String())
 	return natTest{
@@ -298,10 +303,12 @@ func assertServiceRecords(t *testing.T, r natRun, c natCase, serverLocalX string
 // client's record names the Service as its peer, with its DNS name, and the
 // backend as the translated peer; the server saw no translation.
 func TestNATServiceFromItsOwnNamespace(t *testing.T) {
-	eachNATCase(t, func(t *testing.T, c natCase) {
-		r := serviceFromItsOwnNamespace(t, c.v6).run(t, c)
-		assertServiceRecords(t, r, c, "", []string{serviceName})
-	})
+	for _, c := range natCases(t) {
+		t.Run(c.String(), func(t *testing.T) {
+			r := serviceFromItsOwnNamespace(t, c.v6).run(t, c)
+			assertServiceRecords(t, r, c, "", []string{serviceName})
+		})
+	}
 }
 
 // A pod reaches a Service: the pod routes through the node, whose
@@ -312,37 +319,41 @@ func TestNATServiceFromItsOwnNamespace(t *testing.T) {
 // reached through, from its own packets when it closes first and from the
 // node's connection tracking when the client does.
 func TestNATPodToServiceThroughTheNode(t *testing.T) {
-	eachNATCase(t, func(t *testing.T, c natCase) {
-		r := podThroughNode(t, c.v6).run(t, c)
-		assertServiceRecords(t, r, c, r.dialed.String(), []string{serviceName})
-	})
+	for _, c := range natCases(t) {
+		t.Run(c.String(), func(t *testing.T) {
+			r := podThroughNode(t, c.v6).run(t, c)
+			assertServiceRecords(t, r, c, r.dialed.String(), []string{serviceName})
+		})
+	}
 }
 
 // The client's namespace masquerades what leaves it (SNAT, as a node does
 // for its pods' traffic to the outside): the client's record names its own
 // address and the address the server saw as its translated local side.
 func TestNATMasquerade(t *testing.T) {
-	eachNATCase(t, func(t *testing.T, c natCase) {
-		client, server := testnet.NewVethPair(t)
-		client.AddLoopbackAddr(t, maskedIP[c.v6])
-		nt := natTest{
-			clientNS: client, serverNS: server, clientBind: maskedIP[c.v6], name: "server.example.test",
-			dnsRecords: []string{"--host-record=server.example.test," + server.Addr4.String() + "," + server.Addr6.String(),
-				"--host-record=" + serviceName + "," + serviceIP[false].String()},
-			nat: func(listening netip.AddrPort) netip.AddrPort {
-				client.Run(t, iptablesFor[c.v6], "-t", "nat", "-A", "POSTROUTING", "-o", "nft0", "-p", "tcp", "-j", "MASQUERADE")
-				return listening
-			},
-		}
-		r := nt.run(t, c)
-		require.Equal(t, maskedIP[c.v6], r.clientView[0].Addr())
-		require.Equal(t, familyAddr(client, c.v6), r.serverView[1].Addr(), "the server sees the masqueraded address")
-		assert.Equal(t, want(r.clientCookie, "outgoing", r.clientView, !c.serverFirst, netTypeOf(c.v6), r.clientNetns,
-			r.serverView[1].String(), ""), r.client)
-		assert.Equal(t, want(r.srvCookie, "incoming", r.serverView, c.serverFirst, netTypeOf(c.v6), r.serverNetns,
-			"", ""), r.server)
-		assert.Equal(t, []string{"server.example.test"}, r.clientPeerDomains)
-	})
+	for _, c := range natCases(t) {
+		t.Run(c.String(), func(t *testing.T) {
+			client, server := testnet.NewVethPair(t)
+			client.AddLoopbackAddr(t, maskedIP[c.v6])
+			nt := natTest{
+				clientNS: client, serverNS: server, clientBind: maskedIP[c.v6], name: "server.example.test",
+				dnsRecords: []string{"--host-record=server.example.test," + server.Addr4.String() + "," + server.Addr6.String(),
+					"--host-record=" + serviceName + "," + serviceIP[false].String()},
+				nat: func(listening netip.AddrPort) netip.AddrPort {
+					client.Run(t, iptablesFor[c.v6], "-t", "nat", "-A", "POSTROUTING", "-o", "nft0", "-p", "tcp", "-j", "MASQUERADE")
+					return listening
+				},
+			}
+			r := nt.run(t, c)
+			require.Equal(t, maskedIP[c.v6], r.clientView[0].Addr())
+			require.Equal(t, familyAddr(client, c.v6), r.serverView[1].Addr(), "the server sees the masqueraded address")
+			assert.Equal(t, want(r.clientCookie, "outgoing", r.clientView, !c.serverFirst, netTypeOf(c.v6), r.clientNetns,
+				r.serverView[1].String(), ""), r.client)
+			assert.Equal(t, want(r.srvCookie, "incoming", r.serverView, c.serverFirst, netTypeOf(c.v6), r.serverNetns,
+				"", ""), r.server)
+			assert.Equal(t, []string{"server.example.test"}, r.clientPeerDomains)
+		})
+	}
 }
 
 // A server on a dual-stack socket ([::]) takes the pod's IPv4 connection
@@ -369,12 +380,14 @@ func TestNATPodToDualStackServer(t *testing.T) {
 // the server, the client reached it as the Service. The DNS answer came
 // before start: no name.
 func TestNATConnectionOpenedBeforeStart(t *testing.T) {
-	eachNATCase(t, func(t *testing.T, c natCase) {
-		nt := serviceFromItsOwnNamespace(t, c.v6)
-		nt.beforeStart, nt.conntrackIn = true, nt.clientNS
-		r := nt.run(t, c)
-		assertServiceRecords(t, r, c, r.dialed.String(), nil)
-	})
+	for _, c := range natCases(t) {
+		t.Run(c.String(), func(t *testing.T) {
+			nt := serviceFromItsOwnNamespace(t, c.v6)
+			nt.beforeStart, nt.conntrackIn = true, nt.clientNS
+			r := nt.run(t, c)
+			assertServiceRecords(t, r, c, r.dialed.String(), nil)
+		})
+	}
 }
 
 // Ends without a FIN behind a Service's DNAT in the client's namespace: an

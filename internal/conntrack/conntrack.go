@@ -22,8 +22,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNotFound: the connection tracking has no entry for the tuple (never
-// tracked, already expired, or tracked in another namespace or zone).
+// ErrNotFound says that the connection tracking has no entry for the tuple
+// (never tracked, already expired, or tracked in another namespace or
+// zone).
 var ErrNotFound = errors.New("no conntrack entry")
 
 // Tuple is one direction of a TCP connection: the packets from Src to Dst.

@@ -3,6 +3,7 @@
 package conntrack
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"testing"
@@ -116,7 +117,7 @@ func BenchmarkGet(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				_, err := ct.Get(tuple)
-				if found && err != nil || !found && err != ErrNotFound {
+				if found && err != nil || !found && !errors.Is(err, ErrNotFound) {
 					b.Fatal(err)
 				}
 			}
