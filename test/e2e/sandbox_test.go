@@ -93,7 +93,8 @@ exec setpriv --reuid 65534 --regid 65534 --clear-groups --inh-caps=-all --boundi
 	"$bin" --config "$config"
 `
 
-// sandboxCaps are the three documented capabilities (docs/kubernetes.md), as setpriv names them.
+// sandboxCaps are the three documented capabilities (docs/kubernetes.md),
+// as setpriv names them.
 var sandboxCaps = []string{"bpf", "net_admin", "perfmon"}
 
 // capBits maps setpriv's names to capability numbers.
