@@ -146,7 +146,7 @@ func (d *Direction) UnmarshalText(text []byte) error {
 func (d Direction) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
 
 // DefaultRingBufferSize is the default ring_buffer_size: room for about
-// 45,000 connection-end records of 184 bytes.
+// 36,000 connection-end records of 224 bytes.
 const DefaultRingBufferSize = 8 << 20
 
 // MaxDNSPayload is the largest dns.payload_limit: DNS_PAYLOAD_MAX, the
