@@ -54,9 +54,9 @@ struct sock_state {
 };
 
 // A connection's two ends from the local socket's side: its own address
-// and port, and its peer's. IPv4 in word 0. Kept
-// per socket (the translations map) for a connecting socket whose SYN showed
-// this host's NAT.
+// and port, and its peer's; IPv4 in word 0. Kept per socket (the
+// translations map) for a connecting socket whose SYN showed this host's
+// NAT.
 struct conn_view {
 	__u32 local[4];
 	__u32 peer[4];
