@@ -26,7 +26,7 @@ const unprivilegedChildEnv = "NETFLOWTCPEND_UNPRIVILEGED_CHILD"
 // nobody and checks that Load says what to do.
 func TestLoadWithoutPrivilegesNamesTheFix(t *testing.T) {
 	if os.Getenv(unprivilegedChildEnv) != "" {
-		_, err := Load(Options{})
+		_, err := testLoad(Options{})
 		fmt.Printf("is-permission-error=%v\n%v\n", errors.Is(err, ErrPermission), err)
 		return
 	}
@@ -121,7 +121,7 @@ const pidNamespaceChildEnv = "NETFLOWTCPEND_PIDNS_CHILD"
 // collector's own sockets are still told apart.
 func TestSelfPIDInAPIDNamespaceOfItsOwn(t *testing.T) {
 	if os.Getenv(pidNamespaceChildEnv) != "" {
-		objs, err := Load(Options{IgnoreSelf: true})
+		objs, err := testLoad(Options{IgnoreSelf: true})
 		if err != nil {
 			fmt.Printf("error %v\n", err)
 			return
@@ -131,7 +131,7 @@ func TestSelfPIDInAPIDNamespaceOfItsOwn(t *testing.T) {
 		return
 	}
 	testenv.RequireRoot(t)
-	objs, err := Load(Options{})
+	objs, err := testLoad(Options{})
 	require.NoError(t, err)
 	assert.Equal(t, os.Getpid(), objs.SelfPID, "in the initial PID namespace, the same")
 	require.NoError(t, objs.Close())
