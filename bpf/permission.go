@@ -41,11 +41,6 @@ func loadError(err error) error {
 	return fmt.Errorf("load bpf objects: %w", wrapPermission(err))
 }
 
-// removeMemlock lifts RLIMIT_MEMLOCK where the kernel charges BPF memory to
-// it, and does nothing on kernels that charge the memory cgroup (5.11 and
-// later); a variable for tests.
-var removeMemlock = rlimit.RemoveMemlock
-
 // memlockLimit is, when the kernel charges BPF memory to RLIMIT_MEMLOCK and
 // the limit could not be lifted, the limit in bytes (then raised to its hard
 // limit); 0 otherwise. wrapPermission blames it for a refusal that missing
@@ -57,8 +52,14 @@ var memlockLimit atomic.Uint64
 // limit needs CAP_SYS_RESOURCE; without it, the soft limit goes up to the
 // hard one, which the runtime may have set high enough, and loading goes
 // on: if the maps do not fit, the error says so (ErrMemlock).
-func raiseMemlock() error {
-	err := removeMemlock()
+func raiseMemlock() error { return raiseMemlockWith(rlimit.RemoveMemlock) }
+
+// raiseMemlockWith is raiseMemlock with remove in place of
+// rlimit.RemoveMemlock, which lifts RLIMIT_MEMLOCK where the kernel charges
+// BPF memory to it and does nothing on kernels that charge the memory
+// cgroup (5.11 and later).
+func raiseMemlockWith(remove func() error) error {
+	err := remove()
 	if err == nil {
 		return nil
 	}
