@@ -113,12 +113,12 @@ func (nt natTest) run(t *testing.T, c natCase) natRun {
 		RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond,
 		DNS: DNSConfig{Enabled: true, MaxAddresses: 1000, MaxNames: 10, PayloadLimit: 4096},
 	}
-	var configure func(*Receiver)
+	var configure func(*options)
 	if nt.conntrackIn != nil {
 		cfg.NAT.Conntrack = true
 		ns := nt.conntrackIn
-		configure = func(r *Receiver) {
-			r.openConntrack = func() (*conntrack.Conn, uint32, error) {
+		configure = func(o *options) {
+			o.openConntrack = func() (*conntrack.Conn, uint32, error) {
 				var ct *conntrack.Conn
 				err := ns.Do(func() (err error) { ct, err = conntrack.Open(); return err })
 				return ct, ns.Inode(), err
@@ -208,12 +208,12 @@ func (nt natTest) run(t *testing.T, c natCase) natRun {
 	}
 	h.eachRecord(func(_ pcommon.Resource, lr plog.LogRecord) {
 		a := lr.Attributes()
-		if cookie, _ := a.Get(AttrSocketCookie); uint64(cookie.Int()) != r.clientCookie {
+		if cookie, _ := a.Get(attrSocketCookie.String()); uint64(cookie.Int()) != r.clientCookie {
 			return
 		}
-		key := AttrDestinationDomains
-		if by, _ := a.Get(AttrEndBy); by.Str() == "remote" {
-			key = AttrSourceDomains
+		key := attrDestinationDomains.String()
+		if by, _ := a.Get(attrEndBy.String()); by.Str() == "remote" {
+			key = attrSourceDomains.String()
 		}
 		v, _ := a.Get(key)
 		r.clientPeerDomains = asStrings(v.Slice())
@@ -468,14 +468,14 @@ func TestNATEndsWithoutFIN(t *testing.T) {
 		if !ok {
 			return
 		}
-		assert.Equal(t, local.Addr().String(), got[AttrLocalAddress])
-		assert.Equal(t, int64(local.Port()), got[AttrLocalPort])
-		assert.Equal(t, svc.Addr().String(), got[AttrPeerAddress])
-		assert.Equal(t, int64(svc.Port()), got[AttrPeerPort])
-		assert.Equal(t, svc.Addr().String(), got[AttrServerAddress])
-		assert.Equal(t, nobody.Addr().String(), got[AttrPeerTranslatedAddress])
-		assert.Equal(t, int64(nobody.Port()), got[AttrPeerTranslatedPort])
-		assert.NotContains(t, got, AttrLocalTranslatedAddress)
+		assert.Equal(t, local.Addr().String(), got[attrLocalAddress.String()])
+		assert.Equal(t, int64(local.Port()), got[attrLocalPort.String()])
+		assert.Equal(t, svc.Addr().String(), got[attrPeerAddress.String()])
+		assert.Equal(t, int64(svc.Port()), got[attrPeerPort.String()])
+		assert.Equal(t, svc.Addr().String(), got[attrServerAddress.String()])
+		assert.Equal(t, nobody.Addr().String(), got[attrPeerTranslatedAddress.String()])
+		assert.Equal(t, int64(nobody.Port()), got[attrPeerTranslatedPort.String()])
+		assert.NotContains(t, got, attrLocalTranslatedAddress.String())
 	})
 }
 

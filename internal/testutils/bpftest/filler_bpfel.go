@@ -54,6 +54,7 @@ const (
 	fillerMapEvents      = "events"
 	fillerMapRecord      = "record"
 	fillerProgFill       = "fill"
+	fillerVarLost        = "lost"
 	fillerVarWakeupShift = "wakeup_shift"
 )
 
@@ -114,6 +115,7 @@ type fillerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fillerVariableSpecs struct {
+	Lost        *ebpf.VariableSpec `ebpf:"lost"`
 	WakeupShift *ebpf.VariableSpec `ebpf:"wakeup_shift"`
 }
 
@@ -152,6 +154,7 @@ func (m *fillerMaps) Close() error {
 //
 // It can be passed to loadFillerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fillerVariables struct {
+	Lost        *ebpf.Variable `ebpf:"lost"`
 	WakeupShift *ebpf.Variable `ebpf:"wakeup_shift"`
 }
 
