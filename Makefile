@@ -31,7 +31,7 @@ VERSION       := $(shell awk '/^  version:/ {print $$2; exit}' builder-config.ya
 IMAGE_NAME    ?= localhost/otelcol-netflowtcpend
 IMAGE_ARCHIVE := $(CURDIR)/dist/otelcol-netflowtcpend-image.tar
 
-.PHONY: all build image run test unit fuzz lint cross fmt fmt-check generate bench tools clean test-kernels vm
+.PHONY: all build image run test unit fuzz lint cross fmt fmt-check generate bench tools clean test-kernels vm k8s-tools k8s-cost
 
 all: build
 
@@ -51,6 +51,22 @@ $(GOLANGCI):
 	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_VERSION)
 
 tools: $(BUILDER) $(MDATAGEN) $(GOLANGCI)
+
+# k8s-tools: a real kube-apiserver and etcd for the Kubernetes tests
+# (internal/testutils/kubeapi), built once into .tools/k8s from the Go
+# module proxy in throwaway modules (scripts/build-k8s.sh): about 6 minutes
+# on 2 cores for the API server, 30 s to 90 s for etcd.
+K8S_DIR        := $(TOOLS)/k8s
+KUBE_APISERVER := $(K8S_DIR)/kube-apiserver
+ETCD           := $(K8S_DIR)/etcd
+
+$(KUBE_APISERVER):
+	./scripts/build-k8s.sh $(K8S_DIR) kube-apiserver
+
+$(ETCD):
+	./scripts/build-k8s.sh $(K8S_DIR) etcd
+
+k8s-tools: $(KUBE_APISERVER) $(ETCD)
 
 # build: the collector distribution, with ocb.
 build: $(BUILDER)
@@ -86,8 +102,8 @@ generate: $(MDATAGEN)
 # dnsmasq (from dnsmasq-base: the binary, no service). As root it also
 # builds the image and runs it with podman and runc.
 IS_ROOT := $(filter 0,$(shell id -u))
-TEST_ENV = NETFLOWTCPEND_BINARY=$(BINARY) $(if $(IS_ROOT),NETFLOWTCPEND_IMAGE=$(IMAGE_ARCHIVE))
-test: build $(if $(IS_ROOT),image)
+TEST_ENV = NETFLOWTCPEND_BINARY=$(BINARY) NETFLOWTCPEND_K8S_DIR=$(K8S_DIR) $(if $(IS_ROOT),NETFLOWTCPEND_IMAGE=$(IMAGE_ARCHIVE))
+test: build $(if $(IS_ROOT),image) k8s-tools
 	@./scripts/ensure-packages.sh --best-effort dnsmasq-base $(if $(IS_ROOT),podman runc)
 	$(GO) vet ./...
 	cd test && $(GO) vet ./...

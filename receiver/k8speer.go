@@ -1,0 +1,80 @@
+package receiver
+
+import (
+	"net/netip"
+
+	"go.opentelemetry.io/collector/pdata/xpdata"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
+)
+
+// The peer in Kubernetes terms (the kubernetes: block), from the API
+// server.
+const (
+	AttrPeerK8sNamespace    = "netflow.peer.k8s.namespace.name"
+	AttrPeerK8sPod          = "netflow.peer.k8s.pod.name"
+	AttrPeerK8sWorkloadKind = "netflow.peer.k8s.workload.kind"
+	AttrPeerK8sWorkloadName = "netflow.peer.k8s.workload.name"
+	AttrPeerK8sNode         = "netflow.peer.k8s.node.name"
+	AttrPeerK8sService      = "netflow.peer.k8s.service.name"
+)
+
+// numK8sPeerAttributes is the most netflow.peer.k8s.* attributes of a
+// record.
+const numK8sPeerAttributes = 6
+
+// peerNamer names addresses in Kubernetes terms (kubecache.Cache): a read
+// of memory.
+type peerNamer interface {
+	Lookup(netip.Addr) (kubecache.Peer, bool)
+}
+
+// k8sPeer returns what the cluster says of the peer: of its address as
+// this socket sees it (a Service's cluster IP, a pod) and of the address
+// the packets reach, where NAT translated it (the pod behind that cluster
+// IP); invalid translated for none. The first answer wins field by field.
+func k8sPeer(names peerNamer, peer, translated netip.Addr) (kubecache.Peer, bool) {
+	p, ok := names.Lookup(peer)
+	if !translated.IsValid() || translated == peer {
+		return p, ok
+	}
+	t, tok := names.Lookup(translated)
+	if !tok {
+		return p, ok
+	}
+	if !ok {
+		return t, true
+	}
+	fill := func(dst *string, src string) {
+		if *dst == "" {
+			*dst = src
+		}
+	}
+	if p.Namespace == "" || p.Namespace == t.Namespace {
+		// The pod's own names, where the peer's are of the same namespace
+		// (a Service and its backend) or none.
+		fill(&p.Namespace, t.Namespace)
+		fill(&p.Pod, t.Pod)
+		fill(&p.WorkloadKind, t.WorkloadKind)
+		fill(&p.WorkloadName, t.WorkloadName)
+	}
+	fill(&p.Node, t.Node)
+	fill(&p.Service, t.Service)
+	return p, true
+}
+
+// appendK8sPeer appends the netflow.peer.k8s.* attributes that p has.
+func appendK8sPeer(a *xpdata.MapBuilder, p kubecache.Peer) {
+	for _, kv := range [...]struct{ key, value string }{
+		{AttrPeerK8sNamespace, p.Namespace},
+		{AttrPeerK8sPod, p.Pod},
+		{AttrPeerK8sWorkloadKind, p.WorkloadKind},
+		{AttrPeerK8sWorkloadName, p.WorkloadName},
+		{AttrPeerK8sNode, p.Node},
+		{AttrPeerK8sService, p.Service},
+	} {
+		if kv.value != "" {
+			a.AppendEmpty(kv.key).SetStr(kv.value)
+		}
+	}
+}
