@@ -209,10 +209,14 @@ func (c *Cache) Start() {
 			inf.RunWithContext(ctx)
 		}()
 	}
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		c.watchHealth(ctx)
+	}()
+	go func() {
+		defer wg.Done()
+		c.checkRights(ctx)
 	}()
 	go func() {
 		wg.Wait()

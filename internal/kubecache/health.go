@@ -2,6 +2,7 @@ package kubecache
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -25,6 +26,7 @@ type health struct {
 	grace  time.Duration // how long a failure may last before the warning
 
 	mu      sync.Mutex
+	deniedRights map[string]bool    // rights the API server said it denies, warned of once
 	failing map[string]failure // by resource
 	since   time.Time          // the first failure of the current outage
 	warned  bool
@@ -36,7 +38,7 @@ type failure struct {
 }
 
 func newHealth(logger *zap.Logger, grace time.Duration) *health {
-	return &health{logger: logger, now: time.Now, grace: grace, failing: map[string]failure{}}
+	return &health{logger: logger, now: time.Now, grace: grace, failing: map[string]failure{}, deniedRights: map[string]bool{}}
 }
 
 // fail records that listing or watching resource failed. The ends of a
@@ -48,10 +50,29 @@ func (h *health) fail(resource string, err error) {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.deniedRights[missingRight(resource, err)] {
+		return // warned of by checkRights
+	}
 	if len(h.failing) == 0 && !h.warned {
 		h.since = h.now()
 	}
 	h.failing[resource] = failure{err: err, when: h.now()}
+}
+
+// denied records the rights the API server denies (checkRights warned of
+// them): refusals of those are no outage. It forgets the failures they
+// explain.
+func (h *health) denied(rights []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, r := range rights {
+		h.deniedRights[r] = true
+	}
+	for resource, f := range h.failing {
+		if h.deniedRights[missingRight(resource, f.err)] {
+			delete(h.failing, resource)
+		}
+	}
 }
 
 // ok records that the API server answered a watch of resource: the
@@ -111,9 +132,28 @@ func (h *health) reason(rights []string) string {
 // in API group "" at the cluster scope`.
 var forbiddenVerb = regexp.MustCompile(`cannot (\w+) resource`)
 
-// missingRight names the right a Forbidden error says is missing, e.g.
-// "watch pods"; "" for other errors.
+// refusal is the API server refusing a list or watch: an HTTP error
+// status, as the transport sees it.
+type refusal struct {
+	verb, resource string
+	status         string // e.g. "403 Forbidden"
+	code           int
+}
+
+func (r *refusal) Error() string {
+	return fmt.Sprintf("%s %s: the API server answered %s", r.verb, r.resource, r.status)
+}
+
+// missingRight names the right a refusal or a Forbidden error says is
+// missing, e.g. "watch pods"; "" for other errors.
 func missingRight(resource string, err error) string {
+	var r *refusal
+	if errors.As(err, &r) {
+		if r.code == http.StatusForbidden {
+			return r.verb + " " + r.resource
+		}
+		return ""
+	}
 	if !apierrors.IsForbidden(err) {
 		return ""
 	}
@@ -124,9 +164,12 @@ func missingRight(resource string, err error) string {
 	return verb + " " + resource
 }
 
-// watchObserver is an http.RoundTripper that tells health of each watch the API
-// server accepts: the informer of that resource works again. (Informers
-// report their failures, but not their recoveries.)
+// watchObserver is an http.RoundTripper that tells health how each list
+// and watch went: informers retry a server that cannot be reached without
+// a word to their error handlers (watch-list and watch back off on their
+// own), and report no recovery at all. A watch the server accepts means
+// the informer of that resource works; an error, or an error status, that
+// it does not.
 type watchObserver struct {
 	next   http.RoundTripper
 	health *health
@@ -134,10 +177,23 @@ type watchObserver struct {
 
 func (o *watchObserver) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := o.next.RoundTrip(req)
-	if err == nil && resp.StatusCode == http.StatusOK && req.Method == http.MethodGet && req.URL.Query().Get("watch") != "" {
-		if r := resourceOfPath(req.URL.Path); r != "" {
-			o.health.ok(r)
+	resource := resourceOfPath(req.URL.Path)
+	if resource == "" || req.Method != http.MethodGet {
+		return resp, err
+	}
+	verb := "list"
+	if req.URL.Query().Get("watch") != "" {
+		verb = "watch"
+	}
+	switch {
+	case err != nil:
+		if req.Context().Err() == nil { // not this cache stopping
+			o.health.fail(resource, fmt.Errorf("%s %s: %w", verb, resource, err))
 		}
+	case resp.StatusCode >= 400:
+		o.health.fail(resource, &refusal{verb: verb, resource: resource, status: resp.Status, code: resp.StatusCode})
+	case resp.StatusCode == http.StatusOK && verb == "watch":
+		o.health.ok(resource)
 	}
 	return resp, err
 }

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // Peer is what the cluster says of an address. Empty fields are unknown.
@@ -17,30 +19,50 @@ type Peer struct {
 }
 
 // claims holds, for each address, the objects that claim it, oldest
-// first. Usually one; two pods may claim one address for a moment when a
-// pod is replaced.
-type claims[T any] map[netip.Addr][]*T
-
-func (c claims[T]) add(ips []netip.Addr, obj *T) {
-	for _, a := range ips {
-		c[a] = append(c[a], obj)
-	}
+// first: usually one; two pods may claim one address for a moment when a
+// pod is replaced. Objects are known by UID, with the addresses they were
+// indexed under: a delete may carry the object in a later state than the
+// one indexed (a pod that ended, whose addresses no longer count).
+type claims[T any] struct {
+	byAddr map[netip.Addr][]*T
+	byUID  map[types.UID]indexed[T]
 }
 
-func (c claims[T]) remove(ips []netip.Addr, obj *T) {
-	for _, a := range ips {
-		list := slices.DeleteFunc(c[a], func(o *T) bool { return o == obj })
-		if len(list) == 0 {
-			delete(c, a)
-		} else {
-			c[a] = list
+type indexed[T any] struct {
+	obj *T
+	ips []netip.Addr
+}
+
+func newClaims[T any]() claims[T] {
+	return claims[T]{byAddr: map[netip.Addr][]*T{}, byUID: map[types.UID]indexed[T]{}}
+}
+
+// set indexes obj, known by uid, under ips, instead of what was indexed
+// for uid before; a nil obj removes uid.
+func (c claims[T]) set(uid types.UID, obj *T, ips []netip.Addr) {
+	if prev, ok := c.byUID[uid]; ok {
+		for _, a := range prev.ips {
+			list := slices.DeleteFunc(c.byAddr[a], func(o *T) bool { return o == prev.obj })
+			if len(list) == 0 {
+				delete(c.byAddr, a)
+			} else {
+				c.byAddr[a] = list
+			}
 		}
+		delete(c.byUID, uid)
 	}
+	if obj == nil {
+		return
+	}
+	for _, a := range ips {
+		c.byAddr[a] = append(c.byAddr[a], obj)
+	}
+	c.byUID[uid] = indexed[T]{obj: obj, ips: ips}
 }
 
 // last is the newest claim of a, nil if none.
 func (c claims[T]) last(a netip.Addr) *T {
-	list := c[a]
+	list := c.byAddr[a]
 	if len(list) == 0 {
 		return nil
 	}
@@ -64,7 +86,7 @@ type index struct {
 
 func newIndex() *index {
 	return &index{
-		pods: claims[pod]{}, services: claims[service]{}, nodes: claims[node]{},
+		pods: newClaims[pod](), services: newClaims[service](), nodes: newClaims[node](),
 		replicaSets: map[objectKey]ownerRef{}, jobs: map[objectKey]ownerRef{},
 	}
 }
@@ -82,7 +104,7 @@ func (x *index) lookup(a netip.Addr) (Peer, bool) {
 	if s := x.services.last(a); s != nil {
 		return Peer{Namespace: s.Namespace, Service: s.Name}, true
 	}
-	if p := bestPod(x.pods[a]); p != nil {
+	if p := bestPod(x.pods.byAddr[a]); p != nil {
 		kind, name := x.workload(p)
 		return Peer{Namespace: p.Namespace, Pod: p.Name, WorkloadKind: kind, WorkloadName: name, Node: p.node}, true
 	}
@@ -132,41 +154,46 @@ func (x *index) workload(p *pod) (kind, name string) {
 func (x *index) counts() (pods, services, nodes int) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	return len(x.pods), len(x.services), len(x.nodes)
+	return len(x.pods.byAddr), len(x.services.byAddr), len(x.nodes.byAddr)
 }
 
-// Changes, from the informers' handlers.
+// Changes, from the informers' handlers: old and cur are an object's
+// state before and after (old nil: added; cur nil: deleted).
 
 func (x *index) setPod(old, cur *pod) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if old != nil {
-		x.pods.remove(old.ips, old)
-	}
-	if cur != nil {
-		x.pods.add(cur.ips, cur)
-	}
+	setClaims(x.pods, old, cur, func(p *pod) (types.UID, []netip.Addr) { return p.UID, p.ips })
 }
 
 func (x *index) setService(old, cur *service) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if old != nil {
-		x.services.remove(old.ips, old)
-	}
-	if cur != nil {
-		x.services.add(cur.ips, cur)
-	}
+	setClaims(x.services, old, cur, func(s *service) (types.UID, []netip.Addr) { return s.UID, s.ips })
 }
 
 func (x *index) setNode(old, cur *node) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	setClaims(x.nodes, old, cur, func(n *node) (types.UID, []netip.Addr) { return n.UID, n.ips })
+}
+
+// setClaims applies a change to c. An update whose UID changed (the object
+// was deleted and made again while the watch was away) replaces the old.
+func setClaims[T any](c claims[T], old, cur *T, key func(*T) (types.UID, []netip.Addr)) {
 	if old != nil {
-		x.nodes.remove(old.ips, old)
+		uid, _ := key(old)
+		if cur == nil {
+			c.set(uid, nil, nil)
+			return
+		}
+		if curUID, _ := key(cur); curUID != uid {
+			c.set(uid, nil, nil)
+		}
 	}
 	if cur != nil {
-		x.nodes.add(cur.ips, cur)
+		uid, ips := key(cur)
+		c.set(uid, cur, ips)
 	}
 }
 
