@@ -9,10 +9,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	flowreceiver "github.com/netflowtcpend/netflowtcpend/receiver"
 )
@@ -43,6 +45,13 @@ func TestLoadConfig(t *testing.T) {
 	lean := flowreceiver.DefaultConfig()
 	lean.Attributes.Exclude = []string{"netflow.socket.cookie", "netflow.cgroup.id"}
 
+	k8sDefault := flowreceiver.DefaultConfig()
+	k8sDefault.Kubernetes = configoptional.Some(flowreceiver.KubernetesConfig{AuthType: kubecache.AuthServiceAccount})
+	k8sKubeConfig := flowreceiver.DefaultConfig()
+	k8sKubeConfig.Kubernetes = configoptional.Some(flowreceiver.KubernetesConfig{AuthType: kubecache.AuthKubeConfig, Context: "staging"})
+	k8sOff := flowreceiver.DefaultConfig()
+	k8sOff.Kubernetes = configoptional.None[flowreceiver.KubernetesConfig]()
+
 	dnsOff := flowreceiver.DefaultConfig()
 	dnsOff.DNS.Enabled = false
 	dnsOff.DNS.MaxNames = 0 // not checked while DNS is off
@@ -57,6 +66,13 @@ func TestLoadConfig(t *testing.T) {
 		{id: "dns_off", want: dnsOff},
 		{id: "filters", want: filters},
 		{id: "attributes", want: lean},
+		{id: "kubernetes_empty", want: k8sDefault},
+		{id: "kubernetes_null", want: k8sDefault},
+		{id: "kubernetes_kubeconfig", want: k8sKubeConfig},
+		{id: "kubernetes_off", want: k8sOff},
+		{id: "kubernetes_bad", wantErr: `kubernetes.auth_type "token" must be serviceAccount (in a pod, the default) or kubeConfig (the kubeconfig that KUBECONFIG names)` + "\n" +
+			`kubernetes.context "staging" chooses a kubeconfig context: it needs auth_type kubeConfig`},
+		{id: "kubernetes_unknown_key", wantErr: "'kubernetes' decoding failed due to the following error(s):\n\n'receiver.KubernetesConfig' has invalid keys: auth"},
 		{id: "attributes_bad", wantErr: `attributes.exclude: "source.port" is a field of the event itself and cannot be left out` + "\n" +
 			`attributes.exclude: "netflow.pid" is not an attribute of this receiver; the attributes are: network.transport,`},
 		{id: "filters_bad", wantErr: "filters.include.ports: 0 is not a port (1 to 65535)\n" +

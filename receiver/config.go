@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/collector/config/configoptional"
+
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 )
 
@@ -43,6 +45,10 @@ type Config struct {
 
 	// Attributes choose the optional attributes of records.
 	Attributes AttributesConfig `mapstructure:"attributes"`
+
+	// Kubernetes, when the block is set, names peers from the API server
+	// (the netflow.peer.k8s.* attributes).
+	Kubernetes configoptional.Optional[KubernetesConfig] `mapstructure:"kubernetes"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -115,6 +121,8 @@ func DefaultConfig() *Config {
 			MinTTL:       5 * time.Second,
 		},
 		Filters: FiltersConfig{ExcludeSelf: true},
+		// Off; a kubernetes: block, even empty, turns it on with these.
+		Kubernetes: configoptional.Default(defaultKubernetesConfig()),
 	}
 }
 
@@ -163,6 +171,9 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Filters.Exclude.validate("filters.exclude")...)
 	errs = append(errs, c.Filters.contradictions(c.watched())...)
 	errs = append(errs, c.Attributes.validate()...)
+	if k := c.Kubernetes.Get(); k != nil {
+		errs = append(errs, k.validate()...)
+	}
 	return errors.Join(errs...)
 }
 

@@ -3,12 +3,14 @@
 package receiver
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
 
 	"go.uber.org/goleak"
 
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/kubeapi"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testproc"
 )
@@ -32,8 +34,16 @@ func TestMain(m *testing.M) {
 		testWithout = strings.Split(w, ",")
 	}
 	testproc.Main()
+	code := m.Run()
+	kubeapi.CloseShared()
 	// The read loop and everything Start begins must end with Shutdown.
-	goleak.VerifyTestMain(m)
+	if code == 0 {
+		if err := goleak.Find(kubeapi.IgnoredGoroutines()...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // helper is a running helper process (internal/testutils/testproc).

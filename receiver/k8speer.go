@@ -4,7 +4,9 @@ import (
 	"net/netip"
 
 	"go.opentelemetry.io/collector/pdata/xpdata"
+	"go.uber.org/zap"
 
+	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 )
 
@@ -63,8 +65,45 @@ func k8sPeer(names peerNamer, peer, translated netip.Addr) (kubecache.Peer, bool
 	return p, true
 }
 
+// k8sPeerOf returns what the cluster says of a record's peer: the remote
+// side in the local socket's view.
+func k8sPeerOf(names peerNamer, e *bpf.Event) (kubecache.Peer, bool) {
+	peer := e.Destination
+	if e.EndBy != bpf.EndByLocal {
+		peer = e.Source
+	}
+	// Where NAT's translation of the peer is known (a Service's backend
+	// behind its cluster IP), it is the second address to look up.
+	return k8sPeer(names, peer.Addr(), netip.Addr{})
+}
+
+// startK8sNames starts naming peers from the API server when the
+// kubernetes: block is set; nil when it is not. Names cost no record: an
+// API server that cannot be configured (no service account token, no
+// kubeconfig) costs one warning and the names, and one that cannot be
+// reached is retried in the background (kubecache says so once).
+func startK8sNames(cfg *Config, logger *zap.Logger) *kubecache.Cache {
+	k := cfg.Kubernetes.Get()
+	if k == nil {
+		return nil
+	}
+	rest, err := kubecache.RESTConfig(k.AuthType, k.Context)
+	if err == nil {
+		var c *kubecache.Cache
+		if c, err = kubecache.New(kubecache.Settings{REST: rest, Logger: logger}); err == nil {
+			c.Start()
+			logger.Info("Naming peers from the Kubernetes API server", zap.String("server", rest.Host),
+				zap.String("auth_type", string(k.AuthType)))
+			return c
+		}
+	}
+	logger.Warn("Kubernetes names are off: the kubernetes: block cannot reach an API server; records flow without netflow.peer.k8s.* attributes",
+		zap.Error(err))
+	return nil
+}
+
 // appendK8sPeer appends the netflow.peer.k8s.* attributes that p has.
-func appendK8sPeer(a *xpdata.MapBuilder, p kubecache.Peer) {
+func appendK8sPeer(a *xpdata.MapBuilder, p *kubecache.Peer) {
 	for _, kv := range [...]struct{ key, value string }{
 		{AttrPeerK8sNamespace, p.Namespace},
 		{AttrPeerK8sPod, p.Pod},

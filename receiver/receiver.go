@@ -23,6 +23,7 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/dnscache"
+	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	"github.com/netflowtcpend/netflowtcpend/internal/sockscan"
 )
@@ -39,7 +40,8 @@ type Receiver struct {
 	telemetry *metadata.TelemetryBuilder
 	obsrecv   *receiverhelper.ObsReport
 	next      consumer.Logs
-	dns       *dnscache.Cache // nil when DNS is off
+	dns       *dnscache.Cache  // nil when DNS is off
+	k8s       *kubecache.Cache // nil when the kubernetes: block is off or cannot be used
 	hostName  string
 	opts      options
 
@@ -163,6 +165,7 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	// at its creation.
 	preexisting := r.scanSockets(objs.SelfPID)
 	r.cgroups.Walk()
+	r.k8s = startK8sNames(r.cfg, r.logger)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.objs, r.reader, r.cancel = objs, rd, cancel
@@ -252,7 +255,7 @@ type kernelSide struct {
 // loopSettings gives the read loop what it uses, from the configuration,
 // what New and Start made (root: the cgroup v2 mount point), and k.
 func (r *Receiver) loopSettings(root string, k kernelSide) readLoopSettings {
-	return readLoopSettings{
+	s := readLoopSettings{
 		logger: r.logger, telemetry: r.telemetry, reader: k.reader, counters: k.counters,
 		flushInterval: r.cfg.FlushInterval,
 		enrich: enricherSettings{
@@ -263,9 +266,14 @@ func (r *Receiver) loopSettings(root string, k kernelSide) readLoopSettings {
 		},
 		logs: logsSinkSettings{
 			hostName: r.hostName, maxBatchSize: r.cfg.MaxBatchSize, attrs: r.cfg.Attributes.set(),
+			k8s:     r.k8s != nil,
 			obsrecv: r.obsrecv, next: r.next,
 		},
 	}
+	if r.k8s != nil { // a nil *Cache in the interface would not be nil
+		s.enrich.k8s = r.k8s
+	}
+	return s
 }
 
 // registerGauges registers the callbacks of the asynchronous metrics.
@@ -324,6 +332,9 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 		err = errors.Join(err, ctx.Err())
 	}
 	r.cancel()
+	if r.k8s != nil {
+		r.k8s.Stop()
+	}
 	// Unregister the gauge callback before the reader it reads goes away.
 	r.telemetry.Shutdown()
 	return errors.Join(err, r.reader.Close(), r.objs.Close())

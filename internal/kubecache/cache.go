@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -27,6 +28,7 @@ import (
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/connrotation"
 	"k8s.io/klog/v2"
 )
 
@@ -77,6 +79,9 @@ type Cache struct {
 	informers []cache.SharedIndexInformer
 	typed     kubernetes.Interface
 	meta      metadata.Interface
+	// dialer makes this cache's connections, so that Stop can close them
+	// (client-go would keep a shared transport's idle ones open).
+	dialer *connrotation.Dialer
 
 	mu      sync.Mutex
 	cancel  context.CancelFunc
@@ -105,6 +110,8 @@ func New(s Settings) (*Cache, error) {
 	// Warnings the API server sends along with answers go to the debug log.
 	cfg.WarningHandlerWithContext = warningLogger{logger}
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &watchObserver{next: rt, health: c.health} })
+	c.dialer = connrotation.NewDialer((&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext)
+	cfg.Dial = c.dialer.DialContext
 
 	// The typed informers ask for protobuf: smaller on the wire and cheaper
 	// to encode for the API server (it caches one encoding for all
@@ -273,4 +280,5 @@ func (c *Cache) Stop() {
 	}
 	c.cancel()
 	<-c.stopped
+	c.dialer.CloseAll()
 }

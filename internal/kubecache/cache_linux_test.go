@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -29,6 +30,13 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	kubeapi.CloseShared()
+	// Stop ends every goroutine of a cache, connections included.
+	if code == 0 {
+		if err := goleak.Find(kubeapi.IgnoredGoroutines()...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
 	os.Exit(code)
 }
 

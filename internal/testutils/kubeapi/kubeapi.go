@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -370,14 +371,22 @@ type process struct {
 // namespaces).
 var spawner = func() chan func() {
 	ch := make(chan func())
-	go func() {
-		runtime.LockOSThread()
-		for f := range ch {
-			f()
-		}
-	}()
+	go spawn(ch)
 	return ch
 }()
+
+func spawn(ch chan func()) {
+	runtime.LockOSThread()
+	for f := range ch {
+		f()
+	}
+}
+
+// IgnoredGoroutines are the goroutines of this package that outlive every
+// cluster (the spawner), for goleak.
+func IgnoredGoroutines() []goleak.Option {
+	return []goleak.Option{goleak.IgnoreAnyFunction("github.com/netflowtcpend/netflowtcpend/internal/testutils/kubeapi.spawn")}
+}
 
 func startProcess(logPath, bin string, args ...string) (*process, error) {
 	logFile, err := os.Create(logPath)
