@@ -273,7 +273,6 @@ func realistic(ctx context.Context, c *kubeapi.Cluster, p *corev1.Pod) error {
 	for _, t := range []corev1.PodConditionType{corev1.PodScheduled, corev1.PodInitialized, corev1.ContainersReady, corev1.PodReady} {
 		p.Status.Conditions = append(p.Status.Conditions, corev1.PodCondition{Type: t, Status: corev1.ConditionTrue, LastTransitionTime: now})
 	}
-	p.Status.QOSClass = corev1.PodQOSBurstable
 	p.Status.StartTime = &now
 	_, err = c.Admin.CoreV1().Pods(p.Namespace).UpdateStatus(ctx, p, metav1.UpdateOptions{})
 	return err
