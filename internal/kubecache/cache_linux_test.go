@@ -218,16 +218,16 @@ func TestReplacedPod(t *testing.T) {
 	pod := func(name string) Peer {
 		return Peer{Namespace: ns, Pod: name, WorkloadKind: "Pod", WorkloadName: name, Node: "replaced-node"}
 	}
-	make := func(name string) {
+	newPod := func(name string) {
 		_, err := o.Pod(ctx, kubeapi.Pod{Namespace: ns, Name: name, Node: "replaced-node", IPs: []netip.Addr{ip}})
 		require.NoError(t, err)
 	}
-	make("first")
+	newPod("first")
 	eventually(t, cache, ip, pod("first"), true)
 
 	// Deleted at once, then a new pod gets the address.
 	require.NoError(t, c.Admin.CoreV1().Pods(ns).Delete(ctx, "first", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))
-	make("second")
+	newPod("second")
 	start := time.Now()
 	eventually(t, cache, ip, pod("second"), true)
 	t.Logf("named the replacement after %v", time.Since(start))
@@ -236,7 +236,7 @@ func TestReplacedPod(t *testing.T) {
 	// comes) while its replacement already has the address: the
 	// replacement wins.
 	require.NoError(t, c.Admin.CoreV1().Pods(ns).Delete(ctx, "second", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](600)}))
-	make("third")
+	newPod("third")
 	eventually(t, cache, ip, pod("third"), true)
 	// The old one finally goes: the replacement stays named.
 	require.NoError(t, c.Admin.CoreV1().Pods(ns).Delete(ctx, "second", metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}))

@@ -11,8 +11,8 @@ import (
 	"sync"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"go.uber.org/zap"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
 // health follows whether each informer can list and watch its resource, and
@@ -25,11 +25,11 @@ type health struct {
 	now    func() time.Time
 	grace  time.Duration // how long a failure may last before the warning
 
-	mu      sync.Mutex
+	mu           sync.Mutex
 	deniedRights map[string]bool    // rights the API server said it denies, warned of once
-	failing map[string]failure // by resource
-	since   time.Time          // the first failure of the current outage
-	warned  bool
+	failing      map[string]failure // by resource
+	since        time.Time          // the first failure of the current outage
+	warned       bool
 }
 
 type failure struct {

@@ -34,7 +34,7 @@ func TestMissingRightFromForbidden(t *testing.T) {
 	err := apierrors.NewForbidden(schema.GroupResource{Group: "apps", Resource: "replicasets"}, "",
 		errors.New(`User "collector" cannot watch resource "replicasets" in API group "apps" at the cluster scope`))
 	assert.Equal(t, "watch replicasets.apps", missingRight("replicasets.apps", err))
-	assert.Equal(t, "", missingRight("pods", errors.New("dial tcp 127.0.0.1:6443: connect: connection refused")))
+	assert.Empty(t, missingRight("pods", errors.New("dial tcp 127.0.0.1:6443: connect: connection refused")))
 }
 
 func TestHealthWarnsOncePerOutage(t *testing.T) {

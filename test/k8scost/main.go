@@ -19,6 +19,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -78,7 +79,9 @@ func main() {
 	log.Printf("made %s in %v", counts, time.Since(start).Round(time.Second))
 
 	var rows [][2]string
-	add := func(what string, format string, args ...any) { rows = append(rows, [2]string{what, fmt.Sprintf(format, args...)}) }
+	add := func(what string, format string, args ...any) {
+		rows = append(rows, [2]string{what, fmt.Sprintf(format, args...)})
+	}
 	add("date", "%s", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	add("cluster", "%s", counts)
 
@@ -129,8 +132,8 @@ func main() {
 type clusterCounts struct{ pods, services, nodes, deployments, statefulSets, daemonSets, jobs, namespaces int }
 
 func (c clusterCounts) String() string {
-	return fmt.Sprintf("%d pods, %d Services, %d nodes, %d namespaces (pods of %d Deployments, %d StatefulSets, %d DaemonSets, %d Jobs, and bare)",
-		c.pods, c.services, c.nodes, c.namespaces, c.deployments, c.statefulSets, c.daemonSets, c.jobs)
+	return fmt.Sprintf("%d pods, %d Services, %d nodes, %d namespaces (pods of %d Deployments, %d StatefulSets, %d Jobs, and bare; %d DaemonSets)",
+		c.pods, c.services, c.nodes, c.namespaces, c.deployments, c.statefulSets, c.jobs, c.daemonSets)
 }
 
 // fill makes the cluster: nodes, namespaces of 100 pods each, the pods'
@@ -217,8 +220,7 @@ func fill(c *kubeapi.Cluster, pods, services, nodes int) (clusterCounts, error) 
 		return counts, err
 	}
 	counts.pods = made
-	// One DaemonSet per node's worth of pods is in the count above as
-	// Deployments; a few real DaemonSets too.
+	// A few DaemonSets too (their objects; pods above are of the others).
 	for i := range 3 {
 		if _, err := o.Workload(ctx, "team-000", "DaemonSet", fmt.Sprintf("ds-%d", i)); err != nil {
 			return counts, err
@@ -235,7 +237,9 @@ func fill(c *kubeapi.Cluster, pods, services, nodes int) (clusterCounts, error) 
 }
 
 func nodeIP(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 250, byte(i >> 8), byte(i)}) }
-func podIP(i int) netip.Addr  { return netip.AddrFrom4([4]byte{10, 128 + byte(i>>16), byte(i >> 8), byte(i)}) }
+func podIP(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, 128 + byte(i>>16), byte(i >> 8), byte(i)})
+}
 
 // realistic gives a pod what a real one carries beyond what the names
 // need: labels and annotations, a second container, environment, probes,
@@ -474,8 +478,11 @@ func apiServerCost(c *kubeapi.Cluster, role *rbacv1.ClusterRole, n, updates int)
 	// kubelet's status updates would send each pod again to every watch.
 	ctx := context.Background()
 	list, err := c.Admin.CoreV1().Pods("team-000").List(ctx, metav1.ListOptions{})
-	if err != nil || len(list.Items) == 0 {
-		return w, fmt.Errorf("list pods to update: %v", err)
+	if err != nil {
+		return w, fmt.Errorf("list pods to update: %w", err)
+	}
+	if len(list.Items) == 0 {
+		return w, errors.New("no pods to update in team-000")
 	}
 	before := counters[0].total()
 	cpu2, err := loadtest.ProcessCPU(pid)

@@ -453,7 +453,7 @@ func waitFor(timeout time.Duration, p *process, check func() error) error {
 			return nil
 		}
 		if !p.running() {
-			return fmt.Errorf("exited (%v); its log ends:\n%s", p.err, p.tail())
+			return fmt.Errorf("exited (%w); its log ends:\n%s", p.err, p.tail())
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not ready after %v: %w; its log ends:\n%s", timeout, err, p.tail())
