@@ -3,12 +3,10 @@
 package receiver
 
 import (
-	"fmt"
 	"os"
 	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/kubeapi"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
@@ -34,16 +32,8 @@ func TestMain(m *testing.M) {
 		testWithout = strings.Split(w, ",")
 	}
 	testproc.Main()
-	code := m.Run()
-	kubeapi.CloseShared()
 	// The read loop and everything Start begins must end with Shutdown.
-	if code == 0 {
-		if err := goleak.Find(kubeapi.IgnoredGoroutines()...); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(kubeapi.RunTests(m))
 }
 
 // helper is a running helper process (internal/testutils/testproc).

@@ -14,7 +14,6 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -28,16 +27,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	kubeapi.CloseShared()
 	// Stop ends every goroutine of a cache, connections included.
-	if code == 0 {
-		if err := goleak.Find(kubeapi.IgnoredGoroutines()...); err != nil {
-			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(kubeapi.RunTests(m))
 }
 
 // deployRole is the ClusterRole that deploy/daemonset.yaml grants the

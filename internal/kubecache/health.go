@@ -177,7 +177,7 @@ type watchObserver struct {
 
 func (o *watchObserver) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := o.next.RoundTrip(req)
-	resource := resourceOfPath(req.URL.Path)
+	resource := ResourceOfPath(req.URL.Path)
 	if resource == "" || req.Method != http.MethodGet {
 		return resp, err
 	}
@@ -198,10 +198,10 @@ func (o *watchObserver) RoundTrip(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
-// resourceOfPath returns the resource of a cluster-wide list or watch
+// ResourceOfPath returns the resource of a cluster-wide list or watch
 // path, named as resourceName does: /api/v1/pods is "pods",
 // /apis/apps/v1/replicasets is "replicasets.apps".
-func resourceOfPath(path string) string {
+func ResourceOfPath(path string) string {
 	parts := strings.Split(strings.Trim(path, "/"), "/")
 	switch {
 	case len(parts) == 3 && parts[0] == "api":

@@ -25,7 +25,7 @@ func TestResourceOfPath(t *testing.T) {
 		"/apis/apps/v1/namespaces/x/jobs/y": "",
 		"/readyz":                           "",
 	} {
-		assert.Equal(t, want, resourceOfPath(path), path)
+		assert.Equal(t, want, ResourceOfPath(path), path)
 	}
 }
 

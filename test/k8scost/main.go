@@ -361,7 +361,7 @@ service:
 				col.Kill()
 				return memory{}, err
 			}
-			peak, err := peakRSS(col.PID())
+			peak, err := loadtest.PeakRSS(col.PID())
 			if err != nil {
 				col.Kill()
 				return memory{}, err
@@ -378,21 +378,6 @@ service:
 		}
 	}
 	return memory{off: median(off), on: median(on), peakOff: median(peakOff), peakOn: median(peakOn), ready: median(ready)}, nil
-}
-
-// peakRSS is VmHWM, the most RSS the process had.
-func peakRSS(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			return kb << 10, err
-		}
-	}
-	return 0, fmt.Errorf("no VmHWM for %d", pid)
 }
 
 func userConfig(c *kubeapi.Cluster, role *rbacv1.ClusterRole, user string) (*rest.Config, error) {
@@ -568,7 +553,7 @@ func (b *byteCounter) wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripper(func(req *http.Request) (*http.Response, error) {
 		resp, err := rt.RoundTrip(req)
 		if err == nil {
-			resp.Body = &countingBody{ReadCloser: resp.Body, add: b.adder(resourceOf(req.URL.Path))}
+			resp.Body = &countingBody{ReadCloser: resp.Body, add: b.adder(kubecache.ResourceOfPath(req.URL.Path))}
 		}
 		return resp, err
 	})
@@ -600,19 +585,6 @@ func (b *byteCounter) total() int64 {
 		t += v
 	}
 	return t
-}
-
-// resourceOf names a cluster-wide path's resource as kubecache.Resources
-// do: /api/v1/pods is pods, /apis/apps/v1/replicasets replicasets.apps.
-func resourceOf(path string) string {
-	parts := strings.Split(strings.Trim(path, "/"), "/")
-	switch {
-	case len(parts) == 3 && parts[0] == "api":
-		return parts[2]
-	case len(parts) == 4 && parts[0] == "apis":
-		return parts[3] + "." + parts[1]
-	}
-	return path
 }
 
 type roundTripper func(*http.Request) (*http.Response, error)

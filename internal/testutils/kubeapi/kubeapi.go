@@ -382,10 +382,19 @@ func spawn(ch chan func()) {
 	}
 }
 
-// IgnoredGoroutines are the goroutines of this package that outlive every
-// cluster (the spawner), for goleak.
-func IgnoredGoroutines() []goleak.Option {
-	return []goleak.Option{goleak.IgnoreAnyFunction("github.com/netflowtcpend/netflowtcpend/internal/testutils/kubeapi.spawn")}
+// RunTests runs a package's tests (from TestMain), stops the shared
+// cluster and, if they passed, fails them when a goroutine outlives them
+// (goleak), but this package's spawner. It returns the exit code.
+func RunTests(m *testing.M) int {
+	code := m.Run()
+	CloseShared()
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreAnyFunction("github.com/netflowtcpend/netflowtcpend/internal/testutils/kubeapi.spawn")); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			code = 1
+		}
+	}
+	return code
 }
 
 func startProcess(logPath, bin string, args ...string) (*process, error) {
