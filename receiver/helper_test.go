@@ -7,7 +7,6 @@ import (
 	"strings"
 	"testing"
 
-
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/kubeapi"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testproc"
