@@ -1,3 +1,5 @@
+//go:build linux
+
 package receiver
 
 import (
@@ -97,7 +99,7 @@ func startK8sNames(cfg *Config, logger *zap.Logger) *kubecache.Cache {
 			return c
 		}
 	}
-	logger.Warn("Kubernetes names are off: the kubernetes: block cannot reach an API server; records flow without netflow.peer.k8s.* attributes",
+	logger.Warn("Kubernetes names are off: the kubernetes: block found no API server to ask; records flow without netflow.peer.k8s.* attributes",
 		zap.Error(err))
 	return nil
 }
