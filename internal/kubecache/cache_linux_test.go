@@ -238,6 +238,32 @@ func TestReplacedPod(t *testing.T) {
 	eventually(t, cache, ip, Peer{}, false)
 }
 
+// The deploy manifest as written: its ServiceAccount, bound to its
+// ClusterRole in the namespace it names, with a token as the kubelet
+// mounts one, gets every name and no warning.
+func TestDeployManifestIdentity(t *testing.T) {
+	c := kubeapi.Shared(t)
+	ctx := context.Background()
+	o := kubeapi.Objects{Client: c.Admin}
+	token, err := o.ApplyServiceAccountRBAC(ctx, "../../deploy/daemonset.yaml", "observability")
+	require.NoError(t, err)
+	ns := namespace(t, o)
+	require.NoError(t, o.Node(ctx, "sa-node", netip.MustParseAddr("10.206.0.1")))
+	owner, err := o.Workload(ctx, ns, "CronJob", "report")
+	require.NoError(t, err)
+	ip := netip.MustParseAddr("10.200.4.1")
+	_, err = o.Pod(ctx, kubeapi.Pod{Namespace: ns, Name: "report-29412345-x", Node: "sa-node", IPs: []netip.Addr{ip}, Owner: owner})
+	require.NoError(t, err)
+
+	cfg := &rest.Config{Host: c.URL, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAData: c.CAPEM()}}
+	cache, logs := startCache(t, cfg, time.Second)
+	waitSynced(t, cache)
+	eventually(t, cache, ip, Peer{Namespace: ns, Pod: "report-29412345-x", WorkloadKind: "CronJob", WorkloadName: "report", Node: "sa-node"}, true)
+	time.Sleep(2 * time.Second) // the rights check and a report
+	assert.Empty(t, warnings(logs))
+	assert.Equal(t, 1, logs.FilterMessageSnippet("Kubernetes names ready").Len())
+}
+
 // A collector missing one right of the ClusterRole gets one warning that
 // names it. The names still come on this API server: it streams the
 // initial list through the watch (so "list" is needed only by servers

@@ -9,7 +9,10 @@ import (
 	"regexp"
 	"strings"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -43,6 +46,62 @@ func ClusterRoleFromManifest(path string) (*rbacv1.ClusterRole, error) {
 		return nil, fmt.Errorf("%s: no ClusterRole", path)
 	}
 	return found, nil
+}
+
+// ApplyServiceAccountRBAC creates, as a manifest's author wrote them, the
+// ServiceAccount, ClusterRole and ClusterRoleBinding of a multi-document
+// manifest (deploy/daemonset.yaml), in the ServiceAccount's namespace
+// (made if missing), and returns a token of that ServiceAccount
+// (TokenRequest): the identity a pod of the manifest runs with.
+func (o Objects) ApplyServiceAccountRBAC(ctx context.Context, path, namespace string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	var sa *corev1.ServiceAccount
+	for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(string(b), -1) {
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(doc), &tm); err != nil {
+			return "", fmt.Errorf("%s: %w", path, err)
+		}
+		switch tm.Kind {
+		case "ServiceAccount":
+			sa = &corev1.ServiceAccount{}
+			if err := yaml.UnmarshalStrict([]byte(doc), sa); err != nil {
+				return "", err
+			}
+			if err := o.Namespace(ctx, namespace); err != nil && !apierrors.IsAlreadyExists(err) {
+				return "", err
+			}
+			if _, err := o.Client.CoreV1().ServiceAccounts(namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
+				return "", err
+			}
+		case "ClusterRole":
+			role := &rbacv1.ClusterRole{}
+			if err := yaml.UnmarshalStrict([]byte(doc), role); err != nil {
+				return "", err
+			}
+			if _, err := o.Client.RbacV1().ClusterRoles().Create(ctx, role, metav1.CreateOptions{}); err != nil {
+				return "", err
+			}
+		case "ClusterRoleBinding":
+			binding := &rbacv1.ClusterRoleBinding{}
+			if err := yaml.UnmarshalStrict([]byte(doc), binding); err != nil {
+				return "", err
+			}
+			if _, err := o.Client.RbacV1().ClusterRoleBindings().Create(ctx, binding, metav1.CreateOptions{}); err != nil {
+				return "", err
+			}
+		}
+	}
+	if sa == nil {
+		return "", fmt.Errorf("%s: no ServiceAccount", path)
+	}
+	tr, err := o.Client.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa.Name, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		return "", err
+	}
+	return tr.Status.Token, nil
 }
 
 // Grant creates role under a name of its own for user, and binds it to
