@@ -436,12 +436,18 @@ func userSpace(_ *env, t *table) error {
 			extra: fmt.Sprintf("batches released as the pipeline releases them; %.0f ns/op wall; %.0f allocs, %.0f B per record",
 				median(pool.nsPerOp), median(pool.allocsPerOp), median(pool.bytesPerOp))})
 	}
+	if m := res["BenchmarkMetricsSink"]; m != nil {
+		t.add(row{figure: "metrics pipeline beside the logs, CPU per record", measured: m.cpuNsPerOp, unit: "ns",
+			target: "<= 300 ns, no allocation", met: metIf(true, median(m.cpuNsPerOp) <= 300 && median(m.allocsPerOp) == 0),
+			extra: fmt.Sprintf("receiver BenchmarkMetricsSink: the end's values and attributes, counted in its series; %.0f ns/op wall; %.0f allocs, %.0f B per record",
+				median(m.nsPerOp), median(m.allocsPerOp), median(m.bytesPerOp))})
+	}
 	if m := res["BenchmarkDecodeEnrichConvert/attributes=default,metrics"]; m != nil && full != nil {
-		over := median(m.cpuNsPerOp) - median(full.cpuNsPerOp)
 		t.add(row{figure: "decode + DNS enrich + convert + metrics, CPU per record", measured: m.cpuNsPerOp, unit: "ns",
 			baseline: full.cpuNsPerOp, baseName: "logs only", ratios: paired(m.cpuNsPerOp, full.cpuNsPerOp),
-			target: "<= logs only + 300 ns, no more allocations", met: metIf(true, over <= 300 && median(m.allocsPerOp) <= median(full.allocsPerOp)),
-			extra: fmt.Sprintf("%+.0f ns per record; %.0f allocs, %.0f B per record", over, median(m.allocsPerOp), median(m.bytesPerOp))})
+			target: "no more allocations than logs only", met: metIf(true, median(m.allocsPerOp) <= median(full.allocsPerOp)),
+			extra: fmt.Sprintf("%+.0f ns per record (noisier than the row above); %.0f allocs, %.0f B per record",
+				median(m.cpuNsPerOp)-median(full.cpuNsPerOp), median(m.allocsPerOp), median(m.bytesPerOp))})
 	}
 	for _, name := range []string{"BenchmarkAdd/attributes=default", "BenchmarkAdd/attributes=peer_prefix,executable"} {
 		if b := res[name]; b != nil {
