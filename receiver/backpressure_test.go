@@ -211,7 +211,7 @@ func startWithTelemetry(t *testing.T, cfg Config, next consumer.Logs) (*Receiver
 		ReceiverID: set.ID, Transport: "ebpf", ReceiverCreateSettings: set,
 	})
 	require.NoError(t, err)
-	r, err := New(&cfg, set.TelemetrySettings, obsrecv, next)
+	r, err := New(&cfg, set.TelemetrySettings, obsrecv, Consumers{Logs: next})
 	require.NoError(t, err)
 	require.NoError(t, r.Start(context.Background(), nil))
 	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })

@@ -67,9 +67,9 @@ func defaultMetricsConfig() MetricsConfig {
 // perConnection are record attributes whose every value is one
 // connection's: grouping by them would make a series per connection, and
 // the measured ones are the metrics' values already.
-var perConnection = []string{
-	AttrSocketCookie, AttrStartTime, AttrDuration, AttrBytesSent, AttrBytesReceived,
-	AttrSegmentsSent, AttrSegmentsReceived, AttrRTT, AttrRetransmissions,
+var perConnection = []attribute{
+	attrSocketCookie, attrStartTime, attrDuration, attrBytesSent, attrBytesReceived,
+	attrSegmentsSent, attrSegmentsReceived, attrRTT, attrRetransmissions,
 }
 
 // validate checks the metrics block; excluded is attributes.exclude.
@@ -89,7 +89,7 @@ func (c MetricsConfig) validate(excluded []string) []error {
 		errs = append(errs, fmt.Errorf("metrics.max_series %d must be from 1 to %d", c.MaxSeries, maxMaxSeries))
 	}
 	for i, key := range c.Attributes {
-		_, known := attributeByKey(key)
+		a, known := attributeByKey(key)
 		switch {
 		case slices.Contains(connmetrics.DefaultAttributes, key):
 			errs = append(errs, fmt.Errorf("metrics.attributes: %q is a point attribute already; remove it", key))
@@ -98,7 +98,7 @@ func (c MetricsConfig) validate(excluded []string) []error {
 		case !known:
 			errs = append(errs, fmt.Errorf("metrics.attributes: %q is not an attribute of this receiver's records; the attributes are: %s",
 				key, strings.Join(attributeKeys[:], ", ")))
-		case slices.Contains(perConnection, key):
+		case slices.Contains(perConnection, a):
 			errs = append(errs, fmt.Errorf("metrics.attributes: %q is one connection's own value: grouping by it would make a series per connection (the measured values are the metrics); remove it", key))
 		case slices.Contains(excluded, key):
 			errs = append(errs, fmt.Errorf("metrics.attributes: %q is left out of records by attributes.exclude, and points take their attributes from the records; remove it from one of them", key))

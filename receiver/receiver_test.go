@@ -28,7 +28,7 @@ func newTestReceiver(t testing.TB, s Config, next consumer.Logs) *Receiver {
 		ReceiverID: set.ID, Transport: "ebpf", ReceiverCreateSettings: set,
 	})
 	require.NoError(t, err)
-	r, err := New(&s, set.TelemetrySettings, obsrecv, next)
+	r, err := New(&s, set.TelemetrySettings, obsrecv, Consumers{Logs: next})
 	require.NoError(t, err)
 	return r
 }
