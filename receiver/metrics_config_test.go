@@ -14,11 +14,11 @@ import (
 // The metrics' point attributes are the records' attributes of the same
 // name, so that a query can move from one to the other.
 func TestMetricAttributesAreRecordAttributes(t *testing.T) {
-	assert.Equal(t, attrDirection.String(), connmetrics.AttrDirection)
-	assert.Equal(t, attrEndReason.String(), connmetrics.AttrEndReason)
-	assert.Equal(t, attrErrorType.String(), connmetrics.AttrErrorType)
-	assert.Equal(t, attrServerPort.String(), connmetrics.AttrServerPort)
-	assert.Equal(t, attrNetworkType.String(), connmetrics.AttrNetworkType)
+	assert.Equal(t, connmetrics.AttrDirection, attrDirection.String())
+	assert.Equal(t, connmetrics.AttrEndReason, attrEndReason.String())
+	assert.Equal(t, connmetrics.AttrErrorType, attrErrorType.String())
+	assert.Equal(t, connmetrics.AttrServerPort, attrServerPort.String())
+	assert.Equal(t, connmetrics.AttrNetworkType, attrNetworkType.String())
 	assert.Equal(t, AttrHostName, connmetrics.AttrHostName)
 	assert.Equal(t, AttrContainerID, connmetrics.AttrContainerID)
 	for _, key := range connmetrics.DefaultAttributes {

@@ -52,8 +52,8 @@ func TestStartErrorForEveryPipeline(t *testing.T) {
 	boom := errors.New("boom")
 	c, err := m.LoadOrStore(1, func() (*counting, error) { return &counting{startErr: boom}, nil })
 	require.NoError(t, err)
-	assert.ErrorIs(t, c.Start(context.Background(), componenttest.NewNopHost()), boom)
-	assert.ErrorIs(t, c.Start(context.Background(), componenttest.NewNopHost()), boom)
+	require.ErrorIs(t, c.Start(context.Background(), componenttest.NewNopHost()), boom)
+	require.ErrorIs(t, c.Start(context.Background(), componenttest.NewNopHost()), boom)
 	assert.Equal(t, 1, c.Unwrap().starts)
 }
 

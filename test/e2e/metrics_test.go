@@ -64,7 +64,7 @@ func TestMetricsMatchTheWorkload(t *testing.T) {
 		30*time.Second, 100*time.Millisecond, "every end counted while logs are refused")
 	time.Sleep(2500 * time.Millisecond)
 	want.check(t, metrics)
-	assert.EqualValues(t, w.expect(1).total(), logs.count(), "no log record accepted while refusing")
+	assert.Equal(t, w.expect(1).total(), logs.count(), "no log record accepted while refusing")
 	assert.Positive(t, logs.refused.Load(), "the logs exporter tried")
 	stopCollector(t, collector)
 }

@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -54,7 +55,7 @@ service:
 	var s scrape
 	require.Eventually(t, func() bool {
 		s = scrapeMetrics(t, port)
-		return s.sum("netflow_tcp_connections_total", nil) == float64(want.total())
+		return s.sum("netflow_tcp_connections_total", nil) == want.total()
 	}, 30*time.Second, 200*time.Millisecond, "the scrape counts every end")
 
 	for name, typ := range map[string]string{
@@ -71,14 +72,14 @@ service:
 		transmit += c.transmit
 		receive += c.receive
 	}
-	assert.EqualValues(t, transmit, s.sum("netflow_tcp_io_bytes_total", map[string]string{"network_io_direction": "transmit"}))
-	assert.EqualValues(t, receive, s.sum("netflow_tcp_io_bytes_total", map[string]string{"network_io_direction": "receive"}))
-	assert.EqualValues(t, w.refused, s.sum("netflow_tcp_connections_total", map[string]string{
+	assert.Equal(t, transmit, s.sum("netflow_tcp_io_bytes_total", map[string]string{"network_io_direction": "transmit"}))
+	assert.Equal(t, receive, s.sum("netflow_tcp_io_bytes_total", map[string]string{"network_io_direction": "receive"}))
+	assert.Equal(t, int64(w.refused), s.sum("netflow_tcp_connections_total", map[string]string{
 		"netflow_direction": "outgoing", "netflow_end_reason": "rst", "error_type": "connection_refused",
 		"server_port": strconv.Itoa(w.refusedPort), "network_type": "ipv4"}))
-	assert.EqualValues(t, w.graceful, s.sum("netflow_tcp_connections_total", map[string]string{
+	assert.Equal(t, int64(w.graceful), s.sum("netflow_tcp_connections_total", map[string]string{
 		"netflow_direction": "incoming", "netflow_end_reason": "fin", "server_port": strconv.Itoa(w.gracefulPort)}))
-	established := float64(want.total() - int64(w.refused))
+	established := want.total() - int64(w.refused)
 	assert.Equal(t, established, s.sum("netflow_tcp_rtt_seconds_count", nil))
 	assert.Equal(t, established, s.sum("netflow_tcp_duration_seconds_bucket", map[string]string{"le": "+Inf", "error_type": ""}))
 	assert.Equal(t, established, s.sum("netflow_tcp_duration_seconds_bucket", map[string]string{"le": "3600", "error_type": ""}),
@@ -100,8 +101,8 @@ type promSample struct {
 }
 
 // sum adds the values of the samples of name whose labels include want
-// (a label wanted empty must be absent).
-func (s scrape) sum(name string, want map[string]string) float64 {
+// (a label wanted empty must be absent); the samples here are counts.
+func (s scrape) sum(name string, want map[string]string) int64 {
 	var total float64
 next:
 	for _, x := range s.samples {
@@ -115,7 +116,7 @@ next:
 		}
 		total += x.value
 	}
-	return total
+	return int64(math.Round(total))
 }
 
 // scrapeMetrics reads http://127.0.0.1:port/metrics in the text format,
@@ -152,7 +153,7 @@ func scrapeMetrics(t *testing.T, port int) scrape {
 func parseSample(t *testing.T, line string) promSample {
 	t.Helper()
 	x := promSample{labels: map[string]string{}}
-	rest := line
+	var rest string
 	if i := strings.IndexByte(line, '{'); i >= 0 {
 		x.name = line[:i]
 		j := strings.LastIndexByte(line, '}')
