@@ -11,18 +11,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"go.opentelemetry.io/collector/component"
-	"go.opentelemetry.io/collector/component/componenttest"
-	"go.opentelemetry.io/collector/consumer"
 	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/receiver"
-	"go.opentelemetry.io/collector/receiver/receiverhelper"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/connmetrics"
-	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/churn"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/otlpsink"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
@@ -36,29 +30,6 @@ func metricsTestConfig(cgroup string) Config {
 	m := defaultMetricsConfig()
 	m.Interval = 100 * time.Millisecond
 	return Config{CgroupPath: cgroup, RingBufferSize: 1 << 16, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond, Metrics: m}
-}
-
-// startBoth starts a receiver in a logs and a metrics pipeline, whose
-// self-telemetry the test reads.
-func startBoth(t *testing.T, cfg Config, logs consumer.Logs, metrics consumer.Metrics) (*Receiver, *componenttest.Telemetry) {
-	t.Helper()
-	tel := componenttest.NewTelemetry()
-	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-	set := receiver.Settings{ID: component.NewID(metadata.Type), TelemetrySettings: tel.NewTelemetrySettings()}
-	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
-		ReceiverID: set.ID, Transport: "ebpf", ReceiverCreateSettings: set,
-	})
-	require.NoError(t, err)
-	r, err := New(&cfg, set.TelemetrySettings, obsrecv, Consumers{Logs: logs, Metrics: metrics})
-	require.NoError(t, err)
-	require.NoError(t, r.Start(context.Background(), nil))
-	t.Cleanup(func() {
-		// A consumer that still refuses is retried until the deadline.
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = r.Shutdown(ctx)
-	})
-	return r, tel
 }
 
 // latestTotal sums a metric over the last points the sink took: with
@@ -102,7 +73,7 @@ func TestMetricsCountEveryEndWhileLogsAreRefused(t *testing.T) {
 			metrics := new(consumertest.MetricsSink)
 			cfg := metricsTestConfig(cg.Path)
 			cfg.RingBufferSize = 1 << 18
-			r, tel := startBoth(t, cfg, logs, metrics)
+			r, tel := startWithConsumers(t, cfg, Consumers{Logs: logs, Metrics: metrics})
 
 			var mu sync.Mutex
 			made := map[uint64]struct{}{}
@@ -160,7 +131,7 @@ func TestMetricsAlone(t *testing.T) {
 	cfg := metricsTestConfig(cg.Path)
 	cfg.Metrics.Attributes = []string{attrPeerAddress.String(), attrProcessExecutable.String()}
 	cfg.Metrics.AddressPrefix.IPv4 = 8
-	r, _ := startBoth(t, cfg, nil, metrics)
+	r, _ := startWithConsumers(t, cfg, Consumers{Metrics: metrics})
 
 	const n = 3
 	cg.Run(t, func() {

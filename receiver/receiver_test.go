@@ -33,7 +33,7 @@ func newTestReceiver(t testing.TB, s Config, next consumer.Logs) *Receiver {
 	return r
 }
 
-var testConfig = Config{RingBufferSize: 1 << 16, MaxBatchSize: 16, FlushInterval: 20 * time.Millisecond}
+var testConfig = Config{RingBufferSize: 1 << 16, MaxBatchSize: 16, FlushInterval: 20 * time.Millisecond, Metrics: defaultMetricsConfig()}
 
 func TestShutdownWithoutStartAndTwice(t *testing.T) {
 	r := newTestReceiver(t, testConfig, consumertest.NewNop())
