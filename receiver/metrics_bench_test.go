@@ -18,7 +18,7 @@ import (
 // event, and counted in its series (benchEvent's: 16 destinations, one
 // server port). Target: at most 300 ns of CPU per record, no allocation.
 func BenchmarkMetricsSink(b *testing.B) {
-	m := newMetricsSink(metricsSinkSettings{logger: zap.NewNop(), cfg: defaultMetricsConfig(), hostName: "node", attrs: allAttributes,
+	m := newMetricsSink(metricsSinkSettings{logger: zap.NewNop(), cfg: defaultMetricsConfig(), hostName: "node",
 		next: consumertest.NewNop()}, true)
 	defer func() { _ = m.sender.stop(context.Background()) }()
 	ends := make([]connectionEnd, 256)

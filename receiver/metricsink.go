@@ -12,7 +12,6 @@ import (
 	"go.opentelemetry.io/collector/receiver/receiverhelper"
 	"go.uber.org/zap"
 
-	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/connmetrics"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 )
@@ -22,11 +21,8 @@ type metricsSinkSettings struct {
 	logger   *zap.Logger
 	cfg      MetricsConfig
 	hostName string
-	// attrs are what records carry: a metrics sink without a logs sink
-	// converts records itself for metrics.attributes.
-	attrs   attributeSet
-	obsrecv *receiverhelper.ObsReport
-	next    consumer.Metrics
+	obsrecv  *receiverhelper.ObsReport
+	next     consumer.Metrics
 }
 
 // metricsSink counts connection ends in the metrics (the aggregator) and,
@@ -65,7 +61,7 @@ func newMetricsSink(s metricsSinkSettings, hasLogs bool) *metricsSink {
 	m.clock.sync()
 	if len(s.cfg.Attributes) > 0 && !hasLogs {
 		m.ownRecords = true
-		m.conv.init(s.attrs)
+		m.conv.init(recordAttributes(s.cfg.Attributes))
 		m.records = plog.NewLogRecordSlice()
 	}
 	return m
@@ -98,6 +94,21 @@ func (m *metricsSink) add(end *connectionEnd, rec pcommon.Map, observed pcommon.
 	x.Record = rec
 	m.agg.Add(x)
 	x.Record = pcommon.Map{} // not held past the record's batch
+}
+
+// recordAttributes are the attributes the records converted for keys
+// carry: the event's own and those keys, no more.
+func recordAttributes(keys []string) attributeSet {
+	var set attributeSet
+	for _, a := range coreAttributes {
+		set |= 1 << a
+	}
+	for _, k := range keys {
+		if a, ok := attributeByKey(k); ok {
+			set |= 1 << a
+		}
+	}
+	return set
 }
 
 // due says whether points are to be handed over at now.
@@ -140,31 +151,3 @@ func (m *metricsSink) reportOverflow(now time.Time) {
 		zap.Int("max_series", m.maxSeries), zap.Uint64("ends_overflowed", n-m.overflowLogged), zap.Uint64("ends_overflowed_total", n))
 	m.overflowLogged, m.overflowLine = n, now
 }
-
-// serverPort is the accepting side's port; 0 when the direction is
-// unknown.
-func serverPort(e *bpf.Event) int {
-	// Source sent the terminating segment: the local side when it ended
-	// by local.
-	local, peer := e.Source, e.Destination
-	if e.EndBy != bpf.EndByLocal {
-		local, peer = peer, local
-	}
-	switch e.Direction {
-	case bpf.DirectionOutgoing:
-		return int(peer.Port())
-	case bpf.DirectionIncoming:
-		return int(local.Port())
-	}
-	return 0
-}
-
-func networkType(e *bpf.Event) string {
-	if e.Source.Addr().Is4() {
-		return "ipv4"
-	}
-	return "ipv6"
-}
-
-// startObserved says whether the receiver saw the connection start.
-func startObserved(e *bpf.Event) bool { return e.StartNs != 0 && e.StartNs <= e.TimeNs }

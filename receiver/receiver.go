@@ -274,7 +274,7 @@ func (r *Receiver) loopSettings(root string, k kernelSide) readLoopSettings {
 			obsrecv: r.obsrecv, next: r.next.Logs,
 		},
 		metrics: metricsSinkSettings{
-			logger: r.logger, cfg: r.cfg.Metrics, hostName: r.hostName, attrs: r.cfg.Attributes.set(),
+			logger: r.logger, cfg: r.cfg.Metrics, hostName: r.hostName,
 			obsrecv: r.obsrecv, next: r.next.Metrics,
 		},
 	}
