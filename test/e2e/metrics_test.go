@@ -114,10 +114,7 @@ func TestMetricsMaxSeriesHolds(t *testing.T) {
 			ln, err := testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
 			require.NoError(t, err)
 			for range perPort {
-				client, err := testnet.Dial(testnet.AddrPort(ln.Addr()))
-				require.NoError(t, err)
-				server, err := ln.AcceptTCP()
-				require.NoError(t, err)
+				client, server := connect(t, ln)
 				bytes += graceful(t, client, server, 10, 20)
 			}
 			require.NoError(t, ln.Close())
@@ -202,17 +199,11 @@ func runWorkload(t *testing.T, cg *testnet.Cgroup, n int) workload {
 		require.NoError(t, closed.Close())
 
 		for range n {
-			client, err := testnet.Dial(testnet.AddrPort(a.Addr()))
-			require.NoError(t, err)
-			server, err := a.AcceptTCP()
-			require.NoError(t, err)
+			client, server := connect(t, a)
 			graceful(t, client, server, gracefulRequest, gracefulResponse)
 		}
 		for range n {
-			client, err := testnet.Dial(testnet.AddrPort(b.Addr()))
-			require.NoError(t, err)
-			server, err := b.AcceptTCP()
-			require.NoError(t, err)
+			client, server := connect(t, b)
 			request(t, client, server, resetRequest, resetResponse)
 			require.NoError(t, client.SetLinger(0))
 			require.NoError(t, client.Close()) // a RST
@@ -226,6 +217,16 @@ func runWorkload(t *testing.T, cg *testnet.Cgroup, n int) workload {
 		}
 	})
 	return w
+}
+
+// connect makes a connection to ln and accepts it.
+func connect(t *testing.T, ln *net.TCPListener) (client, server *net.TCPConn) {
+	t.Helper()
+	client, err := testnet.Dial(testnet.AddrPort(ln.Addr()))
+	require.NoError(t, err)
+	server, err = ln.AcceptTCP()
+	require.NoError(t, err)
+	return client, server
 }
 
 // request sends req bytes from client to server and resp bytes back,
