@@ -71,8 +71,7 @@ func TestMetricsCountEveryEndWhileLogsAreRefused(t *testing.T) {
 			cg := testnet.NewCgroup(t)
 			logs := newGate(mode)
 			metrics := new(consumertest.MetricsSink)
-			cfg := metricsTestConfig(cg.Path)
-			cfg.RingBufferSize = 1 << 18
+			cfg := metricsTestConfig(cg.Path) // the smallest ring: 64 KiB
 			r, tel := startWithConsumers(t, cfg, Consumers{Logs: logs, Metrics: metrics})
 
 			var mu sync.Mutex

@@ -52,7 +52,7 @@ func TestMetricsMatchTheWorkload(t *testing.T) {
 		return metrics.total(metricConnections, nil) == want.total() && logs.count() == want.total()
 	}, 30*time.Second, 100*time.Millisecond, "every end counted and logged: %d ends, metrics %d, logs %d",
 		want.total(), metrics.total(metricConnections, nil), logs.count())
-	time.Sleep(2500 * time.Millisecond) // two more intervals: nothing more comes
+	time.Sleep(1500 * time.Millisecond) // another interval: nothing more comes
 	want.check(t, metrics)
 	logs.matches(t, metrics)
 
@@ -62,7 +62,7 @@ func TestMetricsMatchTheWorkload(t *testing.T) {
 	want = merge(w.expect(1), w2.expect(1))
 	require.Eventually(t, func() bool { return metrics.total(metricConnections, nil) == want.total() },
 		30*time.Second, 100*time.Millisecond, "every end counted while logs are refused")
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	want.check(t, metrics)
 	assert.Equal(t, w.expect(1).total(), logs.count(), "no log record accepted while refusing")
 	assert.Positive(t, logs.refused.Load(), "the logs exporter tried")
@@ -86,7 +86,7 @@ func TestMetricsExactWhileMemoryLimiterRefusesLogs(t *testing.T) {
 	want := w.expect(1)
 	require.Eventually(t, func() bool { return metrics.total(metricConnections, nil) == want.total() },
 		30*time.Second, 100*time.Millisecond, "every end counted while the memory_limiter refuses logs")
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	want.check(t, metrics)
 	assert.Zero(t, logs.count(), "the memory_limiter refused every log record")
 	assert.Eventually(t, func() bool {
@@ -123,7 +123,7 @@ func TestMetricsMaxSeriesHolds(t *testing.T) {
 	ends := int64(2 * ports * perPort)
 	require.Eventually(t, func() bool { return metrics.total(metricConnections, nil) == ends },
 		30*time.Second, 100*time.Millisecond, "every end counted")
-	time.Sleep(2500 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	for _, m := range []string{metricConnections, metricDuration, metricRetransmissions} {
 		assert.Equal(t, maxSeries, metrics.series(m, func(p metricPoint) bool { return p.attrs["otel.metric.overflow"] == nil }), m)
 		assert.Equal(t, 1, metrics.series(m, func(p metricPoint) bool { return p.attrs["otel.metric.overflow"] == true }), m)
