@@ -52,9 +52,12 @@ $(GOLANGCI):
 
 tools: $(BUILDER) $(MDATAGEN) $(GOLANGCI)
 
-# build: the collector distribution, with ocb.
+# build: the collector distribution, with ocb. ocb makes an empty
+# otelcol-distribution* directory in TMPDIR on every run (its default output
+# path, made before it reads output_path from the config) and never removes
+# it, so it runs with a TMPDIR of its own that is removed after.
 build: $(BUILDER)
-	$(BUILDER) --config builder-config.yaml
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && TMPDIR=$$tmp $(BUILDER) --config builder-config.yaml
 
 # image: dist/otelcol-netflowtcpend-image.tar, an OCI image of the collector
 # (scratch base, non-root, file capabilities, OCI labels) built with buildah
