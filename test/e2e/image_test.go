@@ -549,12 +549,12 @@ func TestImageWithPodman(t *testing.T) {
 	t.Cleanup(func() { _ = p.cmd("rm", "--force", name).Run() })
 	checkAgent(t, sink, func() (*exec.Cmd, io.Reader) {
 		args := []string{"--name", name, "--pid", "host", "--network", "host",
-			"--security-opt", "seccomp="+profile,
+			"--security-opt", "seccomp=" + profile,
 			// The DaemonSet's hostPath: the host's hierarchy (with, on a
 			// hybrid host, cgroup v2 at unified/ below it) over the
 			// container's own.
 			"-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
-			"-v", filepath.Join(dir, "config.yaml")+":/conf/config.yaml:ro"}
+			"-v", filepath.Join(dir, "config.yaml") + ":/conf/config.yaml:ro"}
 		for _, e := range agentEnv(t, ds.Spec.Template.Spec.Containers[0], sink.addr)[1:] {
 			args = append(args, "--env", e)
 		}

@@ -29,21 +29,21 @@ type object struct {
 type kind string
 
 const (
-	kindNftTable     kind = "nftables table"
-	kindNftChain     kind = "nftables chain"
-	kindNftRule      kind = "nftables rule"
-	kindLegacyTable  kind = "x_tables (legacy iptables) table"
-	kindCgroup       kind = "cgroup"
-	kindNetnsMount   kind = "namespace bound to a path"
-	kindNetnsName    kind = "named network namespace"
-	kindLink         kind = "network link"
-	kindMount        kind = "mount"
-	kindBPFProgram   kind = "BPF program"
-	kindBPFMap       kind = "BPF map"
-	kindBPFLink      kind = "BPF link"
-	kindBPFPin       kind = "pinned BPF object"
-	kindRunTemp      kind = "temporary file"
-	kindToolState    kind = "container tool state"
+	kindNftTable    kind = "nftables table"
+	kindNftChain    kind = "nftables chain"
+	kindNftRule     kind = "nftables rule"
+	kindLegacyTable kind = "x_tables (legacy iptables) table"
+	kindCgroup      kind = "cgroup"
+	kindNetnsMount  kind = "namespace bound to a path"
+	kindNetnsName   kind = "named network namespace"
+	kindLink        kind = "network link"
+	kindMount       kind = "mount"
+	kindBPFProgram  kind = "BPF program"
+	kindBPFMap      kind = "BPF map"
+	kindBPFLink     kind = "BPF link"
+	kindBPFPin      kind = "pinned BPF object"
+	kindRunTemp     kind = "temporary file"
+	kindToolState   kind = "container tool state"
 )
 
 // kindOrder is the order of kinds in a report: the host-wide effects first.
