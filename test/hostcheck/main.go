@@ -113,6 +113,10 @@ func run(args []string, settle time.Duration, verbose bool, out io.Writer) (int,
 	if err != nil {
 		return 1, err
 	}
+	// Like /tmp: tests run programs as other users (nobody), who write here.
+	if err := os.Chmod(tmp, os.ModeSticky|0o777); err != nil {
+		return 1, err
+	}
 	h.runTemp = tmp
 	defer os.RemoveAll(tmp)
 
@@ -147,8 +151,8 @@ func run(args []string, settle time.Duration, verbose bool, out io.Writer) (int,
 	if len(unread) > 0 && os.Getenv("CI") == "true" && code == 0 {
 		return 1, errors.New("CI=true, and the host could not be compared in full (run as root)")
 	}
-	if report == "" && code == 0 {
-		fmt.Fprintln(out, "hostcheck: the host is as it was before")
+	if report == "" {
+		fmt.Fprintf(out, "hostcheck: the host is as it was before `%s`%s\n", strings.Join(args, " "), res.how())
 	}
 	return code, nil
 }
