@@ -22,7 +22,8 @@
 //     /proc/self/mountinfo), and the top level of each cgroup v1 hierarchy
 //     (where container runtimes make their parents, such as libpod_parent);
 //   - network namespaces bound to a path (`ip netns add`, container
-//     runtimes), and the network links of hostcheck's namespace;
+//     runtimes) or named in /run/netns, and the network links of
+//     hostcheck's namespace;
 //   - mounts of hostcheck's mount namespace;
 //   - BPF programs, maps and links that no process holds (pinned, or
 //     attached to a cgroup or device with nothing left to detach them), and

@@ -15,7 +15,7 @@ import (
 // engines that the tests do not use (theirs come and go with the
 // containers users run).
 var systemMounts = []string{
-	"/proc/sys/fs/binfmt_misc", "/run/user/", "/run/credentials/", "/snap/", "/var/lib/snapd/",
+	"/proc/sys/fs/binfmt_misc", "/run/user/", "/run/credentials/", "/snap/", "/var/lib/snapd/", "/run/snapd/",
 	"/var/lib/docker/", "/run/docker/", "/var/lib/containerd/", "/run/containerd/", "/var/lib/kubelet/",
 }
 

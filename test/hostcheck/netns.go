@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/moby/sys/mountinfo"
 )
@@ -14,10 +15,12 @@ import (
 // namespaces to names.
 const netnsDir = "/run/netns"
 
-// namedNetns returns the namespaces bound to a path (nsfs mounts: a named
-// network namespace, or any namespace a runtime keeps alive that way) and
-// the names in dir (netnsDir). A namespace that only processes hold goes
-// with them: hostcheck ends the run's processes that outlive it.
+// namedNetns returns the network namespaces bound to a path (nsfs mounts
+// of a net:[...] namespace: `ip netns add`, or a runtime keeping one alive)
+// and the names in dir (netnsDir). Other kinds of namespace bound to a path
+// are not compared (snapd binds mount namespaces as it refreshes snaps). A
+// namespace that only processes hold goes with them: hostcheck ends the
+// run's processes that outlive it.
 func namedNetns(dir string) ([]object, error) {
 	var objs []object
 	bound, err := mountinfo.GetMounts(mountinfo.FSTypeFilter("nsfs"))
@@ -25,6 +28,9 @@ func namedNetns(dir string) ([]object, error) {
 		return nil, err
 	}
 	for _, m := range bound {
+		if !strings.HasPrefix(m.Root, "net:[") {
+			continue
+		}
 		objs = append(objs, object{kind: kindNetnsMount, id: m.Mountpoint, detail: m.Root + "; remove: umount " + m.Mountpoint})
 	}
 	entries, err := os.ReadDir(dir)
