@@ -145,26 +145,15 @@ type bpfLink struct {
 // iteration over the kernel's ids), closing each after reading it.
 func listBPF() ([]bpfProgram, []bpfMap, []bpfLink, error) {
 	var progs []bpfProgram
-	for id := ebpf.ProgramID(0); ; {
-		next, err := ebpf.ProgramGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("next program id: %w", err)
-		}
-		id = next
+	err := eachID(ebpf.ProgramGetNextID, func(id ebpf.ProgramID) error {
 		p, err := ebpf.NewProgramFromID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			continue // freed meanwhile
-		}
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("program %d: %w", id, err)
+			return err
 		}
 		info, err := p.Info()
 		p.Close()
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("program %d: %w", id, err)
+			return err
 		}
 		bp := bpfProgram{id: uint32(id), typ: info.Type, name: info.Name}
 		ids, _ := info.MapIDs()
@@ -172,30 +161,24 @@ func listBPF() ([]bpfProgram, []bpfMap, []bpfLink, error) {
 			bp.maps = append(bp.maps, uint32(m))
 		}
 		progs = append(progs, bp)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("programs: %w", err)
 	}
 	var maps []bpfMap
-	for id := ebpf.MapID(0); ; {
-		next, err := ebpf.MapGetNextID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			break
-		}
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("next map id: %w", err)
-		}
-		id = next
+	err = eachID(ebpf.MapGetNextID, func(id ebpf.MapID) error {
 		m, err := ebpf.NewMapFromID(id)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
 		if err != nil {
-			return nil, nil, nil, fmt.Errorf("map %d: %w", id, err)
+			return err
 		}
+		defer m.Close()
 		bm, err := readMap(m)
-		m.Close()
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("map %d: %w", id, err)
-		}
 		maps = append(maps, bm)
+		return err
+	})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("maps: %w", err)
 	}
 	var links []bpfLink
 	it := new(link.Iterator)
@@ -211,6 +194,25 @@ func listBPF() ([]bpfProgram, []bpfMap, []bpfLink, error) {
 		return nil, nil, nil, err
 	}
 	return progs, maps, links, nil
+}
+
+// eachID calls read with every id that the kernel has of one kind of
+// object, as next (ebpf.ProgramGetNextID, ebpf.MapGetNextID) gives them. An
+// object freed meanwhile is skipped (read's error is os.ErrNotExist).
+func eachID[ID ~uint32](next func(ID) (ID, error), read func(ID) error) error {
+	for id := ID(0); ; {
+		n, err := next(id)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil // no more
+		}
+		if err != nil {
+			return fmt.Errorf("next id after %d: %w", id, err)
+		}
+		id = n
+		if err := read(id); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("id %d: %w", id, err)
+		}
+	}
 }
 
 // readMap reads a map's type and name and, for a program array or a map of

@@ -153,7 +153,11 @@ func run(args []string, settle time.Duration, verbose bool, out io.Writer) (int,
 		return 1, errors.New("CI=true, and the host could not be compared in full (run as root)")
 	}
 	if report == "" {
-		fmt.Fprintf(out, "hostcheck: the host is as it was before `%s`%s\n", strings.Join(args, " "), res.how())
+		what := "the host is"
+		if len(unread) > 0 {
+			what = "what could be compared is"
+		}
+		fmt.Fprintf(out, "hostcheck: %s as it was before `%s`%s\n", what, strings.Join(args, " "), res.how())
 	}
 	return code, nil
 }

@@ -132,7 +132,7 @@ func (h *host) snapshot() *snapshot {
 		objs, err := r.read()
 		s.add(objs...)
 		if err != nil {
-			s.unread = append(s.unread, fmt.Sprintf("%s: %v", r.what, err))
+			s.unread = append(s.unread, r.what+": "+strings.ReplaceAll(err.Error(), "\n", "; "))
 		}
 	}
 	return s
