@@ -28,7 +28,9 @@ import (
 //     flags through scripts/contained.sh;
 //   - containers in a cgroup of the test's own, removed after it (podman
 //     with cgroupfs would otherwise make libpod_parent at the top of every
-//     hierarchy and leave it).
+//     hierarchy and leave it);
+//   - the containers, their cgroups and state removed also when the test
+//     binary is interrupted (onInterrupt).
 
 // podman runs podman with a storage of the test's own, and runc: crun
 // 1.8 (Debian 12) refuses hosts whose cgroup v2 hierarchy has controllers
@@ -48,7 +50,7 @@ func newPodman(t *testing.T) podman {
 	// characters, and t.TempDir's path holds the test's name.
 	store, err := os.MkdirTemp("", "podman-")
 	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, os.RemoveAll(store)) })
+	onInterrupt(t, func() error { return os.RemoveAll(store) })
 	p := podman{bin: requireTool(t, "podman"), store: store,
 		cgroupParent: fmt.Sprintf("netflowtcpend-podman-%d", os.Getpid())}
 	runc := requireTool(t, "runc")
@@ -59,8 +61,8 @@ func newPodman(t *testing.T) podman {
 	// (/run/runc); a wrapper passes them to every call.
 	wrapper := fmt.Sprintf("#!/bin/sh\nexec %s --root %s \"$@\"\n", runc, filepath.Join(p.store, "runc"))
 	require.NoError(t, os.WriteFile(filepath.Join(p.store, "runc.sh"), []byte(wrapper), 0o755))
-	// Removed last, after the containers (cleanups run last first).
-	t.Cleanup(func() { removeCgroups(t, p.cgroupParent) })
+	// Removed after the containers (cleanups run last first).
+	onInterrupt(t, func() error { return removeCgroups(p.cgroupParent) })
 	return p
 }
 
@@ -83,12 +85,14 @@ func (p podman) run(args ...string) *exec.Cmd {
 // removeCgroups removes the cgroup name at the top of every cgroup
 // hierarchy (v1 and v2: a container runtime makes it in each), with
 // whatever is below it, deepest first.
-func removeCgroups(t *testing.T, name string) {
-	t.Helper()
+func removeCgroups(name string) error {
 	mounts, err := mountinfo.GetMounts(func(m *mountinfo.Info) (skip, stop bool) {
 		return m.FSType != "cgroup" && m.FSType != "cgroup2", false
 	})
-	require.NoError(t, err)
+	if err != nil {
+		return err
+	}
+	var errs []error
 	for _, m := range mounts {
 		var dirs []string
 		err := filepath.WalkDir(filepath.Join(m.Mountpoint, name), func(path string, d fs.DirEntry, err error) error {
@@ -100,11 +104,15 @@ func removeCgroups(t *testing.T, name string) {
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		require.NoError(t, err)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
 		for _, d := range slices.Backward(dirs) {
 			if err := os.Remove(d); err != nil {
-				t.Errorf("remove the test's cgroup (a container may still run in it): %v", err)
+				errs = append(errs, fmt.Errorf("remove the test's cgroup (a container may still run in it): %w", err))
 			}
 		}
 	}
+	return errors.Join(errs...)
 }

@@ -523,7 +523,7 @@ func TestImageWithPodman(t *testing.T) {
 	testenv.RequireRoot(t)
 	p := newPodman(t)
 	ref := readImage(t, archive).ref
-	t.Cleanup(func() { _ = p.cmd("rmi", "--all", "--force").Run() })
+	onInterrupt(t, func() error { _ = p.cmd("rmi", "--all", "--force").Run(); return nil })
 
 	out, err := p.cmd("load", "-i", archive).CombinedOutput()
 	require.NoError(t, err, "podman load:\n%s", out)
@@ -546,7 +546,7 @@ func TestImageWithPodman(t *testing.T) {
 	require.NoError(t, os.WriteFile(profile, seccompProfile(t), 0o644))
 	sink := newOTLPGRPCSink(t)
 	name := fmt.Sprintf("netflowtcpend-e2e-%d", os.Getpid())
-	t.Cleanup(func() { _ = p.cmd("rm", "--force", name).Run() })
+	onInterrupt(t, func() error { _ = p.cmd("rm", "--force", name).Run(); return nil })
 	checkAgent(t, sink, func() (*exec.Cmd, io.Reader) {
 		args := []string{"--name", name, "--pid", "host", "--network", "host",
 			"--security-opt", "seccomp=" + profile,
@@ -767,14 +767,14 @@ func TestImageUnderKubernetesSecurityContext(t *testing.T) {
 	// when it deletes the container, and the test if runc cannot.
 	cgroup := fmt.Sprintf("netflowtcpend-runc-%d", os.Getpid())
 	linux["cgroupsPath"] = "/" + cgroup
-	t.Cleanup(func() { removeCgroups(t, cgroup) })
+	onInterrupt(t, func() error { return removeCgroups(cgroup) })
 	b, err = json.MarshalIndent(spec, "", "  ")
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(specFile, b, 0o644))
 
 	state := t.TempDir()
 	id := fmt.Sprintf("netflowtcpend-e2e-%d", os.Getpid())
-	t.Cleanup(func() { _ = exec.Command(runc, "--root", state, "delete", "--force", id).Run() })
+	onInterrupt(t, func() error { _ = exec.Command(runc, "--root", state, "delete", "--force", id).Run(); return nil })
 	checkAgent(t, sink, func() (*exec.Cmd, io.Reader) {
 		cmd := exec.Command(runc, "--root", state, "run", "--bundle", bundle, id)
 		stderr, err := cmd.StderrPipe()
