@@ -43,6 +43,6 @@ func TestBenchRefusesConnTracking(t *testing.T) {
 	require.NoError(t, conn.Flush())
 
 	err = ns.Do(checkNoConnTracking)
-	assert.ErrorIs(t, err, errConnTracking)
+	require.ErrorIs(t, err, errConnTracking)
 	assert.ErrorContains(t, err, "entries after one loopback connection")
 }

@@ -392,7 +392,7 @@ func TestProcessLeftovers(t *testing.T) {
 	require.Len(t, res.leftover, 1)
 	assert.Equal(t, "sleep 60", res.leftover[0].cmdline)
 	_, err = readProcess(res.leftover[0].pid)
-	assert.ErrorIs(t, err, os.ErrNotExist, "the leftover process was not ended")
+	require.ErrorIs(t, err, os.ErrNotExist, "the leftover process was not ended")
 
 	go func() {
 		for range 100 {
