@@ -369,6 +369,10 @@ func cgroupAttachments(progs []uint32) (map[uint32][]attachment, error) {
 	return where, err
 }
 
+// kernelPins are the iterators the kernel puts at the top of every bpf
+// filesystem when it is mounted (bpf_preload); they go with the mount.
+var kernelPins = []string{"maps.debug", "progs.debug"}
+
 // bpfPins returns the files of every bpf filesystem: pinned programs, maps
 // and links, which live until they are removed.
 func bpfPins() ([]object, error) {
@@ -385,7 +389,7 @@ func bpfPins() ([]object, error) {
 			if err != nil {
 				return err
 			}
-			if !d.IsDir() {
+			if !d.IsDir() && !(filepath.Dir(path) == m.Mountpoint && slices.Contains(kernelPins, d.Name())) {
 				objs = append(objs, object{kind: kindBPFPin, id: path, detail: "remove: rm " + path})
 			}
 			return nil

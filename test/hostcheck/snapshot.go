@@ -34,7 +34,7 @@ const (
 	kindNftRule     kind = "nftables rule"
 	kindLegacyTable kind = "x_tables (legacy iptables) table"
 	kindCgroup      kind = "cgroup"
-	kindNetnsMount  kind = "namespace bound to a path"
+	kindNetnsMount  kind = "network namespace bound to a path"
 	kindNetnsName   kind = "named network namespace"
 	kindLink        kind = "network link"
 	kindMount       kind = "mount"
@@ -215,7 +215,7 @@ func (d difference) String() string {
 	if len(d.removed) > 0 {
 		b.WriteString("  gone (the host had it before):\n")
 		for _, o := range d.removed {
-			line(o.kind, o.id, o.detail)
+			line(o.kind, o.id, "")
 		}
 	}
 	return b.String()
