@@ -389,7 +389,8 @@ func bpfPins() ([]object, error) {
 			if err != nil {
 				return err
 			}
-			if !d.IsDir() && !(filepath.Dir(path) == m.Mountpoint && slices.Contains(kernelPins, d.Name())) {
+			kernels := filepath.Dir(path) == m.Mountpoint && slices.Contains(kernelPins, d.Name())
+			if !d.IsDir() && !kernels {
 				objs = append(objs, object{kind: kindBPFPin, id: path, detail: "remove: rm " + path})
 			}
 			return nil
