@@ -65,10 +65,12 @@ const netnsEnv = "NETFLOWTCPEND_BENCH_NETNS"
 
 // inOwnNetns runs this program again in a network namespace of its own,
 // where the workloads, the collector and the sink talk over a loopback
-// that no firewall rule touches: the host's rules may load connection
-// tracking (podman's do), whose table (262,144 entries, each held 120 s
-// after its connection's end) connection churn at these rates fills in
-// half a minute, after which the kernel drops new connections' SYNs.
+// that no firewall rule touches: the host's rules may turn on connection
+// tracking (podman's do), which adds its own cost to every connection, and
+// whose table (262,144 entries, each held 120 s after its connection's
+// end) connection churn at these rates fills in half a minute, after which
+// the kernel drops new connections' SYNs. The run there checks that
+// connections are not tracked (checkNoConnTracking) before it measures.
 func inOwnNetns() error {
 	exe, err := os.Executable()
 	if err != nil {
@@ -108,6 +110,9 @@ func run() error {
 	}
 	if err := loopbackUp(); err != nil {
 		return fmt.Errorf("bring up lo in the bench's network namespace: %w", err)
+	}
+	if err := checkNoConnTracking(); err != nil {
+		return err
 	}
 	root, err := cgroupv2.Root()
 	if err != nil {
