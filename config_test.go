@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/connmetrics"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	flowreceiver "github.com/netflowtcpend/netflowtcpend/receiver"
 )
@@ -43,6 +44,15 @@ func TestLoadConfig(t *testing.T) {
 	lean := flowreceiver.DefaultConfig()
 	lean.Attributes.Exclude = []string{"netflow.socket.cookie", "netflow.cgroup.id"}
 
+	metrics := flowreceiver.DefaultConfig()
+	metrics.Metrics.Interval = 10 * time.Second
+	metrics.Metrics.Temporality = connmetrics.Delta
+	metrics.Metrics.MaxSeries = 500
+	metrics.Metrics.Expiry = time.Minute
+	metrics.Metrics.Attributes = []string{"network.peer.address", "process.executable.name"}
+	metrics.Metrics.AddressPrefix.IPv4 = 24
+	metrics.Metrics.AddressPrefix.IPv6 = 64
+
 	dnsOff := flowreceiver.DefaultConfig()
 	dnsOff.DNS.Enabled = false
 	dnsOff.DNS.MaxNames = 0 // not checked while DNS is off
@@ -57,6 +67,19 @@ func TestLoadConfig(t *testing.T) {
 		{id: "dns_off", want: dnsOff},
 		{id: "filters", want: filters},
 		{id: "attributes", want: lean},
+		{id: "metrics", want: metrics},
+		{id: "metrics_bad", wantErr: "metrics.interval 5ns must be at least 1s; write a duration with its unit, e.g. 60s (a bare number is nanoseconds)\n" +
+			"metrics.max_series 0 must be from 1 to 100000\n" +
+			`metrics.attributes: "server.port" is a point attribute already; remove it` + "\n" +
+			`metrics.attributes: "container.id" is a resource attribute of every point already; remove it` + "\n" +
+			`metrics.attributes: "netflow.peer.name" is not an attribute of this receiver's records; the attributes are: netflow.direction, source.address,`},
+		{id: "metrics_bad", wantErr: `metrics.attributes: "netflow.bytes.sent" is one connection's own value: grouping by it would make a series per connection (the measured values are the metrics); remove it` + "\n" +
+			`metrics.attributes: "process.executable.name" is left out of records by attributes.exclude, and points take their attributes from the records; remove it from one of them` + "\n" +
+			`metrics.attributes: "network.peer.address" is listed twice` + "\n" +
+			"metrics.address_prefix.ipv4 33 must be from 1 to 32 (32 keeps addresses whole)\n" +
+			"metrics.address_prefix.ipv6 0 must be from 1 to 128 (128 keeps addresses whole)"},
+		{id: "metrics_expiry", wantErr: "metrics.expiry 1m0s must be at least metrics.interval (2m0s): a series must live to be exported"},
+		{id: "metrics_temporality", wantErr: `'metrics.temporality' "Delta" is not cumulative or delta`},
 		{id: "attributes_bad", wantErr: `attributes.exclude: "source.port" is a field of the event itself and cannot be left out` + "\n" +
 			`attributes.exclude: "netflow.pid" is not an attribute of this receiver; the attributes are: network.transport,`},
 		{id: "filters_bad", wantErr: "filters.include.ports: 0 is not a port (1 to 65535)\n" +

@@ -201,8 +201,17 @@ func TestBackpressureFromTheNextConsumer(t *testing.T) {
 	}
 }
 
-// startWithTelemetry starts a receiver whose metrics the test reads.
+// startWithTelemetry starts a receiver in a logs pipeline whose metrics
+// the test reads.
 func startWithTelemetry(t *testing.T, cfg Config, next consumer.Logs) (*Receiver, *componenttest.Telemetry) {
+	t.Helper()
+	return startWithConsumers(t, cfg, Consumers{Logs: next})
+}
+
+// startWithConsumers starts a receiver in the pipelines of next, whose
+// metrics the test reads. The cleanup's Shutdown gives a consumer that
+// still refuses 5 s.
+func startWithConsumers(t *testing.T, cfg Config, next Consumers) (*Receiver, *componenttest.Telemetry) {
 	t.Helper()
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
@@ -214,7 +223,11 @@ func startWithTelemetry(t *testing.T, cfg Config, next consumer.Logs) (*Receiver
 	r, err := New(&cfg, set.TelemetrySettings, obsrecv, next)
 	require.NoError(t, err)
 	require.NoError(t, r.Start(context.Background(), nil))
-	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.Shutdown(ctx)
+	})
 	return r, tel
 }
 

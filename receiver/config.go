@@ -44,6 +44,9 @@ type Config struct {
 	// Attributes choose the optional attributes of records.
 	Attributes AttributesConfig `mapstructure:"attributes"`
 
+	// Metrics configures the metrics of a metrics pipeline.
+	Metrics MetricsConfig `mapstructure:"metrics"`
+
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
@@ -115,6 +118,7 @@ func DefaultConfig() *Config {
 			MinTTL:       5 * time.Second,
 		},
 		Filters: FiltersConfig{ExcludeSelf: true},
+		Metrics: defaultMetricsConfig(),
 	}
 }
 
@@ -163,6 +167,7 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Filters.Exclude.validate("filters.exclude")...)
 	errs = append(errs, c.Filters.contradictions(c.watched())...)
 	errs = append(errs, c.Attributes.validate()...)
+	errs = append(errs, c.Metrics.validate(c.Attributes.Exclude)...)
 	return errors.Join(errs...)
 }
 

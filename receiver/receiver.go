@@ -31,14 +31,22 @@ import (
 // up after about 5 s per attempt.
 const dnsQueryTimeout = 15 * time.Second
 
+// Consumers are the next consumers of the pipelines the receiver is in: a
+// logs pipeline, a metrics pipeline, or both (one receiver serves both);
+// nil for a pipeline it is not in.
+type Consumers struct {
+	Logs    consumer.Logs
+	Metrics consumer.Metrics
+}
+
 // Receiver watches TCP connection ends in a cgroup. It implements
-// receiver.Logs.
+// receiver.Logs and receiver.Metrics.
 type Receiver struct {
 	cfg       *Config // validated; never changed
 	logger    *zap.Logger
 	telemetry *metadata.TelemetryBuilder
 	obsrecv   *receiverhelper.ObsReport
-	next      consumer.Logs
+	next      Consumers
 	dns       *dnscache.Cache // nil when DNS is off
 	hostName  string
 	opts      options
@@ -73,11 +81,11 @@ func defaultOptions() options {
 
 // New creates a receiver with a validated configuration; nothing touches
 // the kernel before Start.
-func New(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next consumer.Logs) (*Receiver, error) {
+func New(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next Consumers) (*Receiver, error) {
 	return newReceiver(cfg, tel, obsrecv, next, defaultOptions())
 }
 
-func newReceiver(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next consumer.Logs, opts options) (*Receiver, error) {
+func newReceiver(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next Consumers, opts options) (*Receiver, error) {
 	tb, err := metadata.NewTelemetryBuilder(tel)
 	if err != nil {
 		return nil, fmt.Errorf("create telemetry: %w", err)
@@ -263,7 +271,11 @@ func (r *Receiver) loopSettings(root string, k kernelSide) readLoopSettings {
 		},
 		logs: logsSinkSettings{
 			hostName: r.hostName, maxBatchSize: r.cfg.MaxBatchSize, attrs: r.cfg.Attributes.set(),
-			obsrecv: r.obsrecv, next: r.next,
+			obsrecv: r.obsrecv, next: r.next.Logs,
+		},
+		metrics: metricsSinkSettings{
+			logger: r.logger, cfg: r.cfg.Metrics, hostName: r.hostName,
+			obsrecv: r.obsrecv, next: r.next.Metrics,
 		},
 	}
 }

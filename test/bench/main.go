@@ -34,16 +34,17 @@ import (
 )
 
 var (
-	binary   = flag.String("binary", "dist/otelcol-netflowtcpend", "the collector built by make build")
-	rounds   = flag.Int("rounds", 5, "rounds of each interleaved comparison")
-	duration = flag.Duration("duration", 3*time.Second, "length of one workload run")
-	clients  = flag.Int("clients", 4, "parallel clients of the connection workload")
-	rpcConns = flag.Int("rpc-conns", 8, "long-lived connections of the request/response workload")
-	goCount  = flag.Int("gocount", 5, "runs of each Go benchmark")
-	compare  = flag.String("compare", "", "another collector binary (say, an earlier commit's) measured next to -binary, interleaved, in the kernel and unit steps")
-	gogc     = flag.String("gogc", "400", "also measure the collector with this GOGC under churn (\"\": not)")
-	pooling  = flag.Bool("pooling", true, "also measure the collector with the pdata.useProtoPooling feature gate under churn")
-	only     = flag.String("only", "", "run only these steps, comma-separated: kernel, test-run, user, unit, overhead, loss")
+	binary          = flag.String("binary", "dist/otelcol-netflowtcpend", "the collector built by make build")
+	rounds          = flag.Int("rounds", 5, "rounds of each interleaved comparison")
+	duration        = flag.Duration("duration", 3*time.Second, "length of one workload run")
+	clients         = flag.Int("clients", 4, "parallel clients of the connection workload")
+	rpcConns        = flag.Int("rpc-conns", 8, "long-lived connections of the request/response workload")
+	goCount         = flag.Int("gocount", 5, "runs of each Go benchmark")
+	compare         = flag.String("compare", "", "another collector binary (say, an earlier commit's) measured next to -binary, interleaved, in the kernel and unit steps")
+	gogc            = flag.String("gogc", "400", "also measure the collector with this GOGC under churn (\"\": not)")
+	metricsPipeline = flag.Bool("metrics", true, "also measure the collector with a metrics pipeline beside the logs one under churn")
+	pooling         = flag.Bool("pooling", true, "also measure the collector with the pdata.useProtoPooling feature gate under churn")
+	only            = flag.String("only", "", "run only these steps, comma-separated: kernel, test-run, user, unit, overhead, loss")
 )
 
 func main() {
@@ -440,6 +441,26 @@ func userSpace(_ *env, t *table) error {
 			baseline: full.cpuNsPerOp, baseName: "gate off", unit: "ns",
 			extra: fmt.Sprintf("batches released as the pipeline releases them; %.0f ns/op wall; %.0f allocs, %.0f B per record",
 				median(pool.nsPerOp), median(pool.allocsPerOp), median(pool.bytesPerOp))})
+	}
+	if m := res["BenchmarkMetricsSink"]; m != nil {
+		t.add(row{figure: "metrics pipeline beside the logs, CPU per record", measured: m.cpuNsPerOp, unit: "ns",
+			target: "<= 300 ns, no allocation", met: metIf(true, median(m.cpuNsPerOp) <= 300 && median(m.allocsPerOp) == 0),
+			extra: fmt.Sprintf("receiver BenchmarkMetricsSink: the end's values and attributes, counted in its series; %.0f ns/op wall; %.0f allocs, %.0f B per record",
+				median(m.nsPerOp), median(m.allocsPerOp), median(m.bytesPerOp))})
+	}
+	if m := res["BenchmarkDecodeEnrichConvert/attributes=default,metrics"]; m != nil && full != nil {
+		t.add(row{figure: "decode + DNS enrich + convert + metrics, CPU per record", measured: m.cpuNsPerOp, unit: "ns",
+			baseline: full.cpuNsPerOp, baseName: "logs only", ratios: paired(m.cpuNsPerOp, full.cpuNsPerOp),
+			target: "no more allocations than logs only", met: metIf(true, median(m.allocsPerOp) <= median(full.allocsPerOp)),
+			extra: fmt.Sprintf("%+.0f ns per record (noisier than the row above); %.0f allocs, %.0f B per record",
+				median(m.cpuNsPerOp)-median(full.cpuNsPerOp), median(m.allocsPerOp), median(m.bytesPerOp))})
+	}
+	for _, name := range []string{"BenchmarkAdd/attributes=default", "BenchmarkAdd/attributes=peer_prefix,executable"} {
+		if b := res[name]; b != nil {
+			t.add(row{figure: "metrics aggregation per record, " + strings.TrimPrefix(name, "BenchmarkAdd/"), measured: b.nsPerOp, unit: "ns",
+				target: "no allocation", met: metIf(true, median(b.allocsPerOp) == 0),
+				extra: fmt.Sprintf("internal/connmetrics BenchmarkAdd; %.0f allocs, %.0f B per record", median(b.allocsPerOp), median(b.bytesPerOp))})
+		}
 	}
 	if b := res["BenchmarkRingToConsumer"]; b != nil {
 		t.add(row{figure: "ring buffer -> consumer, whole receiver", measured: b.recordsPerSec, unit: "rec/s",
