@@ -46,6 +46,7 @@ type Aggregator struct {
 	// attribute grouped into prefixes.
 	prefixed   []bool
 	overflowed uint64 // ends counted in the overflow series, in all
+	ioSeries   int    // netflow.tcp.io series of the attribute sets (two each)
 }
 
 // resource is the Resource of the series of one container.
@@ -75,18 +76,43 @@ func (a *Aggregator) Add(e *End) {
 	a.key = a.appendKey(a.key[:0], e)
 	s, ok := a.series[string(a.key)] // no allocation for the lookup
 	if !ok {
-		if len(a.series) < a.set.MaxSeries {
-			s = a.newSeries(string(a.key), e)
-			a.series[s.key] = s
-		} else {
-			if a.overflow == nil {
-				a.overflow = a.newOverflow(e.Time)
-			}
-			s = a.overflow
+		if len(a.series) >= a.set.MaxSeries {
+			o := a.overflowSeries(e.Time)
+			o.overflowEnds = true
+			o.add(e)
 			a.overflowed++
+			return
+		}
+		s = a.newSeries(string(a.key), e)
+		a.series[s.key] = s
+		if a.ioSeries+2 <= a.set.MaxSeries {
+			a.ioSeries += 2
+		} else {
+			s.ioOverflow = true
 		}
 	}
-	s.add(e)
+	if !s.ioOverflow {
+		s.add(e)
+		return
+	}
+	// The set's own series but for io, whose bytes overflow.
+	b := *e
+	b.BytesSent, b.BytesReceived = 0, 0
+	s.add(&b)
+	o := a.overflowSeries(e.Time)
+	o.overflowIO = true
+	o.changed = true
+	o.seen = max(o.seen, e.Time)
+	o.addIO(e)
+}
+
+// overflowSeries returns the overflow series, made at start if there is
+// none.
+func (a *Aggregator) overflowSeries(start pcommon.Timestamp) *series {
+	if a.overflow == nil {
+		a.overflow = a.newOverflow(start)
+	}
+	return a.overflow
 }
 
 // Series returns how many series there are, the overflow series not

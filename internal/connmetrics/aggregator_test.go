@@ -214,11 +214,25 @@ func TestMaxSeriesOverflow(t *testing.T) {
 	for _, m := range []string{MetricConnections, MetricDuration, MetricRTT, MetricRetransmissions} {
 		assert.Equal(t, 4, seriesOf(ps, m), "%s: 3 series and the overflow", m)
 	}
-	assert.Equal(t, 8, seriesOf(ps, MetricIO), "transmit and receive of each")
+	// io has two series per attribute set: the first set's two fill its
+	// max_series of 3; the other sets' bytes go to its overflow points.
+	assert.Equal(t, 4, seriesOf(ps, MetricIO), "transmit and receive of one set, and of the overflow")
+	isOverflow := func(p point) bool { return p.attrs[AttrOverflow] == true }
+	for _, m := range []string{MetricConnections, MetricIO, MetricDuration, MetricRTT, MetricRetransmissions} {
+		own := 0
+		for _, p := range ps {
+			if p.metric == m && !isOverflow(p) {
+				own++
+			}
+		}
+		assert.LessOrEqual(t, own, set.MaxSeries, "%s: series besides the overflow", m)
+	}
 	assert.EqualValues(t, 55, total(ps, MetricConnections, nil))
 	assert.EqualValues(t, 5500, total(ps, MetricIO, func(p point) bool { return p.attrs[AttrNetworkIODirection] == "transmit" }))
-	isOverflow := func(p point) bool { return p.attrs[AttrOverflow] == true }
 	assert.EqualValues(t, 49, total(ps, MetricConnections, isOverflow))
+	assert.EqualValues(t, 5500-100, total(ps, MetricIO, func(p point) bool {
+		return isOverflow(p) && p.attrs[AttrNetworkIODirection] == "transmit"
+	}), "every set's bytes but the first's")
 	for _, p := range ps {
 		if isOverflow(p) {
 			want := map[string]any{AttrOverflow: true}
@@ -234,6 +248,41 @@ func TestMaxSeriesOverflow(t *testing.T) {
 	a.Add(end(func(e *End) { e.ServerPort, e.Container = 1, "c1" }))
 	md, _ = a.Collect(at(2 * time.Second))
 	assert.EqualValues(t, 2, total(points(md), MetricConnections, func(p point) bool { return p.attrs[AttrServerPort] == int64(1) }))
+}
+
+// With room for every attribute set's ends but not for two io series each,
+// only io overflows: its overflow series has io points and no others.
+func TestMaxSeriesOverflowOfIOOnly(t *testing.T) {
+	set := settings()
+	set.MaxSeries = 3
+	a := New(set)
+	for port := 1; port <= 3; port++ {
+		a.Add(end(func(e *End) { e.ServerPort = port }))
+	}
+	assert.Zero(t, a.Overflowed(), "3 sets fit in max_series")
+	md, _ := a.Collect(at(time.Second))
+	ps := points(md)
+	isOverflow := func(p point) bool { return p.attrs[AttrOverflow] == true }
+	for _, m := range []string{MetricConnections, MetricDuration, MetricRTT, MetricRetransmissions} {
+		assert.Equal(t, 3, seriesOf(ps, m), m)
+		assert.Zero(t, total(ps, m, isOverflow), m)
+	}
+	assert.Equal(t, 4, seriesOf(ps, MetricIO))
+	assert.EqualValues(t, 300, total(ps, MetricIO, func(p point) bool { return p.attrs[AttrNetworkIODirection] == "transmit" }))
+	assert.EqualValues(t, 200, total(ps, MetricIO, func(p point) bool {
+		return isOverflow(p) && p.attrs[AttrNetworkIODirection] == "transmit"
+	}))
+
+	// When the set with io series of its own expires, a new set gets them.
+	a.Add(end(func(e *End) { e.ServerPort, e.Time = 2, at(10*time.Minute) }))
+	a.Add(end(func(e *End) { e.ServerPort, e.Time = 3, at(10*time.Minute) }))
+	_, _ = a.Collect(at(10 * time.Minute))
+	a.Add(end(func(e *End) { e.ServerPort, e.Time = 4, at(11*time.Minute) }))
+	md, _ = a.Collect(at(11 * time.Minute))
+	ps = points(md)
+	assert.EqualValues(t, 100, total(ps, MetricIO, func(p point) bool {
+		return p.attrs[AttrServerPort] == int64(4) && p.attrs[AttrNetworkIODirection] == "transmit"
+	}), "port 4's own io series")
 }
 
 func record(kv map[string]any) pcommon.Map {

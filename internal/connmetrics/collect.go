@@ -52,6 +52,9 @@ func (a *Aggregator) expire(now pcommon.Timestamp) {
 		if s.res.series--; s.res.series == 0 {
 			delete(a.resources, s.res.container)
 		}
+		if s.key != "" && !s.ioOverflow {
+			a.ioSeries -= 2
+		}
 		return true
 	}
 	for k, s := range a.series {
@@ -90,12 +93,21 @@ func (c *collection) add(s *series) {
 	}
 	s.changed = false
 	rm := c.resourceMetrics(s.res)
-	c.number(rm.conns, s, s.conns, "")
-	c.number(rm.io, s, s.sent, "transmit")
-	c.number(rm.io, s, s.received, "receive")
-	c.number(rm.retrans, s, s.retrans, "")
-	c.histogram(rm.duration, s, &s.duration, DurationBounds)
-	c.histogram(rm.rtt, s, &s.rtt, RTTBounds)
+	// The overflow series has points only in the metrics that overflowed.
+	ends := s.key != "" || s.overflowEnds
+	io := s.key == "" && (s.overflowEnds || s.overflowIO) || s.key != "" && !s.ioOverflow
+	if ends {
+		c.number(rm.conns, s, s.conns, "")
+	}
+	if io {
+		c.number(rm.io, s, s.sent, "transmit")
+		c.number(rm.io, s, s.received, "receive")
+	}
+	if ends {
+		c.number(rm.retrans, s, s.retrans, "")
+		c.histogram(rm.duration, s, &s.duration, DurationBounds)
+		c.histogram(rm.rtt, s, &s.rtt, RTTBounds)
+	}
 }
 
 func (c *collection) number(dps pmetric.NumberDataPointSlice, s *series, v uint64, ioDirection string) {

@@ -13,6 +13,14 @@ type series struct {
 	start   pcommon.Timestamp // start of the values held (cumulative: the series' first end)
 	seen    pcommon.Timestamp // latest end added
 	changed bool              // added to since the last Collect
+	// ioOverflow: this attribute set has no netflow.tcp.io series of its
+	// own, its bytes go to the overflow series' io points. An attribute
+	// set makes two io series (transmit and receive), so io reaches
+	// max_series at half the attribute sets of the other metrics.
+	ioOverflow bool
+	// For the overflow series: whether ends, or only bytes of sets with
+	// ioOverflow, were counted in it (only those metrics get its points).
+	overflowEnds, overflowIO bool
 
 	conns, sent, received, retrans uint64
 	duration, rtt                  histogram
@@ -22,15 +30,19 @@ func (s *series) add(e *End) {
 	s.changed = true
 	s.seen = max(s.seen, e.Time)
 	s.conns++
-	s.sent += e.BytesSent
-	s.received += e.BytesReceived
 	s.retrans += e.Retransmits
+	s.addIO(e)
 	if e.StartObserved {
 		s.duration.observe(DurationBounds, e.Duration)
 	}
 	if e.RTT > 0 {
 		s.rtt.observe(RTTBounds, e.RTT)
 	}
+}
+
+func (s *series) addIO(e *End) {
+	s.sent += e.BytesSent
+	s.received += e.BytesReceived
 }
 
 // reset starts the values over at start, for delta temporality.
