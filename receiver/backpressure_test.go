@@ -258,3 +258,39 @@ func cookies(sink *gate) map[uint64]int {
 	}
 	return out
 }
+
+// A collector that stops (SIGTERM) gives Shutdown a context without a
+// deadline: a next consumer that keeps refusing must not hold it forever.
+// After the grace period what is left is dropped and counted.
+func TestShutdownWithoutDeadlineEndsWhileTheConsumerRefuses(t *testing.T) {
+	testenv.RequireRoot(t)
+	cg := testnet.NewCgroup(t)
+	next := newGate("retryable")
+	cfg := Config{CgroupPath: cg.Path, RingBufferSize: 1 << 16, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond}
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	set := receiver.Settings{ID: component.NewID(metadata.Type), TelemetrySettings: tel.NewTelemetrySettings()}
+	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID: set.ID, Transport: "ebpf", ReceiverCreateSettings: set,
+	})
+	require.NoError(t, err)
+	opts := defaultOptions()
+	opts.shutdownGrace = 500 * time.Millisecond
+	r, err := newReceiver(&cfg, set.TelemetrySettings, obsrecv, Consumers{Logs: next}, opts)
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), nil))
+
+	cg.Run(t, func() {
+		client, server := testnet.Pair(t)
+		require.NoError(t, client.Close())
+		require.NoError(t, server.Close())
+	})
+	require.Eventually(t, func() bool { calls, _ := next.stats(); return calls > 0 },
+		5*time.Second, 10*time.Millisecond, "the consumer is offered the records")
+
+	start := time.Now()
+	require.NoError(t, r.Shutdown(context.Background()))
+	assert.Less(t, time.Since(start), 5*time.Second, "Shutdown ends after the grace period")
+	assert.EqualValues(t, 2, counter(t, tel, "otelcol_netflowtcpend_records_dropped"), "both sockets' records, counted")
+	assert.Empty(t, next.AllLogs())
+}

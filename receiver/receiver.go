@@ -73,10 +73,19 @@ type options struct {
 	scan func(self int) (*sockscan.Table, error)
 	// ownPID is this process's id in its PID namespace.
 	ownPID func() int
+	// shutdownGrace bounds Shutdown when its context has no deadline.
+	shutdownGrace time.Duration
 }
 
+// shutdownGrace is how long Shutdown waits for the next consumers to take
+// what is left when its context has no deadline, as a collector stopping on
+// SIGTERM gives none: a logs pipeline that keeps refusing would otherwise
+// hold the collector forever. Then what is left is dropped and counted
+// (records_dropped). Under Kubernetes' default grace period of 30 s.
+const shutdownGrace = 10 * time.Second
+
 func defaultOptions() options {
-	return options{rewalk: time.Second, scan: sockscan.Scan, ownPID: os.Getpid}
+	return options{rewalk: time.Second, scan: sockscan.Scan, ownPID: os.Getpid, shutdownGrace: shutdownGrace}
 }
 
 // New creates a receiver with a validated configuration; nothing touches
@@ -327,6 +336,12 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 		r.cancel()
 		_ = r.reader.Close()
 	}
+	var grace <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok {
+		t := time.NewTimer(r.opts.shutdownGrace)
+		defer t.Stop()
+		grace = t.C
+	}
 	select {
 	case <-r.done:
 	case <-ctx.Done():
@@ -334,6 +349,11 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 		r.cancel()
 		<-r.done
 		err = errors.Join(err, ctx.Err())
+	case <-grace:
+		r.logger.Warn("The next consumers did not take the last records within the shutdown grace period; dropping them",
+			zap.Duration("grace", r.opts.shutdownGrace))
+		r.cancel()
+		<-r.done
 	}
 	r.cancel()
 	// Unregister the gauge callback before the reader it reads goes away.
