@@ -49,6 +49,8 @@ type Config struct {
 	// Kubernetes, when the block is set, names peers from the API server
 	// (the netflow.peer.k8s.* attributes).
 	Kubernetes configoptional.Optional[KubernetesConfig] `mapstructure:"kubernetes"`
+	// Metrics configures the metrics of a metrics pipeline.
+	Metrics MetricsConfig `mapstructure:"metrics"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -123,6 +125,7 @@ func DefaultConfig() *Config {
 		Filters: FiltersConfig{ExcludeSelf: true},
 		// Off; a kubernetes: block, even empty, turns it on with these.
 		Kubernetes: configoptional.Default(defaultKubernetesConfig()),
+		Metrics:    defaultMetricsConfig(),
 	}
 }
 
@@ -174,6 +177,8 @@ func (c *Config) Validate() error {
 	if k := c.Kubernetes.Get(); k != nil {
 		errs = append(errs, k.validate()...)
 	}
+	errs = append(errs, c.k8sMetricsAttributes()...)
+	errs = append(errs, c.Metrics.validate(c.Attributes.Exclude)...)
 	return errors.Join(errs...)
 }
 

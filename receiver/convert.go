@@ -94,11 +94,7 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 		a.AppendEmpty(attrNetworkTransport.String()).SetStr("tcp")
 	}
 	if set.has(attrNetworkType) {
-		if e.Source.Addr().Is4() {
-			a.AppendEmpty(attrNetworkType.String()).SetStr("ipv4")
-		} else {
-			a.AppendEmpty(attrNetworkType.String()).SetStr("ipv6")
-		}
+		a.AppendEmpty(attrNetworkType.String()).SetStr(networkType(e))
 	}
 	// The local socket's own view, whoever ended or opened the connection.
 	local, localText, peer, peerText := e.Source, src, e.Destination, dst
@@ -151,11 +147,11 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 	if set.has(attrEstablished) {
 		a.AppendEmpty(attrEstablished.String()).SetBool(e.Established())
 	}
-	startObserved := e.StartNs != 0 && e.StartNs <= e.TimeNs
+	startSeen := startObserved(e)
 	if set.has(attrStartObserved) {
-		a.AppendEmpty(attrStartObserved.String()).SetBool(startObserved)
+		a.AppendEmpty(attrStartObserved.String()).SetBool(startSeen)
 	}
-	if startObserved {
+	if startSeen {
 		if set.has(attrStartTime) {
 			a.AppendEmpty(attrStartTime.String()).SetInt(int64(clk.wall(e.StartNs)))
 		}
@@ -289,3 +285,31 @@ func putStrings(s pcommon.Slice, values []string) {
 		s.AppendEmpty().SetStr(v)
 	}
 }
+
+// serverPort is the accepting side's port; 0 when the direction is
+// unknown.
+func serverPort(e *bpf.Event) int {
+	// Source sent the terminating segment: the local side when it ended
+	// by local.
+	local, peer := e.Source, e.Destination
+	if e.EndBy != bpf.EndByLocal {
+		local, peer = peer, local
+	}
+	switch e.Direction {
+	case bpf.DirectionOutgoing:
+		return int(peer.Port())
+	case bpf.DirectionIncoming:
+		return int(local.Port())
+	}
+	return 0
+}
+
+func networkType(e *bpf.Event) string {
+	if e.Source.Addr().Is4() {
+		return "ipv4"
+	}
+	return "ipv6"
+}
+
+// startObserved says whether the receiver saw the connection start.
+func startObserved(e *bpf.Event) bool { return e.StartNs != 0 && e.StartNs <= e.TimeNs }

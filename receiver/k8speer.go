@@ -12,17 +12,6 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 )
 
-// The peer in Kubernetes terms (the kubernetes: block), from the API
-// server.
-const (
-	AttrPeerK8sNamespace    = "netflow.peer.k8s.namespace.name"
-	AttrPeerK8sPod          = "netflow.peer.k8s.pod.name"
-	AttrPeerK8sWorkloadKind = "netflow.peer.k8s.workload.kind"
-	AttrPeerK8sWorkloadName = "netflow.peer.k8s.workload.name"
-	AttrPeerK8sNode         = "netflow.peer.k8s.node.name"
-	AttrPeerK8sService      = "netflow.peer.k8s.service.name"
-)
-
 // numK8sPeerAttributes is the most netflow.peer.k8s.* attributes of a
 // record.
 const numK8sPeerAttributes = 6

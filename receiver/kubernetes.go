@@ -2,9 +2,28 @@ package receiver
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 )
+
+// The peer in Kubernetes terms (the kubernetes: block), from the API
+// server.
+const (
+	AttrPeerK8sNamespace    = "netflow.peer.k8s.namespace.name"
+	AttrPeerK8sPod          = "netflow.peer.k8s.pod.name"
+	AttrPeerK8sWorkloadKind = "netflow.peer.k8s.workload.kind"
+	AttrPeerK8sWorkloadName = "netflow.peer.k8s.workload.name"
+	AttrPeerK8sNode         = "netflow.peer.k8s.node.name"
+	AttrPeerK8sService      = "netflow.peer.k8s.service.name"
+)
+
+// k8sPeerKeys are the netflow.peer.k8s.* keys, in the order records carry
+// them.
+var k8sPeerKeys = []string{
+	AttrPeerK8sNamespace, AttrPeerK8sPod, AttrPeerK8sWorkloadKind,
+	AttrPeerK8sWorkloadName, AttrPeerK8sNode, AttrPeerK8sService,
+}
 
 // KubernetesConfig is the kubernetes: block, which turns on the
 // netflow.peer.k8s.* attributes: names of the peer from the API server.
@@ -37,6 +56,21 @@ func (k *KubernetesConfig) validate() []error {
 	}
 	if k.Context != "" && k.AuthType != kubecache.AuthKubeConfig {
 		errs = append(errs, fmt.Errorf("kubernetes.context %q chooses a kubeconfig context: it needs auth_type %s", k.Context, kubecache.AuthKubeConfig))
+	}
+	return errs
+}
+
+// k8sMetricsAttributes checks the netflow.peer.k8s.* keys of
+// metrics.attributes: records have them only with the kubernetes: block.
+func (c *Config) k8sMetricsAttributes() []error {
+	if c.Kubernetes.HasValue() {
+		return nil
+	}
+	var errs []error
+	for _, key := range c.Metrics.Attributes {
+		if slices.Contains(k8sPeerKeys, key) {
+			errs = append(errs, fmt.Errorf("metrics.attributes: %q is set only with the kubernetes: block; add it, or remove the key", key))
+		}
 	}
 	return errs
 }

@@ -42,14 +42,17 @@ func newLogsSink(s logsSinkSettings) *logsSink {
 	return l
 }
 
-// add appends the log record of end, read from the ring at observed.
-func (s *logsSink) add(end *connectionEnd, observed pcommon.Timestamp) {
+// add appends the log record of end, read from the ring at observed, and
+// returns its attributes (valid until the batch is taken).
+func (s *logsSink) add(end *connectionEnd, observed pcommon.Timestamp) pcommon.Map {
+	lrs := s.batch.records(end.cgroup.container)
 	s.conv.k8sPeer = nil
 	if end.hasK8sPeer {
 		s.conv.k8sPeer = &end.k8sPeer
 	}
-	s.conv.append(s.batch.records(end.cgroup.container), end.event, end.srcNames, end.dstNames, observed)
+	s.conv.append(lrs, end.event, end.srcNames, end.dstNames, observed)
 	s.batch.len++
+	return lrs.At(lrs.Len() - 1).Attributes()
 }
 
 // full says whether the batch is to be passed on now.

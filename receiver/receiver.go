@@ -32,14 +32,22 @@ import (
 // up after about 5 s per attempt.
 const dnsQueryTimeout = 15 * time.Second
 
+// Consumers are the next consumers of the pipelines the receiver is in: a
+// logs pipeline, a metrics pipeline, or both (one receiver serves both);
+// nil for a pipeline it is not in.
+type Consumers struct {
+	Logs    consumer.Logs
+	Metrics consumer.Metrics
+}
+
 // Receiver watches TCP connection ends in a cgroup. It implements
-// receiver.Logs.
+// receiver.Logs and receiver.Metrics.
 type Receiver struct {
 	cfg       *Config // validated; never changed
 	logger    *zap.Logger
 	telemetry *metadata.TelemetryBuilder
 	obsrecv   *receiverhelper.ObsReport
-	next      consumer.Logs
+	next      Consumers
 	dns       *dnscache.Cache  // nil when DNS is off
 	k8s       *kubecache.Cache // nil when the kubernetes: block is off or cannot be used
 	hostName  string
@@ -67,19 +75,28 @@ type options struct {
 	scan func(self int) (*sockscan.Table, error)
 	// ownPID is this process's id in its PID namespace.
 	ownPID func() int
+	// shutdownGrace bounds Shutdown when its context has no deadline.
+	shutdownGrace time.Duration
 }
 
+// shutdownGrace is how long Shutdown waits for the next consumers to take
+// what is left when its context has no deadline, as a collector stopping on
+// SIGTERM gives none: a logs pipeline that keeps refusing would otherwise
+// hold the collector forever. Then what is left is dropped and counted
+// (records_dropped). Under Kubernetes' default grace period of 30 s.
+const shutdownGrace = 10 * time.Second
+
 func defaultOptions() options {
-	return options{rewalk: time.Second, scan: sockscan.Scan, ownPID: os.Getpid}
+	return options{rewalk: time.Second, scan: sockscan.Scan, ownPID: os.Getpid, shutdownGrace: shutdownGrace}
 }
 
 // New creates a receiver with a validated configuration; nothing touches
 // the kernel before Start.
-func New(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next consumer.Logs) (*Receiver, error) {
+func New(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next Consumers) (*Receiver, error) {
 	return newReceiver(cfg, tel, obsrecv, next, defaultOptions())
 }
 
-func newReceiver(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next consumer.Logs, opts options) (*Receiver, error) {
+func newReceiver(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next Consumers, opts options) (*Receiver, error) {
 	tb, err := metadata.NewTelemetryBuilder(tel)
 	if err != nil {
 		return nil, fmt.Errorf("create telemetry: %w", err)
@@ -267,7 +284,11 @@ func (r *Receiver) loopSettings(root string, k kernelSide) readLoopSettings {
 		logs: logsSinkSettings{
 			hostName: r.hostName, maxBatchSize: r.cfg.MaxBatchSize, attrs: r.cfg.Attributes.set(),
 			k8s:     r.k8s != nil,
-			obsrecv: r.obsrecv, next: r.next,
+			obsrecv: r.obsrecv, next: r.next.Logs,
+		},
+		metrics: metricsSinkSettings{
+			logger: r.logger, cfg: r.cfg.Metrics, hostName: r.hostName,
+			obsrecv: r.obsrecv, next: r.next.Metrics, k8s: r.k8s != nil,
 		},
 	}
 	if r.k8s != nil { // a nil *Cache in the interface would not be nil
@@ -323,6 +344,12 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 		r.cancel()
 		_ = r.reader.Close()
 	}
+	var grace <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok {
+		t := time.NewTimer(r.opts.shutdownGrace)
+		defer t.Stop()
+		grace = t.C
+	}
 	select {
 	case <-r.done:
 	case <-ctx.Done():
@@ -330,6 +357,11 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 		r.cancel()
 		<-r.done
 		err = errors.Join(err, ctx.Err())
+	case <-grace:
+		r.logger.Warn("The next consumers did not take the last records within the shutdown grace period; dropping them",
+			zap.Duration("grace", r.opts.shutdownGrace))
+		r.cancel()
+		<-r.done
 	}
 	r.cancel()
 	if r.k8s != nil {
