@@ -14,8 +14,8 @@ import (
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
-	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 	"github.com/netflowtcpend/netflowtcpend/internal/connmetrics"
+	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	flowreceiver "github.com/netflowtcpend/netflowtcpend/receiver"
 )
