@@ -3,13 +3,18 @@
 package receiver
 
 import (
+	"context"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/xpdata"
+	"go.uber.org/zap"
 
+	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 )
 
@@ -68,4 +73,40 @@ func TestAppendK8sPeer(t *testing.T) {
 		AttrPeerK8sNamespace: "shop", AttrPeerK8sPod: "web-1", AttrPeerK8sWorkloadKind: "Deployment",
 		AttrPeerK8sWorkloadName: "web", AttrPeerK8sNode: "node-a",
 	}, m.AsRaw(), "empty fields are left out")
+}
+
+// With metrics.attributes naming them and no logs pipeline, the records
+// converted for the metrics carry the peer's Kubernetes names, so points
+// are grouped by them.
+func TestMetricsGroupByK8sPeer(t *testing.T) {
+	cfg := defaultMetricsConfig()
+	cfg.Attributes = []string{AttrPeerK8sWorkloadName}
+	m := newMetricsSink(metricsSinkSettings{logger: zap.NewNop(), cfg: cfg, hostName: "node",
+		next: consumertest.NewNop(), k8s: true}, false)
+	defer func() { _ = m.sender.stop(context.Background()) }()
+	events := []bpf.Event{benchEvent(0), benchEvent(1), benchEvent(2), benchEvent(3)}
+	for i, workload := range []string{"web", "web", "db", ""} {
+		end := connectionEnd{event: &events[i]}
+		if workload != "" {
+			end.k8sPeer, end.hasK8sPeer = kubecache.Peer{Namespace: "shop", WorkloadKind: "Deployment", WorkloadName: workload}, true
+		}
+		m.add(&end, pcommon.Map{}, 0)
+	}
+	md, _ := m.agg.Collect(pcommon.NewTimestampFromTime(time.Now()))
+	counts := map[string]int64{}
+	ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+	for i := range ms.Len() {
+		if ms.At(i).Name() != "netflow.tcp.connections" {
+			continue
+		}
+		points := ms.At(i).Sum().DataPoints()
+		for j := range points.Len() {
+			workload := "" // absent: no name
+			if v, ok := points.At(j).Attributes().Get(AttrPeerK8sWorkloadName); ok {
+				workload = v.Str()
+			}
+			counts[workload] += points.At(j).IntValue()
+		}
+	}
+	assert.Equal(t, map[string]int64{"web": 2, "db": 1, "": 1}, counts)
 }
