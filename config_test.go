@@ -9,11 +9,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/connmetrics"
+	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	flowreceiver "github.com/netflowtcpend/netflowtcpend/receiver"
 )
@@ -44,6 +46,15 @@ func TestLoadConfig(t *testing.T) {
 	lean := flowreceiver.DefaultConfig()
 	lean.Attributes.Exclude = []string{"netflow.socket.cookie", "netflow.cgroup.id"}
 
+	k8sDefault := flowreceiver.DefaultConfig()
+	k8sDefault.Kubernetes = configoptional.Some(flowreceiver.KubernetesConfig{AuthType: kubecache.AuthServiceAccount})
+	k8sKubeConfig := flowreceiver.DefaultConfig()
+	k8sKubeConfig.Kubernetes = configoptional.Some(flowreceiver.KubernetesConfig{AuthType: kubecache.AuthKubeConfig, Context: "staging"})
+	metricsK8s := flowreceiver.DefaultConfig()
+	metricsK8s.Kubernetes = configoptional.Some(flowreceiver.KubernetesConfig{AuthType: kubecache.AuthServiceAccount})
+	metricsK8s.Metrics.Attributes = []string{"netflow.peer.k8s.namespace.name", "netflow.peer.k8s.workload.name"}
+	k8sOff := flowreceiver.DefaultConfig()
+	k8sOff.Kubernetes = configoptional.None[flowreceiver.KubernetesConfig]()
 	metrics := flowreceiver.DefaultConfig()
 	metrics.Metrics.Interval = 10 * time.Second
 	metrics.Metrics.Temporality = connmetrics.Delta
@@ -67,6 +78,15 @@ func TestLoadConfig(t *testing.T) {
 		{id: "dns_off", want: dnsOff},
 		{id: "filters", want: filters},
 		{id: "attributes", want: lean},
+		{id: "kubernetes_empty", want: k8sDefault},
+		{id: "kubernetes_null", want: k8sDefault},
+		{id: "kubernetes_kubeconfig", want: k8sKubeConfig},
+		{id: "kubernetes_off", want: k8sOff},
+		{id: "metrics_k8s", want: metricsK8s},
+		{id: "metrics_k8s_off", wantErr: `metrics.attributes: "netflow.peer.k8s.service.name" is set only with the kubernetes: block; add it, or remove the key`},
+		{id: "kubernetes_bad", wantErr: `kubernetes.auth_type "token" must be serviceAccount (in a pod, the default) or kubeConfig (the kubeconfig that KUBECONFIG names)` + "\n" +
+			`kubernetes.context "staging" chooses a kubeconfig context: it needs auth_type kubeConfig`},
+		{id: "kubernetes_unknown_key", wantErr: "'kubernetes' decoding failed due to the following error(s):\n\n'receiver.KubernetesConfig' has invalid keys: auth"},
 		{id: "metrics", want: metrics},
 		{id: "metrics_bad", wantErr: "metrics.interval 5ns must be at least 1s; write a duration with its unit, e.g. 60s (a bare number is nanoseconds)\n" +
 			"metrics.max_series 0 must be from 1 to 100000\n" +

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/collector/config/configoptional"
+
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 )
 
@@ -44,6 +46,9 @@ type Config struct {
 	// Attributes choose the optional attributes of records.
 	Attributes AttributesConfig `mapstructure:"attributes"`
 
+	// Kubernetes, when the block is set, names peers from the API server
+	// (the netflow.peer.k8s.* attributes).
+	Kubernetes configoptional.Optional[KubernetesConfig] `mapstructure:"kubernetes"`
 	// Metrics configures the metrics of a metrics pipeline.
 	Metrics MetricsConfig `mapstructure:"metrics"`
 
@@ -118,7 +123,9 @@ func DefaultConfig() *Config {
 			MinTTL:       5 * time.Second,
 		},
 		Filters: FiltersConfig{ExcludeSelf: true},
-		Metrics: defaultMetricsConfig(),
+		// Off; a kubernetes: block, even empty, turns it on with these.
+		Kubernetes: configoptional.Default(defaultKubernetesConfig()),
+		Metrics:    defaultMetricsConfig(),
 	}
 }
 
@@ -167,6 +174,10 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Filters.Exclude.validate("filters.exclude")...)
 	errs = append(errs, c.Filters.contradictions(c.watched())...)
 	errs = append(errs, c.Attributes.validate()...)
+	if k := c.Kubernetes.Get(); k != nil {
+		errs = append(errs, k.validate()...)
+	}
+	errs = append(errs, c.k8sMetricsAttributes()...)
 	errs = append(errs, c.Metrics.validate(c.Attributes.Exclude)...)
 	return errors.Join(errs...)
 }

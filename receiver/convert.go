@@ -14,6 +14,7 @@ import (
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/bounded"
+	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 )
 
 // EventName is the LogRecord EventName of every record.
@@ -31,6 +32,9 @@ type converter struct {
 	attrBuilder xpdata.MapBuilder
 	// The text of recently seen addresses: servers and clients repeat.
 	addrText bounded.Map[netip.Addr, string]
+	// The names of the next record's peer in Kubernetes terms; nil for
+	// none. The logs sink sets it before each append.
+	k8sPeer *kubecache.Peer
 }
 
 // maxAddrText bounds the address texts kept.
@@ -189,6 +193,9 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 	}
 	if e.Netns != 0 && set.has(attrNetns) {
 		a.AppendEmpty(attrNetns.String()).SetInt(int64(e.Netns))
+	}
+	if c.k8sPeer != nil {
+		appendK8sPeer(a, c.k8sPeer)
 	}
 	a.UnsafeIntoMap(lr.Attributes())
 }

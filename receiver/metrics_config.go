@@ -95,9 +95,11 @@ func (c MetricsConfig) validate(excluded []string) []error {
 			errs = append(errs, fmt.Errorf("metrics.attributes: %q is a point attribute already; remove it", key))
 		case key == connmetrics.AttrHostName || key == connmetrics.AttrContainerID:
 			errs = append(errs, fmt.Errorf("metrics.attributes: %q is a resource attribute of every point already; remove it", key))
+		case !known && slices.Contains(k8sPeerKeys, key):
+			// Records carry them with the kubernetes: block (Config checks).
 		case !known:
 			errs = append(errs, fmt.Errorf("metrics.attributes: %q is not an attribute of this receiver's records; the attributes are: %s",
-				key, strings.Join(attributeKeys[:], ", ")))
+				key, strings.Join(slices.Concat(attributeKeys[:], k8sPeerKeys), ", ")))
 		case slices.Contains(perConnection, a):
 			errs = append(errs, fmt.Errorf("metrics.attributes: %q is one connection's own value: grouping by it would make a series per connection (the measured values are the metrics); remove it", key))
 		case slices.Contains(excluded, key):

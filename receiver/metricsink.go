@@ -23,6 +23,7 @@ type metricsSinkSettings struct {
 	hostName string
 	obsrecv  *receiverhelper.ObsReport
 	next     consumer.Metrics
+	k8s      bool // records may carry netflow.peer.k8s.* attributes
 }
 
 // metricsSink counts connection ends in the metrics (the aggregator) and,
@@ -62,6 +63,9 @@ func newMetricsSink(s metricsSinkSettings, hasLogs bool) *metricsSink {
 	if len(s.cfg.Attributes) > 0 && !hasLogs {
 		m.ownRecords = true
 		m.conv.init(recordAttributes(s.cfg.Attributes))
+		if s.k8s {
+			m.conv.capacity += numK8sPeerAttributes
+		}
 		m.records = plog.NewLogRecordSlice()
 	}
 	return m
@@ -73,6 +77,10 @@ func (m *metricsSink) add(end *connectionEnd, rec pcommon.Map, observed pcommon.
 	e := end.event
 	if m.ownRecords {
 		m.records.RemoveIf(func(plog.LogRecord) bool { return true })
+		m.conv.k8sPeer = nil
+		if end.hasK8sPeer {
+			m.conv.k8sPeer = &end.k8sPeer
+		}
 		m.conv.append(m.records, e, end.srcNames, end.dstNames, observed)
 		rec = m.records.At(0).Attributes()
 	}

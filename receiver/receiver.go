@@ -23,6 +23,7 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/dnscache"
+	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	"github.com/netflowtcpend/netflowtcpend/internal/sockscan"
 )
@@ -47,7 +48,8 @@ type Receiver struct {
 	telemetry *metadata.TelemetryBuilder
 	obsrecv   *receiverhelper.ObsReport
 	next      Consumers
-	dns       *dnscache.Cache // nil when DNS is off
+	dns       *dnscache.Cache  // nil when DNS is off
+	k8s       *kubecache.Cache // nil when the kubernetes: block is off or cannot be used
 	hostName  string
 	opts      options
 
@@ -180,6 +182,7 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	// at its creation.
 	preexisting := r.scanSockets(objs.SelfPID)
 	r.cgroups.Walk()
+	r.k8s = startK8sNames(r.cfg, r.logger)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.objs, r.reader, r.cancel = objs, rd, cancel
@@ -269,7 +272,7 @@ type kernelSide struct {
 // loopSettings gives the read loop what it uses, from the configuration,
 // what New and Start made (root: the cgroup v2 mount point), and k.
 func (r *Receiver) loopSettings(root string, k kernelSide) readLoopSettings {
-	return readLoopSettings{
+	s := readLoopSettings{
 		logger: r.logger, telemetry: r.telemetry, reader: k.reader, counters: k.counters,
 		flushInterval: r.cfg.FlushInterval,
 		enrich: enricherSettings{
@@ -280,13 +283,18 @@ func (r *Receiver) loopSettings(root string, k kernelSide) readLoopSettings {
 		},
 		logs: logsSinkSettings{
 			hostName: r.hostName, maxBatchSize: r.cfg.MaxBatchSize, attrs: r.cfg.Attributes.set(),
+			k8s:     r.k8s != nil,
 			obsrecv: r.obsrecv, next: r.next.Logs,
 		},
 		metrics: metricsSinkSettings{
 			logger: r.logger, cfg: r.cfg.Metrics, hostName: r.hostName,
-			obsrecv: r.obsrecv, next: r.next.Metrics,
+			obsrecv: r.obsrecv, next: r.next.Metrics, k8s: r.k8s != nil,
 		},
 	}
+	if r.k8s != nil { // a nil *Cache in the interface would not be nil
+		s.enrich.k8s = r.k8s
+	}
+	return s
 }
 
 // registerGauges registers the callbacks of the asynchronous metrics.
@@ -356,6 +364,9 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 		<-r.done
 	}
 	r.cancel()
+	if r.k8s != nil {
+		r.k8s.Stop()
+	}
 	// Unregister the gauge callback before the reader it reads goes away.
 	r.telemetry.Shutdown()
 	return errors.Join(err, r.reader.Close(), r.objs.Close())
