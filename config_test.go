@@ -9,10 +9,13 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
+	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/connmetrics"
+	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	flowreceiver "github.com/netflowtcpend/netflowtcpend/receiver"
 )
@@ -45,6 +48,23 @@ func TestLoadConfig(t *testing.T) {
 
 	conntrack := flowreceiver.DefaultConfig()
 	conntrack.NAT.Conntrack = true
+	k8sDefault := flowreceiver.DefaultConfig()
+	k8sDefault.Kubernetes = configoptional.Some(flowreceiver.KubernetesConfig{AuthType: kubecache.AuthServiceAccount})
+	k8sKubeConfig := flowreceiver.DefaultConfig()
+	k8sKubeConfig.Kubernetes = configoptional.Some(flowreceiver.KubernetesConfig{AuthType: kubecache.AuthKubeConfig, Context: "staging"})
+	metricsK8s := flowreceiver.DefaultConfig()
+	metricsK8s.Kubernetes = configoptional.Some(flowreceiver.KubernetesConfig{AuthType: kubecache.AuthServiceAccount})
+	metricsK8s.Metrics.Attributes = []string{"netflow.peer.k8s.namespace.name", "netflow.peer.k8s.workload.name"}
+	k8sOff := flowreceiver.DefaultConfig()
+	k8sOff.Kubernetes = configoptional.None[flowreceiver.KubernetesConfig]()
+	metrics := flowreceiver.DefaultConfig()
+	metrics.Metrics.Interval = 10 * time.Second
+	metrics.Metrics.Temporality = connmetrics.Delta
+	metrics.Metrics.MaxSeries = 500
+	metrics.Metrics.Expiry = time.Minute
+	metrics.Metrics.Attributes = []string{"network.peer.address", "process.executable.name"}
+	metrics.Metrics.AddressPrefix.IPv4 = 24
+	metrics.Metrics.AddressPrefix.IPv6 = 64
 
 	dnsOff := flowreceiver.DefaultConfig()
 	dnsOff.DNS.Enabled = false
@@ -61,6 +81,28 @@ func TestLoadConfig(t *testing.T) {
 		{id: "filters", want: filters},
 		{id: "attributes", want: lean},
 		{id: "nat_conntrack", want: conntrack},
+		{id: "kubernetes_empty", want: k8sDefault},
+		{id: "kubernetes_null", want: k8sDefault},
+		{id: "kubernetes_kubeconfig", want: k8sKubeConfig},
+		{id: "kubernetes_off", want: k8sOff},
+		{id: "metrics_k8s", want: metricsK8s},
+		{id: "metrics_k8s_off", wantErr: `metrics.attributes: "netflow.peer.k8s.service.name" is set only with the kubernetes: block; add it, or remove the key`},
+		{id: "kubernetes_bad", wantErr: `kubernetes.auth_type "token" must be serviceAccount (in a pod, the default) or kubeConfig (the kubeconfig that KUBECONFIG names)` + "\n" +
+			`kubernetes.context "staging" chooses a kubeconfig context: it needs auth_type kubeConfig`},
+		{id: "kubernetes_unknown_key", wantErr: "'kubernetes' decoding failed due to the following error(s):\n\n'receiver.KubernetesConfig' has invalid keys: auth"},
+		{id: "metrics", want: metrics},
+		{id: "metrics_bad", wantErr: "metrics.interval 5ns must be at least 1s; write a duration with its unit, e.g. 60s (a bare number is nanoseconds)\n" +
+			"metrics.max_series 0 must be from 1 to 100000\n" +
+			`metrics.attributes: "server.port" is a point attribute already; remove it` + "\n" +
+			`metrics.attributes: "container.id" is a resource attribute of every point already; remove it` + "\n" +
+			`metrics.attributes: "netflow.peer.name" is not an attribute of this receiver's records; the attributes are: netflow.direction, source.address,`},
+		{id: "metrics_bad", wantErr: `metrics.attributes: "netflow.bytes.sent" is one connection's own value: grouping by it would make a series per connection (the measured values are the metrics); remove it` + "\n" +
+			`metrics.attributes: "process.executable.name" is left out of records by attributes.exclude, and points take their attributes from the records; remove it from one of them` + "\n" +
+			`metrics.attributes: "network.peer.address" is listed twice` + "\n" +
+			"metrics.address_prefix.ipv4 33 must be from 1 to 32 (32 keeps addresses whole)\n" +
+			"metrics.address_prefix.ipv6 0 must be from 1 to 128 (128 keeps addresses whole)"},
+		{id: "metrics_expiry", wantErr: "metrics.expiry 1m0s must be at least metrics.interval (2m0s): a series must live to be exported"},
+		{id: "metrics_temporality", wantErr: `'metrics.temporality' "Delta" is not cumulative or delta`},
 		{id: "attributes_bad", wantErr: `attributes.exclude: "source.port" is a field of the event itself and cannot be left out` + "\n" +
 			`attributes.exclude: "netflow.pid" is not an attribute of this receiver; the attributes are: network.transport,`},
 		{id: "filters_bad", wantErr: "filters.include.ports: 0 is not a port (1 to 65535)\n" +

@@ -1,7 +1,8 @@
 // Package netflowtcpend is an OpenTelemetry Collector receiver that emits one
 // log record each time a TCP connection of a watched local socket ends (its
-// first FIN or RST), observed by eBPF cgroup_skb programs. It runs on Linux
-// only; elsewhere it builds, so that a distribution for several platforms
+// first FIN or RST), observed by eBPF cgroup_skb programs, and, in a
+// metrics pipeline, metrics of those ends. It runs on Linux only;
+// elsewhere it builds, so that a distribution for several platforms
 // compiles, and its Start fails.
 package netflowtcpend
 
@@ -24,6 +25,7 @@ func NewFactory() receiver.Factory {
 		metadata.Type,
 		createDefaultConfig,
 		xreceiver.WithLogs(createLogs, metadata.LogsStability),
+		xreceiver.WithMetrics(createMetrics, metadata.MetricsStability),
 		xreceiver.WithDeprecatedTypeAlias(deprecatedType),
 	)
 }

@@ -20,6 +20,10 @@ func createLogs(context.Context, receiver.Settings, component.Config, consumer.L
 	return unsupported{}, nil
 }
 
+func createMetrics(context.Context, receiver.Settings, component.Config, consumer.Metrics) (receiver.Metrics, error) {
+	return unsupported{}, nil
+}
+
 // unsupported is the receiver off Linux: creating it works, so that a
 // configuration shared by several platforms validates; starting it fails.
 type unsupported struct{}

@@ -201,8 +201,17 @@ func TestBackpressureFromTheNextConsumer(t *testing.T) {
 	}
 }
 
-// startWithTelemetry starts a receiver whose metrics the test reads.
+// startWithTelemetry starts a receiver in a logs pipeline whose metrics
+// the test reads.
 func startWithTelemetry(t *testing.T, cfg Config, next consumer.Logs) (*Receiver, *componenttest.Telemetry) {
+	t.Helper()
+	return startWithConsumers(t, cfg, Consumers{Logs: next})
+}
+
+// startWithConsumers starts a receiver in the pipelines of next, whose
+// metrics the test reads. The cleanup's Shutdown gives a consumer that
+// still refuses 5 s.
+func startWithConsumers(t *testing.T, cfg Config, next Consumers) (*Receiver, *componenttest.Telemetry) {
 	t.Helper()
 	tel := componenttest.NewTelemetry()
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
@@ -214,7 +223,11 @@ func startWithTelemetry(t *testing.T, cfg Config, next consumer.Logs) (*Receiver
 	r, err := New(&cfg, set.TelemetrySettings, obsrecv, next)
 	require.NoError(t, err)
 	require.NoError(t, r.Start(context.Background(), nil))
-	t.Cleanup(func() { _ = r.Shutdown(context.Background()) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = r.Shutdown(ctx)
+	})
 	return r, tel
 }
 
@@ -244,4 +257,40 @@ func cookies(sink *gate) map[uint64]int {
 		})
 	}
 	return out
+}
+
+// A collector that stops (SIGTERM) gives Shutdown a context without a
+// deadline: a next consumer that keeps refusing must not hold it forever.
+// After the grace period what is left is dropped and counted.
+func TestShutdownWithoutDeadlineEndsWhileTheConsumerRefuses(t *testing.T) {
+	testenv.RequireRoot(t)
+	cg := testnet.NewCgroup(t)
+	next := newGate("retryable")
+	cfg := Config{CgroupPath: cg.Path, RingBufferSize: 1 << 16, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond}
+	tel := componenttest.NewTelemetry()
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	set := receiver.Settings{ID: component.NewID(metadata.Type), TelemetrySettings: tel.NewTelemetrySettings()}
+	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
+		ReceiverID: set.ID, Transport: "ebpf", ReceiverCreateSettings: set,
+	})
+	require.NoError(t, err)
+	opts := defaultOptions()
+	opts.shutdownGrace = 500 * time.Millisecond
+	r, err := newReceiver(&cfg, set.TelemetrySettings, obsrecv, Consumers{Logs: next}, opts)
+	require.NoError(t, err)
+	require.NoError(t, r.Start(context.Background(), nil))
+
+	cg.Run(t, func() {
+		client, server := testnet.Pair(t)
+		require.NoError(t, client.Close())
+		require.NoError(t, server.Close())
+	})
+	require.Eventually(t, func() bool { calls, _ := next.stats(); return calls > 0 },
+		5*time.Second, 10*time.Millisecond, "the consumer is offered the records")
+
+	start := time.Now()
+	require.NoError(t, r.Shutdown(context.Background()))
+	assert.Less(t, time.Since(start), 5*time.Second, "Shutdown ends after the grace period")
+	assert.EqualValues(t, 2, counter(t, tel, "otelcol_netflowtcpend_records_dropped"), "both sockets' records, counted")
+	assert.Empty(t, next.AllLogs())
 }

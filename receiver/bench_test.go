@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/consumer"
+	"go.opentelemetry.io/collector/consumer/consumertest"
 	"go.opentelemetry.io/collector/featuregate"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.opentelemetry.io/collector/pdata/xpdata/pref"
@@ -121,10 +122,12 @@ func BenchmarkDecodeEnrichConvert(b *testing.B) {
 		name    string
 		exclude []string
 		pooling bool
+		metrics bool // a metrics pipeline beside the logs one
 	}{
-		{"attributes=default", nil, false},
-		{"attributes=minimal", optionalAttributeKeys(), false},
-		{"attributes=default,pooling", nil, true},
+		{"attributes=default", nil, false, false},
+		{"attributes=minimal", optionalAttributeKeys(), false, false},
+		{"attributes=default,pooling", nil, true, false},
+		{"attributes=default,metrics", nil, false, true},
 	} {
 		b.Run(tt.name, func(b *testing.B) {
 			if tt.pooling {
@@ -133,7 +136,11 @@ func BenchmarkDecodeEnrichConvert(b *testing.B) {
 			}
 			cfg := benchConfig
 			cfg.Attributes.Exclude = tt.exclude
+			cfg.Metrics = defaultMetricsConfig()
 			r := newTestReceiver(b, cfg, &discard{})
+			if tt.metrics {
+				r.next.Metrics = consumertest.NewNop()
+			}
 			var cgroupID uint64
 			r.cgroups, cgroupID = benchCgroups(b)
 			learnBenchNames(b, r.dns)
@@ -144,6 +151,9 @@ func BenchmarkDecodeEnrichConvert(b *testing.B) {
 				raws[i] = e.Encode()
 			}
 			l := testLoop(r, nil)
+			if l.metrics != nil {
+				defer func() { _ = l.metrics.sender.stop(context.Background()) }()
+			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			cpu := processCPU(b)

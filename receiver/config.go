@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/collector/config/configoptional"
+
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 )
 
@@ -46,6 +48,11 @@ type Config struct {
 
 	// NAT: how records name translations (docs/nat.md).
 	NAT NATConfig `mapstructure:"nat"`
+	// Kubernetes, when the block is set, names peers from the API server
+	// (the netflow.peer.k8s.* attributes).
+	Kubernetes configoptional.Optional[KubernetesConfig] `mapstructure:"kubernetes"`
+	// Metrics configures the metrics of a metrics pipeline.
+	Metrics MetricsConfig `mapstructure:"metrics"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}
@@ -135,6 +142,9 @@ func DefaultConfig() *Config {
 			MinTTL:       5 * time.Second,
 		},
 		Filters: FiltersConfig{ExcludeSelf: true},
+		// Off; a kubernetes: block, even empty, turns it on with these.
+		Kubernetes: configoptional.Default(defaultKubernetesConfig()),
+		Metrics:    defaultMetricsConfig(),
 	}
 }
 
@@ -183,6 +193,11 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.Filters.Exclude.validate("filters.exclude")...)
 	errs = append(errs, c.Filters.contradictions(c.watched())...)
 	errs = append(errs, c.Attributes.validate()...)
+	if k := c.Kubernetes.Get(); k != nil {
+		errs = append(errs, k.validate()...)
+	}
+	errs = append(errs, c.k8sMetricsAttributes()...)
+	errs = append(errs, c.Metrics.validate(c.Attributes.Exclude)...)
 	return errors.Join(errs...)
 }
 

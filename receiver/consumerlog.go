@@ -3,6 +3,7 @@
 package receiver
 
 import (
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,6 +16,9 @@ import (
 type consumerLog struct {
 	logger *zap.Logger
 	now    func() time.Time
+	// queued: batches wait in the logs queue while the read loop reads on
+	// (a metrics pipeline shares it), not in the ring buffer.
+	queued bool
 
 	lastLine time.Time // when the last lines were written
 
@@ -90,9 +94,7 @@ func (c *consumerLog) write(force bool) {
 		if !c.refusingSince.IsZero() {
 			fields = append(fields, zap.Duration("refusing_for", now.Sub(c.refusingSince).Round(time.Millisecond)))
 		}
-		c.logger.Warn("Next consumer refused records; retrying with backoff (50ms to 5s). "+
-			"Meanwhile the receiver reads nothing: the kernel ring buffer holds new records, "+
-			"and connection ends that do not fit are counted in otelcol_netflowtcpend_records_lost", fields...)
+		c.logger.Warn("Next consumer refused records; retrying with backoff (50ms to 5s). "+c.meanwhile(), fields...)
 		c.refusals, c.refused = 0, 0
 	}
 	if c.recovered > 0 {
@@ -107,9 +109,20 @@ func (c *consumerLog) write(force bool) {
 		c.dropped = 0
 	}
 	if blocked {
-		c.logger.Warn("Next consumer has not returned; the receiver reads nothing until it does, "+
-			"and connection ends that do not fit in the kernel ring buffer are counted in otelcol_netflowtcpend_records_lost",
+		c.logger.Warn("Next consumer has not returned. "+c.meanwhile(),
 			zap.Duration("waiting_for", now.Sub(c.blockedSince).Round(time.Millisecond)))
 		c.blockedWarned = true
 	}
+}
+
+// meanwhile says what happens to new records while the consumer refuses
+// or stalls.
+func (c *consumerLog) meanwhile() string {
+	if c.queued {
+		return "Meanwhile the receiver reads on for the metrics pipeline, which counts every connection end: " +
+			"log batches wait in a queue of " + strconv.Itoa(logsQueueBatches) + ", and those beyond it are dropped " +
+			"(otelcol_netflowtcpend_records_dropped)"
+	}
+	return "Meanwhile the receiver reads nothing: the kernel ring buffer holds new records, " +
+		"and connection ends that do not fit are counted in otelcol_netflowtcpend_records_lost"
 }

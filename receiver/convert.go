@@ -14,6 +14,7 @@ import (
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/bounded"
+	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 )
 
 // EventName is the LogRecord EventName of every record.
@@ -31,6 +32,9 @@ type converter struct {
 	attrBuilder xpdata.MapBuilder
 	// The text of recently seen addresses: servers and clients repeat.
 	addrText bounded.Map[netip.Addr, string]
+	// The names of the next record's peer in Kubernetes terms; nil for
+	// none. The logs sink sets it before each append.
+	k8sPeer *kubecache.Peer
 }
 
 // maxAddrText bounds the address texts kept.
@@ -90,11 +94,7 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 		a.AppendEmpty(attrNetworkTransport.String()).SetStr("tcp")
 	}
 	if set.has(attrNetworkType) {
-		if e.Source.Addr().Is4() {
-			a.AppendEmpty(attrNetworkType.String()).SetStr("ipv4")
-		} else {
-			a.AppendEmpty(attrNetworkType.String()).SetStr("ipv6")
-		}
+		a.AppendEmpty(attrNetworkType.String()).SetStr(networkType(e))
 	}
 	// The local socket's own view, whoever ended or opened the connection.
 	local, localText, peer, peerText := e.Source, src, e.Destination, dst
@@ -167,11 +167,11 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 	if set.has(attrEstablished) {
 		a.AppendEmpty(attrEstablished.String()).SetBool(e.Established())
 	}
-	startObserved := e.StartNs != 0 && e.StartNs <= e.TimeNs
+	startSeen := startObserved(e)
 	if set.has(attrStartObserved) {
-		a.AppendEmpty(attrStartObserved.String()).SetBool(startObserved)
+		a.AppendEmpty(attrStartObserved.String()).SetBool(startSeen)
 	}
-	if startObserved {
+	if startSeen {
 		if set.has(attrStartTime) {
 			a.AppendEmpty(attrStartTime.String()).SetInt(int64(clk.wall(e.StartNs)))
 		}
@@ -213,6 +213,9 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 	}
 	if e.Netns != 0 && set.has(attrNetns) {
 		a.AppendEmpty(attrNetns.String()).SetInt(int64(e.Netns))
+	}
+	if c.k8sPeer != nil {
+		appendK8sPeer(a, c.k8sPeer)
 	}
 	a.UnsafeIntoMap(lr.Attributes())
 }
@@ -302,3 +305,31 @@ func putStrings(s pcommon.Slice, values []string) {
 		s.AppendEmpty().SetStr(v)
 	}
 }
+
+// serverPort is the accepting side's port; 0 when the direction is
+// unknown.
+func serverPort(e *bpf.Event) int {
+	// Source sent the terminating segment: the local side when it ended
+	// by local.
+	local, peer := e.Source, e.Destination
+	if e.EndBy != bpf.EndByLocal {
+		local, peer = peer, local
+	}
+	switch e.Direction {
+	case bpf.DirectionOutgoing:
+		return int(peer.Port())
+	case bpf.DirectionIncoming:
+		return int(local.Port())
+	}
+	return 0
+}
+
+func networkType(e *bpf.Event) string {
+	if e.Source.Addr().Is4() {
+		return "ipv4"
+	}
+	return "ipv6"
+}
+
+// startObserved says whether the receiver saw the connection start.
+func startObserved(e *bpf.Event) bool { return e.StartNs != 0 && e.StartNs <= e.TimeNs }

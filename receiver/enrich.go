@@ -12,6 +12,7 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/containerid"
 	"github.com/netflowtcpend/netflowtcpend/internal/dnscache"
+	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	"github.com/netflowtcpend/netflowtcpend/internal/sockscan"
 )
@@ -22,6 +23,10 @@ type connectionEnd struct {
 	event              *bpf.Event
 	cgroup             cgroupInfo
 	srcNames, dstNames []string // from the DNS cache; nil when none or DNS is off
+	// The peer in Kubernetes terms (k8sPeerOf); hasK8sPeer false when the
+	// kubernetes: block is off or the cluster does not know the peer.
+	k8sPeer    kubecache.Peer
+	hasK8sPeer bool
 }
 
 type cgroupInfo struct {
@@ -48,6 +53,9 @@ type enricherSettings struct {
 	// nat names the translations the kernel programs cannot see
 	// (nat.conntrack); nil when off.
 	nat *natLookup
+	// k8s names peers from the API server; nil when the kubernetes: block
+	// is off.
+	k8s peerNamer
 }
 
 // enricher completes connection-end records: what the scan at start knew
@@ -99,6 +107,9 @@ func (en *enricher) end(e *bpf.Event) (connectionEnd, bool) {
 		}
 		end.srcNames = en.dns.Names(netns, e.Source.Addr(), e.StartNs, e.TimeNs)
 		end.dstNames = en.dns.Names(netns, e.Destination.Addr(), e.StartNs, e.TimeNs)
+	}
+	if en.k8s != nil {
+		end.k8sPeer, end.hasK8sPeer = k8sPeerOf(en.k8s, e)
 	}
 	return end, true
 }

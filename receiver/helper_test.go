@@ -7,8 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
-
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/kubeapi"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testproc"
 )
@@ -33,7 +32,7 @@ func TestMain(m *testing.M) {
 	}
 	testproc.Main()
 	// The read loop and everything Start begins must end with Shutdown.
-	goleak.VerifyTestMain(m)
+	os.Exit(kubeapi.RunTests(m))
 }
 
 // helper is a running helper process (internal/testutils/testproc).

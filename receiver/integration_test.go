@@ -106,7 +106,7 @@ func (h *harness) startWithSettings(s Config, set receiver.Settings, configure f
 	if configure != nil {
 		configure(&opts)
 	}
-	h.rcv, err = newReceiver(&s, set.TelemetrySettings, obsrecv, h.sink, opts)
+	h.rcv, err = newReceiver(&s, set.TelemetrySettings, obsrecv, Consumers{Logs: h.sink}, opts)
 	require.NoError(h.t, err)
 	require.NoError(h.t, h.rcv.Start(context.Background(), nil))
 	h.t.Cleanup(func() { _ = h.rcv.Shutdown(context.Background()) })

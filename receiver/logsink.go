@@ -14,6 +14,7 @@ type logsSinkSettings struct {
 	hostName     string
 	maxBatchSize int
 	attrs        attributeSet // what records carry
+	k8s          bool         // records may carry netflow.peer.k8s.* attributes
 	obsrecv      *receiverhelper.ObsReport
 	next         consumer.Logs
 }
@@ -35,13 +36,23 @@ func newLogsSink(s logsSinkSettings) *logsSink {
 		obsrecv:      s.obsrecv, next: s.next,
 	}
 	l.conv.init(s.attrs)
+	if s.k8s {
+		l.conv.capacity += numK8sPeerAttributes
+	}
 	return l
 }
 
-// add appends the log record of end, read from the ring at observed.
-func (s *logsSink) add(end *connectionEnd, observed pcommon.Timestamp) {
-	s.conv.append(s.batch.records(end.cgroup.container), end.event, end.srcNames, end.dstNames, observed)
+// add appends the log record of end, read from the ring at observed, and
+// returns its attributes (valid until the batch is taken).
+func (s *logsSink) add(end *connectionEnd, observed pcommon.Timestamp) pcommon.Map {
+	lrs := s.batch.records(end.cgroup.container)
+	s.conv.k8sPeer = nil
+	if end.hasK8sPeer {
+		s.conv.k8sPeer = &end.k8sPeer
+	}
+	s.conv.append(lrs, end.event, end.srcNames, end.dstNames, observed)
 	s.batch.len++
+	return lrs.At(lrs.Len() - 1).Attributes()
 }
 
 // full says whether the batch is to be passed on now.

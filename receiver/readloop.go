@@ -32,7 +32,9 @@ type kernelCounters interface {
 // Each connection-end record goes the same way: decoded (add), enriched
 // (enricher: the scan at start, the filters, its cgroup and container, DNS
 // names), then handed to the sinks: the logs batch, which flush passes to
-// the next consumer.
+// the next consumer of a logs pipeline, and the metrics, whose points go to
+// the next consumer of a metrics pipeline every metrics.interval (the
+// receiver is in one or both).
 type readLoop struct {
 	logger        *zap.Logger
 	telemetry     *metadata.TelemetryBuilder
@@ -40,11 +42,16 @@ type readLoop struct {
 	counters      kernelCounters
 	flushInterval time.Duration
 
-	enrich enricher
-	logs   *logsSink
-	losses lossWatcher
+	enrich  enricher
+	logs    *logsSink    // nil when not in a logs pipeline
+	metrics *metricsSink // nil when not in a metrics pipeline
+	losses  lossWatcher
 	// What the loop says of a next consumer that refuses or stalls.
 	consumer consumerLog
+	// Beside a metrics pipeline, the log batches go to a goroutine of
+	// their own through this queue (logsqueue.go); nil otherwise.
+	logsQueue *logsQueue
+	ending    bool // the ring is drained for Shutdown
 
 	nextTick time.Time
 	now      pcommon.Timestamp // observed time of the records being read
@@ -66,27 +73,39 @@ type readLoopSettings struct {
 	counters      kernelCounters
 	flushInterval time.Duration
 	enrich        enricherSettings
-	logs          logsSinkSettings
+	logs          logsSinkSettings    // no logs sink when logs.next is nil
+	metrics       metricsSinkSettings // no metrics sink when metrics.next is nil
 }
 
 func newReadLoop(s readLoopSettings) *readLoop {
-	return &readLoop{
+	l := &readLoop{
 		logger: s.logger, telemetry: s.telemetry, reader: s.reader, counters: s.counters,
 		flushInterval: s.flushInterval,
 		enrich:        newEnricher(s.enrich),
-		logs:          newLogsSink(s.logs),
 		losses:        lossWatcher{logger: s.logger, telemetry: s.telemetry, now: time.Now},
 		consumer:      consumerLog{logger: s.logger, now: time.Now},
 		exes:          bpf.NewInterner(),
 		drained:       true,
 	}
+	if s.logs.next != nil {
+		l.logs = newLogsSink(s.logs)
+	}
+	if s.metrics.next != nil {
+		l.metrics = newMetricsSink(s.metrics, l.logs != nil)
+		if l.logs != nil {
+			l.logsQueue = newLogsQueue()
+			l.consumer.queued = true
+		}
+	}
+	return l
 }
 
 // run reads until Shutdown flushes or closes the reader. A tick, every
 // flush interval, passes on the batch, re-syncs the clock and reads the
 // kernel's loss counters; a full batch is passed on at once.
 func (l *readLoop) run(ctx context.Context) {
-	defer l.consumer.final()
+	l.startSinks(ctx)
+	defer l.stopSinks(ctx)
 	var rec ringbuf.Record
 	l.tick(ctx)
 	for {
@@ -96,13 +115,15 @@ func (l *readLoop) run(ctx context.Context) {
 			// The observed time: fresh after a wait for records (the
 			// ring was drained), else every 64 records.
 			if l.drained || l.sinceNow >= 64 {
-				l.now = pcommon.NewTimestampFromTime(time.Now())
+				now := time.Now()
+				l.now = pcommon.NewTimestampFromTime(now)
 				l.sinceNow = 0
+				l.exportMetrics(now) // a ring that never drains still exports
 			}
 			l.sinceNow++
 			l.drained = rec.Remaining == 0
 			l.add(rec.RawSample)
-			if l.logs.full() {
+			if l.logs != nil && l.logs.full() {
 				l.flush(ctx)
 			}
 			// Ring drained: a slow trickle must not hold a batch back.
@@ -113,6 +134,7 @@ func (l *readLoop) run(ctx context.Context) {
 			l.tick(ctx)
 		case errors.Is(err, ringbuf.ErrFlushed):
 			// Shutdown: the programs are detached and the ring is empty.
+			l.ending = true
 			l.flush(ctx)
 			l.pollLosses()
 			return
@@ -129,9 +151,47 @@ func (l *readLoop) run(ctx context.Context) {
 func (l *readLoop) tick(ctx context.Context) {
 	l.flush(ctx)
 	l.pollLosses()
-	l.logs.conv.clock.sync()
-	l.nextTick = time.Now().Add(l.flushInterval)
+	if l.logs != nil {
+		l.logs.conv.clock.sync()
+	}
+	now := time.Now()
+	l.exportMetrics(now)
+	l.nextTick = now.Add(l.flushInterval)
 	l.reader.SetDeadline(l.nextTick)
+}
+
+// exportMetrics hands the metric points over when they are due.
+func (l *readLoop) exportMetrics(now time.Time) {
+	if l.metrics != nil && l.metrics.due(now) {
+		l.metrics.export(now)
+	}
+}
+
+// startSinks starts the goroutines of the sinks: the metrics sender, and
+// the logs queue's delivery beside it.
+func (l *readLoop) startSinks(ctx context.Context) {
+	if l.metrics != nil {
+		l.metrics.sender.start()
+	}
+	if l.logsQueue != nil {
+		go l.deliverQueued(ctx)
+	}
+}
+
+// stopSinks, as the read loop ends, passes on the last metric points and
+// the queued log batches, until ctx ends (Shutdown's deadline).
+func (l *readLoop) stopSinks(ctx context.Context) {
+	if l.metrics != nil {
+		l.metrics.final(ctx)
+		if err := l.metrics.sender.stop(ctx); err != nil {
+			l.logger.Warn("Shutdown ran out of time before the last metric points were passed on", zap.Error(err))
+		}
+	}
+	if l.logsQueue != nil {
+		l.logsQueue.close() // deliverQueued ends with l.consumer.final()
+		return
+	}
+	l.consumer.final()
 }
 
 func (l *readLoop) pollLosses() {
@@ -174,7 +234,13 @@ func (l *readLoop) connectionEnded(e *bpf.Event) {
 	if !ok {
 		return
 	}
-	l.logs.add(&end, l.now)
+	var rec pcommon.Map // the record's attributes, for metrics.attributes
+	if l.logs != nil {
+		rec = l.logs.add(&end, l.now)
+	}
+	if l.metrics != nil {
+		l.metrics.add(&end, rec, l.now)
+	}
 }
 
 // flush passes the batch to the next consumer. A consumer that refuses with
@@ -185,14 +251,30 @@ func (l *readLoop) connectionEnded(e *bpf.Event) {
 // way. The kernel's loss counters are still read every flush interval
 // meanwhile, and what happens is logged at most every warnEvery. Only a
 // permanent error or Shutdown's deadline drops a batch, counted in
-// records_dropped.
+// records_dropped. Beside a metrics pipeline, the batch goes to the logs
+// queue instead, whose goroutine does the same (deliver) while the read
+// loop reads on.
 func (l *readLoop) flush(ctx context.Context) {
-	defer l.consumer.report()
+	if l.logs == nil {
+		return
+	}
 	logs, n := l.logs.take()
+	if l.logsQueue != nil {
+		if n > 0 {
+			l.enqueue(ctx, logs, n)
+		}
+		return
+	}
+	l.deliver(ctx, logs, n)
+}
+
+// deliver passes one batch (n records; none: only the report) to the next
+// consumer, as flush says.
+func (l *readLoop) deliver(ctx context.Context, logs plog.Logs, n int) {
+	defer l.consumer.report()
 	if n == 0 {
 		return
 	}
-
 	backoff := 50 * time.Millisecond
 	for {
 		err := l.consume(ctx, logs, n)
@@ -232,7 +314,10 @@ func (l *readLoop) consume(ctx context.Context, logs plog.Logs, n int) error {
 			case err = <-done:
 				break wait
 			case <-tick.C:
-				l.pollLosses()
+				if l.logsQueue == nil { // else the read loop reads them
+					l.pollLosses()
+				}
+				l.takeQueueDrops()
 				l.consumer.waiting(start)
 				l.consumer.report()
 			}
@@ -258,7 +343,9 @@ func (l *readLoop) wait(ctx context.Context, d time.Duration) bool {
 		case <-timer.C:
 			return true
 		case <-tick.C:
-			l.pollLosses()
+			if l.logsQueue == nil {
+				l.pollLosses()
+			}
 		}
 	}
 }

@@ -88,7 +88,7 @@ func receiverWithTelemetry(t *testing.T, next consumer.Logs) (*Receiver, *compon
 	set := tel.NewTelemetrySettings()
 	set.Logger = zap.New(core)
 	cfg := testConfig
-	r, err := New(&cfg, set, nil, next)
+	r, err := New(&cfg, set, nil, Consumers{Logs: next})
 	require.NoError(t, err)
 	r.obsrecv, err = receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
 		ReceiverID: component.MustNewID("netflow_tcp_end"), Transport: "ebpf",

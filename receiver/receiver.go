@@ -24,6 +24,7 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/conntrack"
 	"github.com/netflowtcpend/netflowtcpend/internal/dnscache"
+	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	"github.com/netflowtcpend/netflowtcpend/internal/sockscan"
 )
@@ -32,15 +33,24 @@ import (
 // up after about 5 s per attempt.
 const dnsQueryTimeout = 15 * time.Second
 
+// Consumers are the next consumers of the pipelines the receiver is in: a
+// logs pipeline, a metrics pipeline, or both (one receiver serves both);
+// nil for a pipeline it is not in.
+type Consumers struct {
+	Logs    consumer.Logs
+	Metrics consumer.Metrics
+}
+
 // Receiver watches TCP connection ends in a cgroup. It implements
-// receiver.Logs.
+// receiver.Logs and receiver.Metrics.
 type Receiver struct {
 	cfg       *Config // validated; never changed
 	logger    *zap.Logger
 	telemetry *metadata.TelemetryBuilder
 	obsrecv   *receiverhelper.ObsReport
-	next      consumer.Logs
-	dns       *dnscache.Cache // nil when DNS is off
+	next      Consumers
+	dns       *dnscache.Cache  // nil when DNS is off
+	k8s       *kubecache.Cache // nil when the kubernetes: block is off or cannot be used
 	hostName  string
 	opts      options
 
@@ -71,19 +81,29 @@ type options struct {
 	// (the node's: this process's network namespace) and returns its
 	// namespace's inode.
 	openConntrack func() (*conntrack.Conn, uint32, error)
+	// shutdownGrace bounds Shutdown when its context has no deadline.
+	shutdownGrace time.Duration
 }
 
+// shutdownGrace is how long Shutdown waits for the next consumers to take
+// what is left when its context has no deadline, as a collector stopping on
+// SIGTERM gives none: a logs pipeline that keeps refusing would otherwise
+// hold the collector forever. Then what is left is dropped and counted
+// (records_dropped). Under Kubernetes' default grace period of 30 s.
+const shutdownGrace = 10 * time.Second
+
 func defaultOptions() options {
-	return options{rewalk: time.Second, scan: sockscan.Scan, ownPID: os.Getpid, openConntrack: openConntrack}
+	return options{rewalk: time.Second, scan: sockscan.Scan, ownPID: os.Getpid, shutdownGrace: shutdownGrace,
+		openConntrack: openConntrack}
 }
 
 // New creates a receiver with a validated configuration; nothing touches
 // the kernel before Start.
-func New(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next consumer.Logs) (*Receiver, error) {
+func New(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next Consumers) (*Receiver, error) {
 	return newReceiver(cfg, tel, obsrecv, next, defaultOptions())
 }
 
-func newReceiver(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next consumer.Logs, opts options) (*Receiver, error) {
+func newReceiver(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next Consumers, opts options) (*Receiver, error) {
 	tb, err := metadata.NewTelemetryBuilder(tel)
 	if err != nil {
 		return nil, fmt.Errorf("create telemetry: %w", err)
@@ -179,6 +199,7 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	// at its creation.
 	preexisting := r.scanSockets(objs.SelfPID)
 	r.cgroups.Walk()
+	r.k8s = startK8sNames(r.cfg, r.logger)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	r.objs, r.reader, r.cancel, r.nat = objs, rd, cancel, nat
@@ -268,7 +289,7 @@ type kernelSide struct {
 // loopSettings gives the read loop what it uses, from the configuration,
 // what New and Start made (root: the cgroup v2 mount point), and k.
 func (r *Receiver) loopSettings(root string, k kernelSide) readLoopSettings {
-	return readLoopSettings{
+	s := readLoopSettings{
 		logger: r.logger, telemetry: r.telemetry, reader: k.reader, counters: k.counters,
 		flushInterval: r.cfg.FlushInterval,
 		enrich: enricherSettings{
@@ -279,9 +300,18 @@ func (r *Receiver) loopSettings(root string, k kernelSide) readLoopSettings {
 		},
 		logs: logsSinkSettings{
 			hostName: r.hostName, maxBatchSize: r.cfg.MaxBatchSize, attrs: r.cfg.Attributes.set(),
-			obsrecv: r.obsrecv, next: r.next,
+			k8s:     r.k8s != nil,
+			obsrecv: r.obsrecv, next: r.next.Logs,
+		},
+		metrics: metricsSinkSettings{
+			logger: r.logger, cfg: r.cfg.Metrics, hostName: r.hostName,
+			obsrecv: r.obsrecv, next: r.next.Metrics, k8s: r.k8s != nil,
 		},
 	}
+	if r.k8s != nil { // a nil *Cache in the interface would not be nil
+		s.enrich.k8s = r.k8s
+	}
+	return s
 }
 
 // registerGauges registers the callbacks of the asynchronous metrics.
@@ -331,6 +361,12 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 		r.cancel()
 		_ = r.reader.Close()
 	}
+	var grace <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok {
+		t := time.NewTimer(r.opts.shutdownGrace)
+		defer t.Stop()
+		grace = t.C
+	}
 	select {
 	case <-r.done:
 	case <-ctx.Done():
@@ -338,8 +374,16 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 		r.cancel()
 		<-r.done
 		err = errors.Join(err, ctx.Err())
+	case <-grace:
+		r.logger.Warn("The next consumers did not take the last records within the shutdown grace period; dropping them",
+			zap.Duration("grace", r.opts.shutdownGrace))
+		r.cancel()
+		<-r.done
 	}
 	r.cancel()
+	if r.k8s != nil {
+		r.k8s.Stop()
+	}
 	// Unregister the gauge callback before the reader it reads goes away.
 	r.telemetry.Shutdown()
 	return errors.Join(err, r.nat.close(), r.reader.Close(), r.objs.Close())

@@ -28,12 +28,12 @@ func newTestReceiver(t testing.TB, s Config, next consumer.Logs) *Receiver {
 		ReceiverID: set.ID, Transport: "ebpf", ReceiverCreateSettings: set,
 	})
 	require.NoError(t, err)
-	r, err := New(&s, set.TelemetrySettings, obsrecv, next)
+	r, err := New(&s, set.TelemetrySettings, obsrecv, Consumers{Logs: next})
 	require.NoError(t, err)
 	return r
 }
 
-var testConfig = Config{RingBufferSize: 1 << 16, MaxBatchSize: 16, FlushInterval: 20 * time.Millisecond}
+var testConfig = Config{RingBufferSize: 1 << 16, MaxBatchSize: 16, FlushInterval: 20 * time.Millisecond, Metrics: defaultMetricsConfig()}
 
 func TestShutdownWithoutStartAndTwice(t *testing.T) {
 	r := newTestReceiver(t, testConfig, consumertest.NewNop())

@@ -46,9 +46,10 @@ arch=$(go env GOARCH)
 
 # A private, throwaway container storage: nothing lands in the machine's
 # podman/buildah storage, and vfs works on any filesystem (overlay does not
-# nest in an overlay-backed work tree).
+# nest in an overlay-backed work tree). buildah runs through contained.sh,
+# which keeps the state it would leave elsewhere on the host in there too.
 storage=$(mktemp -d "${TMPDIR:-/tmp}/netflowtcpend-image.XXXXXX")
-b=(buildah --root "$storage/root" --runroot "$storage/run" --storage-driver vfs)
+b=("$root/scripts/contained.sh" "$storage" buildah --root "$storage/root" --runroot "$storage/run" --storage-driver vfs)
 ctr=""
 cleanup() {
   if [ -n "$ctr" ]; then "${b[@]}" rm "$ctr" >/dev/null 2>&1 || true; fi
@@ -58,6 +59,8 @@ cleanup() {
 trap cleanup EXIT
 
 ctr=$("${b[@]}" from --pull=never scratch)
+# With vfs, the container's root is a directory in the storage: visible
+# outside buildah's mount namespace.
 mnt=$("${b[@]}" mount "$ctr")
 install -d -m 0755 "$mnt/etc/otelcol-netflowtcpend" "$mnt/etc/ssl/certs"
 install -m 0755 "$binary" "$mnt/otelcol-netflowtcpend"

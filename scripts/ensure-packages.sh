@@ -17,4 +17,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get install -y -qq "${missing[@]}" >/dev/null || { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
+# Wait for another apt (a timer's, another make) rather than fail at once.
+lock=(-o DPkg::Lock::Timeout=300)
+apt-get "${lock[@]}" install -y -qq "${missing[@]}" >/dev/null ||
+  { apt-get "${lock[@]}" update -qq && apt-get "${lock[@]}" install -y -qq "${missing[@]}" >/dev/null; }

@@ -51,6 +51,9 @@ var (
 	setupCollectorPooling = collectorSetup("collector, pdata.useProtoPooling", binary,
 		collectorOptions{discard: true, args: []string{"--feature-gates=pdata.useProtoPooling"}})
 	setupCompare = collectorSetup("collector [compare]", compare, collectorOptions{discard: true})
+	// setupMetrics is the collector with a metrics pipeline beside the
+	// logs one: what the metrics cost.
+	setupMetrics = collectorSetup("collector, logs + metrics", binary, collectorOptions{discard: true, metrics: true})
 	setupTracer  = setup{"close tracer (bpftrace)", func(e *env) (running, error) {
 		t, err := startTracer(e.tmp, e.home)
 		if err != nil {
@@ -326,6 +329,9 @@ func costPerUnit(e *env, t *table) error {
 
 	// Connection churn.
 	churnSetups := []setup{setupBaseline, setupEmpty, setupCollector, setupTracer}
+	if *metricsPipeline {
+		churnSetups = append(churnSetups, setupMetrics)
+	}
 	if *pooling {
 		churnSetups = append(churnSetups, setupCollectorPooling)
 	}
@@ -367,6 +373,14 @@ func costPerUnit(e *env, t *table) error {
 	col := s[setupCollector.name]
 	t.add(row{figure: "collector CPU per record, churn", measured: perRecordMicros(col), unit: "us",
 		extra: fmt.Sprintf("its own process (receiver, pipeline, debug exporter); %.2f records per connection", median(recordsPerUnit(col)))})
+	if *metricsPipeline {
+		mc := s[setupMetrics.name]
+		over := median(perRecordMicros(mc)) - median(perRecordMicros(col))
+		t.add(row{figure: "collector CPU per record, churn, logs + metrics", measured: perRecordMicros(mc),
+			baseline: perRecordMicros(col), baseName: "logs only", unit: "us", ratios: paired(perRecordMicros(mc), perRecordMicros(col)),
+			target: "<= logs only + 0.3 us", met: metIf(true, over <= 0.3),
+			extra: fmt.Sprintf("%+.2f us per record; one receiver in both pipelines, 10 s metric interval", over)})
+	}
 	if *pooling {
 		pc := s[setupCollectorPooling.name]
 		t.add(row{figure: "collector CPU per record, churn, pdata.useProtoPooling", measured: perRecordMicros(pc),

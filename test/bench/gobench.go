@@ -17,10 +17,11 @@ type goBench struct {
 	nsPerOp, cpuNsPerOp, allocsPerOp, bytesPerOp, recordsPerSec, attributes []float64
 }
 
-// runGoBenchmarks runs the receiver's Go benchmarks count times each.
+// runGoBenchmarks runs the receiver's Go benchmarks, and the metrics
+// aggregator's, count times each.
 func runGoBenchmarks(count int) (map[string]*goBench, error) {
-	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "^(BenchmarkDecodeEnrichConvert|BenchmarkRingToConsumer)$",
-		"-benchmem", "-benchtime", "500000x", "-count", strconv.Itoa(count), "./receiver/")
+	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "^(BenchmarkDecodeEnrichConvert|BenchmarkRingToConsumer|BenchmarkMetricsSink|BenchmarkAdd)$",
+		"-benchmem", "-benchtime", "500000x", "-count", strconv.Itoa(count), "./receiver/", "./internal/connmetrics/")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {

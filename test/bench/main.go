@@ -34,16 +34,17 @@ import (
 )
 
 var (
-	binary   = flag.String("binary", "dist/otelcol-netflowtcpend", "the collector built by make build")
-	rounds   = flag.Int("rounds", 5, "rounds of each interleaved comparison")
-	duration = flag.Duration("duration", 3*time.Second, "length of one workload run")
-	clients  = flag.Int("clients", 4, "parallel clients of the connection workload")
-	rpcConns = flag.Int("rpc-conns", 8, "long-lived connections of the request/response workload")
-	goCount  = flag.Int("gocount", 5, "runs of each Go benchmark")
-	compare  = flag.String("compare", "", "another collector binary (say, an earlier commit's) measured next to -binary, interleaved, in the kernel and unit steps")
-	gogc     = flag.String("gogc", "400", "also measure the collector with this GOGC under churn (\"\": not)")
-	pooling  = flag.Bool("pooling", true, "also measure the collector with the pdata.useProtoPooling feature gate under churn")
-	only     = flag.String("only", "", "run only these steps, comma-separated: kernel, test-run, user, unit, overhead, loss")
+	binary          = flag.String("binary", "dist/otelcol-netflowtcpend", "the collector built by make build")
+	rounds          = flag.Int("rounds", 5, "rounds of each interleaved comparison")
+	duration        = flag.Duration("duration", 3*time.Second, "length of one workload run")
+	clients         = flag.Int("clients", 4, "parallel clients of the connection workload")
+	rpcConns        = flag.Int("rpc-conns", 8, "long-lived connections of the request/response workload")
+	goCount         = flag.Int("gocount", 5, "runs of each Go benchmark")
+	compare         = flag.String("compare", "", "another collector binary (say, an earlier commit's) measured next to -binary, interleaved, in the kernel and unit steps")
+	gogc            = flag.String("gogc", "400", "also measure the collector with this GOGC under churn (\"\": not)")
+	metricsPipeline = flag.Bool("metrics", true, "also measure the collector with a metrics pipeline beside the logs one under churn")
+	pooling         = flag.Bool("pooling", true, "also measure the collector with the pdata.useProtoPooling feature gate under churn")
+	only            = flag.String("only", "", "run only these steps, comma-separated: kernel, test-run, user, unit, overhead, loss")
 )
 
 func main() {
@@ -64,10 +65,12 @@ const netnsEnv = "NETFLOWTCPEND_BENCH_NETNS"
 
 // inOwnNetns runs this program again in a network namespace of its own,
 // where the workloads, the collector and the sink talk over a loopback
-// that no firewall rule touches: the host's rules may load connection
-// tracking (podman's do), whose table (262,144 entries, each held 120 s
-// after its connection's end) connection churn at these rates fills in
-// half a minute, after which the kernel drops new connections' SYNs.
+// that no firewall rule touches: the host's rules may turn on connection
+// tracking (podman's do), which adds its own cost to every connection, and
+// whose table (262,144 entries, each held 120 s after its connection's
+// end) connection churn at these rates fills in half a minute, after which
+// the kernel drops new connections' SYNs. The run there checks that
+// connections are not tracked (checkNoConnTracking) before it measures.
 func inOwnNetns() error {
 	exe, err := os.Executable()
 	if err != nil {
@@ -107,6 +110,9 @@ func run() error {
 	}
 	if err := loopbackUp(); err != nil {
 		return fmt.Errorf("bring up lo in the bench's network namespace: %w", err)
+	}
+	if err := checkNoConnTracking(); err != nil {
+		return err
 	}
 	root, err := cgroupv2.Root()
 	if err != nil {
@@ -435,6 +441,26 @@ func userSpace(_ *env, t *table) error {
 			baseline: full.cpuNsPerOp, baseName: "gate off", unit: "ns",
 			extra: fmt.Sprintf("batches released as the pipeline releases them; %.0f ns/op wall; %.0f allocs, %.0f B per record",
 				median(pool.nsPerOp), median(pool.allocsPerOp), median(pool.bytesPerOp))})
+	}
+	if m := res["BenchmarkMetricsSink"]; m != nil {
+		t.add(row{figure: "metrics pipeline beside the logs, CPU per record", measured: m.cpuNsPerOp, unit: "ns",
+			target: "<= 300 ns, no allocation", met: metIf(true, median(m.cpuNsPerOp) <= 300 && median(m.allocsPerOp) == 0),
+			extra: fmt.Sprintf("receiver BenchmarkMetricsSink: the end's values and attributes, counted in its series; %.0f ns/op wall; %.0f allocs, %.0f B per record",
+				median(m.nsPerOp), median(m.allocsPerOp), median(m.bytesPerOp))})
+	}
+	if m := res["BenchmarkDecodeEnrichConvert/attributes=default,metrics"]; m != nil && full != nil {
+		t.add(row{figure: "decode + DNS enrich + convert + metrics, CPU per record", measured: m.cpuNsPerOp, unit: "ns",
+			baseline: full.cpuNsPerOp, baseName: "logs only", ratios: paired(m.cpuNsPerOp, full.cpuNsPerOp),
+			target: "no more allocations than logs only", met: metIf(true, median(m.allocsPerOp) <= median(full.allocsPerOp)),
+			extra: fmt.Sprintf("%+.0f ns per record (noisier than the row above); %.0f allocs, %.0f B per record",
+				median(m.cpuNsPerOp)-median(full.cpuNsPerOp), median(m.allocsPerOp), median(m.bytesPerOp))})
+	}
+	for _, name := range []string{"BenchmarkAdd/attributes=default", "BenchmarkAdd/attributes=peer_prefix,executable"} {
+		if b := res[name]; b != nil {
+			t.add(row{figure: "metrics aggregation per record, " + strings.TrimPrefix(name, "BenchmarkAdd/"), measured: b.nsPerOp, unit: "ns",
+				target: "no allocation", met: metIf(true, median(b.allocsPerOp) == 0),
+				extra: fmt.Sprintf("internal/connmetrics BenchmarkAdd; %.0f allocs, %.0f B per record", median(b.allocsPerOp), median(b.bytesPerOp))})
+		}
 	}
 	if b := res["BenchmarkRingToConsumer"]; b != nil {
 		t.add(row{figure: "ring buffer -> consumer, whole receiver", measured: b.recordsPerSec, unit: "rec/s",

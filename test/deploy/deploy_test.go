@@ -16,10 +16,14 @@ import (
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 )
 
 const (
@@ -101,6 +105,8 @@ type manifests struct {
 	serviceAccount *corev1.ServiceAccount
 	configMap      *corev1.ConfigMap
 	daemonSet      *appsv1.DaemonSet
+	clusterRole    *rbacv1.ClusterRole
+	binding        *rbacv1.ClusterRoleBinding
 }
 
 func readManifests(t *testing.T) manifests {
@@ -127,6 +133,14 @@ func readManifests(t *testing.T) manifests {
 			require.Nil(t, m.daemonSet, "two DaemonSets")
 			m.daemonSet = &appsv1.DaemonSet{}
 			decodeStrict(t, []byte(doc), m.daemonSet)
+		case "rbac.authorization.k8s.io/v1 ClusterRole":
+			require.Nil(t, m.clusterRole, "two ClusterRoles")
+			m.clusterRole = &rbacv1.ClusterRole{}
+			decodeStrict(t, []byte(doc), m.clusterRole)
+		case "rbac.authorization.k8s.io/v1 ClusterRoleBinding":
+			require.Nil(t, m.binding, "two ClusterRoleBindings")
+			m.binding = &rbacv1.ClusterRoleBinding{}
+			decodeStrict(t, []byte(doc), m.binding)
 		default:
 			t.Fatalf("unexpected object %s %s in daemonset.yaml", tm.APIVersion, tm.Kind)
 		}
@@ -134,6 +148,8 @@ func readManifests(t *testing.T) manifests {
 	require.NotNil(t, m.serviceAccount, "no ServiceAccount")
 	require.NotNil(t, m.configMap, "no ConfigMap")
 	require.NotNil(t, m.daemonSet, "no DaemonSet")
+	require.NotNil(t, m.clusterRole, "no ClusterRole")
+	require.NotNil(t, m.binding, "no ClusterRoleBinding")
 	return m
 }
 
@@ -164,6 +180,10 @@ type helmValues struct {
 		Create                       bool  `json:"create"`
 		AutomountServiceAccountToken *bool `json:"automountServiceAccountToken"`
 	} `json:"serviceAccount"`
+	ClusterRole struct {
+		Create bool                `json:"create"`
+		Rules  []rbacv1.PolicyRule `json:"rules"`
+	} `json:"clusterRole"`
 	HostPID            bool                        `json:"hostPID"`
 	HostNetwork        bool                        `json:"hostNetwork"`
 	PodSecurityContext corev1.PodSecurityContext   `json:"podSecurityContext"`
@@ -396,7 +416,7 @@ func TestDaemonSet(t *testing.T) {
 	assert.False(t, pod.HostNetwork, "hostNetwork")
 	assert.False(t, pod.HostIPC, "hostIPC")
 	require.NotNil(t, pod.AutomountServiceAccountToken)
-	assert.False(t, *pod.AutomountServiceAccountToken, "the collector does not use the API")
+	assert.True(t, *pod.AutomountServiceAccountToken, "the kubernetes: block reads the API server with the token")
 	checkTolerations(t, pod.Tolerations)
 
 	require.Len(t, pod.Containers, 1)
@@ -481,7 +501,9 @@ func TestHelmValues(t *testing.T) {
 	assert.True(t, v.HostPID, "hostPID")
 	assert.False(t, v.HostNetwork, "hostNetwork")
 	require.NotNil(t, v.ServiceAccount.AutomountServiceAccountToken)
-	assert.False(t, *v.ServiceAccount.AutomountServiceAccountToken)
+	assert.True(t, *v.ServiceAccount.AutomountServiceAccountToken, "the kubernetes: block reads the API server with the token")
+	assert.True(t, v.ClusterRole.Create)
+	checkReadOnlyRules(t, v.ClusterRole.Rules)
 	checkSecurity(t, &v.SecurityContext, &v.PodSecurityContext)
 	checkTolerations(t, v.Tolerations)
 	checkNodeNameEnv(t, v.ExtraEnvs)
@@ -510,6 +532,48 @@ func TestHelmValues(t *testing.T) {
 	checkEnvReferences(t, raw, v.ExtraEnvs, []string{"MY_POD_IP"})
 }
 
+// checkReadOnlyRules checks that rules grant list and watch on exactly what
+// the kubernetes: block reads (kubecache.Resources), and nothing else.
+func checkReadOnlyRules(t *testing.T, rules []rbacv1.PolicyRule) {
+	t.Helper()
+	var granted []string
+	for _, r := range rules {
+		assert.ElementsMatch(t, kubecache.Verbs, r.Verbs, "verbs of %v: list and watch only (read-only; get is never used)", r.Resources)
+		assert.Empty(t, r.ResourceNames)
+		assert.Empty(t, r.NonResourceURLs)
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				granted = append(granted, schema.GroupResource{Group: g, Resource: res}.String())
+			}
+		}
+	}
+	var want []string
+	for _, r := range kubecache.Resources {
+		want = append(want, r.String())
+	}
+	assert.ElementsMatch(t, want, granted, "resources granted")
+}
+
+// The ClusterRole grants only reads of what the receiver reads, and the
+// binding gives it to the DaemonSet's ServiceAccount; the configuration
+// turns the kubernetes: block on.
+func TestRBAC(t *testing.T) {
+	m := readManifests(t)
+	checkReadOnlyRules(t, m.clusterRole.Rules)
+	assert.Equal(t, rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: m.clusterRole.Name}, m.binding.RoleRef)
+	require.Len(t, m.binding.Subjects, 1)
+	s := m.binding.Subjects[0]
+	assert.Equal(t, rbacv1.ServiceAccountKind, s.Kind)
+	assert.Equal(t, m.serviceAccount.Name, s.Name)
+	assert.NotEmpty(t, s.Namespace, "a ServiceAccount subject needs its namespace")
+
+	var c collectorConfig
+	require.NoError(t, yaml.Unmarshal([]byte(m.configMap.Data["config.yaml"]), &c))
+	r, ok := c.Receivers[receiverType].(map[string]any)
+	require.True(t, ok)
+	assert.Contains(t, r, "kubernetes", "the receiver's kubernetes: block")
+}
+
 // TestSameSettings keeps the two deployments from drifting apart.
 func TestSameSettings(t *testing.T) {
 	m := readManifests(t)
@@ -524,6 +588,7 @@ func TestSameSettings(t *testing.T) {
 	assert.True(t, c.Resources.Requests.Cpu().Equal(*v.Resources.Requests.Cpu()))
 	assert.True(t, c.Resources.Limits.Cpu().Equal(*v.Resources.Limits.Cpu()))
 	assert.Equal(t, v.Image.Repository+":"+v.Image.Tag, c.Image)
+	assert.Equal(t, m.clusterRole.Rules, v.ClusterRole.Rules, "the chart's ClusterRole rules")
 
 	// The same pipeline; the health_check and metrics addresses differ only
 	// in the pod IP variable's name (POD_IP here, the chart's MY_POD_IP).

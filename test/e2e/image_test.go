@@ -511,20 +511,6 @@ func checkCredentials(t *testing.T, pid int) {
 	t.Logf("collector (pid %d): Uid %s, NoNewPrivs %s, CapEff %s, CapAmb %s", pid, status["Uid"], status["NoNewPrivs"], status["CapEff"], status["CapAmb"])
 }
 
-// podman runs podman with a storage of the test's own, and runc: crun
-// 1.8 (Debian 12) refuses hosts whose cgroup v2 hierarchy has controllers
-// next to v1 ones (hybrid), runc runs everywhere.
-type podman struct {
-	bin   string
-	store string
-}
-
-func (p podman) cmd(args ...string) *exec.Cmd {
-	base := []string{"--root", filepath.Join(p.store, "root"), "--runroot", filepath.Join(p.store, "run"),
-		"--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager", "cgroupfs"}
-	return exec.Command(p.bin, append(base, args...)...)
-}
-
 // runFlags run the image as deploy/daemonset.yaml does: user 65534, only
 // the three capabilities, no_new_privs, read-only root. podman's default
 // rlimits (RLIMIT_NOFILE 1048576) exceed the hard limit of a process
@@ -535,20 +521,19 @@ var runFlags = []string{"--rm", "--user", "65534:65534", "--cap-drop", "all", "-
 func TestImageWithPodman(t *testing.T) {
 	archive := imageArchive(t)
 	testenv.RequireRoot(t)
-	p := podman{bin: requireTool(t, "podman"), store: t.TempDir()}
-	requireTool(t, "runc")
+	p := newPodman(t)
 	ref := readImage(t, archive).ref
-	t.Cleanup(func() { _ = p.cmd("rmi", "--all", "--force").Run() })
+	onInterrupt(t, func() error { _ = p.cmd("rmi", "--all", "--force").Run(); return nil })
 
 	out, err := p.cmd("load", "-i", archive).CombinedOutput()
 	require.NoError(t, err, "podman load:\n%s", out)
 	require.Contains(t, string(out), ref)
 
-	out, err = p.cmd(append(append([]string{"run"}, runFlags...), ref, "--version")...).CombinedOutput()
+	out, err = p.run("--network", "none", ref, "--version").CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	assert.Contains(t, string(out), "otelcol-netflowtcpend version")
 
-	out, err = p.cmd(append(append([]string{"run"}, runFlags...), ref, "components")...).Output()
+	out, err = p.run("--network", "none", ref, "components").Output()
 	require.NoError(t, err, "%s", out)
 	checkComponents(t, out)
 
@@ -561,21 +546,20 @@ func TestImageWithPodman(t *testing.T) {
 	require.NoError(t, os.WriteFile(profile, seccompProfile(t), 0o644))
 	sink := newOTLPGRPCSink(t)
 	name := fmt.Sprintf("netflowtcpend-e2e-%d", os.Getpid())
-	t.Cleanup(func() { _ = p.cmd("rm", "--force", name).Run() })
+	onInterrupt(t, func() error { _ = p.cmd("rm", "--force", name).Run(); return nil })
 	checkAgent(t, sink, func() (*exec.Cmd, io.Reader) {
-		args := append([]string{"run", "--name", name}, runFlags...)
-		args = append(args, "--pid", "host", "--network", "host",
-			"--security-opt", "seccomp="+profile,
+		args := []string{"--name", name, "--pid", "host", "--network", "host",
+			"--security-opt", "seccomp=" + profile,
 			// The DaemonSet's hostPath: the host's hierarchy (with, on a
 			// hybrid host, cgroup v2 at unified/ below it) over the
 			// container's own.
 			"-v", "/sys/fs/cgroup:/sys/fs/cgroup:ro",
-			"-v", filepath.Join(dir, "config.yaml")+":/conf/config.yaml:ro")
+			"-v", filepath.Join(dir, "config.yaml") + ":/conf/config.yaml:ro"}
 		for _, e := range agentEnv(t, ds.Spec.Template.Spec.Containers[0], sink.addr)[1:] {
 			args = append(args, "--env", e)
 		}
 		args = append(args, ref, "--config=/conf/config.yaml")
-		cmd := p.cmd(args...)
+		cmd := p.run(args...)
 		stderr, err := cmd.StderrPipe()
 		require.NoError(t, err)
 		require.NoError(t, cmd.Start())
@@ -779,13 +763,18 @@ func TestImageUnderKubernetesSecurityContext(t *testing.T) {
 	}
 	linux["namespaces"] = namespaces
 	delete(linux, "resources") // the pod's limits are not the test's subject
+	// The container's cgroup, at the top of each hierarchy: runc removes it
+	// when it deletes the container, and the test if runc cannot.
+	cgroup := fmt.Sprintf("netflowtcpend-runc-%d", os.Getpid())
+	linux["cgroupsPath"] = "/" + cgroup
+	onInterrupt(t, func() error { return removeCgroups(cgroup) })
 	b, err = json.MarshalIndent(spec, "", "  ")
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(specFile, b, 0o644))
 
 	state := t.TempDir()
 	id := fmt.Sprintf("netflowtcpend-e2e-%d", os.Getpid())
-	t.Cleanup(func() { _ = exec.Command(runc, "--root", state, "delete", "--force", id).Run() })
+	onInterrupt(t, func() error { _ = exec.Command(runc, "--root", state, "delete", "--force", id).Run(); return nil })
 	checkAgent(t, sink, func() (*exec.Cmd, io.Reader) {
 		cmd := exec.Command(runc, "--root", state, "run", "--bundle", bundle, id)
 		stderr, err := cmd.StderrPipe()

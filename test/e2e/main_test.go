@@ -27,7 +27,8 @@ func TestMain(m *testing.M) {
 	loadtest.RunWorkerIfAsked()
 	testproc.Main()
 	chargesMemlock = detectMemlockCharging()
-	goleak.VerifyTestMain(m)
+	cleanUpOnInterrupt()
+	goleak.VerifyTestMain(m, goleak.IgnoreAnyFunction("github.com/netflowtcpend/netflowtcpend/test/e2e.cleanUpOnInterrupt.func1"))
 }
 
 // detectMemlockCharging creates a map with RLIMIT_MEMLOCK at 0, as

@@ -72,6 +72,19 @@ fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 case $out in *[[:space:]]*) echo "run.sh: the shared directory's path must not contain spaces: $out" >&2; exit 2 ;; esac
+
+# What the guest needs at its own path besides the host's root, which it
+# sees read-only: the guest mounts tmpfs of its own on /tmp and /run, which
+# would hide a checkout (or module cache) there, so its init shares these
+# back (vm_keep=, on the kernel command line: no spaces, no colons).
+keep=""
+for p in "$PWD" "$repo" "$(command -v go >/dev/null && go env GOMODCACHE)"; do
+  [ -n "$p" ] || continue
+  case $p in
+    *[[:space:]:]*) echo "run.sh: the guest cannot be given $p: its path holds a space or a colon; use a checkout whose path has neither" >&2; exit 2 ;;
+  esac
+  keep="$keep${keep:+:}$p"
+done
 rm -f "$out/exit-code" "$out/boot-seconds" "$out/end-seconds" "$out/console.log"
 
 # The guest's script: the environment of a root shell with writable
@@ -92,7 +105,7 @@ rm -f "$out/exit-code" "$out/boot-seconds" "$out/end-seconds" "$out/console.log"
     [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
   done
   for kv in "${extra_env[@]}"; do printf 'export %q\n' "$kv"; done
-  printf 'cd %q || exit 126\n' "$PWD"
+  printf 'cd %q || { echo "vm: the guest does not see %s (test/vm/init shares paths under /tmp and /run back from vm_keep)" >&2; exit 126; }\n' "$PWD" "$PWD"
   printf '%s\n' "$cmd"
 } >"$out/cmd"
 
@@ -105,7 +118,7 @@ qemu_args=(
   -nodefaults -no-user-config -display none -no-reboot
   -m "$mem" -smp "$cpus"
   -kernel "${VMLINUX:-$VMLINUZ}" -initrd "$initrd"
-  -append "console=ttyS0 quiet loglevel=4 panic=-1 vm_out=$out ${VM_APPEND:-}"
+  -append "console=ttyS0 quiet loglevel=4 panic=-1 vm_out=$out vm_keep=$keep ${VM_APPEND:-}"
   -chardev "stdio,id=con,signal=off" -serial chardev:con
   -virtfs "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
   -virtfs "local,path=$out,mount_tag=vmout,security_model=none,multidevs=remap"

@@ -13,6 +13,12 @@
 //   - fexit on inet_csk_accept: per accept, during connection churn in the
 //     watched cgroup.
 //
+// Connection tracking does not change these figures, so it runs wherever
+// it is started (unlike make bench, which reports host CPU per connection
+// and refuses a namespace where connections are tracked): run_time_ns
+// counts the time inside each program only, and netfilter's hooks run
+// outside them.
+//
 // Usage (needs root; prints one line per program and workload):
 //
 //	(cd test && go build -o ../.tools/vm/ownercost ./vm/ownercost)  (from the repository root)

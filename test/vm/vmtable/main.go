@@ -133,12 +133,24 @@ func main() {
 	}
 }
 
+// guestFailure says what run.sh's exit status means when the tests did not
+// run in the guest.
+func guestFailure(status string) string {
+	switch status {
+	case "125":
+		return "the guest did not boot, crashed or timed out"
+	case "126", "127":
+		return "the guest could not start the tests: a path it does not see, or a program that is not there"
+	}
+	return "the tests' runner failed"
+}
+
 // cell is the text of one table cell. Failures and skips get one note per
 // cell, in which tests with the same message are listed together.
 func cell(kernel, pkg string, r *pkgResult, guest string, note func(string) string, maxLines int) string {
 	if !r.ran {
 		if guest != "" && guest != "0" && guest != "1" {
-			return "NOT RUN " + note(fmt.Sprintf("%s: the guest failed (run.sh exit %s: timeout or crash; its console is printed above)", kernel, guest))
+			return "NOT RUN " + note(fmt.Sprintf("%s: the guest failed (run.sh exit %s: %s; its console is printed above)", kernel, guest, guestFailure(guest)))
 		}
 		return "not run"
 	}
