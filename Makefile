@@ -117,12 +117,13 @@ hostcheck:
 # under hostcheck. Privileged tests need root; under CI=true they fail
 # instead of skipping without it. The end-to-end test runs the built
 # binary; the DNS tests run dnsmasq (from dnsmasq-base: the binary, no
-# service). As root it also builds the image and runs it with podman and
+# service); the NAT tests run iptables and ip6tables inside namespaces of
+# their own. As root it also builds the image and runs it with podman and
 # runc. Packages are installed before hostcheck starts comparing.
 IS_ROOT := $(filter 0,$(shell id -u))
 TEST_ENV = NETFLOWTCPEND_BINARY=$(BINARY) NETFLOWTCPEND_K8S_DIR=$(K8S_DIR) $(if $(IS_ROOT),NETFLOWTCPEND_IMAGE=$(IMAGE_ARCHIVE))
 test: hostcheck
-	@./scripts/ensure-packages.sh --best-effort dnsmasq-base $(if $(IS_ROOT),podman runc buildah libcap2-bin file)
+	@./scripts/ensure-packages.sh --best-effort dnsmasq-base iptables iproute2 $(if $(IS_ROOT),podman runc buildah libcap2-bin file)
 	$(hostchecked) $(MAKE) --no-print-directory test-steps
 
 # test-steps: make test's steps, which make test runs under hostcheck.

@@ -46,6 +46,8 @@ func TestLoadConfig(t *testing.T) {
 	lean := flowreceiver.DefaultConfig()
 	lean.Attributes.Exclude = []string{"netflow.socket.cookie", "netflow.cgroup.id"}
 
+	conntrack := flowreceiver.DefaultConfig()
+	conntrack.NAT.Conntrack = true
 	k8sDefault := flowreceiver.DefaultConfig()
 	k8sDefault.Kubernetes = configoptional.Some(flowreceiver.KubernetesConfig{AuthType: kubecache.AuthServiceAccount})
 	k8sKubeConfig := flowreceiver.DefaultConfig()
@@ -78,6 +80,7 @@ func TestLoadConfig(t *testing.T) {
 		{id: "dns_off", want: dnsOff},
 		{id: "filters", want: filters},
 		{id: "attributes", want: lean},
+		{id: "nat_conntrack", want: conntrack},
 		{id: "kubernetes_empty", want: k8sDefault},
 		{id: "kubernetes_null", want: k8sDefault},
 		{id: "kubernetes_kubeconfig", want: k8sKubeConfig},
@@ -112,6 +115,7 @@ func TestLoadConfig(t *testing.T) {
 		{id: "ports_map", wantErr: "'filters.include.ports' source data must be an array or slice, got map"},
 		{id: "dns_scalar", wantErr: "'dns' expected a map or struct, got \"bool\""},
 		{id: "exclude_self_string", wantErr: "'filters.exclude_self' expected type 'bool', got unconvertible type 'string'"},
+		{id: "nat_conntrack_string", wantErr: "'nat.conntrack' expected type 'bool', got unconvertible type 'string'"},
 		{id: "unknown_nested_key", wantErr: "'filters.include' has invalid keys: port"},
 		// Out of range; bare numbers where durations belong.
 		{id: "ring_too_big", wantErr: "ring_buffer_size 2147483648 must be a power of two from 65536 (64 KiB) to 1073741824 (1 GiB)"},

@@ -59,7 +59,7 @@ func TestDecodeCgroup(t *testing.T) {
 		wantErr string
 	}{
 		{"short", encode(t, cgroupRecord(1, 1, "/a", 2, false))[:CgroupRecordSize-1], "cgroup record of 535 bytes, want 536"},
-		{"not a cgroup", encode(t, netflowEvent{Type: 1, Family: 4, EndBy: 1, EndReason: 1}), "cgroup record of 184 bytes, want 536"},
+		{"not a cgroup", encode(t, netflowEvent{Type: 1, Family: 4, EndBy: 1, EndReason: 1}), "cgroup record of 224 bytes, want 536"},
 		{"type", encode(t, netflowCgroupEvent{Type: 2, CgroupId: 1}), "record type 2 is not a cgroup"},
 		{"no id", encode(t, cgroupRecord(0, 1, "/a", 2, false)), "cgroup record without an id"},
 		{"no NUL", full, "cgroup 7: path without its NUL"},

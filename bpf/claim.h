@@ -1,6 +1,7 @@
 // Writing a connection's end record: the once-only claim that keeps ingress,
 // egress and the state tracepoint from writing two ends for one socket, the
-// retry of an end that did not fit in the ring buffer, the counters, and
+// retry of an end that did not fit in the ring buffer, the counters, the
+// addresses (the socket's own, and what this host's NAT made of them), and
 // the wake-up of the reader.
 
 #pragma once
@@ -116,6 +117,117 @@ static __always_inline void submit(struct event *e)
 	bpf_ringbuf_submit(e, wakeup_flag(pending, sizeof(*e), wakeup_shift));
 }
 
+// socket_view reads the socket's own view (getsockname, getpeername), which
+// no NAT on this host changes, in the family of the wire: a dual-stack
+// socket's IPv4 connection has its IPv4 addresses in skc_rcv_saddr and
+// skc_daddr. inet_sport, not skc_num: an abortive close releases the local
+// port (skc_num = 0) before its RST leaves.
+static __always_inline void socket_view(struct tcp_sock *tp, __u8 family, struct conn_view *v)
+{
+	struct sock_common *skc = &tp->inet_conn.icsk_inet.sk.__sk_common;
+	__builtin_memset(v, 0, sizeof(*v));
+	if (family == FAMILY_IPV4) {
+		v->local[0] = skc->skc_rcv_saddr;
+		v->peer[0] = skc->skc_daddr;
+	} else {
+		__builtin_memcpy(v->local, &skc->skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(v->peer, &skc->skc_v6_daddr, 16);
+	}
+	v->lport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport);
+	v->pport = bpf_ntohs(skc->skc_dport);
+}
+
+// packet_view is the segment's addresses from the local socket's side. An
+// egress packet has passed netfilter's POSTROUTING: it shows this host's
+// translation (a DNAT'd destination, a SNAT'd source). An ingress one has
+// been translated back: it shows the socket's own view.
+static __always_inline void packet_view(struct segment *seg, int egress, struct conn_view *v)
+{
+	__builtin_memset(v, 0, sizeof(*v));
+	if (egress) {
+		__builtin_memcpy(v->local, seg->saddr, 16);
+		__builtin_memcpy(v->peer, seg->daddr, 16);
+		v->lport = seg->sport;
+		v->pport = seg->dport;
+	} else {
+		__builtin_memcpy(v->local, seg->daddr, 16);
+		__builtin_memcpy(v->peer, seg->saddr, 16);
+		v->lport = seg->dport;
+		v->pport = seg->sport;
+	}
+}
+
+static __always_inline int same_view(struct conn_view *a, struct conn_view *b)
+{
+	__u32 diff = (a->lport ^ b->lport) | (a->pport ^ b->pport);
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		diff |= (a->local[i] ^ b->local[i]) | (a->peer[i] ^ b->peer[i]);
+	return diff == 0;
+}
+
+// note_translation keeps what a connecting socket's SYN shows of this
+// host's NAT, for an end that comes in before the socket sends another
+// segment the programs look at. Storage is made only for a translated
+// connection (or one of a socket translated before: a new connect()
+// overwrites it); its end finds none otherwise, and knows from
+// SOCK_OUTGOING that nothing was translated.
+static __always_inline void note_translation(struct bpf_sock *sk, struct segment *seg)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return;
+	struct conn_view own, wire;
+	socket_view(tp, seg->family, &own);
+	packet_view(seg, 1, &wire);
+	struct conn_view *x = bpf_sk_storage_get(&translations, sk, 0, 0);
+	if (!x && same_view(&own, &wire))
+		return;
+	if (!x)
+		x = bpf_sk_storage_get(&translations, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+	if (x)
+		*x = wire;
+}
+
+// set_addresses writes the socket's own view into e, source the side that
+// sent the end, and, where it is known (xlat), the view past this host's
+// NAT.
+static __always_inline void set_addresses(struct event *e, struct conn_view *own,
+					  struct conn_view *xlat)
+{
+	if (e->end_by == END_BY_LOCAL) {
+		__builtin_memcpy(e->saddr, own->local, 16);
+		__builtin_memcpy(e->daddr, own->peer, 16);
+		e->sport = own->lport;
+		e->dport = own->pport;
+	} else {
+		__builtin_memcpy(e->saddr, own->peer, 16);
+		__builtin_memcpy(e->daddr, own->local, 16);
+		e->sport = own->pport;
+		e->dport = own->lport;
+	}
+	if (!xlat)
+		return;
+	e->flags |= EVENT_F_XLAT;
+	__builtin_memcpy(e->xlat_local, xlat->local, 16);
+	__builtin_memcpy(e->xlat_peer, xlat->peer, 16);
+	e->xlat_lport = xlat->lport;
+	e->xlat_pport = xlat->pport;
+}
+
+// known_translation returns what is known of sk's translation without a
+// packet that shows it: what its SYN showed (note_translation), or its own
+// view when its SYN showed none; NULL when the programs never saw it send
+// a SYN (an accepted socket, one open before start).
+static __always_inline struct conn_view *known_translation(void *sk, __u32 old,
+							   struct conn_view *own)
+{
+	struct conn_view *x = bpf_sk_storage_get(&translations, sk, 0, 0);
+	if (x)
+		return x;
+	return (old & SOCK_OUTGOING) ? own : 0;
+}
+
 static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 				     struct segment *seg, int egress)
 {
@@ -140,20 +252,16 @@ static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 	e->cgroup_id = bpf_skb_cgroup_id(skb);
 	e->family = seg->family;
 	e->state = sk->state;
-	// Source is the side that sent the terminating segment; a retried end
-	// may have come from the other side than this segment.
-	int local_sent = e->end_by == END_BY_LOCAL;
-	if (local_sent == egress) {
-		__builtin_memcpy(e->saddr, seg->saddr, sizeof(e->saddr));
-		__builtin_memcpy(e->daddr, seg->daddr, sizeof(e->daddr));
-		e->sport = seg->sport;
-		e->dport = seg->dport;
-	} else {
-		__builtin_memcpy(e->saddr, seg->daddr, sizeof(e->saddr));
-		__builtin_memcpy(e->daddr, seg->saddr, sizeof(e->daddr));
-		e->sport = seg->dport;
-		e->dport = seg->sport;
-	}
+	// The addresses are the socket's (the packet's only for the dummy
+	// socket, which has none); a segment leaving the socket shows this
+	// host's translation, one coming in does not.
+	struct conn_view own, wire;
+	packet_view(seg, egress, &wire);
+	if (tp)
+		socket_view(tp, seg->family, &own);
+	else
+		own = wire;
+	set_addresses(e, &own, !tp ? 0 : egress ? &wire : known_translation(sk, old, &own));
 	fill_counters(e, tp, seg, egress);
 	submit(e);
 }

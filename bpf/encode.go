@@ -23,6 +23,17 @@ func (e *Event) raw() netflowEvent {
 		SegsSent: e.SegsSent, SegsReceived: e.SegsReceived, Retransmits: e.Retransmits, Pid: e.PID,
 	}
 	r.Family, r.Saddr, r.Daddr = wireAddrs(e.Source.Addr(), e.Destination.Addr())
+	if x := e.Translation; x.Known {
+		r.Flags |= FlagTranslation
+		r.XlatLport, r.XlatPport = x.Local.Port(), x.Peer.Port()
+		r.XlatLocal, r.XlatPeer = x.Local.Addr().As16(), x.Peer.Addr().As16()
+		if r.Family == familyIPv4 {
+			a, b := x.Local.Addr().As4(), x.Peer.Addr().As4()
+			r.XlatLocal, r.XlatPeer = [16]uint8{}, [16]uint8{}
+			copy(r.XlatLocal[:], a[:])
+			copy(r.XlatPeer[:], b[:])
+		}
+	}
 	for i := 0; i < len(e.Executable) && i < len(r.Exe)-1; i++ {
 		r.Exe[i] = int8(e.Executable[i])
 	}

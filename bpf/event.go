@@ -67,6 +67,9 @@ const (
 	// The kernel could not allocate socket storage: no once-only guard,
 	// the direction and start time are unknown.
 	FlagNoStorage = uint32(netflowEventFlagsEVENT_F_NO_STORAGE)
+	// The socket's own packets showed the connection past this host's NAT:
+	// Event.Translation is known.
+	FlagTranslation = uint32(netflowEventFlagsEVENT_F_XLAT)
 )
 
 // RecordType is the first byte of every ring buffer record.
@@ -125,6 +128,36 @@ type Event struct {
 	// or read on the accepted one; 0 and "" when unknown.
 	PID        uint32
 	Executable string
+
+	// The connection past this host's NAT, where the socket's own packets
+	// showed it (FlagTranslation). Source and Destination are always the
+	// socket's own view.
+	Translation Translation
+}
+
+// Translation is a connection as it is on the wire past NAT, from the local
+// socket's side. Where nothing was translated it equals the socket's own
+// view.
+type Translation struct {
+	Known bool
+	Local netip.AddrPort // this socket as its peer sees it
+	Peer  netip.AddrPort // the peer as the packets reach it
+}
+
+// Local returns the socket's own address and port (getsockname).
+func (e *Event) Local() netip.AddrPort {
+	if e.EndBy == EndByLocal {
+		return e.Source
+	}
+	return e.Destination
+}
+
+// Peer returns its peer's address and port (getpeername).
+func (e *Event) Peer() netip.AddrPort {
+	if e.EndBy == EndByLocal {
+		return e.Destination
+	}
+	return e.Source
 }
 
 // TCP states that mean the handshake never completed.
@@ -194,6 +227,14 @@ func (e *Event) DecodeInterned(b []byte, in *Interner) error {
 		SRTTMicros: r.SrttUs, BytesSent: r.BytesSent, BytesReceived: r.BytesReceived,
 		SegsSent: r.SegsSent, SegsReceived: r.SegsReceived, Retransmits: r.Retransmits,
 		PID: r.Pid,
+	}
+	if r.Flags&FlagTranslation != 0 {
+		local, peer, err := addrs(r.Family, r.XlatLocal[:], r.XlatPeer[:])
+		if err != nil {
+			return err
+		}
+		e.Translation = Translation{Known: true,
+			Local: netip.AddrPortFrom(local, r.XlatLport), Peer: netip.AddrPortFrom(peer, r.XlatPport)}
 	}
 	if r.Pid != 0 {
 		// NUL-terminated: at most EXE_LEN-1 bytes, even in a record

@@ -36,11 +36,44 @@ func TestDecode(t *testing.T) {
 	a, b := netip.MustParseAddr("2001:db8::1").As16(), netip.MustParseAddr("2001:db8::2").As16()
 	v6.Saddr, v6.Daddr = a, b
 
+	// A Service's DNAT seen by the client: the translation in the
+	// record's family, and a dual-stack socket's mapped one unmapped.
+	x4 := v4
+	x4.Flags = FlagTranslation
+	copy(x4.XlatLocal[:], []byte{10, 0, 0, 1})
+	copy(x4.XlatPeer[:], []byte{10, 1, 0, 7})
+	x4.XlatLport, x4.XlatPport = 40000, 8080
+	x6 := v6
+	x6.Flags = FlagTranslation
+	x6.XlatLocal, x6.XlatPeer = a, netip.MustParseAddr("::ffff:10.1.0.7").As16()
+	x6.XlatLport, x6.XlatPport = 40000, 8080
+	withX := func(e Event, local, peer string) Event {
+		e.Flags |= FlagTranslation
+		e.Translation = Translation{Known: true, Local: netip.MustParseAddrPort(local), Peer: netip.MustParseAddrPort(peer)}
+		return e
+	}
+	outgoing4 := Event{
+		TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupID: 4242, Netns: 4026531840,
+		Source:      netip.MustParseAddrPort("10.0.0.1:40000"),
+		Destination: netip.MustParseAddrPort("93.184.216.34:443"),
+		Direction:   DirectionOutgoing, EndBy: EndByLocal, EndReason: EndFIN,
+		State: 1, SRTTMicros: 250, BytesSent: 1000, BytesReceived: 2000, SegsSent: 7, SegsReceived: 8, Retransmits: 2,
+	}
+	incoming6 := Event{
+		TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupID: 4242, Netns: 4026531840,
+		Source:      netip.MustParseAddrPort("[2001:db8::1]:40000"),
+		Destination: netip.MustParseAddrPort("[2001:db8::2]:443"),
+		Direction:   DirectionIncoming, EndBy: EndByRemote, EndReason: EndTimeout, State: 2, Error: 110,
+		SRTTMicros: 250, BytesSent: 1000, BytesReceived: 2000, SegsSent: 7, SegsReceived: 8, Retransmits: 2,
+	}
+
 	tests := []struct {
 		name string
 		in   netflowEvent
 		want Event
 	}{
+		{"ipv4 translated", x4, withX(outgoing4, "10.0.0.1:40000", "10.1.0.7:8080")},
+		{"ipv6 translated, mapped", x6, withX(incoming6, "[2001:db8::1]:40000", "10.1.0.7:8080")},
 		{"ipv4 outgoing local FIN retried", v4, Event{
 			TimeNs: 2_000_000_123, StartNs: 1_000_000_000, Cookie: 0x1122334455, CgroupID: 4242, Netns: 4026531840,
 			Source:      netip.MustParseAddrPort("10.0.0.1:40000"),
@@ -72,7 +105,7 @@ func TestDecodeRejectsBadRecords(t *testing.T) {
 		raw     []byte
 		wantErr string
 	}{
-		{"short", encode(t, good)[:EventSize-1], "record of 183 bytes, want 184"},
+		{"short", encode(t, good)[:EventSize-1], "record of 223 bytes, want 224"},
 		{"type", encode(t, netflowEvent{Type: 2, Family: 4, EndBy: 1, EndReason: 1}), "record type 2 is not a connection end"},
 		{"family", encode(t, netflowEvent{Type: 1, Family: 5, EndBy: 1, EndReason: 1}), "unknown address family 5"},
 		{"end side", encode(t, netflowEvent{Type: 1, Family: 4, EndBy: 3, EndReason: 1}), "unknown end side 3"},

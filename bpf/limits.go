@@ -4,8 +4,8 @@ package bpf
 // dns.payload_limit) shares with the loader.
 
 // DefaultRingBufferSize is the ring buffer size used when Options leaves it
-// zero, and the default ring_buffer_size: room for about 45,000
-// connection-end records of 184 bytes.
+// zero, and the default ring_buffer_size: room for about 36,000
+// connection-end records of 224 bytes.
 const DefaultRingBufferSize = 8 << 20
 
 // MaxDNSPayload is the largest Options.DNSPayloadLimit and

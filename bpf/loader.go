@@ -111,11 +111,11 @@ func Load(opts Options) (*Objects, error) {
 	if err := spec.LoadAndAssign(&o.objs, &ebpf.CollectionOptions{Cache: cache}); err != nil {
 		return nil, loadError(err)
 	}
-	// The optional programs share the maps loaded above: socket state, the
-	// ring buffer, the counters.
+	// The optional programs share the maps loaded above: socket state and
+	// translations, the ring buffer, the counters.
 	shared := &ebpf.CollectionOptions{Cache: cache, MapReplacements: map[string]*ebpf.Map{
-		"sock_states": o.objs.SockStates, "events": o.objs.Events, "stats": o.objs.Stats,
-		"settled_socks": o.objs.SettledSocks,
+		"sock_states": o.objs.SockStates, "translations": o.objs.Translations,
+		"events": o.objs.Events, "stats": o.objs.Stats, "settled_socks": o.objs.SettledSocks,
 	}}
 	o.Unavailable = o.Features.unavailable()
 	if err := o.loadOptional(spec, opts, shared); err != nil {

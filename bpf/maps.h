@@ -20,6 +20,15 @@ struct {
 	__type(value, struct sock_state);
 } sock_states SEC(".maps");
 
+// What a connecting socket's SYN showed of this host's NAT (claim.h), only
+// for sockets whose connection was translated.
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct conn_view);
+} translations SEC(".maps");
+
 // Sized by the loader (ring_buffer_size); this is only the default.
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -138,6 +138,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			if (!st->pid)
 				copy_owner(st, sk, 1);
 		}
+		if (st)
+			note_translation(sk, &seg);
 	}
 	return PASS;
 }
@@ -201,31 +203,19 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	e->netns = netns_of_sock(sk);
 	e->cookie = bpf_get_socket_cookie(sk);
 	e->cgroup_id = sk->sk_cgrp_data.cgroup->kn->id;
-	// inet_sport, not skc_num: on the way to CLOSE the kernel releases
-	// the local port (skc_num = 0) before this tracepoint.
-	__u16 lport = bpf_ntohs(tp->inet_conn.icsk_inet.inet_sport),
-	      rport = bpf_ntohs(skc->skc_dport);
-	if (skc->skc_family == AF_INET) {
-		e->family = FAMILY_IPV4;
-		__builtin_memcpy(e->saddr, &skc->skc_rcv_saddr, 4);
-		__builtin_memcpy(e->daddr, &skc->skc_daddr, 4);
-	} else {
-		// User space unmaps IPv4-mapped addresses of dual-stack sockets.
-		e->family = FAMILY_IPV6;
-		BPF_CORE_READ_INTO(&e->saddr, skc, skc_v6_rcv_saddr);
-		BPF_CORE_READ_INTO(&e->daddr, skc, skc_v6_daddr);
+	// The family of the wire: IPv4 also for a dual-stack socket's IPv4
+	// connection (an IPv4-mapped peer), whose IPv4 addresses are in
+	// skc_rcv_saddr and skc_daddr.
+	e->family = FAMILY_IPV4;
+	if (skc->skc_family != AF_INET) {
+		__u32 w[4];
+		__builtin_memcpy(w, &skc->skc_v6_daddr, 16);
+		if (w[0] || w[1] || w[2] != bpf_htonl(0xffff))
+			e->family = FAMILY_IPV6;
 	}
-	e->sport = lport;
-	e->dport = rport;
-	if (e->end_by == END_BY_REMOTE) {
-		// A retried end that the remote side sent.
-		__u8 tmp[16];
-		__builtin_memcpy(tmp, e->saddr, 16);
-		__builtin_memcpy(e->saddr, e->daddr, 16);
-		__builtin_memcpy(e->daddr, tmp, 16);
-		e->sport = rport;
-		e->dport = lport;
-	}
+	struct conn_view own;
+	socket_view(tp, e->family, &own);
+	set_addresses(e, &own, known_translation(sk, old, &own));
 	fill_counters(e, tp, 0, 1);
 	submit(e);
 	return 0;

@@ -41,6 +41,11 @@ enum event_flags {
 	// The kernel could not allocate socket storage: no once-only guard, the
 	// direction and start time are unknown.
 	EVENT_F_NO_STORAGE = 1 << 1,
+	// The xlat_* fields hold the connection as this socket's own packets
+	// showed it past this host's NAT (equal to the socket's addresses when
+	// nothing was translated): the terminating segment left the socket, or
+	// its SYN did. Without it nothing is known of a translation.
+	EVENT_F_XLAT = 1 << 2,
 };
 
 // Bytes kept of an executable's name, with its NUL.
@@ -91,6 +96,16 @@ struct event {
 	__u32 retransmits;    // segments retransmitted
 	__u32 pid;            // process that connected or accepted; 0: unknown
 	char exe[EXE_LEN];    // its executable's base name, NUL-terminated
+	// With EVENT_F_XLAT, the connection as it is on the wire past this
+	// host's NAT (netfilter's POSTROUTING), in the family of the addresses
+	// above: this socket as its peer sees it, and the peer as the packets
+	// reach it. saddr/daddr are always the socket's own view
+	// (getsockname/getpeername).
+	__u8 xlat_local[16];
+	__u8 xlat_peer[16];
+	__u16 xlat_lport;
+	__u16 xlat_pport;
+	__u32 _pad;
 };
 
 // A DNS message a socket sent to port 53 or received from it. payload_len

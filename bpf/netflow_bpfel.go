@@ -24,6 +24,15 @@ type netflowCgroupEvent struct {
 	Path      [512]int8
 }
 
+type netflowConnView struct {
+	_     structs.HostLayout
+	Local [4]uint32
+	Peer  [4]uint32
+	Lport uint16
+	Pport uint16
+	Pad   uint32
+}
+
 type netflowDirection uint32
 
 const (
@@ -100,6 +109,11 @@ type netflowEvent struct {
 	Retransmits   uint32
 	Pid           uint32
 	Exe           [64]int8
+	XlatLocal     [16]uint8
+	XlatPeer      [16]uint8
+	XlatLport     uint16
+	XlatPport     uint16
+	Pad           uint32
 }
 
 type netflowEventFlags uint32
@@ -107,6 +121,7 @@ type netflowEventFlags uint32
 const (
 	netflowEventFlagsEVENT_F_RETRIED    netflowEventFlags = 1
 	netflowEventFlagsEVENT_F_NO_STORAGE netflowEventFlags = 2
+	netflowEventFlagsEVENT_F_XLAT       netflowEventFlags = 4
 )
 
 type netflowFamily uint32
@@ -157,6 +172,7 @@ const (
 	netflowMapSettledSocks        = "settled_socks"
 	netflowMapSockStates          = "sock_states"
 	netflowMapStats               = "stats"
+	netflowMapTranslations        = "translations"
 	netflowProgNetflowAccept      = "netflow_accept"
 	netflowProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
 	netflowProgNetflowEgress      = "netflow_egress"
@@ -251,6 +267,7 @@ type netflowMapSpecs struct {
 	SettledSocks      *ebpf.MapSpec `ebpf:"settled_socks"`
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
+	Translations      *ebpf.MapSpec `ebpf:"translations"`
 }
 
 // netflowVariableSpecs contains global variables before they are loaded into the kernel.
@@ -303,6 +320,7 @@ type netflowMaps struct {
 	SettledSocks      *ebpf.Map `ebpf:"settled_socks"`
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
+	Translations      *ebpf.Map `ebpf:"translations"`
 }
 
 func (m *netflowMaps) Close() error {
@@ -313,6 +331,7 @@ func (m *netflowMaps) Close() error {
 		m.SettledSocks,
 		m.SockStates,
 		m.Stats,
+		m.Translations,
 	)
 }
 

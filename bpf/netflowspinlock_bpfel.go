@@ -13,6 +13,15 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type netflowSpinlockConnView struct {
+	_     structs.HostLayout
+	Local [4]uint32
+	Peer  [4]uint32
+	Lport uint16
+	Pport uint16
+	Pad   uint32
+}
+
 type netflowSpinlockDnsScratch struct {
 	_   structs.HostLayout
 	Hdr struct {
@@ -61,6 +70,7 @@ const (
 	netflowSpinlockMapSettledSocks        = "settled_socks"
 	netflowSpinlockMapSockStates          = "sock_states"
 	netflowSpinlockMapStats               = "stats"
+	netflowSpinlockMapTranslations        = "translations"
 	netflowSpinlockProgNetflowAccept      = "netflow_accept"
 	netflowSpinlockProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
 	netflowSpinlockProgNetflowEgress      = "netflow_egress"
@@ -155,6 +165,7 @@ type netflowSpinlockMapSpecs struct {
 	SettledSocks      *ebpf.MapSpec `ebpf:"settled_socks"`
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
+	Translations      *ebpf.MapSpec `ebpf:"translations"`
 }
 
 // netflowSpinlockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -207,6 +218,7 @@ type netflowSpinlockMaps struct {
 	SettledSocks      *ebpf.Map `ebpf:"settled_socks"`
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
+	Translations      *ebpf.Map `ebpf:"translations"`
 }
 
 func (m *netflowSpinlockMaps) Close() error {
@@ -217,6 +229,7 @@ func (m *netflowSpinlockMaps) Close() error {
 		m.SettledSocks,
 		m.SockStates,
 		m.Stats,
+		m.Translations,
 	)
 }
 

@@ -53,6 +53,18 @@ struct sock_state {
 	char exe[EXE_LEN];
 };
 
+// A connection's two ends from the local socket's side: its own address
+// and port, and its peer's; IPv4 in word 0. Kept per socket (the
+// translations map) for a connecting socket whose SYN showed this host's
+// NAT.
+struct conn_view {
+	__u32 local[4];
+	__u32 peer[4];
+	__u16 lport;
+	__u16 pport;
+	__u32 _pad;
+};
+
 #ifdef NETFLOW_NO_ATOMICS
 
 // flags_fetch_or sets bits in st->flags and returns the flags before, as one

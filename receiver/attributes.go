@@ -34,6 +34,10 @@ const (
 	attrClientPort
 	attrServerAddress
 	attrServerPort
+	attrLocalTranslatedAddress
+	attrLocalTranslatedPort
+	attrPeerTranslatedAddress
+	attrPeerTranslatedPort
 	attrEndReason
 	attrEndBy
 	attrEndError
@@ -80,25 +84,31 @@ var attributeKeys = [numAttributes]string{
 	attrClientPort:         string(semconv.ClientPortKey),
 	attrServerAddress:      string(semconv.ServerAddressKey),
 	attrServerPort:         string(semconv.ServerPortKey),
-	attrEndReason:          "netflow.end.reason",
-	attrEndBy:              "netflow.end.by",
-	attrEndError:           "netflow.end.error",
-	attrErrorType:          string(semconv.ErrorTypeKey),
-	attrEstablished:        "netflow.established",
-	attrStartObserved:      "netflow.start_observed",
-	attrStartTime:          "netflow.start_time_unix_nano",
-	attrDuration:           "netflow.duration",
-	attrProcessPID:         string(semconv.ProcessPIDKey),
-	attrProcessExecutable:  string(semconv.ProcessExecutableNameKey),
-	attrBytesSent:          "netflow.bytes.sent",
-	attrBytesReceived:      "netflow.bytes.received",
-	attrSegmentsSent:       "netflow.segments.sent",
-	attrSegmentsReceived:   "netflow.segments.received",
-	attrRTT:                "netflow.tcp.rtt",
-	attrRetransmissions:    "netflow.tcp.retransmissions",
-	attrSocketCookie:       "netflow.socket.cookie",
-	attrCgroupID:           "netflow.cgroup.id",
-	attrNetns:              "netflow.netns",
+	// What NAT made of the connection (docs/nat.md): this socket as its
+	// peer sees it, and the peer as the packets reach it.
+	attrLocalTranslatedAddress: "netflow.local.translated.address",
+	attrLocalTranslatedPort:    "netflow.local.translated.port",
+	attrPeerTranslatedAddress:  "netflow.peer.translated.address",
+	attrPeerTranslatedPort:     "netflow.peer.translated.port",
+	attrEndReason:              "netflow.end.reason",
+	attrEndBy:                  "netflow.end.by",
+	attrEndError:               "netflow.end.error",
+	attrErrorType:              string(semconv.ErrorTypeKey),
+	attrEstablished:            "netflow.established",
+	attrStartObserved:          "netflow.start_observed",
+	attrStartTime:              "netflow.start_time_unix_nano",
+	attrDuration:               "netflow.duration",
+	attrProcessPID:             string(semconv.ProcessPIDKey),
+	attrProcessExecutable:      string(semconv.ProcessExecutableNameKey),
+	attrBytesSent:              "netflow.bytes.sent",
+	attrBytesReceived:          "netflow.bytes.received",
+	attrSegmentsSent:           "netflow.segments.sent",
+	attrSegmentsReceived:       "netflow.segments.received",
+	attrRTT:                    "netflow.tcp.rtt",
+	attrRetransmissions:        "netflow.tcp.retransmissions",
+	attrSocketCookie:           "netflow.socket.cookie",
+	attrCgroupID:               "netflow.cgroup.id",
+	attrNetns:                  "netflow.netns",
 }
 
 // String returns the attribute's key.

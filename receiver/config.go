@@ -46,6 +46,8 @@ type Config struct {
 	// Attributes choose the optional attributes of records.
 	Attributes AttributesConfig `mapstructure:"attributes"`
 
+	// NAT: how records name translations (docs/nat.md).
+	NAT NATConfig `mapstructure:"nat"`
 	// Kubernetes, when the block is set, names peers from the API server
 	// (the netflow.peer.k8s.* attributes).
 	Kubernetes configoptional.Optional[KubernetesConfig] `mapstructure:"kubernetes"`
@@ -70,6 +72,23 @@ type DNSConfig struct {
 	PayloadLimit int `mapstructure:"payload_limit"`
 	// MinTTL is the shortest time an answer stays valid.
 	MinTTL time.Duration `mapstructure:"min_ttl"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
+// NATConfig chooses how records name what NAT made of a connection. The
+// address attributes are always the socket's own view; the kernel programs
+// name this host's translation where the socket's own packets show it.
+type NATConfig struct {
+	// Conntrack asks the connection tracking of the collector's network
+	// namespace (the node's, with hostNetwork) for the records whose
+	// translation the socket's packets cannot show: those of sockets in
+	// other namespaces (a pod's connection to a Service, DNATed on the
+	// node), and accepted or pre-existing sockets whose end came in. One
+	// netlink request per such record (docs/nat.md gives its cost). Needs
+	// CAP_NET_ADMIN, which the programs need anyway.
+	Conntrack bool `mapstructure:"conntrack"`
 
 	// prevent unkeyed literal initialization
 	_ struct{}

@@ -132,6 +132,26 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 			a.AppendEmpty(attrServerPort.String()).SetInt(int64(server.Port()))
 		}
 	}
+	// What NAT made of each side, where it is known and something was
+	// translated.
+	if x := e.Translation; x.Known {
+		if x.Local != local {
+			if set.has(attrLocalTranslatedAddress) {
+				a.AppendEmpty(attrLocalTranslatedAddress.String()).SetStr(c.text(x.Local.Addr()))
+			}
+			if set.has(attrLocalTranslatedPort) {
+				a.AppendEmpty(attrLocalTranslatedPort.String()).SetInt(int64(x.Local.Port()))
+			}
+		}
+		if x.Peer != peer {
+			if set.has(attrPeerTranslatedAddress) {
+				a.AppendEmpty(attrPeerTranslatedAddress.String()).SetStr(c.text(x.Peer.Addr()))
+			}
+			if set.has(attrPeerTranslatedPort) {
+				a.AppendEmpty(attrPeerTranslatedPort.String()).SetInt(int64(x.Peer.Port()))
+			}
+		}
+	}
 	if set.has(attrEndReason) {
 		a.AppendEmpty(attrEndReason.String()).SetStr(e.EndReason.String())
 	}

@@ -240,6 +240,8 @@ func TestAttributesCanBeLeftOut(t *testing.T) {
 		Destination: netip.MustParseAddrPort("93.184.216.34:443"),
 		Direction:   bpf.DirectionOutgoing, EndBy: bpf.EndByLocal, EndReason: bpf.EndTimeout, State: 2, Error: 110,
 		SRTTMicros: 100, PID: 4242, Executable: "curl",
+		Translation: bpf.Translation{Known: true,
+			Local: netip.MustParseAddrPort("192.0.2.1:40001"), Peer: netip.MustParseAddrPort("10.1.0.7:8443")},
 	}
 	full := plog.NewLogRecordSlice()
 	(&converter{attrs: allAttributes}).append(full, &e, nil, nil, 0)
@@ -261,6 +263,53 @@ func TestAttributesCanBeLeftOut(t *testing.T) {
 	_, ok := one.At(0).Attributes().Get(attrSocketCookie.String())
 	assert.False(t, ok)
 	assert.Equal(t, int(numAttributes)-1, one.At(0).Attributes().Len())
+}
+
+// The translated sides are there only where NAT changed them; the address
+// attributes are the socket's own view whoever ended the connection.
+func TestTranslationAttributes(t *testing.T) {
+	local, service := netip.MustParseAddrPort("10.0.0.1:40000"), netip.MustParseAddrPort("10.96.0.10:80")
+	backend, node := netip.MustParseAddrPort("10.1.0.7:8080"), netip.MustParseAddrPort("192.0.2.1:40001")
+	for _, tt := range []struct {
+		name        string
+		x           bpf.Translation
+		endBy       bpf.EndBy
+		local, peer string // "" for absent
+	}{
+		{name: "unknown", endBy: bpf.EndByLocal},
+		{name: "nothing translated", x: bpf.Translation{Known: true, Local: local, Peer: service}, endBy: bpf.EndByLocal},
+		{name: "DNAT, ended here", x: bpf.Translation{Known: true, Local: local, Peer: backend}, endBy: bpf.EndByLocal, peer: "10.1.0.7:8080"},
+		{name: "DNAT, ended there", x: bpf.Translation{Known: true, Local: local, Peer: backend}, endBy: bpf.EndByRemote, peer: "10.1.0.7:8080"},
+		{name: "DNAT and SNAT", x: bpf.Translation{Known: true, Local: node, Peer: backend}, endBy: bpf.EndByRemote,
+			local: "192.0.2.1:40001", peer: "10.1.0.7:8080"},
+		{name: "port only", x: bpf.Translation{Known: true, Local: local, Peer: netip.AddrPortFrom(service.Addr(), 8080)},
+			endBy: bpf.EndByLocal, peer: "10.96.0.10:8080"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := bpf.Event{Source: local, Destination: service, Direction: bpf.DirectionOutgoing, EndBy: tt.endBy,
+				EndReason: bpf.EndFIN, Translation: tt.x}
+			if tt.endBy == bpf.EndByRemote {
+				e.Source, e.Destination = service, local
+			}
+			lrs := plog.NewLogRecordSlice()
+			(&converter{attrs: allAttributes}).append(lrs, &e, nil, nil, 0)
+			a := lrs.At(0).Attributes()
+			side := func(addrKey, portKey string) string {
+				addr, ok := a.Get(addrKey)
+				port, pok := a.Get(portKey)
+				require.Equal(t, ok, pok, "address and port come together")
+				if !ok {
+					return ""
+				}
+				return netip.AddrPortFrom(netip.MustParseAddr(addr.Str()), uint16(port.Int())).String()
+			}
+			assert.Equal(t, tt.local, side(attrLocalTranslatedAddress.String(), attrLocalTranslatedPort.String()))
+			assert.Equal(t, tt.peer, side(attrPeerTranslatedAddress.String(), attrPeerTranslatedPort.String()))
+			assert.Equal(t, local.String(), side(attrLocalAddress.String(), attrLocalPort.String()))
+			assert.Equal(t, service.String(), side(attrPeerAddress.String(), attrPeerPort.String()))
+			assert.Equal(t, service.String(), side(attrServerAddress.String(), attrServerPort.String()))
+		})
+	}
 }
 
 func TestAttributeExclusionsAreChecked(t *testing.T) {

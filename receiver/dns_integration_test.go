@@ -46,36 +46,15 @@ type dnsHarness struct {
 func newDNSHarness(t *testing.T) *dnsHarness {
 	t.Helper()
 	h := newHarness(t)
-	bin, err := exec.LookPath("dnsmasq")
-	if err != nil {
-		if testenv.InCI() {
-			t.Fatal("dnsmasq is missing; make test installs it (Debian package dnsmasq-base)")
-		}
-		t.Skip("skipping: dnsmasq is not installed (make test installs dnsmasq-base)")
-	}
 	ns := testnet.NewNetns(t)
-	for _, a := range []netip.Addr{dnsServer6, target4, target6, shortLived, forgedAddr} {
+	for _, a := range []netip.Addr{target4, target6, shortLived, forgedAddr} {
 		ns.AddLoopbackAddr(t, a)
 	}
-	var log bytes.Buffer
-	cmd := exec.Command(bin,
-		"--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
-		"--user=root", "--pid-file=", "--log-facility=-", "--log-queries",
-		"--bind-interfaces", "--listen-address="+dnsServer4.String(), "--listen-address="+dnsServer6.String(),
-		"--port=53", "--local-ttl=300",
+	log := startDnsmasq(t, ns,
 		"--host-record=www.example.test,"+target4.String()+","+target6.String(),
 		"--cname=alias.example.test,www.example.test",
 		"--host-record=short.example.test,"+shortLived.String()+",2",
 	)
-	cmd.Stdout, cmd.Stderr = &log, &log
-	require.NoError(t, ns.Start(cmd))
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("dnsmasq log:\n%s", log.String())
-		}
-	})
 	h.startWith(Config{
 		RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond,
 		DNS: DNSConfig{Enabled: true, MaxAddresses: 1000, MaxNames: 10, PayloadLimit: 4096},
@@ -85,8 +64,41 @@ func newDNSHarness(t *testing.T) *dnsHarness {
 	require.Eventually(t, func() bool {
 		_, err := d.resolve(false, "udp", dnsServer4, "www.example.test", dnsmessage.TypeA, 0)
 		return err == nil
-	}, 10*time.Second, 50*time.Millisecond, "dnsmasq never answered: %s", &log)
+	}, 10*time.Second, 50*time.Millisecond, "dnsmasq never answered: %s", log)
 	return d
+}
+
+// startDnsmasq runs dnsmasq in ns, answering on dnsServer4 and dnsServer6
+// (it adds dnsServer6 to lo; 127.0.53.1 is on lo already) from the records
+// in args, until the test ends. It returns dnsmasq's log, which the test
+// prints if it fails.
+func startDnsmasq(t *testing.T, ns *testnet.Netns, args ...string) *bytes.Buffer {
+	t.Helper()
+	bin, err := exec.LookPath("dnsmasq")
+	if err != nil {
+		if testenv.InCI() {
+			t.Fatal("dnsmasq is missing; make test installs it (Debian package dnsmasq-base)")
+		}
+		t.Skip("skipping: dnsmasq is not installed (make test installs dnsmasq-base)")
+	}
+	ns.AddLoopbackAddr(t, dnsServer6)
+	var log bytes.Buffer
+	cmd := exec.Command(bin, append([]string{
+		"--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+		"--user=root", "--pid-file=", "--log-facility=-", "--log-queries",
+		"--bind-interfaces", "--listen-address=" + dnsServer4.String(), "--listen-address=" + dnsServer6.String(),
+		"--port=53", "--local-ttl=300",
+	}, args...)...)
+	cmd.Stdout, cmd.Stderr = &log, &log
+	require.NoError(t, ns.Start(cmd))
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("dnsmasq log:\n%s", log.String())
+		}
+	})
+	return &log
 }
 
 // resolve asks server for name over network ("udp" or "tcp") from a socket

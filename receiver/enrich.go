@@ -50,6 +50,9 @@ type enricherSettings struct {
 	// dnsNetns: DNS records carry their network namespace
 	// (bpf.Features.DNSNetns); else one cache serves all namespaces.
 	dnsNetns bool
+	// nat names the translations the kernel programs cannot see
+	// (nat.conntrack); nil when off.
+	nat *natLookup
 	// k8s names peers from the API server; nil when the kubernetes: block
 	// is off.
 	k8s peerNamer
@@ -57,7 +60,8 @@ type enricherSettings struct {
 
 // enricher completes connection-end records: what the scan at start knew
 // of sockets whose handshake the programs did not see, the filters, the
-// cgroup path and container, and the DNS names of both sides. It also
+// cgroup path and container, the translation the node's connection
+// tracking knows, and the DNS names of both sides. It also
 // takes in what the kernel reports besides ends: DNS messages for the
 // cache, new cgroups for the resolver.
 type enricher struct {
@@ -91,6 +95,9 @@ func (en *enricher) end(e *bpf.Event) (connectionEnd, bool) {
 	if !en.filters.keep(e, cg.path) {
 		en.telemetry.NetflowtcpendRecordsFiltered.Add(context.Background(), 1)
 		return connectionEnd{}, false
+	}
+	if en.nat != nil {
+		en.nat.fill(e)
 	}
 	end := connectionEnd{event: e, cgroup: cg}
 	if en.dns != nil {

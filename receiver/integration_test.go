@@ -47,10 +47,14 @@ type record struct {
 	Dest      string
 	Local     string // network.local.*: the socket's own address:port
 	Peer      string // network.peer.*
-	EndBy     string
-	Reason    string
-	NetType   string
-	Netns     uint32
+	// netflow.local.translated.* and netflow.peer.translated.*: "" when
+	// absent (nothing translated).
+	LocalTranslated string
+	PeerTranslated  string
+	EndBy           string
+	Reason          string
+	NetType         string
+	Netns           uint32
 }
 
 // harness is one receiver attached to one test cgroup.
@@ -122,19 +126,24 @@ func (h *harness) stop() []record {
 		str := func(key string) string { v, _ := a.Get(key); return v.AsString() }
 		num := func(key string) int64 { v, _ := a.Get(key); return v.Int() }
 		addrPort := func(addrKey, portKey string) string {
+			if _, ok := a.Get(addrKey); !ok {
+				return ""
+			}
 			return netip.AddrPortFrom(netip.MustParseAddr(str(addrKey)), uint16(num(portKey))).String()
 		}
 		out = append(out, record{
-			Cookie:    uint64(num(attrSocketCookie.String())),
-			Direction: str(attrDirection.String()),
-			Source:    addrPort(attrSourceAddress.String(), attrSourcePort.String()),
-			Dest:      addrPort(attrDestinationAddress.String(), attrDestinationPort.String()),
-			Local:     addrPort(attrLocalAddress.String(), attrLocalPort.String()),
-			Peer:      addrPort(attrPeerAddress.String(), attrPeerPort.String()),
-			EndBy:     str(attrEndBy.String()),
-			Reason:    str(attrEndReason.String()),
-			NetType:   str(attrNetworkType.String()),
-			Netns:     uint32(num(attrNetns.String())),
+			Cookie:          uint64(num(attrSocketCookie.String())),
+			Direction:       str(attrDirection.String()),
+			Source:          addrPort(attrSourceAddress.String(), attrSourcePort.String()),
+			Dest:            addrPort(attrDestinationAddress.String(), attrDestinationPort.String()),
+			Local:           addrPort(attrLocalAddress.String(), attrLocalPort.String()),
+			Peer:            addrPort(attrPeerAddress.String(), attrPeerPort.String()),
+			LocalTranslated: addrPort(attrLocalTranslatedAddress.String(), attrLocalTranslatedPort.String()),
+			PeerTranslated:  addrPort(attrPeerTranslatedAddress.String(), attrPeerTranslatedPort.String()),
+			EndBy:           str(attrEndBy.String()),
+			Reason:          str(attrEndReason.String()),
+			NetType:         str(attrNetworkType.String()),
+			Netns:           uint32(num(attrNetns.String())),
 		})
 	})
 	return out

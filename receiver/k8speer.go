@@ -59,13 +59,14 @@ func k8sPeer(names peerNamer, peer, translated netip.Addr) (kubecache.Peer, bool
 // k8sPeerOf returns what the cluster says of a record's peer: the remote
 // side in the local socket's view.
 func k8sPeerOf(names peerNamer, e *bpf.Event) (kubecache.Peer, bool) {
-	peer := e.Destination
-	if e.EndBy != bpf.EndByLocal {
-		peer = e.Source
-	}
+	peer := e.Peer()
 	// Where NAT's translation of the peer is known (a Service's backend
 	// behind its cluster IP), it is the second address to look up.
-	return k8sPeer(names, peer.Addr(), netip.Addr{})
+	var translated netip.Addr
+	if x := e.Translation; x.Known && x.Peer.Addr() != peer.Addr() {
+		translated = x.Peer.Addr()
+	}
+	return k8sPeer(names, peer.Addr(), translated)
 }
 
 // startK8sNames starts naming peers from the API server when the

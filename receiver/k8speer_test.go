@@ -64,6 +64,34 @@ func TestK8sPeerWithTranslation(t *testing.T) {
 	assert.Equal(t, kubecache.Peer{Namespace: "edge", Service: "gw", Node: "node-a"}, got)
 }
 
+// A record's peer is looked up with the translated peer the record
+// carries: the Service and its backend pod, in either close order.
+func TestK8sPeerOfATranslatedRecord(t *testing.T) {
+	client := netip.MustParseAddrPort("10.0.0.1:40000")
+	svc, backend := netip.MustParseAddrPort("10.96.0.10:80"), netip.MustParseAddrPort("10.1.0.5:8080")
+	names := namesTable{
+		svc.Addr():     {Namespace: "shop", Service: "web"},
+		backend.Addr(): {Namespace: "shop", Pod: "web-1", Node: "node-a"},
+	}
+	both := kubecache.Peer{Namespace: "shop", Service: "web", Pod: "web-1", Node: "node-a"}
+	x := bpf.Translation{Known: true, Local: client, Peer: backend}
+	for _, tc := range []struct {
+		name string
+		e    bpf.Event
+		want kubecache.Peer
+	}{
+		{"ended here", bpf.Event{Source: client, Destination: svc, EndBy: bpf.EndByLocal, Translation: x}, both},
+		{"ended there", bpf.Event{Source: svc, Destination: client, EndBy: bpf.EndByRemote, Translation: x}, both},
+		{"translation unknown", bpf.Event{Source: client, Destination: svc, EndBy: bpf.EndByLocal}, names[svc.Addr()]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := k8sPeerOf(names, &tc.e)
+			assert.True(t, ok)
+			assert.Equal(t, tc.want, got)
+		})
+	}
+}
+
 func TestAppendK8sPeer(t *testing.T) {
 	var b xpdata.MapBuilder
 	appendK8sPeer(&b, &kubecache.Peer{Namespace: "shop", Pod: "web-1", WorkloadKind: "Deployment", WorkloadName: "web", Node: "node-a"})

@@ -122,38 +122,17 @@ func TestConnectTimeout(t *testing.T) {
 	var cookie uint64
 	start := time.Now()
 	h.cg.Run(t, func() {
-		require.NoError(t, a.Do(func() error {
-			d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-				var serr error
-				err := c.Control(func(fd uintptr) {
-					// One SYN retransmission: the connect gives up after
-					// about 3 s instead of about 2 min.
-					serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_SYNCNT, 1)
-					if serr == nil {
-						cookie, serr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE)
-					}
-				})
-				return errors.Join(err, serr)
-			}}
-			d.SetMultipathTCP(false)
-			d.LocalAddr = &net.TCPAddr{IP: a.Addr4.AsSlice(), Port: 0}
-			_, err := d.Dial("tcp", netip.AddrPortFrom(nobody, 80).String())
-			if !errors.Is(err, unix.ETIMEDOUT) {
-				return errors.Join(errors.New("want ETIMEDOUT"), err)
-			}
-			return nil
+		require.NoError(t, a.Do(func() (err error) {
+			cookie, err = connectTimesOut(netip.AddrPortFrom(a.Addr4, 0), netip.AddrPortFrom(nobody, 80))
+			return err
 		}))
 	})
 	elapsed := time.Since(start)
 
-	h.stop()
-	got := h.attrsByCookie()[cookie]
-	if !h.features.EndsWithoutFINOrRST {
-		assert.Nil(t, got, "this kernel cannot report ends without FIN or RST")
+	got, ok := timedOutRecord(t, h, cookie)
+	if !ok {
 		return
 	}
-	require.NotNil(t, got, "no record for the timed-out socket")
-	assert.Equal(t, "timeout", got[attrEndReason.String()])
 	assert.Equal(t, "ETIMEDOUT", got[attrEndError.String()])
 	assert.Equal(t, "timeout", got[attrErrorType.String()])
 	assert.Equal(t, "local", got[attrEndBy.String()])
@@ -167,6 +146,44 @@ func TestConnectTimeout(t *testing.T) {
 	assert.Equal(t, int64(0), got[attrSegmentsReceived.String()])
 	assert.InDelta(t, elapsed.Seconds(), got[attrDuration.String()].(float64), 0.5)
 	assert.Len(t, h.attrsByCookie(), 1)
+}
+
+// timedOutRecord stops the receiver and returns the attributes of the
+// timed-out socket's record, which must be a timeout; false where the
+// kernel cannot report ends without FIN or RST (and there is none).
+func timedOutRecord(t *testing.T, h *harness, cookie uint64) (map[string]any, bool) {
+	t.Helper()
+	h.stop()
+	got := h.attrsByCookie()[cookie]
+	if !h.features.EndsWithoutFINOrRST {
+		assert.Nil(t, got, "this kernel cannot report ends without FIN or RST")
+		return nil, false
+	}
+	require.NotNil(t, got, "no record for the timed-out socket")
+	assert.Equal(t, "timeout", got[attrEndReason.String()])
+	return got, true
+}
+
+// connectTimesOut connects from local to server, which never answers,
+// with one SYN retransmission: the connect gives up after about 3 s
+// instead of about 2 min. It returns the socket's cookie.
+func connectTimesOut(local, server netip.AddrPort) (uint64, error) {
+	var cookie uint64
+	d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(local), Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_SYNCNT, 1)
+			if serr == nil {
+				cookie, serr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE)
+			}
+		})
+		return errors.Join(err, serr)
+	}}
+	d.SetMultipathTCP(false)
+	if _, err := d.Dial("tcp", server.String()); !errors.Is(err, unix.ETIMEDOUT) {
+		return 0, errors.Join(errors.New("want ETIMEDOUT"), err)
+	}
+	return cookie, nil
 }
 
 func TestRefusedConnectWasNeverEstablished(t *testing.T) {

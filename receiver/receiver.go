@@ -22,6 +22,7 @@ import (
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
+	"github.com/netflowtcpend/netflowtcpend/internal/conntrack"
 	"github.com/netflowtcpend/netflowtcpend/internal/dnscache"
 	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
@@ -57,6 +58,7 @@ type Receiver struct {
 	cgroupPath string     // what the programs are attached to
 	cgroups    *cgroupv2.Paths
 	objs       *bpf.Objects
+	nat        *natLookup // nil unless nat.conntrack
 	reader     *ringbuf.Reader
 	done       chan struct{} // closed when the read loop has returned
 	cancel     context.CancelFunc
@@ -75,6 +77,10 @@ type options struct {
 	scan func(self int) (*sockscan.Table, error)
 	// ownPID is this process's id in its PID namespace.
 	ownPID func() int
+	// openConntrack opens the connection tracking that nat.conntrack asks
+	// (the node's: this process's network namespace) and returns its
+	// namespace's inode.
+	openConntrack func() (*conntrack.Conn, uint32, error)
 	// shutdownGrace bounds Shutdown when its context has no deadline.
 	shutdownGrace time.Duration
 }
@@ -87,7 +93,8 @@ type options struct {
 const shutdownGrace = 10 * time.Second
 
 func defaultOptions() options {
-	return options{rewalk: time.Second, scan: sockscan.Scan, ownPID: os.Getpid, shutdownGrace: shutdownGrace}
+	return options{rewalk: time.Second, scan: sockscan.Scan, ownPID: os.Getpid, shutdownGrace: shutdownGrace,
+		openConntrack: openConntrack}
 }
 
 // New creates a receiver with a validated configuration; nothing touches
@@ -144,8 +151,15 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	if r.dns != nil {
 		opts.DNSPayloadLimit = r.cfg.DNS.PayloadLimit
 	}
+	var nat *natLookup
+	if r.cfg.NAT.Conntrack {
+		if nat, err = newNATLookup(r.opts.openConntrack, r.logger); err != nil {
+			return err
+		}
+	}
 	objs, err := bpf.Load(opts)
 	if err != nil {
+		_ = nat.close()
 		return err
 	}
 	r.logFeatures(objs)
@@ -158,17 +172,20 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	}
 	rd, err := objs.NewReader()
 	if err != nil {
+		_ = nat.close()
 		objs.Close()
 		return err
 	}
 	if err := r.registerGauges(rd); err != nil {
 		r.telemetry.Shutdown()
+		_ = nat.close()
 		rd.Close()
 		objs.Close()
 		return fmt.Errorf("register telemetry: %w", err)
 	}
 	if err := objs.Attach(path); err != nil {
 		r.telemetry.Shutdown() // the gauge reads rd, which is going
+		_ = nat.close()
 		rd.Close()
 		objs.Close()
 		if cerr := cgroupPathError(path); cerr != nil {
@@ -185,7 +202,7 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	r.k8s = startK8sNames(r.cfg, r.logger)
 
 	ctx, cancel := context.WithCancel(context.Background())
-	r.objs, r.reader, r.cancel = objs, rd, cancel
+	r.objs, r.reader, r.cancel, r.nat = objs, rd, cancel, nat
 	r.done = make(chan struct{})
 	loop := newReadLoop(r.loopSettings(root, kernelSide{
 		reader: rd, counters: objs, selfPID: objs.SelfPID, dnsNetns: objs.Features.DNSNetns, preexisting: preexisting,
@@ -279,7 +296,7 @@ func (r *Receiver) loopSettings(root string, k kernelSide) readLoopSettings {
 			logger: r.logger, telemetry: r.telemetry,
 			preexisting: k.preexisting, excludeSelf: r.cfg.Filters.ExcludeSelf, selfPID: k.selfPID,
 			filters: newFilters(r.cfg.Filters, root), cgroups: r.cgroups,
-			dns: r.dns, dnsNetns: k.dnsNetns,
+			dns: r.dns, dnsNetns: k.dnsNetns, nat: r.nat,
 		},
 		logs: logsSinkSettings{
 			hostName: r.hostName, maxBatchSize: r.cfg.MaxBatchSize, attrs: r.cfg.Attributes.set(),
@@ -369,5 +386,5 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 	}
 	// Unregister the gauge callback before the reader it reads goes away.
 	r.telemetry.Shutdown()
-	return errors.Join(err, r.reader.Close(), r.objs.Close())
+	return errors.Join(err, r.nat.close(), r.reader.Close(), r.objs.Close())
 }

@@ -21,7 +21,13 @@ vm="$repo/.tools/vm"
 #     the receiver's start-time scan of open sockets uses
 #   veth: the tests' network namespace pairs
 #   sch_ingress, cls_bpf: TC, for BPF tools run with make vm
-MODULES=${VM_MODULES:-"virtio_pci virtio_rng 9pnet_virtio 9p inet_diag tcp_diag udp_diag raw_diag mptcp_diag veth sch_ingress cls_bpf"}
+#   crc32c_generic ... nf_conntrack_netlink: the NAT tests' iptables and
+#     ip6tables (iptables-nft: nf_tables, a counter in every rule, xtables
+#     targets through nft_compat) and nat.conntrack's lookups, which the kernel cannot load
+#     on demand (its modprobe helper does not see the chroot);
+#     crc32c_generic is the algorithm libcrc32c asks the crypto API for as
+#     it loads, a soft dependency that the dependency walk below misses
+MODULES=${VM_MODULES:-"virtio_pci virtio_rng 9pnet_virtio 9p inet_diag tcp_diag udp_diag raw_diag mptcp_diag veth sch_ingress cls_bpf crc32c_generic nf_tables nft_counter nft_chain_nat nft_compat nft_nat nft_masq xt_nat xt_MASQUERADE xt_tcpudp nf_conntrack_netlink"}
 
 name=${1:?usage: mkinitramfs.sh NAME}
 kdir=$("$here/fetch-kernel.sh" "$name")
@@ -29,7 +35,7 @@ kdir=$("$here/fetch-kernel.sh" "$name")
 . "$kdir/kernel.env"
 
 # busybox-static: the initramfs has no libc.
-"$repo/scripts/ensure-packages.sh" busybox-static cpio
+"$repo/scripts/ensure-packages.sh" busybox-static cpio >&2 # stdout is the path
 busybox=/bin/busybox
 
 out="$vm/initramfs/$name.cpio.gz"

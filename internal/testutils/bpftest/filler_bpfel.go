@@ -40,6 +40,11 @@ type fillerEvent struct {
 	Retransmits   uint32
 	Pid           uint32
 	Exe           [64]int8
+	XlatLocal     [16]uint8
+	XlatPeer      [16]uint8
+	XlatLport     uint16
+	XlatPport     uint16
+	Pad           uint32
 }
 
 // Names of all BPF objects in the ELF.
