@@ -9,8 +9,11 @@
 //
 // The request is written by hand (a netlink header, the netfilter header and
 // three nested attributes) rather than with a conntrack library: it is the
-// only message this package sends, and a library would bring half a dozen
-// modules into the component's go.mod for it.
+// only message this package sends, and ti-mo/conntrack v0.6.0 (on
+// mdlayher/netlink v1.7.2), tried in its place on 2026-12-02, took 26 us and
+// 134 allocations per lookup (BenchmarkGet, found) against 2.4 us and 3
+// here, since it decodes every attribute of the entry, and would bring six
+// modules into the component's go.mod.
 package conntrack
 
 import (
