@@ -7,7 +7,7 @@ package bpf
 // The generated netflow_bpfel.{go,o} are committed so that building the
 // collector needs no clang. `make generate` installs the pinned clang-19 from
 // Debian and runs this; CI checks that it leaves no diff.
-//go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -tags linux -type event -type dns_event -type family -type direction -type end_by -type end_reason -type event_flags -type stat -type record_type -type cgroup_event netflow netflow.c
+//go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -tags linux -type event -type dns_event -type family -type direction -type end_by -type end_reason -type event_flags -type stat -type record_type -type cgroup_event -type tls_event netflow netflow.c
 
 // The same programs for kernels without atomic fetch operations (before
 // Linux 5.12): -DNETFLOW_NO_ATOMICS guards the socket's flags with a

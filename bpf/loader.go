@@ -51,6 +51,10 @@ type Options struct {
 	// DNSPayloadLimit is the most bytes of a DNS message copied to user
 	// space, up to MaxDNSPayload. Zero turns DNS capture off.
 	DNSPayloadLimit int
+	// TLSHelloLimit is the most bytes of a connection's start copied to
+	// user space when it starts like a TLS ClientHello (tls.h), up to
+	// MaxTLSHello. Zero turns TLS server names off.
+	TLSHelloLimit int
 	// IgnoreSelf: this process's sockets yield no records and no DNS
 	// messages (the collector's own exports and lookups).
 	IgnoreSelf bool
@@ -191,6 +195,12 @@ func Load(opts Options) (*Objects, error) {
 	}
 	if err := spec.Variables["dns_payload_limit"].Set(uint32(opts.DNSPayloadLimit)); err != nil {
 		return nil, fmt.Errorf("set DNS payload limit: %w", err)
+	}
+	if opts.TLSHelloLimit < 0 || opts.TLSHelloLimit > MaxTLSHello {
+		return nil, fmt.Errorf("TLS hello limit %d is not within 0..%d", opts.TLSHelloLimit, MaxTLSHello)
+	}
+	if err := spec.Variables["tls_hello_limit"].Set(uint32(opts.TLSHelloLimit)); err != nil {
+		return nil, fmt.Errorf("set TLS hello limit: %w", err)
 	}
 	who, err := whoami(spec)
 	if err != nil {

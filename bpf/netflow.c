@@ -151,6 +151,7 @@ const enum end_reason *unused_end_reason __attribute__((unused));
 const enum event_flags *unused_event_flags __attribute__((unused));
 const enum stat *unused_stat __attribute__((unused));
 const enum record_type *unused_record_type __attribute__((unused));
+const struct tls_event *unused_tls_event __attribute__((unused));
 
 // These use the maps and constants above.
 #include "stats.h"
@@ -158,6 +159,7 @@ const enum record_type *unused_record_type __attribute__((unused));
 #include "dns.h"
 #include "claim.h"
 #include "cgroup.h"
+#include "tls.h"
 
 // handle is the body of the two cgroup_skb programs below, for every packet
 // a socket of the cgroup sends or receives.
@@ -175,6 +177,10 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		emit_dns(skb, &seg, egress);
 	if (seg.proto != IPPROTO_TCP)
 		return PASS;
+	// The first bytes of connections that start like TLS (tls.h); a
+	// SYN's are looked at where it starts the connection, below.
+	if (seg.payload_len && !(seg.flags & (TH_SYN | TH_RST)))
+		tls_segment(skb, &seg, egress);
 
 	// Fast path: data, pure ACKs and SYN-ACKs need no state at all.
 	if (!tcp_flags_matter(seg.flags))
@@ -207,6 +213,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 				// take the owner of the MPTCP socket.
 				if (!st->pid)
 					copy_owner(st, sk, 0);
+				if ((seg.flags & TH_SYN) && !(st->flags & SOCK_IGNORE))
+					tls_start(skb, sk, &seg, egress);
 			}
 		}
 		return PASS;
@@ -236,6 +244,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			flags_restart(st, SOCK_OUTGOING, SOCK_IGNORE);
 			if (!st->pid)
 				copy_owner(st, sk, 1);
+			if (!(st->flags & SOCK_IGNORE))
+				tls_start(skb, sk, &seg, egress);
 		}
 	}
 	return PASS;

@@ -122,6 +122,7 @@ const (
 	netflowRecordTypeRECORD_TCP_END netflowRecordType = 1
 	netflowRecordTypeRECORD_DNS     netflowRecordType = 2
 	netflowRecordTypeRECORD_CGROUP  netflowRecordType = 3
+	netflowRecordTypeRECORD_TLS     netflowRecordType = 4
 )
 
 type netflowSockState struct {
@@ -144,8 +145,43 @@ const (
 	netflowStatSTAT_NO_STORAGE  netflowStat = 1
 	netflowStatSTAT_DNS_LOST    netflowStat = 2
 	netflowStatSTAT_CGROUP_LOST netflowStat = 3
-	netflowStatSTAT_COUNT       netflowStat = 4
+	netflowStatSTAT_TLS_LOST    netflowStat = 4
+	netflowStatSTAT_COUNT       netflowStat = 5
 )
+
+type netflowTlsEvent struct {
+	_          structs.HostLayout
+	Type       uint8
+	Family     uint8
+	Egress     uint8
+	Listener   uint8
+	Netns      uint32
+	Offset     uint32
+	PayloadLen uint32
+	Limit      uint32
+	Pad        uint32
+	TimeNs     uint64
+	Cookie     uint64
+	Saddr      [16]uint8
+	Daddr      [16]uint8
+	Sport      uint16
+	Dport      uint16
+	Pad2       uint32
+}
+
+type netflowTlsScratch struct {
+	_       structs.HostLayout
+	Hdr     netflowTlsEvent
+	Payload [8192]uint8
+}
+
+type netflowTlsSlot struct {
+	_       structs.HostLayout
+	Base    uint32
+	Limit   uint32
+	Started uint32
+	Pad     uint32
+}
 
 // Names of all BPF objects in the ELF.
 //
@@ -157,6 +193,8 @@ const (
 	netflowMapSettledSocks        = "settled_socks"
 	netflowMapSockStates          = "sock_states"
 	netflowMapStats               = "stats"
+	netflowMapTlsScratch          = "tls_scratch"
+	netflowMapTlsSlots            = "tls_slots"
 	netflowProgNetflowAccept      = "netflow_accept"
 	netflowProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
 	netflowProgNetflowEgress      = "netflow_egress"
@@ -172,6 +210,7 @@ const (
 	netflowVarOwnerExe            = "owner_exe"
 	netflowVarSelfTgid            = "self_tgid"
 	netflowVarSettledCache        = "settled_cache"
+	netflowVarTlsHelloLimit       = "tls_hello_limit"
 	netflowVarUnusedCgroupEvent   = "unused_cgroup_event"
 	netflowVarUnusedDirection     = "unused_direction"
 	netflowVarUnusedDnsEvent      = "unused_dns_event"
@@ -182,6 +221,7 @@ const (
 	netflowVarUnusedFamily        = "unused_family"
 	netflowVarUnusedRecordType    = "unused_record_type"
 	netflowVarUnusedStat          = "unused_stat"
+	netflowVarUnusedTlsEvent      = "unused_tls_event"
 	netflowVarWakeupShift         = "wakeup_shift"
 	netflowVarWhoamiNetns         = "whoami_netns"
 	netflowVarWhoamiTgid          = "whoami_tgid"
@@ -251,6 +291,8 @@ type netflowMapSpecs struct {
 	SettledSocks      *ebpf.MapSpec `ebpf:"settled_socks"`
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
+	TlsScratch        *ebpf.MapSpec `ebpf:"tls_scratch"`
+	TlsSlots          *ebpf.MapSpec `ebpf:"tls_slots"`
 }
 
 // netflowVariableSpecs contains global variables before they are loaded into the kernel.
@@ -262,6 +304,7 @@ type netflowVariableSpecs struct {
 	OwnerExe          *ebpf.VariableSpec `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SettledCache      *ebpf.VariableSpec `ebpf:"settled_cache"`
+	TlsHelloLimit     *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
 	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
@@ -272,6 +315,7 @@ type netflowVariableSpecs struct {
 	UnusedFamily      *ebpf.VariableSpec `ebpf:"unused_family"`
 	UnusedRecordType  *ebpf.VariableSpec `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UnusedTlsEvent    *ebpf.VariableSpec `ebpf:"unused_tls_event"`
 	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
 	WhoamiNetns       *ebpf.VariableSpec `ebpf:"whoami_netns"`
 	WhoamiTgid        *ebpf.VariableSpec `ebpf:"whoami_tgid"`
@@ -303,6 +347,8 @@ type netflowMaps struct {
 	SettledSocks      *ebpf.Map `ebpf:"settled_socks"`
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
+	TlsScratch        *ebpf.Map `ebpf:"tls_scratch"`
+	TlsSlots          *ebpf.Map `ebpf:"tls_slots"`
 }
 
 func (m *netflowMaps) Close() error {
@@ -313,6 +359,8 @@ func (m *netflowMaps) Close() error {
 		m.SettledSocks,
 		m.SockStates,
 		m.Stats,
+		m.TlsScratch,
+		m.TlsSlots,
 	)
 }
 
@@ -325,6 +373,7 @@ type netflowVariables struct {
 	OwnerExe          *ebpf.Variable `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
 	SettledCache      *ebpf.Variable `ebpf:"settled_cache"`
+	TlsHelloLimit     *ebpf.Variable `ebpf:"tls_hello_limit"`
 	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`
@@ -335,6 +384,7 @@ type netflowVariables struct {
 	UnusedFamily      *ebpf.Variable `ebpf:"unused_family"`
 	UnusedRecordType  *ebpf.Variable `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.Variable `ebpf:"unused_stat"`
+	UnusedTlsEvent    *ebpf.Variable `ebpf:"unused_tls_event"`
 	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`
 	WhoamiNetns       *ebpf.Variable `ebpf:"whoami_netns"`
 	WhoamiTgid        *ebpf.Variable `ebpf:"whoami_tgid"`

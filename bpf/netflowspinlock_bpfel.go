@@ -51,6 +51,38 @@ type netflowSpinlockSockState struct {
 	Exe [64]int8
 }
 
+type netflowSpinlockTlsScratch struct {
+	_   structs.HostLayout
+	Hdr struct {
+		_          structs.HostLayout
+		Type       uint8
+		Family     uint8
+		Egress     uint8
+		Listener   uint8
+		Netns      uint32
+		Offset     uint32
+		PayloadLen uint32
+		Limit      uint32
+		Pad        uint32
+		TimeNs     uint64
+		Cookie     uint64
+		Saddr      [16]uint8
+		Daddr      [16]uint8
+		Sport      uint16
+		Dport      uint16
+		Pad2       uint32
+	}
+	Payload [8192]uint8
+}
+
+type netflowSpinlockTlsSlot struct {
+	_       structs.HostLayout
+	Base    uint32
+	Limit   uint32
+	Started uint32
+	Pad     uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -61,6 +93,8 @@ const (
 	netflowSpinlockMapSettledSocks        = "settled_socks"
 	netflowSpinlockMapSockStates          = "sock_states"
 	netflowSpinlockMapStats               = "stats"
+	netflowSpinlockMapTlsScratch          = "tls_scratch"
+	netflowSpinlockMapTlsSlots            = "tls_slots"
 	netflowSpinlockProgNetflowAccept      = "netflow_accept"
 	netflowSpinlockProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
 	netflowSpinlockProgNetflowEgress      = "netflow_egress"
@@ -76,6 +110,7 @@ const (
 	netflowSpinlockVarOwnerExe            = "owner_exe"
 	netflowSpinlockVarSelfTgid            = "self_tgid"
 	netflowSpinlockVarSettledCache        = "settled_cache"
+	netflowSpinlockVarTlsHelloLimit       = "tls_hello_limit"
 	netflowSpinlockVarUnusedCgroupEvent   = "unused_cgroup_event"
 	netflowSpinlockVarUnusedDirection     = "unused_direction"
 	netflowSpinlockVarUnusedDnsEvent      = "unused_dns_event"
@@ -86,6 +121,7 @@ const (
 	netflowSpinlockVarUnusedFamily        = "unused_family"
 	netflowSpinlockVarUnusedRecordType    = "unused_record_type"
 	netflowSpinlockVarUnusedStat          = "unused_stat"
+	netflowSpinlockVarUnusedTlsEvent      = "unused_tls_event"
 	netflowSpinlockVarWakeupShift         = "wakeup_shift"
 	netflowSpinlockVarWhoamiNetns         = "whoami_netns"
 	netflowSpinlockVarWhoamiTgid          = "whoami_tgid"
@@ -155,6 +191,8 @@ type netflowSpinlockMapSpecs struct {
 	SettledSocks      *ebpf.MapSpec `ebpf:"settled_socks"`
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
+	TlsScratch        *ebpf.MapSpec `ebpf:"tls_scratch"`
+	TlsSlots          *ebpf.MapSpec `ebpf:"tls_slots"`
 }
 
 // netflowSpinlockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -166,6 +204,7 @@ type netflowSpinlockVariableSpecs struct {
 	OwnerExe          *ebpf.VariableSpec `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SettledCache      *ebpf.VariableSpec `ebpf:"settled_cache"`
+	TlsHelloLimit     *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
 	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
@@ -176,6 +215,7 @@ type netflowSpinlockVariableSpecs struct {
 	UnusedFamily      *ebpf.VariableSpec `ebpf:"unused_family"`
 	UnusedRecordType  *ebpf.VariableSpec `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UnusedTlsEvent    *ebpf.VariableSpec `ebpf:"unused_tls_event"`
 	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
 	WhoamiNetns       *ebpf.VariableSpec `ebpf:"whoami_netns"`
 	WhoamiTgid        *ebpf.VariableSpec `ebpf:"whoami_tgid"`
@@ -207,6 +247,8 @@ type netflowSpinlockMaps struct {
 	SettledSocks      *ebpf.Map `ebpf:"settled_socks"`
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
+	TlsScratch        *ebpf.Map `ebpf:"tls_scratch"`
+	TlsSlots          *ebpf.Map `ebpf:"tls_slots"`
 }
 
 func (m *netflowSpinlockMaps) Close() error {
@@ -217,6 +259,8 @@ func (m *netflowSpinlockMaps) Close() error {
 		m.SettledSocks,
 		m.SockStates,
 		m.Stats,
+		m.TlsScratch,
+		m.TlsSlots,
 	)
 }
 
@@ -229,6 +273,7 @@ type netflowSpinlockVariables struct {
 	OwnerExe          *ebpf.Variable `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
 	SettledCache      *ebpf.Variable `ebpf:"settled_cache"`
+	TlsHelloLimit     *ebpf.Variable `ebpf:"tls_hello_limit"`
 	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`
@@ -239,6 +284,7 @@ type netflowSpinlockVariables struct {
 	UnusedFamily      *ebpf.Variable `ebpf:"unused_family"`
 	UnusedRecordType  *ebpf.Variable `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.Variable `ebpf:"unused_stat"`
+	UnusedTlsEvent    *ebpf.Variable `ebpf:"unused_tls_event"`
 	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`
 	WhoamiNetns       *ebpf.Variable `ebpf:"whoami_netns"`
 	WhoamiTgid        *ebpf.Variable `ebpf:"whoami_tgid"`

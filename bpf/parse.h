@@ -14,6 +14,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "netflow.h"
+#include "tls_slot.h"
 
 // TCP header flags (byte 13 of the header).
 #define TH_FIN 0x01
@@ -59,8 +60,9 @@ static __always_inline int tcp_flags_matter(__u8 flags)
 
 // nothing_to_do says, from the headers in place and without a helper call,
 // that a packet is a TCP segment whose flags do not matter
-// (tcp_flags_matter), and not DNS: the bulk of traffic, which costs nothing
-// more. Anything it cannot tell (IP options, extension headers, headers not
+// (tcp_flags_matter), not DNS, and not among the first bytes of a
+// connection that may start like TLS (tls_slot.h): the bulk of traffic,
+// which costs nothing more. Anything it cannot tell (IP options, extension headers, headers not
 // in the linear area) goes the long way.
 static __always_inline int nothing_to_do(struct __sk_buff *skb, int egress)
 {
@@ -86,7 +88,10 @@ static __always_inline int nothing_to_do(struct __sk_buff *skb, int egress)
 	if (tcp_flags_matter(th[13]))
 		return 0;
 	__u8 *port = egress ? th + 2 : th; // DNS: to port 53, or from it
-	return !(port[0] == 0 && port[1] == 53);
+	if (port[0] == 0 && port[1] == 53)
+		return 0;
+	// The first bytes of a connection, while it may start like TLS.
+	return !tls_wanted(skb, data, th, th == data + 40, egress);
 }
 
 // tcp_fields fills in seg's TCP fields from the first 14 bytes of the TCP

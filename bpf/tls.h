@@ -1,0 +1,209 @@
+// The first bytes of connections that start like a TLS ClientHello, copied
+// into the ring buffer, from which user space takes the server name (SNI)
+// for the records of both sockets (internal/tlshello). Any port: what is
+// looked for is a TLS handshake record, not a port number.
+//
+// Which segments to look at, without state per socket: a table of slots,
+// one per connection side (chosen by a hash of its addresses and ports, and
+// whether the segments leave or arrive), holds the sequence number of the
+// stream's first byte (base) and how many bytes from there are wanted
+// (limit). A connection's SYN sets its slot (on the connecting socket for
+// the bytes it sends, on the listener for the bytes the accepted socket
+// receives); a segment is wanted when seq - base < limit. The first payload
+// segment sets limit to the ClientHello's length when it starts like one
+// (at most tls_hello_limit), else to 0; the segment that reaches the limit
+// sets it to 0. So every other data segment costs the fast path (parse.h)
+// one slot load and a comparison, and sockets that never send TLS keep
+// nothing: the table is all the memory this takes.
+//
+// Two connections whose handshakes overlap in one slot: the later takes it,
+// the earlier gets no name. A segment of another connection that hashes to
+// a wanted slot is looked at only if its sequence number falls within the
+// limit (a chance of about limit / 2^32), and copied only if its bytes
+// start like a ClientHello. Segments that arrive before the stream's first
+// segment (reordered) are not copied: that connection gets no name.
+//
+// TCP Fast Open: the SYN's data is the stream's start. A listener sees it
+// (the accepted socket does not exist yet), so that copy carries the
+// listener's cookie and user space ties it to the accepted socket by its
+// addresses and ports.
+//
+// No loops: this runs the same on every kernel the programs load on (5.10
+// and later), and adds about 150 instructions to each cgroup_skb program.
+
+#pragma once
+
+#include <linux/bpf.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "netflow.h"
+#include "kernel.h"
+#include "parse.h"
+#include "ring.h"
+#include "stats.h"
+#include "tls_slot.h"
+
+// A piece is assembled here, then copied into the ring buffer with its real
+// length.
+struct tls_scratch {
+	struct tls_event hdr;
+	__u8 payload[TLS_HELLO_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tls_scratch);
+} tls_scratch SEC(".maps");
+
+// tls_slot_of_seg is tls_slot_of for a parsed segment.
+static __always_inline struct tls_slot *tls_slot_of_seg(struct segment *seg, int egress)
+{
+	int v6 = seg->family == FAMILY_IPV6;
+	__u32 ports = (__u32)bpf_htons(seg->sport) | (__u32)bpf_htons(seg->dport) << 16;
+	return tls_slot_of(v6 ? seg->saddr[3] : seg->saddr[0], v6 ? seg->daddr[3] : seg->daddr[0], ports,
+			   egress);
+}
+
+// TLS wire values (RFC 8446 5.1, 4).
+#define TLS_RECORD_HANDSHAKE 22
+#define TLS_RECORD_MAX (1 << 14)
+#define TLS_CLIENT_HELLO 1
+
+// tls_start_limit says from the first n (1 to 9) bytes of a stream whether
+// it starts like a ClientHello: a handshake record of version 3.0 to 3.4,
+// 1 to 2^14 bytes long, whose message is a ClientHello. It returns how many
+// bytes of the stream to copy: the record, or tls_hello_limit when the
+// message continues in further records or its length is not among the n
+// bytes; 0 for a stream that is not TLS. internal/tlshello reads the same.
+static __always_inline __u32 tls_start_limit(const __u8 *h, __u32 n)
+{
+	if (h[0] != TLS_RECORD_HANDSHAKE)
+		return 0;
+	if (n >= 2 && h[1] != 3)
+		return 0;
+	if (n >= 3 && h[2] > 4)
+		return 0;
+	__u32 limit = tls_hello_limit;
+	if (n < 5)
+		return limit;
+	__u32 reclen = (__u32)h[3] << 8 | h[4];
+	if (reclen == 0 || reclen > TLS_RECORD_MAX)
+		return 0;
+	if (n >= 6 && h[5] != TLS_CLIENT_HELLO)
+		return 0;
+	if (n >= 9) {
+		__u32 msglen = (__u32)h[6] << 16 | (__u32)h[7] << 8 | h[8];
+		if (msglen + 4 <= reclen && reclen + 5 < limit)
+			limit = reclen + 5;
+	}
+	return limit;
+}
+
+// tls_emit copies the first n bytes (1 to TLS_HELLO_MAX) of the segment's
+// payload, which are bytes offset on of the stream, into the ring buffer.
+static __always_inline void tls_emit(struct __sk_buff *skb, struct segment *seg, int egress,
+				     __u32 offset, __u32 n, __u32 limit, int listener, __u32 netns)
+{
+	// The verifier wants a length it can bound without tracking the
+	// caller's.
+	n = ((n - 1) & (TLS_HELLO_MAX - 1)) + 1;
+	__u32 zero = 0;
+	struct tls_scratch *t = bpf_map_lookup_elem(&tls_scratch, &zero);
+	if (!t)
+		return;
+	if (bpf_skb_load_bytes(skb, seg->payload_off, t->payload, n)) {
+		count(STAT_TLS_LOST);
+		return;
+	}
+	struct tls_event *h = &t->hdr;
+	h->type = RECORD_TLS;
+	h->family = seg->family;
+	h->egress = egress;
+	h->listener = listener;
+	h->netns = netns;
+	h->offset = offset;
+	h->payload_len = n;
+	h->limit = limit;
+	h->time_ns = bpf_ktime_get_ns();
+	h->cookie = bpf_get_socket_cookie(skb);
+	__builtin_memcpy(h->saddr, seg->saddr, sizeof(h->saddr));
+	__builtin_memcpy(h->daddr, seg->daddr, sizeof(h->daddr));
+	h->sport = seg->sport;
+	h->dport = seg->dport;
+	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (bpf_ringbuf_output(&events, t, sizeof(*h) + n,
+			       wakeup_flag(pending, sizeof(*h) + n, wakeup_shift)))
+		count(STAT_TLS_LOST);
+}
+
+// tls_piece looks at a segment whose payload starts offset bytes into the
+// stream that slot s follows: the stream's first segment decides whether it
+// is TLS and how much of it to copy; later ones are copied up to that.
+static __always_inline void tls_piece(struct __sk_buff *skb, struct segment *seg, int egress,
+				      struct tls_slot *s, __u32 offset, int listener, __u32 netns)
+{
+	__u32 limit = s->limit;
+	if (offset >= limit || seg->payload_len == 0)
+		return;
+	if (offset == 0) {
+		__u8 h[16] = {};
+		__u32 n = seg->payload_len < 9 ? seg->payload_len : 9;
+		if (bpf_skb_load_bytes(skb, seg->payload_off, h, ((n - 1) & 15) + 1))
+			return;
+		limit = tls_start_limit(h, n);
+		if (!limit) {
+			s->limit = 0; // not TLS: the fast path from now on
+			return;
+		}
+		s->started = 1;
+	} else if (!s->started) {
+		return; // before the stream's first segment
+	}
+	__u32 n = limit - offset;
+	if (n > seg->payload_len)
+		n = seg->payload_len;
+	// The last piece wanted: the fast path from now on.
+	s->limit = seg->payload_len >= limit - offset ? 0 : limit;
+	tls_emit(skb, seg, egress, offset, n, limit, listener, netns);
+}
+
+// tls_segment is the slow path's look at a TCP segment with payload that
+// is not a SYN: copied if its slot wants it.
+static __always_inline void tls_segment(struct __sk_buff *skb, struct segment *seg, int egress)
+{
+	if (!tls_hello_limit)
+		return;
+	struct tls_slot *s = tls_slot_of_seg(seg, egress);
+	if (s)
+		tls_piece(skb, seg, egress, s, seg->seq - s->base, 0, 0);
+}
+
+// tls_start follows a connection that a SYN starts: sent by a connecting
+// socket (egress), or arriving at a listener (sk). Data in the SYN (TCP Fast
+// Open) is the stream's start; on a listener it is copied with the
+// listener's cookie and the network namespace, by which user space finds
+// the accepted socket.
+static __always_inline void tls_start(struct __sk_buff *skb, struct bpf_sock *sk,
+				      struct segment *seg, int egress)
+{
+	if (!tls_hello_limit)
+		return;
+	struct tls_slot *s = tls_slot_of_seg(seg, egress);
+	if (!s)
+		return;
+	s->base = seg->seq + 1; // the SYN takes one sequence number
+	s->limit = tls_hello_limit;
+	s->started = 0;
+	if (!seg->payload_len)
+		return;
+	__u32 netns = 0;
+	if (!egress) {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+		netns = tp ? netns_of_sock(&tp->inet_conn.icsk_inet.sk) : netns_of(skb);
+	}
+	tls_piece(skb, seg, egress, s, 0, !egress, netns);
+}
