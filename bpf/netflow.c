@@ -214,7 +214,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 				if (!st->pid)
 					copy_owner(st, sk, 0);
 				if ((seg.flags & TH_SYN) && !(st->flags & SOCK_IGNORE))
-					tls_start(skb, sk, &seg, egress);
+					tls_start(skb, &seg, egress);
 			}
 		}
 		return PASS;
@@ -245,7 +245,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			if (!st->pid)
 				copy_owner(st, sk, 1);
 			if (!(st->flags & SOCK_IGNORE))
-				tls_start(skb, sk, &seg, egress);
+				tls_start(skb, &seg, egress);
 		}
 	}
 	return PASS;

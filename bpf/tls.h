@@ -106,7 +106,7 @@ static __always_inline __u32 tls_start_limit(const __u8 *h, __u32 n)
 // tls_emit copies the first n bytes (1 to TLS_HELLO_MAX) of the segment's
 // payload, which are bytes offset on of the stream, into the ring buffer.
 static __always_inline void tls_emit(struct __sk_buff *skb, struct segment *seg, int egress,
-				     __u32 offset, __u32 n, __u32 limit, int listener, __u32 netns)
+				     __u32 offset, __u32 n, __u32 limit, int listener)
 {
 	// The verifier wants a length it can bound without tracking the
 	// caller's.
@@ -124,7 +124,10 @@ static __always_inline void tls_emit(struct __sk_buff *skb, struct segment *seg,
 	h->family = seg->family;
 	h->egress = egress;
 	h->listener = listener;
-	h->netns = netns;
+	// The TCP socket's namespace, as end records have it (claim.h).
+	struct bpf_sock *sk = skb->sk;
+	struct tcp_sock *tp = sk ? bpf_skc_to_tcp_sock(sk) : 0;
+	h->netns = tp ? netns_of_sock(&tp->inet_conn.icsk_inet.sk) : netns_of(skb);
 	h->offset = offset;
 	h->payload_len = n;
 	h->limit = limit;
@@ -144,7 +147,7 @@ static __always_inline void tls_emit(struct __sk_buff *skb, struct segment *seg,
 // stream that slot s follows: the stream's first segment decides whether it
 // is TLS and how much of it to copy; later ones are copied up to that.
 static __always_inline void tls_piece(struct __sk_buff *skb, struct segment *seg, int egress,
-				      struct tls_slot *s, __u32 offset, int listener, __u32 netns)
+				      struct tls_slot *s, __u32 offset, int listener)
 {
 	__u32 limit = s->limit;
 	if (offset >= limit || seg->payload_len == 0)
@@ -168,7 +171,7 @@ static __always_inline void tls_piece(struct __sk_buff *skb, struct segment *seg
 		n = seg->payload_len;
 	// The last piece wanted: the fast path from now on.
 	s->limit = seg->payload_len >= limit - offset ? 0 : limit;
-	tls_emit(skb, seg, egress, offset, n, limit, listener, netns);
+	tls_emit(skb, seg, egress, offset, n, limit, listener);
 }
 
 // tls_segment is the slow path's look at a TCP segment with payload that
@@ -179,16 +182,15 @@ static __always_inline void tls_segment(struct __sk_buff *skb, struct segment *s
 		return;
 	struct tls_slot *s = tls_slot_of_seg(seg, egress);
 	if (s)
-		tls_piece(skb, seg, egress, s, seg->seq - s->base, 0, 0);
+		tls_piece(skb, seg, egress, s, seg->seq - s->base, 0);
 }
 
 // tls_start follows a connection that a SYN starts: sent by a connecting
 // socket (egress), or arriving at a listener (sk). Data in the SYN (TCP Fast
 // Open) is the stream's start; on a listener it is copied with the
-// listener's cookie and the network namespace, by which user space finds
-// the accepted socket.
-static __always_inline void tls_start(struct __sk_buff *skb, struct bpf_sock *sk,
-				      struct segment *seg, int egress)
+// listener's cookie, and user space finds the accepted socket by the
+// network namespace, addresses and ports.
+static __always_inline void tls_start(struct __sk_buff *skb, struct segment *seg, int egress)
 {
 	if (!tls_hello_limit)
 		return;
@@ -198,12 +200,6 @@ static __always_inline void tls_start(struct __sk_buff *skb, struct bpf_sock *sk
 	s->base = seg->seq + 1; // the SYN takes one sequence number
 	s->limit = tls_hello_limit;
 	s->started = 0;
-	if (!seg->payload_len)
-		return;
-	__u32 netns = 0;
-	if (!egress) {
-		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-		netns = tp ? netns_of_sock(&tp->inet_conn.icsk_inet.sk) : netns_of(skb);
-	}
-	tls_piece(skb, seg, egress, s, 0, !egress, netns);
+	if (seg->payload_len)
+		tls_piece(skb, seg, egress, s, 0, !egress);
 }

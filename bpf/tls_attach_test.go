@@ -186,8 +186,13 @@ func TestTLSPiecesOfRealConnections(t *testing.T) {
 				ps := got.byCookie[side.cookie]
 				t.Logf("%s: pieces (offset, bytes) %v", side.name, offsets(ps))
 				require.GreaterOrEqual(t, len(ps), tt.minPieces, "%s: pieces %v", side.name, offsets(ps))
+				netns := testnet.HostInode()
+				if side.ns != nil {
+					netns = side.ns.Inode()
+				}
 				for _, p := range ps {
 					assert.Equal(t, side.egress, p.Egress, side.name)
+					assert.Equal(t, netns, p.Netns, side.name)
 				}
 				n, done := name(ps...)
 				assert.True(t, done, side.name)

@@ -88,7 +88,7 @@ func TestTestRunTLS(t *testing.T) {
 			{egress, 0, tp.SYN, nil, nil},
 			{egress, 1, data, small, []piece{{0, len(small), small}}},
 			{egress, 1 + uint32(len(small)), data, []byte("more"), nil}, // past the ClientHello
-			{egress, 1, data, small, nil},                                // a retransmission: all was copied
+			{egress, 1, data, small, nil},                               // a retransmission: all was copied
 		}},
 		{"three segments, ipv6", v6a, v6b, []step{
 			{egress, 0, tp.SYN, nil, nil},
