@@ -182,7 +182,8 @@ func TestTLSPiecesOfRealConnections(t *testing.T) {
 				name   string
 				cookie uint64
 				egress bool
-			}{{"client", client, true}, {"server", server, false}} {
+				ns     *testnet.Netns
+			}{{"client", client, true, tt.client}, {"server", server, false, tt.server}} {
 				ps := got.byCookie[side.cookie]
 				t.Logf("%s: pieces (offset, bytes) %v", side.name, offsets(ps))
 				require.GreaterOrEqual(t, len(ps), tt.minPieces, "%s: pieces %v", side.name, offsets(ps))
