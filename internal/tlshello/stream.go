@@ -92,3 +92,6 @@ func (s *Stream) insert(sp span) {
 	}
 	s.spans = out
 }
+
+// Result is what Add last returned: the name, and whether it is known.
+func (s *Stream) Result() (name string, done bool) { return s.name, s.done }
