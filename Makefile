@@ -14,9 +14,10 @@ CLANG            := clang-19
 CLANG_VERSION    := 19.1.7
 
 # How long make test fuzzes each fuzz target (make fuzz: 5m each, unless
-# FUZZTIME is given): FuzzObserve (the DNS parse path), FuzzDecode (the ring
-# buffer record decoders) and FuzzPrograms (the kernel programs under
-# BPF_PROG_TEST_RUN; needs root). go test -fuzz takes one target at a time.
+# FUZZTIME is given): FuzzObserve (the DNS parse path), FuzzServerName (the
+# TLS ClientHello parse path), FuzzDecode (the ring buffer record decoders)
+# and FuzzPrograms (the kernel programs under BPF_PROG_TEST_RUN, TLS pieces
+# included; needs root). go test -fuzz takes one target at a time.
 FUZZTIME ?= 15s
 fuzz-run = $(GO) test -run '^$$' -fuzz '^$(1)$$' -fuzztime $(FUZZTIME) $(2)
 
@@ -83,17 +84,19 @@ generate: $(MDATAGEN)
 # module's (test/: end-to-end, deploy, bench, soak and VM tools).
 # Privileged tests need root; under CI=true they fail instead of skipping
 # without it. The end-to-end test runs the built binary; the DNS tests run
-# dnsmasq (from dnsmasq-base: the binary, no service). As root it also
+# dnsmasq (from dnsmasq-base: the binary, no service); the TLS tests run
+# openssl (s_server, s_client) and curl. As root it also
 # builds the image and runs it with podman and runc.
 IS_ROOT := $(filter 0,$(shell id -u))
 TEST_ENV = NETFLOWTCPEND_BINARY=$(BINARY) $(if $(IS_ROOT),NETFLOWTCPEND_IMAGE=$(IMAGE_ARCHIVE))
 test: build $(if $(IS_ROOT),image)
-	@./scripts/ensure-packages.sh --best-effort dnsmasq-base $(if $(IS_ROOT),podman runc)
+	@./scripts/ensure-packages.sh --best-effort dnsmasq-base openssl curl $(if $(IS_ROOT),podman runc)
 	$(GO) vet ./...
 	cd test && $(GO) vet ./...
 	$(TEST_ENV) $(GO) test -count=1 -timeout 15m ./...
 	cd test && $(TEST_ENV) $(GO) test -count=1 -timeout 15m ./...
 	$(call fuzz-run,FuzzObserve,./internal/dnscache/)
+	$(call fuzz-run,FuzzServerName,./internal/tlshello/)
 	$(call fuzz-run,FuzzDecode,./bpf/)
 	$(call fuzz-run,FuzzPrograms,./bpf/)
 
@@ -101,6 +104,7 @@ test: build $(if $(IS_ROOT),image)
 fuzz: FUZZTIME = 5m
 fuzz:
 	$(call fuzz-run,FuzzObserve,./internal/dnscache/)
+	$(call fuzz-run,FuzzServerName,./internal/tlshello/)
 	$(call fuzz-run,FuzzDecode,./bpf/)
 	$(call fuzz-run,FuzzPrograms,./bpf/)
 
