@@ -46,6 +46,9 @@ func TestLoadConfig(t *testing.T) {
 	dnsOff.DNS.Enabled = false
 	dnsOff.DNS.MaxNames = 0 // not checked while DNS is off
 
+	tlsOff := flowreceiver.DefaultConfig()
+	tlsOff.TLS.Enabled = false
+
 	tests := []struct {
 		id      string
 		want    *Config
@@ -54,6 +57,8 @@ func TestLoadConfig(t *testing.T) {
 		{id: "", want: flowreceiver.DefaultConfig()},
 		{id: "custom", want: custom},
 		{id: "dns_off", want: dnsOff},
+		{id: "tls_off", want: tlsOff},
+		{id: "tls_scalar", wantErr: "'tls' expected a map or struct, got \"bool\""},
 		{id: "filters", want: filters},
 		{id: "attributes", want: lean},
 		{id: "attributes_bad", wantErr: `attributes.exclude: "source.port" is a field of the event itself and cannot be left out` + "\n" +

@@ -48,6 +48,8 @@ const (
 	AttrSocketCookie       = "netflow.socket.cookie"
 	AttrCgroupID           = "netflow.cgroup.id"
 	AttrNetns              = "netflow.netns"
+	AttrTLSServerName      = "netflow.tls.server_name"
+	AttrPeerName           = "netflow.peer.name"
 )
 
 // attribute is one attribute a record can carry, in the order records
@@ -91,6 +93,8 @@ const (
 	attrSocketCookie
 	attrCgroupID
 	attrNetns
+	attrTLSServerName
+	attrPeerName
 
 	// numAttributes is the most attributes one record carries, so that a
 	// record's attribute map is allocated once.
@@ -114,6 +118,7 @@ var attributeKeys = [numAttributes]string{
 	attrSegmentsSent: AttrSegmentsSent, attrSegmentsReceived: AttrSegmentsReceived,
 	attrRTT: AttrRTT, attrRetransmissions: AttrRetransmissions,
 	attrSocketCookie: AttrSocketCookie, attrCgroupID: AttrCgroupID, attrNetns: AttrNetns,
+	attrTLSServerName: AttrTLSServerName, attrPeerName: AttrPeerName,
 }
 
 // coreAttributes are the fields of the event this receiver reimplements

@@ -42,6 +42,11 @@ type readLoop struct {
 	drained  bool              // the last read emptied the ring
 	dnsMsg   bpf.DNSMessage
 	newCg    bpf.CgroupCreated
+	tlsPiece bpf.TLSPiece
+
+	// Server names from TLS ClientHellos, until their socket's end; nil
+	// when TLS is off.
+	tls *tlsNames
 
 	// Sockets open before Start, until their record comes.
 	preexisting *sockscan.Table
@@ -65,6 +70,9 @@ func newReadLoop(r *Receiver, objs *bpf.Objects, rd *ringbuf.Reader, preexisting
 		batch:      newBatch(r.hostName, r.cfg.MaxBatchSize),
 		cgroupInfo: map[uint64]cgroupInfo{},
 		drained:    true,
+	}
+	if r.cfg.TLS.Enabled {
+		l.tls = newTLSNames()
 	}
 	l.conv.attrs = r.cfg.Attributes.set()
 	l.conv.capacity = l.conv.attrs.count()
@@ -151,6 +159,10 @@ func (l *readLoop) add(raw []byte) {
 		if err = l.newCg.Decode(raw); err == nil {
 			l.learnCgroup()
 		}
+	case bpf.RecordTLS:
+		if err = l.tlsPiece.Decode(raw); err == nil && l.tls != nil {
+			l.tls.observe(&l.tlsPiece)
+		}
 	default:
 		err = fmt.Errorf("unknown record type %d", bpf.TypeOf(raw))
 	}
@@ -168,6 +180,11 @@ func (l *readLoop) addRecord() {
 	if e.StartNs == 0 && e.Direction == bpf.DirectionUnknown && !l.completePreexisting(e) {
 		return // the collector's own, from before start
 	}
+	// Taken before the filters: a socket's name goes with its end.
+	var sni tlsName
+	if l.tls != nil {
+		sni, _ = l.tls.take(e)
+	}
 	cg := l.cgroup(e.CgroupID)
 	if !l.r.filters.keep(e, cg.path) {
 		l.r.telemetry.NetflowtcpendRecordsFiltered.Add(context.Background(), 1)
@@ -183,7 +200,7 @@ func (l *readLoop) addRecord() {
 		dstNames = l.r.dns.Names(netns, e.Destination.Addr(), e.StartNs, e.TimeNs)
 	}
 	lrs := l.batch.records(cg.container)
-	l.conv.append(lrs, e, srcNames, dstNames, l.now)
+	l.conv.append(lrs, e, srcNames, dstNames, sni, l.now)
 	l.batch.len++
 }
 

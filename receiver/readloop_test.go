@@ -61,7 +61,7 @@ func withOneRecord(r *Receiver) *readLoop {
 		Source: netip.MustParseAddrPort("10.0.0.1:1"), Destination: netip.MustParseAddrPort("10.0.0.2:2"),
 		EndBy: bpf.EndByLocal, EndReason: bpf.EndFIN,
 	}
-	l.conv.append(l.batch.records(""), &e, nil, nil, 0)
+	l.conv.append(l.batch.records(""), &e, nil, nil, tlsName{}, 0)
 	l.batch.len++
 	return l
 }

@@ -108,6 +108,9 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	if r.dns != nil {
 		opts.DNSPayloadLimit = r.cfg.DNS.PayloadLimit
 	}
+	if r.cfg.TLS.Enabled {
+		opts.TLSHelloLimit = bpf.MaxTLSHello
+	}
 	objs, err := bpf.Load(opts)
 	if err != nil {
 		return err
