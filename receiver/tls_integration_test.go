@@ -1,0 +1,435 @@
+//go:build linux
+
+package receiver
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/plog"
+	"golang.org/x/sys/unix"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testhello"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
+)
+
+// Real TLS clients (Go's crypto/tls, curl, openssl s_client) against real
+// TLS servers (crypto/tls, openssl s_server) with certificates made here,
+// all in the test cgroup, no DNS anywhere (curl --resolve): both sockets'
+// records carry the server name the client sent, and connections without
+// one carry none.
+
+// tlsSide is what a record of a test connection says about TLS.
+type tlsSide struct {
+	serverName, peerName string // "": absent
+	netType              string
+}
+
+// tlsSides returns the TLS attributes of the records of connections to
+// port: the clients' (outgoing) and the servers' (incoming).
+func (h *harness) tlsSides(port int) (clients, servers []tlsSide) {
+	h.eachRecord(func(_ pcommon.Resource, lr plog.LogRecord) {
+		a := lr.Attributes().AsRaw()
+		str := func(k string) string { s, _ := a[k].(string); return s }
+		if p, _ := a[AttrServerPort].(int64); int(p) != port {
+			return
+		}
+		side := tlsSide{serverName: str(AttrTLSServerName), peerName: str(AttrPeerName), netType: str(AttrNetworkType)}
+		if str(AttrDirection) == "outgoing" {
+			clients = append(clients, side)
+		} else {
+			servers = append(servers, side)
+		}
+	})
+	return clients, servers
+}
+
+// need returns the path of a program the tests need; make test installs it.
+func need(t *testing.T, name, pkg string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if testenv.InCI() {
+			t.Fatalf("%s is missing; make test installs it (Debian package %s)", name, pkg)
+		}
+		t.Skipf("skipping: %s is not installed (make test installs %s)", name, pkg)
+	}
+	return p
+}
+
+// goServer is a crypto/tls server in the cgroup on addr: it answers each
+// connection's first line, then closes. It returns its port.
+func goServer(t *testing.T, h *harness, addr netip.AddrPort, cert testhello.Cert) int {
+	t.Helper()
+	var ln *net.TCPListener
+	h.cg.Run(t, func() {
+		var err error
+		ln, err = testnet.Listen(addr)
+		require.NoError(t, err)
+	})
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
+				_ = s.SetDeadline(time.Now().Add(5 * time.Second))
+				if s.Handshake() != nil {
+					return
+				}
+				line, _ := bufio.NewReader(s).ReadString('\n')
+				_, _ = io.WriteString(s, line)
+			}()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// opensslServer is openssl s_server in the cgroup on a free port of host
+// ("127.0.0.1" or "::1"), answering HTTP with a status page (-www). It
+// returns the port.
+func opensslServer(t *testing.T, h *harness, host string, cert testhello.Cert, args ...string) int {
+	t.Helper()
+	bin := need(t, "openssl", "openssl")
+	port := freePort(t, host)
+	cmd := exec.Command(bin, append([]string{"s_server", "-accept", net.JoinHostPort(host, strconv.Itoa(port)),
+		"-cert", cert.CertFile, "-key", cert.KeyFile, "-www"}, args...)...)
+	out, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	h.cg.Run(t, func() { require.NoError(t, cmd.Start()) })
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	// It says ACCEPT once it listens.
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		ok := false
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "ACCEPT") && !ok {
+				ok = true
+				ready <- true
+			}
+		}
+		if !ok {
+			ready <- false
+		}
+	}()
+	select {
+	case ok := <-ready:
+		require.True(t, ok, "openssl s_server did not start: %s", &stderr)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("openssl s_server did not start: %s", &stderr)
+	}
+	return port
+}
+
+func freePort(t *testing.T, host string) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	require.NoError(t, err)
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// inCgroup runs a client program in the cgroup and waits for it.
+func inCgroup(t *testing.T, h *harness, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Stdin = strings.NewReader("")
+	h.cg.Run(t, func() { require.NoError(t, cmd.Start()) })
+	require.NoError(t, cmd.Wait(), "%s %s: %s", name, strings.Join(args, " "), &out)
+	return out.String()
+}
+
+// goClient makes one crypto/tls connection to addr from the cgroup,
+// sending serverName, with its ClientHello written in pieces parts.
+func goClient(t *testing.T, h *harness, addr netip.AddrPort, serverName string, pieces int, cfg *tls.Config) {
+	t.Helper()
+	var raw *net.TCPConn
+	h.cg.Run(t, func() {
+		var err error
+		raw, err = testnet.Dial(addr)
+		require.NoError(t, err)
+	})
+	defer raw.Close()
+	c := cfg.Clone()
+	c.ServerName, c.InsecureSkipVerify = serverName, true
+	conn := tls.Client(&testhello.SplitConn{TCPConn: raw, Pieces: pieces}, c)
+	require.NoError(t, conn.SetDeadline(time.Now().Add(5*time.Second)))
+	require.NoError(t, conn.Handshake())
+	_, err := io.WriteString(conn, "hello\n")
+	require.NoError(t, err)
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "hello\n", line)
+	require.NoError(t, conn.Close())
+}
+
+// rawClient writes stream from the cgroup to addr in pieces parts, reads
+// what comes back until the server closes or a second passes, and closes.
+func rawClient(t *testing.T, h *harness, addr netip.AddrPort, stream []byte, pieces int) {
+	t.Helper()
+	var raw *net.TCPConn
+	h.cg.Run(t, func() {
+		var err error
+		raw, err = testnet.Dial(addr)
+		require.NoError(t, err)
+	})
+	defer raw.Close()
+	_, err := (&testhello.SplitConn{TCPConn: raw, Pieces: pieces}).Write(stream)
+	require.NoError(t, err)
+	_ = raw.SetReadDeadline(time.Now().Add(time.Second))
+	_, _ = io.Copy(io.Discard, raw)
+}
+
+func TestTLSServerNameFromRealClients(t *testing.T) {
+	curl := need(t, "curl", "curl")
+	openssl := need(t, "openssl", "openssl")
+	h := newHarness(t)
+	h.startWith(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond,
+		TLS: TLSConfig{Enabled: true}})
+	cert := testhello.NewCert(t, "www.example.com", "127.0.0.1", "::1")
+	loop4, loop6 := netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()
+	tls12 := &tls.Config{MaxVersion: tls.VersionTLS12}
+	tls13 := &tls.Config{MinVersion: tls.VersionTLS13}
+	// SNI in the last of three segments: a ClientHello as browsers make
+	// them (post-quantum key share, extensions in another order).
+	late := testhello.Hello{ServerName: "late.example.com", KeyShareLen: 1216, Padding: 200, ServerNameLast: true}.Bytes()
+
+	type tlsCase struct {
+		name    string
+		run     func(t *testing.T) int // makes the connection; returns the server's port
+		want    string                 // the server name on both records; "": none
+		netType string
+	}
+	cases := []tlsCase{
+		{"crypto/tls to crypto/tls, TLS 1.3, IPv4", func(t *testing.T) int {
+			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
+			goClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), "go13.example.com", 1, tls13)
+			return port
+		}, "go13.example.com", "ipv4"},
+		{"crypto/tls to crypto/tls, TLS 1.2, IPv6", func(t *testing.T) int {
+			port := goServer(t, h, netip.AddrPortFrom(loop6, 0), cert)
+			goClient(t, h, netip.AddrPortFrom(loop6, uint16(port)), "go12.example.com", 1, tls12)
+			return port
+		}, "go12.example.com", "ipv6"},
+		{"crypto/tls, ClientHello in three segments", func(t *testing.T) int {
+			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
+			goClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), "split.example.com", 3, &tls.Config{})
+			return port
+		}, "split.example.com", "ipv4"},
+		{"IPv4 to a dual-stack listener", func(t *testing.T) int {
+			port := goServer(t, h, netip.MustParseAddrPort("[::]:0"), cert)
+			goClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), "dual.example.com", 1, &tls.Config{})
+			return port
+		}, "dual.example.com", "ipv4"},
+		{"curl --resolve, TLS 1.3, IPv4", func(t *testing.T) int {
+			port := opensslServer(t, h, "127.0.0.1", cert)
+			inCgroup(t, h, curl, "-sSk", "--tlsv1.3", "-o", "/dev/null",
+				"--resolve", fmt.Sprintf("curl13.example.com:%d:127.0.0.1", port), fmt.Sprintf("https://curl13.example.com:%d/", port))
+			return port
+		}, "curl13.example.com", "ipv4"},
+		{"curl --resolve, TLS 1.2, IPv6", func(t *testing.T) int {
+			port := opensslServer(t, h, "::1", cert)
+			inCgroup(t, h, curl, "-sSk", "--tlsv1.2", "--tls-max", "1.2", "-o", "/dev/null",
+				"--resolve", fmt.Sprintf("curl12.example.com:%d:[::1]", port), fmt.Sprintf("https://curl12.example.com:%d/", port))
+			return port
+		}, "curl12.example.com", "ipv6"},
+		{"openssl s_client -servername, TLS 1.3, IPv6", func(t *testing.T) int {
+			port := goServer(t, h, netip.AddrPortFrom(loop6, 0), cert)
+			inCgroup(t, h, openssl, "s_client", "-connect", fmt.Sprintf("[::1]:%d", port), "-servername", "sclient13.example.com", "-tls1_3", "-brief")
+			return port
+		}, "sclient13.example.com", "ipv6"},
+		{"openssl s_client -servername, TLS 1.2, IPv4, to s_server", func(t *testing.T) int {
+			port := opensslServer(t, h, "127.0.0.1", cert)
+			inCgroup(t, h, openssl, "s_client", "-connect", fmt.Sprintf("127.0.0.1:%d", port), "-servername", "sclient12.example.com", "-tls1_2", "-brief")
+			return port
+		}, "sclient12.example.com", "ipv4"},
+		{"a browser-like ClientHello, the name in the third segment, to s_server", func(t *testing.T) int {
+			port := opensslServer(t, h, "127.0.0.1", cert)
+			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), late, 3)
+			return port
+		}, "late.example.com", "ipv4"},
+
+		// Negatives: no name, and no error.
+		{"crypto/tls to an IP address: no SNI", func(t *testing.T) int {
+			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
+			goClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), "127.0.0.1", 1, &tls.Config{})
+			return port
+		}, "", "ipv4"},
+		{"openssl s_client -noservername", func(t *testing.T) int {
+			port := opensslServer(t, h, "127.0.0.1", cert)
+			inCgroup(t, h, openssl, "s_client", "-connect", fmt.Sprintf("127.0.0.1:%d", port), "-noservername", "-brief")
+			return port
+		}, "", "ipv4"},
+		{"plaintext HTTP to s_server", func(t *testing.T) int {
+			port := opensslServer(t, h, "127.0.0.1", cert)
+			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), []byte("GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n"), 1)
+			return port
+		}, "", "ipv4"},
+		{"garbage that starts like TLS", func(t *testing.T) int {
+			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
+			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), append([]byte{22, 3, 1, 0, 200, 1, 0, 0, 196}, bytes.Repeat([]byte{0xff}, 200)...), 1)
+			return port
+		}, "", "ipv4"},
+		{"extension lengths that lie", func(t *testing.T) int {
+			port := goServer(t, h, netip.AddrPortFrom(loop6, 0), cert)
+			bad := testhello.Hello{ServerName: "lie.example.com"}.Bytes()
+			bad[bytes.Index(bad, []byte("lie.example.com"))-2] = 0xff // the host name's length, past its list
+			rawClient(t, h, netip.AddrPortFrom(loop6, uint16(port)), bad, 1)
+			return port
+		}, "", "ipv6"},
+		{"a truncated ClientHello", func(t *testing.T) int {
+			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
+			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), late[:700], 2)
+			return port
+		}, "", "ipv4"},
+		{"a name of 256 bytes", func(t *testing.T) int {
+			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
+			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), testhello.Hello{ServerName: strings.Repeat("a", 256)}.Bytes(), 1)
+			return port
+		}, "", "ipv4"},
+	}
+	long := strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 63) + "." + strings.Repeat("e", 63)
+	cases = append(cases, tlsCase{"a name of 255 bytes", func(t *testing.T) int {
+		port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
+		rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), testhello.Hello{ServerName: long}.Bytes(), 1)
+		return port
+	}, long, "ipv4"})
+
+	ports := map[string]int{}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) { ports[c.name] = c.run(t) })
+	}
+	time.Sleep(200 * time.Millisecond) // the servers' ends
+	h.stop()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			port, ok := ports[c.name]
+			require.True(t, ok, "the connection was not made")
+			clients, servers := h.tlsSides(port)
+			require.NotEmpty(t, clients, "the client's record")
+			require.NotEmpty(t, servers, "the server's record")
+			for _, s := range clients {
+				assert.Equal(t, c.want, s.serverName, "client")
+				// The client sent the name: it is its peer's.
+				assert.Equal(t, c.want, s.peerName, "client's peer name")
+				assert.Equal(t, c.netType, s.netType)
+			}
+			for _, s := range servers {
+				assert.Equal(t, c.want, s.serverName, "server")
+				assert.Empty(t, s.peerName, "the name is the server's own, not its peer's")
+			}
+		})
+	}
+}
+
+// TCP Fast Open: the second connection carries the ClientHello in its SYN,
+// which the listener sees before the accepted socket exists; both records
+// still carry the name.
+func TestTLSServerNameWithFastOpen(t *testing.T) {
+	h := newHarness(t)
+	h.startWith(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond,
+		TLS: TLSConfig{Enabled: true}})
+	ns := testnet.NewNetns(t)
+	require.NoError(t, ns.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/tcp_fastopen", []byte("3"), 0o644)
+	}))
+	cert := testhello.NewCert(t, "tfo.example.com")
+	var ln net.Listener
+	h.cg.Run(t, func() {
+		require.NoError(t, ns.Do(func() (err error) {
+			lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+				return setIntOpt(c, unix.IPPROTO_TCP, unix.TCP_FASTOPEN, 16)
+			}}
+			lc.SetMultipathTCP(false)
+			ln, err = lc.Listen(t.Context(), "tcp4", "127.0.0.1:0")
+			return err
+		}))
+	})
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
+				_ = s.SetDeadline(time.Now().Add(5 * time.Second))
+				_ = s.Handshake()
+				_, _ = io.Copy(io.Discard, s)
+			}()
+		}
+	}()
+	// synData says whether the server took the data in the SYN.
+	synData := func(conn net.Conn) bool {
+		raw, err := conn.(*net.TCPConn).SyscallConn()
+		require.NoError(t, err)
+		var info *unix.TCPInfo
+		require.NoError(t, raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }))
+		require.NoError(t, err)
+		const tcpiOptSYNData = 0x20 // TCPI_OPT_SYN_DATA
+		return info.Options&tcpiOptSYNData != 0
+	}
+	dial := func(name string) bool {
+		var conn net.Conn
+		h.cg.Run(t, func() {
+			require.NoError(t, ns.Do(func() (err error) {
+				d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+					return setIntOpt(c, unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT, 1)
+				}}
+				conn, err = d.Dial("tcp4", ln.Addr().String())
+				return err
+			}))
+		})
+		c := tls.Client(conn, &tls.Config{ServerName: name, InsecureSkipVerify: true})
+		require.NoError(t, c.SetDeadline(time.Now().Add(5*time.Second)))
+		require.NoError(t, c.Handshake())
+		inSYN := synData(conn)
+		require.NoError(t, c.Close())
+		return inSYN
+	}
+	require.False(t, dial("first.example.com"), "the first connection fetches the Fast Open cookie")
+	require.True(t, dial("tfo.example.com"), "the second one's ClientHello rides in the SYN")
+	time.Sleep(100 * time.Millisecond)
+	h.stop()
+	clients, servers := h.tlsSides(ln.Addr().(*net.TCPAddr).Port)
+	var got []string
+	for _, s := range append(clients, servers...) {
+		got = append(got, s.serverName)
+	}
+	assert.ElementsMatch(t, []string{"first.example.com", "first.example.com", "tfo.example.com", "tfo.example.com"}, got)
+}
+
+func setIntOpt(c syscall.RawConn, level, opt, value int) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, value) }); err != nil {
+		return err
+	}
+	return serr
+}
