@@ -61,9 +61,9 @@ const (
 
 // expect is the reference parser: which records a frame causes when the
 // egress (or ingress) program sees it on a socket without state. It follows
-// the README: IPv4 (any header length from 20 bytes, first fragments only)
-// or IPv6 behind up to six extension headers (later fragments carry no
-// transport header), a TCP header whose data offset lies within the packet
+// docs/reliability.md, "Hostile packets": IPv4 (any header length from 20
+// bytes, first fragments only) or IPv6 behind up to six extension headers
+// (later fragments carry no transport header), a TCP header whose data offset lies within the packet
 // or a UDP header; a FIN or RST ends the connection; a segment or datagram
 // to port 53 (egress) or from it (ingress) with a payload is a DNS message,
 // of which at most the payload limit is copied. Lengths are the packet's

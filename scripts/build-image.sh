@@ -66,7 +66,7 @@ install -m 0755 "$binary" "$mnt/otelcol-netflowtcpend"
 # permitted and effective sets but not the ambient set, and exec drops the
 # rest. Under no_new_privs (allowPrivilegeEscalation: false) exec still
 # honors file capabilities that the process already holds in its permitted
-# set, which is where the runtime put them (see README, Kubernetes).
+# set, which is where the runtime put them (see docs/kubernetes.md).
 setcap cap_bpf,cap_net_admin,cap_perfmon=ep "$mnt/otelcol-netflowtcpend"
 getcap "$mnt/otelcol-netflowtcpend" | grep -q "cap_net_admin,cap_perfmon,cap_bpf=ep" || {
   echo "setcap did not take: $(getcap "$mnt/otelcol-netflowtcpend")" >&2

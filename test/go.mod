@@ -9,6 +9,7 @@ require (
 	github.com/netflowtcpend/netflowtcpend v0.0.0
 	github.com/stretchr/testify v1.12.1
 	github.com/vishvananda/netlink v1.3.1
+	github.com/yuin/goldmark v1.8.7
 	go.opentelemetry.io/collector/pdata v1.71.0
 	go.uber.org/goleak v1.3.0
 	golang.org/x/net v0.62.0

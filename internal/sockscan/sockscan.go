@@ -40,7 +40,7 @@ func (d Direction) String() string {
 // Rule is the rule of Classify that decided a socket's direction.
 type Rule int
 
-// The rules, in the order Classify tries them (the README's numbers).
+// The rules, in the order Classify tries them (the numbers of docs/record.md).
 const (
 	RuleNone      Rule = iota // nothing decided: Unknown
 	RuleConnect               // 1. the port's bind bucket was made by connect(): outgoing

@@ -32,12 +32,17 @@ const (
 	cgroupRoot = "/sys/fs/cgroup"
 )
 
+// capabilitiesDoc is the page whose "Capabilities" section documents the
+// capabilities the collector needs, in a table whose first column names
+// each one.
+const capabilitiesDoc = "../../docs/kubernetes.md"
+
 // readCapabilities returns the capabilities named in the first column of
-// the table under the README's "### Capabilities" heading, without "CAP_"
+// the table under capabilitiesDoc's "Capabilities" heading, without "CAP_"
 // (as Kubernetes spells them).
 func readCapabilities(t *testing.T) []corev1.Capability {
 	t.Helper()
-	f, err := os.Open("../../README.md")
+	f, err := os.Open(capabilitiesDoc)
 	require.NoError(t, err)
 	defer f.Close()
 	cell := regexp.MustCompile("^\\|\\s*`CAP_([A-Z_]+)`\\s*\\|")
@@ -50,7 +55,7 @@ func readCapabilities(t *testing.T) []corev1.Capability {
 			if in {
 				break
 			}
-			in = line == "### Capabilities"
+			in = strings.TrimSpace(strings.TrimLeft(line, "#")) == "Capabilities"
 			continue
 		}
 		if !in {
@@ -66,7 +71,7 @@ func readCapabilities(t *testing.T) []corev1.Capability {
 		}
 	}
 	require.NoError(t, sc.Err())
-	require.NotEmpty(t, caps, `README.md has no "### Capabilities" table with a CAP_ row`)
+	require.NotEmpty(t, caps, capabilitiesDoc+` has no "Capabilities" section with a table of CAP_ rows`)
 	return caps
 }
 
@@ -196,10 +201,11 @@ func checkSecurity(t *testing.T, sc *corev1.SecurityContext, pod *corev1.PodSecu
 	assert.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop, "capabilities.drop")
 	want := readCapabilities(t)
 	assert.ElementsMatch(t, want, sc.Capabilities.Add,
-		"capabilities.add must be the README's capability table, no more, no less")
+		"capabilities.add must be the documented capability table (docs/kubernetes.md), no more, no less")
 	assert.False(t, sc.Privileged != nil && *sc.Privileged, "privileged")
 	// no_new_privs is compatible with the image's file capabilities because
-	// the runtime puts the added capabilities in the permitted set (README).
+	// the runtime puts the added capabilities in the permitted set
+	// (docs/kubernetes.md).
 	require.NotNil(t, sc.AllowPrivilegeEscalation, "allowPrivilegeEscalation unset (defaults to true)")
 	assert.False(t, *sc.AllowPrivilegeEscalation, "allowPrivilegeEscalation")
 	require.NotNil(t, sc.ReadOnlyRootFilesystem)

@@ -2,6 +2,6 @@
 // (../../deploy/daemonset.yaml) and the values for the OpenTelemetry
 // Collector Helm chart (../../deploy/helm-values.yaml). It has no code: its
 // tests decode both files strictly with the Kubernetes API types and check
-// them against the README (the capabilities) and against what the collector
-// needs.
+// them against the documented capabilities (../../docs/kubernetes.md,
+// "Capabilities") and against what the collector needs.
 package deploy

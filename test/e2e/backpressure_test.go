@@ -34,7 +34,7 @@ import (
 // tests running meanwhile; make backpressure: 0, as fast as they go, which
 // overflows the queue and the ring buffer).
 
-// productionRSSBound is the RSS the README states for examples/production.yaml.
+// productionRSSBound is the RSS docs/reliability.md states for examples/production.yaml.
 const productionRSSBound = 256 << 20
 
 func TestProductionConfigUnderBackpressure(t *testing.T) {

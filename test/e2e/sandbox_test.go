@@ -42,7 +42,7 @@ import (
 //
 //   - credentials as the image and the DaemonSet give them: user and group
 //     65534, no supplementary groups, no_new_privs, the bounding set cut to
-//     the README's three capabilities, none inheritable or ambient, and the
+//     the three documented capabilities, none inheritable or ambient, and the
 //     three as file capabilities (effective) on a copy of the binary; the
 //     collector then has exactly the three, permitted and effective, as
 //     under containerd's CRI (checkCredentials). setpriv (util-linux)
@@ -93,7 +93,8 @@ exec setpriv --reuid 65534 --regid 65534 --clear-groups --inh-caps=-all --boundi
 	"$bin" --config "$config"
 `
 
-// sandboxCaps are the README's three capabilities, as setpriv names them.
+// sandboxCaps are the three documented capabilities (docs/kubernetes.md),
+// as setpriv names them.
 var sandboxCaps = []string{"bpf", "net_admin", "perfmon"}
 
 // capBits maps setpriv's names to capability numbers.
@@ -399,8 +400,8 @@ func receiverWarnings(log string) []string {
 }
 
 // TestLeastPrivilegeSandbox runs the built collector with exactly the
-// README's three capabilities in the sandbox described above, and checks
-// that every record is complete where the README says it is:
+// three documented capabilities in the sandbox described above, and checks
+// that every record is complete where docs/kubernetes.md says it is:
 //
 //   - a connection between two helper processes in a container's cgroup
 //     (docker-<id>.scope), made after start: direction, owner process of
@@ -486,8 +487,8 @@ service:
 	if chargesMemlock {
 		// A kernel that charges BPF memory to RLIMIT_MEMLOCK: without
 		// CAP_SYS_RESOURCE the collector needs a memlock limit its maps
-		// fit in, which only its runtime can give (README,
-		// "Capabilities"). With the kernel's default before 5.16, 64
+		// fit in, which only its runtime can give (docs/kubernetes.md,
+		// "RLIMIT_MEMLOCK"). With the kernel's default before 5.16, 64
 		// KiB, the error names both remedies.
 		s.memlock = "64"
 		failure := failedStart(t, s, pod, sandboxCaps, "with a memlock limit of 64 KiB, on a kernel that charges it")
@@ -693,7 +694,7 @@ func readEnd(c net.Conn) error {
 	}
 }
 
-// TestSandboxWithoutEachCapability measures that each of the README's
+// TestSandboxWithoutEachCapability measures that each of the documented
 // three capabilities is needed: in the same sandbox, with one of them left
 // out of both the file capabilities and the bounding set, the collector
 // does not start, and its error names the one that is missing.

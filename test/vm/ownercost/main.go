@@ -1,7 +1,7 @@
 //go:build linux
 
 // Command ownercost measures what naming the owner of accepted sockets costs
-// the kernel (README, "Who owned it"), on the kernel it runs on: with
+// the kernel (docs/record.md, "Who owned it"), on the kernel it runs on: with
 // kernel.bpf_stats_enabled, run_time_ns / run_cnt of the receiver's programs
 // next to empty programs on the same hooks.
 //
