@@ -3,6 +3,7 @@
 package receiver
 
 import (
+	"errors"
 	"net/netip"
 
 	"github.com/hashicorp/golang-lru/v2/simplelru"
@@ -75,6 +76,15 @@ func (t *tlsNames) observe(p *bpf.TLSPiece) {
 		return // a retransmission of what gave the name
 	}
 	s, ok := t.pending.Get(p.Cookie)
+	if !ok && p.Offset == 0 {
+		// The usual case, the whole ClientHello in one piece: parsed
+		// where it lies, nothing kept but the name.
+		name, err := tlshello.ServerName(p.Payload)
+		if !errors.Is(err, tlshello.ErrTruncated) || len(p.Payload) >= p.Limit {
+			t.names.Add(p.Cookie, tlsName{name: t.intern(name), sent: p.Egress})
+			return
+		}
+	}
 	if !ok {
 		if !p.Egress && p.Offset > 0 {
 			// The rest of a ClientHello whose start came in the SYN.

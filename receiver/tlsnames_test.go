@@ -3,6 +3,7 @@
 package receiver
 
 import (
+	"crypto/tls"
 	"net/netip"
 	"testing"
 
@@ -92,4 +93,31 @@ func TestTLSNamesBounded(t *testing.T) {
 	n, ok := names.take(&bpf.Event{Cookie: maxTLSNames + 9})
 	assert.True(t, ok)
 	assert.Equal(t, "a.example", n.name)
+}
+
+// BenchmarkTLSNames is what a TLS connection's socket costs the read loop:
+// its ClientHello's record decoded and joined into the name, which its end
+// record takes.
+func BenchmarkTLSNames(b *testing.B) {
+	hello, err := testhello.Capture(&tls.Config{ServerName: "www.example.com"})
+	require.NoError(b, err)
+	piece := bpf.TLSPiece{Egress: true, Source: netip.MustParseAddrPort("10.0.0.1:40000"),
+		Destination: netip.MustParseAddrPort("93.184.216.34:443"), Limit: len(hello), Payload: hello}
+	raw := piece.Encode()
+	names := newTLSNames()
+	var p bpf.TLSPiece
+	e := bpf.Event{EndBy: bpf.EndByLocal}
+	b.ReportAllocs()
+	b.ResetTimer()
+	cpu := processCPU(b)
+	for i := range b.N {
+		require.NoError(b, p.Decode(raw))
+		p.Cookie = uint64(i)
+		names.observe(&p)
+		e.Cookie = uint64(i)
+		if n, ok := names.take(&e); !ok || n.name != "www.example.com" {
+			b.Fatalf("name %q", n.name)
+		}
+	}
+	b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/op")
 }

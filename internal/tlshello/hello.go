@@ -92,6 +92,13 @@ func handshakeMessage(stream []byte) ([]byte, bool, error) {
 		if first && fragment[0] != typeClientHello {
 			return nil, false, ErrNotClientHello
 		}
+		if first && len(fragment) >= handshakeHeaderLen {
+			// The usual case, the whole message in one record: no copy.
+			want := handshakeHeaderLen + (int(fragment[1])<<16 | int(fragment[2])<<8 | int(fragment[3]))
+			if len(fragment) >= want {
+				return fragment[:want], true, nil
+			}
+		}
 		msg = append(msg, fragment...)
 		if len(msg) >= handshakeHeaderLen {
 			want := handshakeHeaderLen + (int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3]))

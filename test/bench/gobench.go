@@ -19,7 +19,7 @@ type goBench struct {
 
 // runGoBenchmarks runs the receiver's Go benchmarks count times each.
 func runGoBenchmarks(count int) (map[string]*goBench, error) {
-	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "^(BenchmarkDecodeEnrichConvert|BenchmarkRingToConsumer)$",
+	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "^(BenchmarkDecodeEnrichConvert|BenchmarkRingToConsumer|BenchmarkTLSNames)$",
 		"-benchmem", "-benchtime", "500000x", "-count", strconv.Itoa(count), "./receiver/")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

@@ -465,6 +465,11 @@ func userSpace(_ *env, t *table) error {
 			extra: fmt.Sprintf("batches released as the pipeline releases them; %.0f ns/op wall; %.0f allocs, %.0f B per record",
 				median(pool.nsPerOp), median(pool.allocsPerOp), median(pool.bytesPerOp))})
 	}
+	if b := res["BenchmarkTLSNames"]; b != nil {
+		t.add(row{figure: "TLS ClientHello decode + join + take, CPU per socket", measured: b.cpuNsPerOp, unit: "ns",
+			extra: fmt.Sprintf("crypto/tls's ClientHello (about 1,500 bytes) in one piece; %.0f allocs, %.0f B per socket",
+				median(b.allocsPerOp), median(b.bytesPerOp))})
+	}
 	if b := res["BenchmarkRingToConsumer"]; b != nil {
 		t.add(row{figure: "ring buffer -> consumer, whole receiver", measured: b.recordsPerSec, unit: "rec/s",
 			extra: fmt.Sprintf("%.0f ns CPU per record", median(b.cpuNsPerOp))})
