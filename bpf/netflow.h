@@ -149,7 +149,7 @@ struct tls_event {
 	__u8 type;         // RECORD_TLS
 	__u8 family;       // enum family
 	__u8 egress;       // 1: sent by the socket (it is the TLS client), 0: received
-	__u8 listener;     // 1: a SYN's data (TCP Fast Open) at a listener: the cookie is the listener's
+	__u8 listener;     // 1: seen at a listener (TCP Fast Open): the cookie is the listener's
 	__u32 netns;       // inode of the socket's network namespace; 0: unknown
 	__u32 offset;      // of the first byte that follows, in the stream (0: its first byte)
 	__u32 payload_len; // bytes that follow

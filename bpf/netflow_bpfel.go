@@ -194,7 +194,6 @@ const (
 	netflowMapSockStates          = "sock_states"
 	netflowMapStats               = "stats"
 	netflowMapTlsScratch          = "tls_scratch"
-	netflowMapTlsSlots            = "tls_slots"
 	netflowProgNetflowAccept      = "netflow_accept"
 	netflowProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
 	netflowProgNetflowEgress      = "netflow_egress"
@@ -211,6 +210,7 @@ const (
 	netflowVarSelfTgid            = "self_tgid"
 	netflowVarSettledCache        = "settled_cache"
 	netflowVarTlsHelloLimit       = "tls_hello_limit"
+	netflowVarTlsSlots            = "tls_slots"
 	netflowVarUnusedCgroupEvent   = "unused_cgroup_event"
 	netflowVarUnusedDirection     = "unused_direction"
 	netflowVarUnusedDnsEvent      = "unused_dns_event"
@@ -292,7 +292,6 @@ type netflowMapSpecs struct {
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
 	TlsScratch        *ebpf.MapSpec `ebpf:"tls_scratch"`
-	TlsSlots          *ebpf.MapSpec `ebpf:"tls_slots"`
 }
 
 // netflowVariableSpecs contains global variables before they are loaded into the kernel.
@@ -305,6 +304,7 @@ type netflowVariableSpecs struct {
 	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SettledCache      *ebpf.VariableSpec `ebpf:"settled_cache"`
 	TlsHelloLimit     *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
+	TlsSlots          *ebpf.VariableSpec `ebpf:"tls_slots"`
 	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
@@ -348,7 +348,6 @@ type netflowMaps struct {
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
 	TlsScratch        *ebpf.Map `ebpf:"tls_scratch"`
-	TlsSlots          *ebpf.Map `ebpf:"tls_slots"`
 }
 
 func (m *netflowMaps) Close() error {
@@ -360,7 +359,6 @@ func (m *netflowMaps) Close() error {
 		m.SockStates,
 		m.Stats,
 		m.TlsScratch,
-		m.TlsSlots,
 	)
 }
 
@@ -374,6 +372,7 @@ type netflowVariables struct {
 	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
 	SettledCache      *ebpf.Variable `ebpf:"settled_cache"`
 	TlsHelloLimit     *ebpf.Variable `ebpf:"tls_hello_limit"`
+	TlsSlots          *ebpf.Variable `ebpf:"tls_slots"`
 	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`

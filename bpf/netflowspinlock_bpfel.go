@@ -94,7 +94,6 @@ const (
 	netflowSpinlockMapSockStates          = "sock_states"
 	netflowSpinlockMapStats               = "stats"
 	netflowSpinlockMapTlsScratch          = "tls_scratch"
-	netflowSpinlockMapTlsSlots            = "tls_slots"
 	netflowSpinlockProgNetflowAccept      = "netflow_accept"
 	netflowSpinlockProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
 	netflowSpinlockProgNetflowEgress      = "netflow_egress"
@@ -111,6 +110,7 @@ const (
 	netflowSpinlockVarSelfTgid            = "self_tgid"
 	netflowSpinlockVarSettledCache        = "settled_cache"
 	netflowSpinlockVarTlsHelloLimit       = "tls_hello_limit"
+	netflowSpinlockVarTlsSlots            = "tls_slots"
 	netflowSpinlockVarUnusedCgroupEvent   = "unused_cgroup_event"
 	netflowSpinlockVarUnusedDirection     = "unused_direction"
 	netflowSpinlockVarUnusedDnsEvent      = "unused_dns_event"
@@ -192,7 +192,6 @@ type netflowSpinlockMapSpecs struct {
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
 	TlsScratch        *ebpf.MapSpec `ebpf:"tls_scratch"`
-	TlsSlots          *ebpf.MapSpec `ebpf:"tls_slots"`
 }
 
 // netflowSpinlockVariableSpecs contains global variables before they are loaded into the kernel.
@@ -205,6 +204,7 @@ type netflowSpinlockVariableSpecs struct {
 	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SettledCache      *ebpf.VariableSpec `ebpf:"settled_cache"`
 	TlsHelloLimit     *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
+	TlsSlots          *ebpf.VariableSpec `ebpf:"tls_slots"`
 	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
@@ -248,7 +248,6 @@ type netflowSpinlockMaps struct {
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
 	TlsScratch        *ebpf.Map `ebpf:"tls_scratch"`
-	TlsSlots          *ebpf.Map `ebpf:"tls_slots"`
 }
 
 func (m *netflowSpinlockMaps) Close() error {
@@ -260,7 +259,6 @@ func (m *netflowSpinlockMaps) Close() error {
 		m.SockStates,
 		m.Stats,
 		m.TlsScratch,
-		m.TlsSlots,
 	)
 }
 
@@ -274,6 +272,7 @@ type netflowSpinlockVariables struct {
 	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
 	SettledCache      *ebpf.Variable `ebpf:"settled_cache"`
 	TlsHelloLimit     *ebpf.Variable `ebpf:"tls_hello_limit"`
+	TlsSlots          *ebpf.Variable `ebpf:"tls_slots"`
 	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`

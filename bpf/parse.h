@@ -69,29 +69,35 @@ static __always_inline int nothing_to_do(struct __sk_buff *skb, int egress)
 	__u8 *data = (__u8 *)(long)skb->data;
 	__u8 *end = (__u8 *)(long)skb->data_end;
 	__u8 *th;
+	__u32 l4off, saddr, daddr; // the addresses' last 32 bits, for tls_wanted
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		if (data + 20 + 14 > end)
 			return 0;
 		// Version 4, no options, TCP, not a fragment.
 		if (data[0] != 0x45 || data[9] != IPPROTO_TCP || ((data[6] & 0x3f) | data[7]) != 0)
 			return 0;
-		th = data + 20;
+		l4off = 20;
+		saddr = *(__u32 *)(data + 12);
+		daddr = *(__u32 *)(data + 16);
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		if (data + 40 + 14 > end)
 			return 0;
 		if (data[6] != IPPROTO_TCP)
 			return 0;
-		th = data + 40;
+		l4off = 40;
+		saddr = *(__u32 *)(data + 20);
+		daddr = *(__u32 *)(data + 36);
 	} else {
 		return 1; // not IP
 	}
+	th = data + l4off;
 	if (tcp_flags_matter(th[13]))
 		return 0;
 	__u8 *port = egress ? th + 2 : th; // DNS: to port 53, or from it
 	if (port[0] == 0 && port[1] == 53)
 		return 0;
 	// The first bytes of a connection, while it may start like TLS.
-	return !tls_wanted(skb, data, th, th == data + 40, egress);
+	return !tls_wanted(skb, th, l4off, saddr, daddr, egress);
 }
 
 // tcp_fields fills in seg's TCP fields from the first 14 bytes of the TCP

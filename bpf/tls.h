@@ -26,7 +26,8 @@
 // TCP Fast Open: the SYN's data is the stream's start. A listener sees it
 // (the accepted socket does not exist yet), so that copy carries the
 // listener's cookie and user space ties it to the accepted socket by its
-// addresses and ports.
+// namespace, addresses and ports; the same for data that completes a
+// handshake in place of its ACK.
 //
 // No loops: this runs the same on every kernel the programs load on (5.10
 // and later), and adds about 150 instructions to each cgroup_skb program.
@@ -106,7 +107,7 @@ static __always_inline __u32 tls_start_limit(const __u8 *h, __u32 n)
 // tls_emit copies the first n bytes (1 to TLS_HELLO_MAX) of the segment's
 // payload, which are bytes offset on of the stream, into the ring buffer.
 static __always_inline void tls_emit(struct __sk_buff *skb, struct segment *seg, int egress,
-				     __u32 offset, __u32 n, __u32 limit, int listener)
+				     __u32 offset, __u32 n, __u32 limit)
 {
 	// The verifier wants a length it can bound without tracking the
 	// caller's.
@@ -123,9 +124,12 @@ static __always_inline void tls_emit(struct __sk_buff *skb, struct segment *seg,
 	h->type = RECORD_TLS;
 	h->family = seg->family;
 	h->egress = egress;
-	h->listener = listener;
-	// The TCP socket's namespace, as end records have it (claim.h).
+	// A listener: the data of a SYN (TCP Fast Open), or of a segment that
+	// completes the handshake in place of its ACK; the accepted socket is
+	// not there yet.
 	struct bpf_sock *sk = skb->sk;
+	h->listener = sk && sk->state == TCP_LISTEN;
+	// The TCP socket's namespace, as end records have it (claim.h).
 	struct tcp_sock *tp = sk ? bpf_skc_to_tcp_sock(sk) : 0;
 	h->netns = tp ? netns_of_sock(&tp->inet_conn.icsk_inet.sk) : netns_of(skb);
 	h->offset = offset;
@@ -147,7 +151,7 @@ static __always_inline void tls_emit(struct __sk_buff *skb, struct segment *seg,
 // stream that slot s follows: the stream's first segment decides whether it
 // is TLS and how much of it to copy; later ones are copied up to that.
 static __always_inline void tls_piece(struct __sk_buff *skb, struct segment *seg, int egress,
-				      struct tls_slot *s, __u32 offset, int listener)
+				      struct tls_slot *s, __u32 offset)
 {
 	__u32 limit = s->limit;
 	if (offset >= limit || seg->payload_len == 0)
@@ -171,7 +175,7 @@ static __always_inline void tls_piece(struct __sk_buff *skb, struct segment *seg
 		n = seg->payload_len;
 	// The last piece wanted: the fast path from now on.
 	s->limit = seg->payload_len >= limit - offset ? 0 : limit;
-	tls_emit(skb, seg, egress, offset, n, limit, listener);
+	tls_emit(skb, seg, egress, offset, n, limit);
 }
 
 // tls_segment is the slow path's look at a TCP segment with payload that
@@ -181,8 +185,7 @@ static __always_inline void tls_segment(struct __sk_buff *skb, struct segment *s
 	if (!tls_hello_limit)
 		return;
 	struct tls_slot *s = tls_slot_of_seg(seg, egress);
-	if (s)
-		tls_piece(skb, seg, egress, s, seg->seq - s->base, 0);
+	tls_piece(skb, seg, egress, s, seg->seq - s->base);
 }
 
 // tls_start follows a connection that a SYN starts: sent by a connecting
@@ -195,11 +198,9 @@ static __always_inline void tls_start(struct __sk_buff *skb, struct segment *seg
 	if (!tls_hello_limit)
 		return;
 	struct tls_slot *s = tls_slot_of_seg(seg, egress);
-	if (!s)
-		return;
 	s->base = seg->seq + 1; // the SYN takes one sequence number
 	s->limit = tls_hello_limit;
 	s->started = 0;
 	if (seg->payload_len)
-		tls_piece(skb, seg, egress, s, 0, !egress);
+		tls_piece(skb, seg, egress, s, 0);
 }

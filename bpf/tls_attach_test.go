@@ -7,16 +7,12 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testhello"
@@ -102,21 +98,10 @@ func (e *tlsEnv) tlsConn(t *testing.T, clientNS, serverNS *testnet.Netns, addr n
 	})
 	defer ln.Close()
 	served := make(chan uint64, 1)
-	go func() {
-		c, err := ln.AcceptTCP()
-		if err != nil {
-			served <- 0
-			return
-		}
-		defer c.Close()
+	go testhello.Serve(ln, cert, func(c *net.TCPConn) {
 		cookie, _ := testnet.Cookie(c)
-		s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
-		_ = s.SetDeadline(time.Now().Add(5 * time.Second))
-		if s.Handshake() == nil {
-			_, _ = io.Copy(s, s) // echo until the client closes
-		}
 		served <- cookie
-	}()
+	})
 	var raw *net.TCPConn
 	e.cg.Run(t, func() {
 		require.NoError(t, inNetns(clientNS, func() (err error) { raw, err = testnet.Dial(testnet.AddrPort(ln.Addr())); return err }))
@@ -152,11 +137,10 @@ func inNetns(ns *testnet.Netns, f func() error) error {
 // and the pieces give the name.
 func TestTLSPiecesOfRealConnections(t *testing.T) {
 	e := newTLSEnv(t)
-	// Segments of at most the MTU: no segmentation offload (the egress
-	// hook runs before GSO), and veth's GRO is off by default. IPv6 needs
-	// an MTU of 1280 at least.
-	a, b := vethWithMTU(t, 600)
-	a6, b6 := vethWithMTU(t, 1280)
+	// Segments of at most the MTU (testnet.NewSmallSegmentVethPair). IPv6
+	// needs an MTU of 1280 at least.
+	a, b := testnet.NewSmallSegmentVethPair(t, 600)
+	a6, b6 := testnet.NewSmallSegmentVethPair(t, 1280)
 	pq := &tls.Config{CurvePreferences: []tls.CurveID{tls.X25519MLKEM768}, MinVersion: tls.VersionTLS13}
 	tests := []struct {
 		name      string
@@ -218,46 +202,22 @@ func offsets(ps []TLSPiece) [][2]int {
 func TestTLSPiecesWithFastOpen(t *testing.T) {
 	e := newTLSEnv(t)
 	ns := testnet.NewNetns(t)
-	require.NoError(t, ns.Do(func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/tcp_fastopen", []byte("3"), 0o644)
-	}))
+	require.NoError(t, ns.EnableFastOpen())
 	cert := testhello.NewCert(t, "tfo.example")
 	var ln net.Listener
 	e.cg.Run(t, func() {
 		require.NoError(t, ns.Do(func() (err error) {
-			lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-				return setsockopt(c, unix.IPPROTO_TCP, unix.TCP_FASTOPEN, 16)
-			}}
-			lc.SetMultipathTCP(false)
-			ln, err = lc.Listen(t.Context(), "tcp4", "127.0.0.1:0")
+			ln, err = testnet.FastOpenListenConfig().Listen(t.Context(), "tcp4", "127.0.0.1:0")
 			return err
 		}))
 	})
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
-				_ = s.SetDeadline(time.Now().Add(5 * time.Second))
-				if s.Handshake() == nil {
-					_, _ = io.Copy(s, s)
-				}
-			}()
-		}
-	}()
+	go testhello.Serve(ln, cert, nil)
 	dial := func() (uint64, netip.AddrPort) {
 		var conn net.Conn
 		e.cg.Run(t, func() {
 			require.NoError(t, ns.Do(func() (err error) {
-				d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-					return setsockopt(c, unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT, 1)
-				}}
-				conn, err = d.Dial("tcp4", ln.Addr().String())
+				conn, err = testnet.FastOpenDialer().Dial("tcp4", ln.Addr().String())
 				return err
 			}))
 		})
@@ -286,35 +246,4 @@ func TestTLSPiecesWithFastOpen(t *testing.T) {
 	n, done = name(got.listener...)
 	assert.True(t, done)
 	assert.Equal(t, "tfo.example", n, "the listener's copy")
-}
-
-func setsockopt(c syscall.RawConn, level, opt, value int) error {
-	var serr error
-	if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, value) }); err != nil {
-		return err
-	}
-	return serr
-}
-
-// vethWithMTU is a veth pair between two new namespaces with this MTU and
-// segmentation offload capped at it.
-func vethWithMTU(t *testing.T, mtu int) (*testnet.Netns, *testnet.Netns) {
-	t.Helper()
-	a, b := testnet.NewVethPair(t)
-	for _, side := range []struct {
-		ns   *testnet.Netns
-		link string
-	}{{a, "nft0"}, {b, "nft1"}} {
-		require.NoError(t, side.ns.Do(func() error {
-			link, err := netlink.LinkByName(side.link)
-			if err != nil {
-				return err
-			}
-			if err := netlink.LinkSetMTU(link, mtu); err != nil {
-				return err
-			}
-			return netlink.LinkSetGSOMaxSize(link, mtu)
-		}))
-	}
-	return a, b
 }

@@ -47,8 +47,8 @@ func (m *tlsModel) slot(pkt, tcp []byte, egress bool) *tlsSlot {
 	} else {
 		s, d = le(pkt[20:]), le(pkt[36:])
 	}
-	h := (s * 0x9e3779b1) ^ (d * 0x85ebca77) ^ le(tcp[0:4])
-	key := (h * 0x9e3779b1) >> (32 - tlsSlotBits)
+	h := (s ^ le(tcp[0:4]) ^ (d<<16 | d>>16)) * 0x9e3779b1
+	key := h >> (32 - tlsSlotBits)
 	if egress {
 		key ^= 1
 	}

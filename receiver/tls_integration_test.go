@@ -10,11 +10,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -73,8 +71,8 @@ func need(t *testing.T, name, pkg string) string {
 	return p
 }
 
-// goServer is a crypto/tls server in the cgroup on addr: it answers each
-// connection's first line, then closes. It returns its port.
+// goServer is a crypto/tls server in the cgroup on addr, echoing what
+// each client sends. It returns its port.
 func goServer(t *testing.T, h *harness, addr netip.AddrPort, cert testhello.Cert) int {
 	t.Helper()
 	var ln *net.TCPListener
@@ -84,24 +82,7 @@ func goServer(t *testing.T, h *harness, addr netip.AddrPort, cert testhello.Cert
 		require.NoError(t, err)
 	})
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
-				_ = s.SetDeadline(time.Now().Add(5 * time.Second))
-				if s.Handshake() != nil {
-					return
-				}
-				line, _ := bufio.NewReader(s).ReadString('\n')
-				_, _ = io.WriteString(s, line)
-			}()
-		}
-	}()
+	go testhello.Serve(ln, cert, nil)
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
@@ -355,37 +336,17 @@ func TestTLSServerNameWithFastOpen(t *testing.T) {
 	h.startWith(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond,
 		TLS: TLSConfig{Enabled: true}})
 	ns := testnet.NewNetns(t)
-	require.NoError(t, ns.Do(func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/tcp_fastopen", []byte("3"), 0o644)
-	}))
+	require.NoError(t, ns.EnableFastOpen())
 	cert := testhello.NewCert(t, "tfo.example.com")
 	var ln net.Listener
 	h.cg.Run(t, func() {
 		require.NoError(t, ns.Do(func() (err error) {
-			lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-				return setIntOpt(c, unix.IPPROTO_TCP, unix.TCP_FASTOPEN, 16)
-			}}
-			lc.SetMultipathTCP(false)
-			ln, err = lc.Listen(t.Context(), "tcp4", "127.0.0.1:0")
+			ln, err = testnet.FastOpenListenConfig().Listen(t.Context(), "tcp4", "127.0.0.1:0")
 			return err
 		}))
 	})
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
-				_ = s.SetDeadline(time.Now().Add(5 * time.Second))
-				_ = s.Handshake()
-				_, _ = io.Copy(io.Discard, s)
-			}()
-		}
-	}()
+	go testhello.Serve(ln, cert, nil)
 	// synData says whether the server took the data in the SYN.
 	synData := func(conn net.Conn) bool {
 		raw, err := conn.(*net.TCPConn).SyscallConn()
@@ -400,10 +361,7 @@ func TestTLSServerNameWithFastOpen(t *testing.T) {
 		var conn net.Conn
 		h.cg.Run(t, func() {
 			require.NoError(t, ns.Do(func() (err error) {
-				d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-					return setIntOpt(c, unix.IPPROTO_TCP, unix.TCP_FASTOPEN_CONNECT, 1)
-				}}
-				conn, err = d.Dial("tcp4", ln.Addr().String())
+				conn, err = testnet.FastOpenDialer().Dial("tcp4", ln.Addr().String())
 				return err
 			}))
 		})
@@ -424,12 +382,4 @@ func TestTLSServerNameWithFastOpen(t *testing.T) {
 		got = append(got, s.serverName)
 	}
 	assert.ElementsMatch(t, []string{"first.example.com", "first.example.com", "tfo.example.com", "tfo.example.com"}, got)
-}
-
-func setIntOpt(c syscall.RawConn, level, opt, value int) error {
-	var serr error
-	if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, value) }); err != nil {
-		return err
-	}
-	return serr
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net"
 	"net/netip"
@@ -90,4 +91,27 @@ func (c *SplitConn) Write(b []byte) (int, error) {
 		time.Sleep(time.Millisecond)
 	}
 	return n, nil
+}
+
+// Serve runs a crypto/tls server with cert on ln until ln is closed: each
+// connection's handshake, then whatever the client sends is echoed until
+// it closes. onAccept, if not nil, gets each accepted connection first.
+func Serve(ln net.Listener, cert Cert, onAccept func(*net.TCPConn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		if onAccept != nil {
+			onAccept(c.(*net.TCPConn))
+		}
+		go func() {
+			defer c.Close()
+			s := tls.Server(c, &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
+			_ = s.SetDeadline(time.Now().Add(5 * time.Second))
+			if s.Handshake() == nil {
+				_, _ = io.Copy(s, s)
+			}
+		}()
+	}
 }
