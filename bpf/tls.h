@@ -67,8 +67,8 @@ static __always_inline struct tls_slot *tls_slot_of_seg(struct segment *seg, int
 {
 	int v6 = seg->family == FAMILY_IPV6;
 	__u32 ports = (__u32)bpf_htons(seg->sport) | (__u32)bpf_htons(seg->dport) << 16;
-	return tls_slot_of(v6 ? seg->saddr[3] : seg->saddr[0], v6 ? seg->daddr[3] : seg->daddr[0], ports,
-			   egress);
+	return tls_slot_of(v6 ? seg->saddr[3] : seg->saddr[0], v6 ? seg->daddr[3] : seg->daddr[0],
+			   ports, egress);
 }
 
 // TLS wire values (RFC 8446 5.1, 4).

@@ -41,7 +41,8 @@ struct tls_slot tls_slots[1 << TLS_SLOT_BITS];
 // egress for the bytes a socket sends. One multiply (Fibonacci hashing) of
 // a mix that is not symmetric in source and destination: a connection's
 // two directions take different slots.
-static __always_inline struct tls_slot *tls_slot_of(__u32 saddr, __u32 daddr, __u32 ports, int egress)
+static __always_inline struct tls_slot *tls_slot_of(__u32 saddr, __u32 daddr, __u32 ports,
+						    int egress)
 {
 	__u32 h = (saddr ^ ports ^ (daddr << 16 | daddr >> 16)) * 0x9e3779b1;
 	return &tls_slots[(h >> (32 - TLS_SLOT_BITS)) ^ (egress ? 1 : 0)];
