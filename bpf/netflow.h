@@ -153,7 +153,7 @@ struct tls_event {
 	__u32 netns;       // inode of the socket's network namespace; 0: unknown
 	__u32 offset;      // of the first byte that follows, in the stream (0: its first byte)
 	__u32 payload_len; // bytes that follow
-	__u32 limit; // bytes of the stream copied at most: the ClientHello's record, or the cap
+	__u32 limit;       // most bytes of the stream copied: the record, or the cap
 	__u32 _pad;
 	__u64 time_ns; // CLOCK_MONOTONIC
 	__u64 cookie;  // socket cookie
