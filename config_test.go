@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/collector/confmap"
 	"go.opentelemetry.io/collector/confmap/confmaptest"
 
+	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	flowreceiver "github.com/netflowtcpend/netflowtcpend/receiver"
 )
@@ -34,7 +35,7 @@ func TestLoadConfig(t *testing.T) {
 		Include: flowreceiver.FilterConfig{
 			Ports:      []int{443, 80},
 			CIDRs:      []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("2001:db8::/32")},
-			Directions: []flowreceiver.Direction{flowreceiver.DirectionOutgoing},
+			Directions: []bpf.Direction{bpf.DirectionOutgoing},
 		},
 		Exclude: flowreceiver.FilterConfig{Ports: []int{22}},
 	}

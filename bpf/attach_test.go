@@ -63,7 +63,7 @@ func lostRecords(t *testing.T, without ...string) {
 	t.Helper()
 	testenv.RequireRoot(t)
 	cg := testnet.NewCgroup(t)
-	objs, err := Load(Options{RingBufferSize: 4096, Without: without}) // room for about 46 records
+	objs, err := testLoad(Options{RingBufferSize: 4096, Without: without}) // room for about 46 records
 	require.NoError(t, err)
 	if slices.Contains(without, WithoutAtomics) {
 		require.False(t, objs.Features.Atomics)

@@ -68,17 +68,3 @@ func (c *CgroupCreated) Decode(b []byte) error {
 	}
 	return nil
 }
-
-// Encode returns c as the kernel writes it, for tests: the inverse of
-// Decode, except that a Truncated c's Path is written cut to what a record
-// holds.
-func (c *CgroupCreated) Encode() []byte {
-	r := netflowCgroupEvent{Type: uint8(RecordCgroup), CgroupId: c.ID, ParentId: c.ParentID, PathLen: uint16(c.PathLen)}
-	if c.Truncated {
-		r.Truncated = 1
-	}
-	for i := 0; i < len(c.Path) && i < len(r.Path)-1; i++ {
-		r.Path[i] = int8(c.Path[i])
-	}
-	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&r)), CgroupRecordSize)...)
-}

@@ -1,6 +1,3 @@
-// Included by netflow.c after its maps: uses events, stats,
-// cgroup_path_scratch, TRACE_CGROUP_PATH_LEN, wakeup_shift.
-//
 // The cgroups as they are created. Records carry a socket's cgroup id; user
 // space turns it into a path (and a container id) with a map that it fills
 // by walking the cgroup tree. A container created and removed between two
@@ -18,6 +15,7 @@
 
 #pragma once
 
+#include "maps.h"
 #include "kernel.h"
 #include "netflow.h"
 #include "ring.h"

@@ -116,7 +116,7 @@ func TestCgroupMkdirReportsNewCgroups(t *testing.T) {
 	root, err := cgroupv2.Root()
 	require.NoError(t, err)
 	cg := testnet.NewCgroup(t)
-	objs, err := Load(Options{RingBufferSize: 1 << 20})
+	objs, err := testLoad(Options{RingBufferSize: 1 << 20})
 	require.NoError(t, err)
 	t.Cleanup(func() { objs.Close() })
 	for _, u := range objs.Unavailable {
@@ -189,7 +189,7 @@ func cgroupV1Dir(t *testing.T) string {
 // would, and says so in Unavailable.
 func TestWithoutLeavesOptionalProgramsOut(t *testing.T) {
 	testenv.RequireRoot(t)
-	objs, err := Load(Options{RingBufferSize: 1 << 16, Without: []string{CgroupProgram}})
+	objs, err := testLoad(Options{RingBufferSize: 1 << 16, Without: []string{CgroupProgram}})
 	require.NoError(t, err)
 	t.Cleanup(func() { objs.Close() })
 	var names []string

@@ -1,6 +1,3 @@
-// Included by netflow.c after its maps: uses events, sock_states, stats,
-// wakeup_shift.
-//
 // Writing a connection's end record: the once-only claim that keeps ingress,
 // egress and the state tracepoint from writing two ends for one socket, the
 // retry of an end that did not fit in the ring buffer, the counters, and
@@ -8,6 +5,7 @@
 
 #pragma once
 
+#include "maps.h"
 #include "kernel.h"
 #include "owner.h"
 #include "parse.h"

@@ -47,7 +47,7 @@ func FuzzDecode(f *testing.F) {
 		var e Event
 		if err := e.Decode(b); err == nil {
 			var interned Event
-			in := &Interner{}
+			in := NewInterner()
 			require.NoError(t, interned.DecodeInterned(b, in))
 			require.Equal(t, e, interned)
 			again := e.Encode()

@@ -1,11 +1,9 @@
-// Included by netflow.c after its maps: uses events, dns_scratch (and
-// DNS_PAYLOAD_MAX), stats, dns_payload_limit, wakeup_shift.
-//
 // Copying the DNS messages of monitored sockets into the ring buffer, from
 // which user space builds its cache of names for the end records.
 
 #pragma once
 
+#include "maps.h"
 #include "kernel.h"
 #include "parse.h"
 #include "ring.h"

@@ -6,32 +6,13 @@ import (
 	"fmt"
 	"net/netip"
 	"unsafe"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/bounded"
 )
 
 // The values of the enums below come from netflow.h, through the constants
 // bpf2go generates (gen.go). The Go types are as wide as the fields of
 // struct event that carry them; a C value that does not fit fails to compile.
-
-// Direction is the local socket's role in the connection.
-type Direction uint8
-
-// Directions, from the kernel's enum direction.
-const (
-	DirectionUnknown  = Direction(netflowDirectionDIRECTION_UNKNOWN)  // the handshake was not observed
-	DirectionIncoming = Direction(netflowDirectionDIRECTION_INCOMING) // accepted from a listener
-	DirectionOutgoing = Direction(netflowDirectionDIRECTION_OUTGOING) // the socket sent the SYN
-)
-
-func (d Direction) String() string {
-	switch d {
-	case DirectionIncoming:
-		return "incoming"
-	case DirectionOutgoing:
-		return "outgoing"
-	default:
-		return "unknown"
-	}
-}
 
 // EndBy says which side sent the terminating segment.
 type EndBy uint8
@@ -161,26 +142,29 @@ func (e *Event) Decode(b []byte) error { return e.DecodeInterned(b, nil) }
 
 // Interner hands out one string per executable name, so that decoding a
 // record allocates nothing for a name seen before. Not safe for concurrent
-// use.
+// use; the zero Interner keeps no names.
 type Interner struct {
-	names map[string]string
+	names bounded.Map[string, string]
 }
 
 // maxInterned bounds an Interner; it starts over when full.
 const maxInterned = 4096
 
+// NewInterner returns an Interner of up to maxInterned names.
+func NewInterner() *Interner {
+	return &Interner{names: bounded.NewMap[string, string](maxInterned)}
+}
+
 func (in *Interner) str(b []byte) string {
-	if in == nil {
+	if in == nil || len(b) == 0 {
 		return string(b)
 	}
-	if s, ok := in.names[string(b)]; ok { // no allocation for the lookup
+	// The lookup does not keep its key: no allocation for it.
+	if s, ok := in.names.Get(unsafe.String(&b[0], len(b))); ok {
 		return s
 	}
-	if in.names == nil || len(in.names) >= maxInterned {
-		in.names = make(map[string]string)
-	}
 	s := string(b)
-	in.names[s] = s
+	in.names.Put(s, s)
 	return s
 }
 
@@ -296,65 +280,4 @@ func addrs(family byte, src, dst []byte) (netip.Addr, netip.Addr, error) {
 	default:
 		return netip.Addr{}, netip.Addr{}, fmt.Errorf("unknown address family %d", family)
 	}
-}
-
-// raw returns e in the kernel's layout.
-func (e *Event) raw() netflowEvent {
-	r := netflowEvent{
-		Type: uint8(RecordTCPEnd), Direction: uint8(e.Direction), EndBy: uint8(e.EndBy), EndReason: uint8(e.EndReason),
-		State: e.State, Error: e.Error, Flags: e.Flags, Netns: e.Netns,
-		TimeNs: e.TimeNs, StartNs: e.StartNs, Cookie: e.Cookie, CgroupId: e.CgroupID,
-		Sport: e.Source.Port(), Dport: e.Destination.Port(), SrttUs: e.SRTTMicros,
-		BytesSent: e.BytesSent, BytesReceived: e.BytesReceived,
-		SegsSent: e.SegsSent, SegsReceived: e.SegsReceived, Retransmits: e.Retransmits, Pid: e.PID,
-	}
-	r.Family = familyIPv6
-	// IPv4 when both are: Decode unmaps each address on its own, so a
-	// record may pair an IPv4 address with an IPv6 one, written as IPv6.
-	if e.Source.Addr().Is4() && e.Destination.Addr().Is4() {
-		r.Family = familyIPv4
-		a, b := e.Source.Addr().As4(), e.Destination.Addr().As4()
-		copy(r.Saddr[:], a[:])
-		copy(r.Daddr[:], b[:])
-	} else {
-		r.Saddr, r.Daddr = e.Source.Addr().As16(), e.Destination.Addr().As16()
-	}
-	for i := 0; i < len(e.Executable) && i < len(r.Exe)-1; i++ {
-		r.Exe[i] = int8(e.Executable[i])
-	}
-	return r
-}
-
-// Encode returns e as the kernel writes it: the inverse of Decode, for tests
-// and benchmarks.
-func (e *Event) Encode() []byte {
-	r := e.raw()
-	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&r)), EventSize)...)
-}
-
-// Encode returns m as the kernel writes it, header and payload: the inverse
-// of Decode, for tests.
-func (m *DNSMessage) Encode() []byte {
-	h := netflowDnsEvent{
-		Type: uint8(RecordDNS), Protocol: 17, Netns: m.Netns,
-		PayloadLen: uint32(len(m.Payload)), WireLen: uint32(m.WireLen),
-		TimeNs: m.TimeNs, Cookie: m.Cookie, Sport: m.Source.Port(), Dport: m.Destination.Port(),
-	}
-	if m.TCP {
-		h.Protocol = 6
-	}
-	if m.Egress {
-		h.Egress = 1
-	}
-	h.Family = familyIPv6
-	if m.Source.Addr().Is4() && m.Destination.Addr().Is4() { // as in Event.raw
-		h.Family = familyIPv4
-		a, b := m.Source.Addr().As4(), m.Destination.Addr().As4()
-		copy(h.Saddr[:], a[:])
-		copy(h.Daddr[:], b[:])
-	} else {
-		h.Saddr, h.Daddr = m.Source.Addr().As16(), m.Destination.Addr().As16()
-	}
-	out := append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&h)), DNSHeaderSize)...)
-	return append(out, m.Payload...)
 }

@@ -238,3 +238,32 @@ func (f Features) unavailable() []Unavailable {
 	}
 	return out
 }
+
+// checkKernel names the missing feature instead of a verifier log.
+func checkKernel() error {
+	checks := []struct {
+		have func() error
+		what string
+	}{
+		{func() error { return features.HaveProgramType(ebpf.CGroupSKB) }, "cgroup_skb programs (Linux 4.10)"},
+		{func() error { return features.HaveMapType(ebpf.SkStorage) }, "socket-local storage (Linux 5.2)"},
+		{func() error { return features.HaveMapType(ebpf.RingBuf) }, "BPF ring buffers (Linux 5.8)"},
+		{func() error { return features.HaveProgramHelper(ebpf.CGroupSKB, asm.FnSkcToTcpSock) }, "bpf_skc_to_tcp_sock in cgroup_skb (Linux 5.9, BTF)"},
+	}
+	for _, c := range checks {
+		err := c.have()
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			// The kernel hides helpers that read kernel memory from
+			// programs loaded without CAP_PERFMON: a permission problem
+			// that looks like a missing feature.
+			if !hasPerfmon() {
+				return fmt.Errorf("%w (missing CAP_PERFMON; the kernel then hides %s)", ErrPermission, c.what)
+			}
+			return fmt.Errorf("%w: %s", ErrUnsupportedKernel, c.what)
+		}
+		if err != nil {
+			return fmt.Errorf("probe kernel for %s: %w", c.what, wrapPermission(err))
+		}
+	}
+	return nil
+}

@@ -22,7 +22,7 @@ import (
 // kernel under its table.
 func TestKernelFeatures(t *testing.T) {
 	testenv.RequireRoot(t)
-	objs, err := Load(Options{RingBufferSize: 1 << 16})
+	objs, err := testLoad(Options{RingBufferSize: 1 << 16})
 	require.NoError(t, err)
 	defer objs.Close()
 	f, err := json.Marshal(objs.Features)

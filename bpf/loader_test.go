@@ -26,7 +26,7 @@ const unprivilegedChildEnv = "NETFLOWTCPEND_UNPRIVILEGED_CHILD"
 // nobody and checks that Load says what to do.
 func TestLoadWithoutPrivilegesNamesTheFix(t *testing.T) {
 	if os.Getenv(unprivilegedChildEnv) != "" {
-		_, err := Load(Options{})
+		_, err := testLoad(Options{})
 		fmt.Printf("is-permission-error=%v\n%v\n", errors.Is(err, ErrPermission), err)
 		return
 	}
@@ -94,10 +94,10 @@ func TestPermissionErrorsNameTheMissingCapability(t *testing.T) {
 // is simulated.
 func TestMemlockRefusalNamesTheFix(t *testing.T) {
 	testenv.RequireRoot(t)
-	defer func(f func() error) { removeMemlock = f; memlockLimit.Store(0) }(removeMemlock)
+	defer memlockLimit.Store(0)
 
-	removeMemlock = func() error { return fmt.Errorf("failed to set memlock rlimit: %w", unix.EPERM) }
-	require.NoError(t, raiseMemlock(), "no CAP_SYS_RESOURCE is not an error yet")
+	refused := func() error { return fmt.Errorf("failed to set memlock rlimit: %w", unix.EPERM) }
+	require.NoError(t, raiseMemlockWith(refused), "no CAP_SYS_RESOURCE is not an error yet")
 	var lim unix.Rlimit
 	require.NoError(t, unix.Getrlimit(unix.RLIMIT_MEMLOCK, &lim))
 	assert.Equal(t, lim.Max, lim.Cur, "the soft limit is raised to the hard one")
@@ -109,8 +109,8 @@ func TestMemlockRefusalNamesTheFix(t *testing.T) {
 	assert.Contains(t, err.Error(), "ulimit -l unlimited")
 	assert.Contains(t, err.Error(), fmt.Sprintf("limit now %d KiB", max(lim.Cur, 1)/1024))
 
-	removeMemlock = func() error { return errors.New("getting original memlock rlimit: bad") }
-	assert.ErrorContains(t, raiseMemlock(), "raise memlock limit: getting original memlock rlimit: bad")
+	failed := func() error { return errors.New("getting original memlock rlimit: bad") }
+	assert.ErrorContains(t, raiseMemlockWith(failed), "raise memlock limit: getting original memlock rlimit: bad")
 }
 
 const pidNamespaceChildEnv = "NETFLOWTCPEND_PIDNS_CHILD"
@@ -121,7 +121,7 @@ const pidNamespaceChildEnv = "NETFLOWTCPEND_PIDNS_CHILD"
 // collector's own sockets are still told apart.
 func TestSelfPIDInAPIDNamespaceOfItsOwn(t *testing.T) {
 	if os.Getenv(pidNamespaceChildEnv) != "" {
-		objs, err := Load(Options{IgnoreSelf: true})
+		objs, err := testLoad(Options{IgnoreSelf: true})
 		if err != nil {
 			fmt.Printf("error %v\n", err)
 			return
@@ -131,7 +131,7 @@ func TestSelfPIDInAPIDNamespaceOfItsOwn(t *testing.T) {
 		return
 	}
 	testenv.RequireRoot(t)
-	objs, err := Load(Options{})
+	objs, err := testLoad(Options{})
 	require.NoError(t, err)
 	assert.Equal(t, os.Getpid(), objs.SelfPID, "in the initial PID namespace, the same")
 	require.NoError(t, objs.Close())

@@ -4,6 +4,7 @@ package bpf
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,6 +17,16 @@ import (
 // test ./bpf/ ./receiver/ runs the tests with the object built for kernels
 // without atomic operations.
 const testWithoutEnv = "NETFLOWTCPEND_TEST_WITHOUT"
+
+// testWithout is what testWithoutEnv names.
+var testWithout []string
+
+// testLoad is Load, leaving out what testWithoutEnv names besides
+// opts.Without.
+func testLoad(opts Options) (*Objects, error) {
+	opts.Without = slices.Concat(opts.Without, testWithout)
+	return Load(opts)
+}
 
 // Every goroutine a test starts ends with it.
 func TestMain(m *testing.M) {

@@ -14,14 +14,15 @@
 // let the socket be created) on every path. Returning 0 would drop the
 // packet for every socket in the cgroup.
 //
-// This file holds the maps, the load-time constants and the programs. What
-// the programs do is in headers, one concern each: kernel.h (the kernel's
-// types, read with CO-RE), sock_state.h (what is kept per socket), parse.h
+// This file holds the programs. The maps and load-time constants are in
+// maps.h, which every header that uses one includes. What the programs do
+// is in headers, one concern each: kernel.h (the kernel's types, read with
+// CO-RE), sock_state.h (what is kept per socket), parse.h
 // (packet headers), tcp_check.h (whether TCP takes a FIN or RST), dns.h
 // (DNS copies), owner.h (which process owns a socket), claim.h (the
 // once-only end record), cgroup.h (new cgroups), stats.h (counters).
 // netflow.h (the records) is shared with Go, ring.h (reader wake-ups) with
-// bench.c.
+// the test filler (internal/testutils/bpftest).
 
 #include <linux/bpf.h>
 #include <linux/in.h>
@@ -35,110 +36,11 @@
 #include "sock_state.h"
 #include "parse.h"
 #include "tcp_check.h"
+#include "maps.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
 #define PASS 1
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
-	__type(key, int);
-	__type(value, struct sock_state);
-} sock_states SEC(".maps");
-
-// Sized by the loader (ring_buffer_size); this is only the default.
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 23);
-} events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, STAT_COUNT);
-	__type(key, __u32);
-	__type(value, __u64);
-} stats SEC(".maps");
-
-// Most DNS payload bytes one record can carry; dns_payload_limit, set by
-// the loader, is at most this. A power of two, for the verifier.
-#define DNS_PAYLOAD_MAX 8192
-
-// Set by the loader before the programs are loaded; 0 turns DNS off.
-volatile const __u32 dns_payload_limit = 4096;
-
-// The reader is woken up each time the data waiting in the ring buffer
-// crosses a multiple of 1 << wakeup_shift bytes; otherwise it finds records
-// at its next tick (the flush interval). Waking it for every record would
-// cost the producing CPU an interrupt and a wake-up, about 1.5 us, most of
-// the programs' cost under connection churn; waking it at every record past
-// a threshold would cost that for every record while the reader is behind.
-volatile const __u32 wakeup_shift = 16;
-
-// The collector's own process id as the kernel counts it (in the initial
-// PID namespace), whose sockets yield nothing (exclude_self); 0 keeps them.
-volatile const __u32 self_tgid = 0;
-
-// Written by netflow_whoami and netflow_netns_probe: the process id of the
-// task that runs it, and the network namespace that DNS records read from a
-// socket (0 where the kernel cannot tell: no bpf_cast_to_kern_ctx, before
-// Linux 6.3).
-__u32 whoami_tgid = 0;
-__u32 whoami_netns = 0;
-
-// Set by the loader from its probes of the kernel (features.go): a helper
-// the kernel lacks is called only behind one of these, so the verifier,
-// which checks the helpers of reachable code only, never sees it.
-//
-// owner_exe: how set_owner reads the executable's name (owner.h).
-volatile const __u32 owner_exe = 1;
-// mptcp_owner: 1 where cgroup_skb has bpf_skc_to_mptcp_sock (Linux 5.19),
-// with which MPTCP subflows take their MPTCP socket's owner.
-volatile const __u32 mptcp_owner = 1;
-
-// Sockets that the send and receive tracepoints (the fallback for the owner
-// of accepted sockets) have nothing more to do for: their owner is known,
-// or they were not accepted. A slot, chosen by the socket's hash, holds the
-// address of its socket; netflow_state clears it when the socket closes,
-// before the kernel can free it and give its address to a new socket. A
-// socket whose slot another took is looked up again. Used where
-// settled_cache is set: the fallback runs, and netflow_state with it.
-#define SETTLED_SLOTS 4096
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, SETTLED_SLOTS);
-	__type(key, __u32);
-	__type(value, __u64);
-} settled_socks SEC(".maps");
-
-volatile const __u32 settled_cache = 0;
-
-// A DNS record is assembled here, then copied into the ring buffer with its
-// real length: reserving the maximum for every message would waste the ring.
-struct dns_scratch {
-	struct dns_event hdr;
-	__u8 payload[DNS_PAYLOAD_MAX];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct dns_scratch);
-} dns_scratch SEC(".maps");
-
-// The kernel's buffer for a new cgroup's path (TRACE_CGROUP_PATH_LEN in
-// kernel/cgroup/cgroup-internal.h): the tracepoint gives at most 1023 bytes.
-#define TRACE_CGROUP_PATH_LEN 1024
-
-// A path that does not fit in a record is measured here (cgroup.h).
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, char[TRACE_CGROUP_PATH_LEN]);
-} cgroup_path_scratch SEC(".maps");
 
 // Force these types into BTF so that bpf2go generates their Go twins.
 const struct event *unused_event __attribute__((unused));
@@ -153,7 +55,6 @@ const enum stat *unused_stat __attribute__((unused));
 const enum record_type *unused_record_type __attribute__((unused));
 const struct tls_event *unused_tls_event __attribute__((unused));
 
-// These use the maps and constants above.
 #include "stats.h"
 #include "owner.h"
 #include "dns.h"

@@ -1,6 +1,3 @@
-// Included by netflow.c after its maps: uses sock_states, self_tgid,
-// owner_exe, mptcp_owner.
-//
 // Which process owns a socket: the one that created it, the MPTCP socket's
 // owner for the kernel's subflows, or, for an accepted socket, the process
 // that accepted it (or, where the kernel cannot tell, that first sends or
@@ -11,6 +8,7 @@
 
 #include <bpf/bpf_core_read.h>
 
+#include "maps.h"
 #include "kernel.h"
 #include "sock_state.h"
 

@@ -1,5 +1,3 @@
-// Included by netflow.c after its maps: uses stats.
-//
 // The per-CPU counters of what the programs could not do (enum stat), which
 // user space sums and reports.
 
@@ -7,6 +5,8 @@
 
 #include <linux/types.h>
 #include <bpf/bpf_helpers.h>
+
+#include "maps.h"
 
 static __always_inline void count(__u32 stat)
 {

@@ -33,7 +33,7 @@ func newTestRun(t *testing.T) *testRun {
 func newTestRunWith(t testing.TB, opts Options) *testRun {
 	t.Helper()
 	testenv.RequireRoot(t)
-	objs, err := Load(opts)
+	objs, err := testLoad(opts)
 	require.NoError(t, err)
 	t.Cleanup(func() { objs.Close() })
 	rd, err := objs.NewReader()

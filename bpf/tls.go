@@ -12,10 +12,6 @@ import (
 // a TLS ClientHello (a TLSPiece), from tls.h.
 const RecordTLS = RecordType(netflowRecordTypeRECORD_TLS)
 
-// MaxTLSHello is the largest TLSHelloLimit: TLS_HELLO_MAX, the per-CPU
-// scratch buffer of the kernel programs.
-const MaxTLSHello = 8192
-
 // TLSHeaderSize is the size of struct tls_event, which precedes the bytes.
 const TLSHeaderSize = int(unsafe.Sizeof(netflowTlsEvent{}))
 
@@ -71,30 +67,4 @@ func (p *TLSPiece) Decode(b []byte) error {
 		Payload: b[TLSHeaderSize : TLSHeaderSize+n],
 	}
 	return nil
-}
-
-// Encode returns p as the kernel writes it, header and payload: the
-// inverse of Decode, for tests.
-func (p *TLSPiece) Encode() []byte {
-	h := netflowTlsEvent{
-		Type: uint8(RecordTLS), Netns: p.Netns, Offset: uint32(p.Offset), PayloadLen: uint32(len(p.Payload)),
-		Limit: uint32(p.Limit), TimeNs: p.TimeNs, Cookie: p.Cookie, Sport: p.Source.Port(), Dport: p.Destination.Port(),
-	}
-	if p.Egress {
-		h.Egress = 1
-	}
-	if p.Listener {
-		h.Listener = 1
-	}
-	h.Family = familyIPv6
-	if p.Source.Addr().Is4() && p.Destination.Addr().Is4() { // as in Event.raw
-		h.Family = familyIPv4
-		a, b := p.Source.Addr().As4(), p.Destination.Addr().As4()
-		copy(h.Saddr[:], a[:])
-		copy(h.Daddr[:], b[:])
-	} else {
-		h.Saddr, h.Daddr = p.Source.Addr().As16(), p.Destination.Addr().As16()
-	}
-	out := append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&h)), TLSHeaderSize)...)
-	return append(out, p.Payload...)
 }

@@ -43,24 +43,11 @@
 
 #include "netflow.h"
 #include "kernel.h"
+#include "maps.h"
 #include "parse.h"
 #include "ring.h"
 #include "stats.h"
 #include "tls_slot.h"
-
-// A piece is assembled here, then copied into the ring buffer with its real
-// length.
-struct tls_scratch {
-	struct tls_event hdr;
-	__u8 payload[TLS_HELLO_MAX];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct tls_scratch);
-} tls_scratch SEC(".maps");
 
 // tls_slot_of_seg is tls_slot_of for a parsed segment.
 static __always_inline struct tls_slot *tls_slot_of_seg(struct segment *seg, int egress)

@@ -10,30 +10,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "netflow.h"
-
-// Most bytes of a connection's start that are copied: the largest
-// tls_hello_limit. A power of two, for the verifier. Browsers' ClientHellos
-// with post-quantum key shares are about 1,800 bytes, with a resumption
-// ticket and ECH about 2,500.
-#define TLS_HELLO_MAX 8192
-
-// Set by the loader; 0 turns TLS off (the verifier then drops this code,
-// since a frozen constant is known to it).
-volatile const __u32 tls_hello_limit = TLS_HELLO_MAX;
-
-// Slots: a power of two. 2^15 slots of 16 bytes: 512 KiB, in .bss.
-#define TLS_SLOT_BITS 15
-
-struct tls_slot {
-	__u32 base;    // sequence number of the stream's first byte
-	__u32 limit;   // bytes wanted from base; 0: none
-	__u32 started; // 1: the first segment was seen and starts like a ClientHello
-	__u32 _pad;
-};
-
-// A global array (in .bss), not an array map: the programs index it
-// directly, with no lookup call, no key on the stack and no NULL check.
-struct tls_slot tls_slots[1 << TLS_SLOT_BITS];
+#include "maps.h"
 
 // tls_slot_of returns the slot of a connection side, from its addresses'
 // last 32 bits and its ports (as the programs load them from the packet:

@@ -196,3 +196,13 @@ func TestTestRunTLSLimit(t *testing.T) {
 	assert.Equal(t, 1024, pieces[0].Limit)
 	assert.Equal(t, hello[:1024], pieces[0].Payload)
 }
+
+// MaxTLSHello is the programs' scratch buffer for a piece, and the loader
+// takes no more.
+func TestMaxTLSHelloIsTheScratchBuffer(t *testing.T) {
+	spec, err := loadNetflow()
+	require.NoError(t, err)
+	assert.Equal(t, uint32(TLSHeaderSize+MaxTLSHello), spec.Maps["tls_scratch"].ValueSize)
+	_, err = Load(Options{TLSHelloLimit: MaxTLSHello + 1})
+	assert.ErrorContains(t, err, "TLS hello limit 8193 is not within 0..8192")
+}

@@ -9,53 +9,13 @@ import (
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 )
 
-// Attribute keys (the README's record table). Semantic-convention keys come
-// from the semconv package; the netflow.* ones have no convention.
-const (
-	AttrDirection          = "netflow.direction"
-	AttrSourceAddress      = string(semconv.SourceAddressKey)
-	AttrSourcePort         = string(semconv.SourcePortKey)
-	AttrDestinationAddress = string(semconv.DestinationAddressKey)
-	AttrDestinationPort    = string(semconv.DestinationPortKey)
-	AttrSourceDomains      = "netflow.source.domains"
-	AttrDestinationDomains = "netflow.destination.domains"
-	AttrNetworkTransport   = string(semconv.NetworkTransportKey)
-	AttrNetworkType        = string(semconv.NetworkTypeKey)
-	AttrLocalAddress       = string(semconv.NetworkLocalAddressKey)
-	AttrLocalPort          = string(semconv.NetworkLocalPortKey)
-	AttrPeerAddress        = string(semconv.NetworkPeerAddressKey)
-	AttrPeerPort           = string(semconv.NetworkPeerPortKey)
-	AttrClientAddress      = string(semconv.ClientAddressKey)
-	AttrClientPort         = string(semconv.ClientPortKey)
-	AttrServerAddress      = string(semconv.ServerAddressKey)
-	AttrServerPort         = string(semconv.ServerPortKey)
-	AttrEndReason          = "netflow.end.reason"
-	AttrEndBy              = "netflow.end.by"
-	AttrEndError           = "netflow.end.error"
-	AttrErrorType          = string(semconv.ErrorTypeKey)
-	AttrEstablished        = "netflow.established"
-	AttrStartObserved      = "netflow.start_observed"
-	AttrStartTime          = "netflow.start_time_unix_nano"
-	AttrDuration           = "netflow.duration"
-	AttrProcessPID         = string(semconv.ProcessPIDKey)
-	AttrProcessExecutable  = string(semconv.ProcessExecutableNameKey)
-	AttrBytesSent          = "netflow.bytes.sent"
-	AttrBytesReceived      = "netflow.bytes.received"
-	AttrSegmentsSent       = "netflow.segments.sent"
-	AttrSegmentsReceived   = "netflow.segments.received"
-	AttrRTT                = "netflow.tcp.rtt"
-	AttrRetransmissions    = "netflow.tcp.retransmissions"
-	AttrSocketCookie       = "netflow.socket.cookie"
-	AttrCgroupID           = "netflow.cgroup.id"
-	AttrNetns              = "netflow.netns"
-	AttrTLSServerName      = "netflow.tls.server_name"
-	AttrPeerName           = "netflow.peer.name"
-)
-
-// attribute is one attribute a record can carry, in the order records
-// carry them.
+// attribute is one attribute a record can carry: its bit in an
+// attributeSet, and its index in attributeKeys.
 type attribute uint8
 
+// The attributes, in the order records carry them. To add one: a constant
+// here, its key in attributeKeys, the line in converter.append that sets
+// it, and its row in the README's record table.
 const (
 	attrDirection attribute = iota
 	attrSourceAddress
@@ -101,25 +61,52 @@ const (
 	numAttributes
 )
 
+// attributeKeys are the attributes' keys (the README's record table).
+// Semantic-convention keys come from the semconv package; the netflow.*
+// ones have no convention.
 var attributeKeys = [numAttributes]string{
-	attrDirection: AttrDirection, attrSourceAddress: AttrSourceAddress, attrSourcePort: AttrSourcePort,
-	attrDestinationAddress: AttrDestinationAddress, attrDestinationPort: AttrDestinationPort,
-	attrSourceDomains: AttrSourceDomains, attrDestinationDomains: AttrDestinationDomains,
-	attrNetworkTransport: AttrNetworkTransport, attrNetworkType: AttrNetworkType,
-	attrLocalAddress: AttrLocalAddress, attrLocalPort: AttrLocalPort,
-	attrPeerAddress: AttrPeerAddress, attrPeerPort: AttrPeerPort,
-	attrClientAddress: AttrClientAddress, attrClientPort: AttrClientPort,
-	attrServerAddress: AttrServerAddress, attrServerPort: AttrServerPort,
-	attrEndReason: AttrEndReason, attrEndBy: AttrEndBy, attrEndError: AttrEndError, attrErrorType: AttrErrorType,
-	attrEstablished: AttrEstablished, attrStartObserved: AttrStartObserved,
-	attrStartTime: AttrStartTime, attrDuration: AttrDuration,
-	attrProcessPID: AttrProcessPID, attrProcessExecutable: AttrProcessExecutable,
-	attrBytesSent: AttrBytesSent, attrBytesReceived: AttrBytesReceived,
-	attrSegmentsSent: AttrSegmentsSent, attrSegmentsReceived: AttrSegmentsReceived,
-	attrRTT: AttrRTT, attrRetransmissions: AttrRetransmissions,
-	attrSocketCookie: AttrSocketCookie, attrCgroupID: AttrCgroupID, attrNetns: AttrNetns,
-	attrTLSServerName: AttrTLSServerName, attrPeerName: AttrPeerName,
+	attrDirection:          "netflow.direction",
+	attrSourceAddress:      string(semconv.SourceAddressKey),
+	attrSourcePort:         string(semconv.SourcePortKey),
+	attrDestinationAddress: string(semconv.DestinationAddressKey),
+	attrDestinationPort:    string(semconv.DestinationPortKey),
+	attrSourceDomains:      "netflow.source.domains",
+	attrDestinationDomains: "netflow.destination.domains",
+	attrNetworkTransport:   string(semconv.NetworkTransportKey),
+	attrNetworkType:        string(semconv.NetworkTypeKey),
+	attrLocalAddress:       string(semconv.NetworkLocalAddressKey),
+	attrLocalPort:          string(semconv.NetworkLocalPortKey),
+	attrPeerAddress:        string(semconv.NetworkPeerAddressKey),
+	attrPeerPort:           string(semconv.NetworkPeerPortKey),
+	attrClientAddress:      string(semconv.ClientAddressKey),
+	attrClientPort:         string(semconv.ClientPortKey),
+	attrServerAddress:      string(semconv.ServerAddressKey),
+	attrServerPort:         string(semconv.ServerPortKey),
+	attrEndReason:          "netflow.end.reason",
+	attrEndBy:              "netflow.end.by",
+	attrEndError:           "netflow.end.error",
+	attrErrorType:          string(semconv.ErrorTypeKey),
+	attrEstablished:        "netflow.established",
+	attrStartObserved:      "netflow.start_observed",
+	attrStartTime:          "netflow.start_time_unix_nano",
+	attrDuration:           "netflow.duration",
+	attrProcessPID:         string(semconv.ProcessPIDKey),
+	attrProcessExecutable:  string(semconv.ProcessExecutableNameKey),
+	attrBytesSent:          "netflow.bytes.sent",
+	attrBytesReceived:      "netflow.bytes.received",
+	attrSegmentsSent:       "netflow.segments.sent",
+	attrSegmentsReceived:   "netflow.segments.received",
+	attrRTT:                "netflow.tcp.rtt",
+	attrRetransmissions:    "netflow.tcp.retransmissions",
+	attrSocketCookie:       "netflow.socket.cookie",
+	attrCgroupID:           "netflow.cgroup.id",
+	attrNetns:              "netflow.netns",
+	attrTLSServerName:      "netflow.tls.server_name",
+	attrPeerName:           "netflow.peer.name",
 }
+
+// String returns the attribute's key.
+func (a attribute) String() string { return attributeKeys[a] }
 
 // coreAttributes are the fields of the event this receiver reimplements
 // (Tracee's NetFlowTCPEnd): every record has them, whatever the

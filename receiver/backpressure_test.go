@@ -239,7 +239,7 @@ func cookies(sink *gate) map[uint64]int {
 	out := map[uint64]int{}
 	for _, ld := range sink.AllLogs() {
 		otlpsink.ForEach(ld, func(_ pcommon.Resource, lr plog.LogRecord) {
-			v, _ := lr.Attributes().Get(AttrSocketCookie)
+			v, _ := lr.Attributes().Get(attrSocketCookie.String())
 			out[uint64(v.Int())]++
 		})
 	}

@@ -143,14 +143,14 @@ func BenchmarkDecodeEnrichConvert(b *testing.B) {
 				e.CgroupID = cgroupID
 				raws[i] = e.Encode()
 			}
-			l := newReadLoop(r, nil, nil, nil)
+			l := testLoop(r, nil)
 			b.ReportAllocs()
 			b.ResetTimer()
 			cpu := processCPU(b)
 			for i := range b.N {
 				l.add(raws[i%len(raws)])
-				if l.batch.len >= cfg.MaxBatchSize {
-					logs, _ := l.batch.take()
+				if l.logs.full() {
+					logs, _ := l.logs.take()
 					if tt.pooling { // as the pipeline does (refconsumer) when its consumer returns
 						pref.MarkPipelineOwnedLogs(logs)
 						pref.UnrefLogs(logs)
@@ -159,7 +159,7 @@ func BenchmarkDecodeEnrichConvert(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 			b.ReportMetric(float64(processCPU(b)-cpu)/float64(b.N), "cpu-ns/op")
-			b.ReportMetric(float64(l.conv.attrs.count()), "attributes")
+			b.ReportMetric(float64(l.logs.conv.attrs.count()), "attributes")
 		})
 	}
 }
@@ -169,24 +169,21 @@ func BenchmarkDecodeEnrichConvert(b *testing.B) {
 // read, decoded, enriched, converted, batched and passed to a consumer.
 func BenchmarkRingToConsumer(b *testing.B) {
 	testenv.RequireRoot(b)
-	objs, err := bpf.Load(bpf.Options{RingBufferSize: 64 << 20, DNSPayloadLimit: 4096})
-	require.NoError(b, err)
-	defer objs.Close()
-	rd, err := objs.NewReader()
-	require.NoError(b, err)
-	defer rd.Close()
 	sink := &discard{}
 	r := newTestReceiver(b, benchConfig, sink)
 	paths, cgroupID := benchCgroups(b)
 	r.cgroups = paths
 	e := benchEvent(0)
 	e.CgroupID = cgroupID
-	filler, err := bpftest.NewFiller(objs, e)
+	filler, err := bpftest.NewFiller(64<<20, e)
 	require.NoError(b, err)
 	defer filler.Close()
+	rd, err := filler.NewReader()
+	require.NoError(b, err)
+	defer rd.Close()
 
 	learnBenchNames(b, r.dns)
-	loop := newReadLoop(r, objs, rd, nil)
+	loop := testLoop(r, rd)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -206,9 +203,9 @@ func BenchmarkRingToConsumer(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "records/s")
 	b.ReportMetric(float64(processCPU(b)-cpu)/float64(total), "cpu-ns/op")
-	stats, err := objs.Stats()
+	lost, err := filler.Lost()
 	require.NoError(b, err)
-	require.Zero(b, stats.Lost, "the ring buffer overflowed; the measurement is not of the receiver")
+	require.Zero(b, lost, "the ring buffer overflowed; the measurement is not of the receiver")
 	require.NoError(b, rd.Flush())
 	<-done
 }

@@ -64,9 +64,9 @@ func startCgroupHarness(t *testing.T, filterCgroups bool, without ...string) *cg
 	if filterCgroups {
 		s.Filters.Include.Cgroups = []string{h.cg.Path}
 	}
-	h.startWithSettings(s, set, func(r *Receiver) {
-		r.rewalk = time.Hour
-		r.without = append(r.without, without...)
+	h.startWithSettings(s, set, func(o *options) {
+		o.rewalk = time.Hour
+		o.without = append(o.without, without...)
 	})
 	return h
 }
@@ -93,7 +93,7 @@ func (h *cgroupHarness) byCookie() map[uint64]cgroupRecord {
 	h.eachRecord(func(res pcommon.Resource, lr plog.LogRecord) {
 		a := lr.Attributes().AsRaw()
 		cid, _ := res.Attributes().Get(AttrContainerID)
-		out[uint64(a[AttrSocketCookie].(int64))] = cgroupRecord{container: cid.Str(), cgroupID: a[AttrCgroupID].(int64)}
+		out[uint64(a[attrSocketCookie.String()].(int64))] = cgroupRecord{container: cid.Str(), cgroupID: a[attrCgroupID.String()].(int64)}
 	})
 	return out
 }
@@ -268,23 +268,23 @@ func TestLearnedCgroupIsNotHiddenByTheCache(t *testing.T) {
 	r := newTestReceiver(t, testConfig, nil)
 	r.cgroups = cgroupv2.NewPaths(root, time.Hour)
 	r.cgroups.Walk()
-	l := &readLoop{r: r, batch: newBatch("host", 16), cgroupInfo: map[uint64]cgroupInfo{}}
+	l := testLoop(r, nil)
 
 	const id = 1 << 40
-	assert.Equal(t, cgroupInfo{}, l.cgroup(id), "not known yet")
+	assert.Equal(t, cgroupInfo{}, l.enrich.cgroup(id), "not known yet")
 	var st syscall.Stat_t
 	require.NoError(t, syscall.Stat(root, &st))
 	c := bpf.CgroupCreated{ID: id, ParentID: st.Ino, Path: "/system.slice/docker-" + shortLivedID + ".scope"}
 	c.PathLen = len(c.Path)
 	l.add(c.Encode())
-	assert.Equal(t, cgroupInfo{path: "/docker-" + shortLivedID + ".scope", container: shortLivedID}, l.cgroup(id),
+	assert.Equal(t, cgroupInfo{path: "/docker-" + shortLivedID + ".scope", container: shortLivedID}, l.enrich.cgroup(id),
 		"placed under the mount point through its parent")
 
 	// The cache starts over rather than grow without end.
 	for i := range uint64(2 * maxCgroupInfo) {
 		require.True(t, r.cgroups.Learn(1<<41+i, st.Ino, "/system.slice/c"))
-		assert.Equal(t, "/c", l.cgroup(1<<41+i).path)
-		require.LessOrEqual(t, len(l.cgroupInfo), maxCgroupInfo)
+		assert.Equal(t, "/c", l.enrich.cgroup(1<<41+i).path)
+		require.LessOrEqual(t, l.enrich.cgroupInfo.Len(), maxCgroupInfo)
 	}
 }
 
@@ -296,8 +296,7 @@ func TestCgroupRecordsNotLearned(t *testing.T) {
 	r := newTestReceiver(t, testConfig, nil)
 	r.cgroups = cgroupv2.NewPaths(root, time.Hour)
 	r.cgroups.Walk()
-	l := &readLoop{r: r, batch: newBatch("host", 16), cgroupInfo: map[uint64]cgroupInfo{},
-		losses: lossWatcher{logger: zap.NewNop(), telemetry: r.telemetry, now: time.Now}}
+	l := testLoop(r, nil)
 	var st syscall.Stat_t
 	require.NoError(t, syscall.Stat(filepath.Join(root, "a"), &st))
 

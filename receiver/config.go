@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/netflowtcpend/netflowtcpend/bpf"
 )
 
 // errNotExist is what checkCgroupDir wraps for a path that does not exist.
@@ -95,57 +97,14 @@ type FiltersConfig struct {
 // FilterConfig is one set of criteria; a connection matches a list when
 // either of its sides does.
 type FilterConfig struct {
-	Ports      []int          `mapstructure:"ports"`      // either port
-	CIDRs      []netip.Prefix `mapstructure:"cidrs"`      // either address, e.g. 10.0.0.0/8, 2001:db8::/32
-	Directions []Direction    `mapstructure:"directions"` // incoming, outgoing, unknown
-	Cgroups    []string       `mapstructure:"cgroups"`    // cgroup v2 directories, and everything below them
+	Ports      []int           `mapstructure:"ports"`      // either port
+	CIDRs      []netip.Prefix  `mapstructure:"cidrs"`      // either address, e.g. 10.0.0.0/8, 2001:db8::/32
+	Directions []bpf.Direction `mapstructure:"directions"` // incoming, outgoing, unknown
+	Cgroups    []string        `mapstructure:"cgroups"`    // cgroup v2 directories, and everything below them
 
 	// prevent unkeyed literal initialization
 	_ struct{}
 }
-
-// Direction is a local socket's role in its connection. The values are
-// those of the kernel programs' enum direction (a test checks it), so that
-// a record's direction compares without a conversion table.
-type Direction uint8
-
-// Directions, as the README defines them.
-const (
-	DirectionUnknown  Direction = 0 // the receiver could not tell (see the README)
-	DirectionIncoming Direction = 1 // accepted from a listener
-	DirectionOutgoing Direction = 2 // the socket sent the SYN
-)
-
-var directionNames = [...]string{DirectionUnknown: "unknown", DirectionIncoming: "incoming", DirectionOutgoing: "outgoing"}
-
-func (d Direction) String() string {
-	if int(d) < len(directionNames) {
-		return directionNames[d]
-	}
-	return "unknown"
-}
-
-// UnmarshalText accepts incoming, outgoing and unknown.
-func (d *Direction) UnmarshalText(text []byte) error {
-	for i, name := range directionNames {
-		if string(text) == name {
-			*d = Direction(i)
-			return nil
-		}
-	}
-	return fmt.Errorf("%q is not incoming, outgoing or unknown", text)
-}
-
-// MarshalText writes the name UnmarshalText reads.
-func (d Direction) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
-
-// DefaultRingBufferSize is the default ring_buffer_size: room for about
-// 45,000 connection-end records of 184 bytes.
-const DefaultRingBufferSize = 8 << 20
-
-// MaxDNSPayload is the largest dns.payload_limit: DNS_PAYLOAD_MAX, the
-// per-CPU scratch buffer of the kernel programs (a test checks it).
-const MaxDNSPayload = 8192
 
 const (
 	minRingBufferSize = 1 << 16
@@ -159,7 +118,7 @@ const (
 // DefaultConfig returns the configuration of an empty YAML block.
 func DefaultConfig() *Config {
 	return &Config{
-		RingBufferSize: DefaultRingBufferSize,
+		RingBufferSize: bpf.DefaultRingBufferSize,
 		MaxBatchSize:   1024,
 		FlushInterval:  200 * time.Millisecond,
 		DNS: DNSConfig{
@@ -205,8 +164,8 @@ func (c *Config) Validate() error {
 		if d.MaxNames < 1 || d.MaxNames > maxDNSNames {
 			errs = append(errs, fmt.Errorf("dns.max_names %d must be from 1 to %d", d.MaxNames, maxDNSNames))
 		}
-		if d.PayloadLimit < minDNSPayload || d.PayloadLimit > MaxDNSPayload {
-			errs = append(errs, fmt.Errorf("dns.payload_limit %d must be from %d to %d bytes", d.PayloadLimit, minDNSPayload, MaxDNSPayload))
+		if d.PayloadLimit < minDNSPayload || d.PayloadLimit > bpf.MaxDNSPayload {
+			errs = append(errs, fmt.Errorf("dns.payload_limit %d must be from %d to %d bytes", d.PayloadLimit, minDNSPayload, bpf.MaxDNSPayload))
 		}
 		switch {
 		case d.MinTTL < 0:
@@ -277,7 +236,7 @@ func (f FilterConfig) validate(key string) []error {
 		}
 	}
 	for _, d := range f.Directions {
-		if d > DirectionOutgoing {
+		if d > bpf.DirectionOutgoing {
 			errs = append(errs, fmt.Errorf("%s.directions: %d is not incoming, outgoing or unknown", key, d))
 		}
 	}
@@ -317,16 +276,18 @@ func (f FiltersConfig) contradictions(watched string) []error {
 	}
 
 	valid := func(c string) bool { return filepath.IsAbs(c) && checkCgroupDir(c) == nil }
+	// watched is clean; the entries are as written.
+	inside := func(path, dir string) bool { return within(filepath.Clean(path), filepath.Clean(dir)) }
 	for _, in := range f.Include.Cgroups {
 		if !valid(in) {
 			continue // said above
 		}
 		for _, ex := range f.Exclude.Cgroups {
-			if valid(ex) && within(in, ex) {
+			if valid(ex) && inside(in, ex) {
 				errs = append(errs, fmt.Errorf("filters.include.cgroups: %s lies within %s of filters.exclude.cgroups, which wins, so including it selects nothing; remove one of them", in, ex))
 			}
 		}
-		if watched != "" && !within(in, watched) && !within(watched, in) {
+		if watched != "" && !inside(in, watched) && !inside(watched, in) {
 			errs = append(errs, fmt.Errorf("filters.include.cgroups: %s is not within %s, the cgroup watched (cgroup_path), so no record can match it; list cgroups below %s", in, watched, watched))
 		}
 	}
@@ -335,17 +296,18 @@ func (f FiltersConfig) contradictions(watched string) []error {
 			continue
 		}
 		switch {
-		case within(watched, ex):
+		case inside(watched, ex):
 			errs = append(errs, fmt.Errorf("filters.exclude.cgroups: %s holds all of %s, the cgroup watched (cgroup_path), so every record would be left out; set cgroup_path to what to watch, or remove the entry", ex, watched))
-		case !within(ex, watched):
+		case !inside(ex, watched):
 			errs = append(errs, fmt.Errorf("filters.exclude.cgroups: %s is not within %s, the cgroup watched (cgroup_path), so it leaves nothing out; list cgroups below %s", ex, watched, watched))
 		}
 	}
 	return errs
 }
 
-// within says whether path is dir or below it.
+// within says whether the cgroup path is dir or below it; both are clean
+// (filepath.Clean). The configuration's checks and the filters of records
+// use it.
 func within(path, dir string) bool {
-	path, dir = filepath.Clean(path), filepath.Clean(dir)
 	return path == dir || dir == "/" || strings.HasPrefix(path, dir+"/")
 }

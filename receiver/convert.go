@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
+	"github.com/netflowtcpend/netflowtcpend/internal/bounded"
 )
 
 // EventName is the LogRecord EventName of every record.
@@ -29,21 +30,25 @@ type converter struct {
 	// Attributes are built here, then moved into the record.
 	attrBuilder xpdata.MapBuilder
 	// The text of recently seen addresses: servers and clients repeat.
-	addrText map[netip.Addr]string
+	addrText bounded.Map[netip.Addr, string]
 }
 
-// maxAddrText bounds the address texts kept; the map starts over when full.
+// maxAddrText bounds the address texts kept.
 const maxAddrText = 4096
 
+// init prepares a converter of records that carry attrs.
+func (c *converter) init(attrs attributeSet) {
+	c.attrs, c.capacity = attrs, attrs.count()
+	c.addrText = bounded.NewMap[netip.Addr, string](maxAddrText)
+	c.clock.sync()
+}
+
 func (c *converter) text(a netip.Addr) string {
-	if s, ok := c.addrText[a]; ok {
+	if s, ok := c.addrText.Get(a); ok {
 		return s
 	}
-	if c.addrText == nil || len(c.addrText) >= maxAddrText {
-		c.addrText = make(map[netip.Addr]string)
-	}
 	s := a.String()
-	c.addrText[a] = s
+	c.addrText.Put(a, s)
 	return s
 }
 
@@ -75,22 +80,22 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 	a := &c.attrBuilder
 	a.EnsureCapacity(c.capacity)
 	// The event's own fields, always.
-	a.AppendEmpty(AttrDirection).SetStr(e.Direction.String())
-	a.AppendEmpty(AttrSourceAddress).SetStr(src)
-	a.AppendEmpty(AttrSourcePort).SetInt(int64(e.Source.Port()))
-	a.AppendEmpty(AttrDestinationAddress).SetStr(dst)
-	a.AppendEmpty(AttrDestinationPort).SetInt(int64(e.Destination.Port()))
-	putStrings(a.AppendEmpty(AttrSourceDomains).SetEmptySlice(), srcNames)
-	putStrings(a.AppendEmpty(AttrDestinationDomains).SetEmptySlice(), dstNames)
+	a.AppendEmpty(attrDirection.String()).SetStr(e.Direction.String())
+	a.AppendEmpty(attrSourceAddress.String()).SetStr(src)
+	a.AppendEmpty(attrSourcePort.String()).SetInt(int64(e.Source.Port()))
+	a.AppendEmpty(attrDestinationAddress.String()).SetStr(dst)
+	a.AppendEmpty(attrDestinationPort.String()).SetInt(int64(e.Destination.Port()))
+	putStrings(a.AppendEmpty(attrSourceDomains.String()).SetEmptySlice(), srcNames)
+	putStrings(a.AppendEmpty(attrDestinationDomains.String()).SetEmptySlice(), dstNames)
 
 	if set.has(attrNetworkTransport) {
-		a.AppendEmpty(AttrNetworkTransport).SetStr("tcp")
+		a.AppendEmpty(attrNetworkTransport.String()).SetStr("tcp")
 	}
 	if set.has(attrNetworkType) {
 		if e.Source.Addr().Is4() {
-			a.AppendEmpty(AttrNetworkType).SetStr("ipv4")
+			a.AppendEmpty(attrNetworkType.String()).SetStr("ipv4")
 		} else {
-			a.AppendEmpty(AttrNetworkType).SetStr("ipv6")
+			a.AppendEmpty(attrNetworkType.String()).SetStr("ipv6")
 		}
 	}
 	// The local socket's own view, whoever ended or opened the connection.
@@ -99,16 +104,16 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 		local, localText, peer, peerText = peer, peerText, local, localText
 	}
 	if set.has(attrLocalAddress) {
-		a.AppendEmpty(AttrLocalAddress).SetStr(localText)
+		a.AppendEmpty(attrLocalAddress.String()).SetStr(localText)
 	}
 	if set.has(attrLocalPort) {
-		a.AppendEmpty(AttrLocalPort).SetInt(int64(local.Port()))
+		a.AppendEmpty(attrLocalPort.String()).SetInt(int64(local.Port()))
 	}
 	if set.has(attrPeerAddress) {
-		a.AppendEmpty(AttrPeerAddress).SetStr(peerText)
+		a.AppendEmpty(attrPeerAddress.String()).SetStr(peerText)
 	}
 	if set.has(attrPeerPort) {
-		a.AppendEmpty(AttrPeerPort).SetInt(int64(peer.Port()))
+		a.AppendEmpty(attrPeerPort.String()).SetInt(int64(peer.Port()))
 	}
 	if e.Direction != bpf.DirectionUnknown {
 		// The client is the connecting side: the local one for outgoing.
@@ -117,86 +122,86 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 			client, clientText, server, serverText = peer, peerText, local, localText
 		}
 		if set.has(attrClientAddress) {
-			a.AppendEmpty(AttrClientAddress).SetStr(clientText)
+			a.AppendEmpty(attrClientAddress.String()).SetStr(clientText)
 		}
 		if set.has(attrClientPort) {
-			a.AppendEmpty(AttrClientPort).SetInt(int64(client.Port()))
+			a.AppendEmpty(attrClientPort.String()).SetInt(int64(client.Port()))
 		}
 		if set.has(attrServerAddress) {
-			a.AppendEmpty(AttrServerAddress).SetStr(serverText)
+			a.AppendEmpty(attrServerAddress.String()).SetStr(serverText)
 		}
 		if set.has(attrServerPort) {
-			a.AppendEmpty(AttrServerPort).SetInt(int64(server.Port()))
+			a.AppendEmpty(attrServerPort.String()).SetInt(int64(server.Port()))
 		}
 	}
 	if set.has(attrEndReason) {
-		a.AppendEmpty(AttrEndReason).SetStr(e.EndReason.String())
+		a.AppendEmpty(attrEndReason.String()).SetStr(e.EndReason.String())
 	}
 	if set.has(attrEndBy) {
-		a.AppendEmpty(AttrEndBy).SetStr(e.EndBy.String())
+		a.AppendEmpty(attrEndBy.String()).SetStr(e.EndBy.String())
 	}
 	if e.Error != 0 && set.has(attrEndError) {
-		a.AppendEmpty(AttrEndError).SetStr(unix.ErrnoName(unix.Errno(e.Error)))
+		a.AppendEmpty(attrEndError.String()).SetStr(unix.ErrnoName(unix.Errno(e.Error)))
 	}
 	if t := errorType(e); t != "" && set.has(attrErrorType) {
-		a.AppendEmpty(AttrErrorType).SetStr(t)
+		a.AppendEmpty(attrErrorType.String()).SetStr(t)
 	}
 	if set.has(attrEstablished) {
-		a.AppendEmpty(AttrEstablished).SetBool(e.Established())
+		a.AppendEmpty(attrEstablished.String()).SetBool(e.Established())
 	}
 	startObserved := e.StartNs != 0 && e.StartNs <= e.TimeNs
 	if set.has(attrStartObserved) {
-		a.AppendEmpty(AttrStartObserved).SetBool(startObserved)
+		a.AppendEmpty(attrStartObserved.String()).SetBool(startObserved)
 	}
 	if startObserved {
 		if set.has(attrStartTime) {
-			a.AppendEmpty(AttrStartTime).SetInt(int64(clk.wall(e.StartNs)))
+			a.AppendEmpty(attrStartTime.String()).SetInt(int64(clk.wall(e.StartNs)))
 		}
 		if set.has(attrDuration) {
-			a.AppendEmpty(AttrDuration).SetDouble(time.Duration(e.TimeNs - e.StartNs).Seconds())
+			a.AppendEmpty(attrDuration.String()).SetDouble(time.Duration(e.TimeNs - e.StartNs).Seconds())
 		}
 	}
 	if e.PID != 0 {
 		if set.has(attrProcessPID) {
-			a.AppendEmpty(AttrProcessPID).SetInt(int64(e.PID))
+			a.AppendEmpty(attrProcessPID.String()).SetInt(int64(e.PID))
 		}
 		if e.Executable != "" && set.has(attrProcessExecutable) {
-			a.AppendEmpty(AttrProcessExecutable).SetStr(e.Executable)
+			a.AppendEmpty(attrProcessExecutable.String()).SetStr(e.Executable)
 		}
 	}
 	if set.has(attrBytesSent) {
-		a.AppendEmpty(AttrBytesSent).SetInt(int64(e.BytesSent))
+		a.AppendEmpty(attrBytesSent.String()).SetInt(int64(e.BytesSent))
 	}
 	if set.has(attrBytesReceived) {
-		a.AppendEmpty(AttrBytesReceived).SetInt(int64(e.BytesReceived))
+		a.AppendEmpty(attrBytesReceived.String()).SetInt(int64(e.BytesReceived))
 	}
 	if set.has(attrSegmentsSent) {
-		a.AppendEmpty(AttrSegmentsSent).SetInt(int64(e.SegsSent))
+		a.AppendEmpty(attrSegmentsSent.String()).SetInt(int64(e.SegsSent))
 	}
 	if set.has(attrSegmentsReceived) {
-		a.AppendEmpty(AttrSegmentsReceived).SetInt(int64(e.SegsReceived))
+		a.AppendEmpty(attrSegmentsReceived.String()).SetInt(int64(e.SegsReceived))
 	}
 	if e.SRTTMicros != 0 && set.has(attrRTT) {
-		a.AppendEmpty(AttrRTT).SetDouble(float64(e.SRTTMicros) / 1e6)
+		a.AppendEmpty(attrRTT.String()).SetDouble(float64(e.SRTTMicros) / 1e6)
 	}
 	if set.has(attrRetransmissions) {
-		a.AppendEmpty(AttrRetransmissions).SetInt(int64(e.Retransmits))
+		a.AppendEmpty(attrRetransmissions.String()).SetInt(int64(e.Retransmits))
 	}
 	if set.has(attrSocketCookie) {
-		a.AppendEmpty(AttrSocketCookie).SetInt(int64(e.Cookie))
+		a.AppendEmpty(attrSocketCookie.String()).SetInt(int64(e.Cookie))
 	}
 	if set.has(attrCgroupID) {
-		a.AppendEmpty(AttrCgroupID).SetInt(int64(e.CgroupID))
+		a.AppendEmpty(attrCgroupID.String()).SetInt(int64(e.CgroupID))
 	}
 	if e.Netns != 0 && set.has(attrNetns) {
-		a.AppendEmpty(AttrNetns).SetInt(int64(e.Netns))
+		a.AppendEmpty(attrNetns.String()).SetInt(int64(e.Netns))
 	}
 	if sni.name != "" && set.has(attrTLSServerName) {
-		a.AppendEmpty(AttrTLSServerName).SetStr(sni.name)
+		a.AppendEmpty(attrTLSServerName.String()).SetStr(sni.name)
 	}
 	if set.has(attrPeerName) {
 		if name := peerName(e, srcNames, dstNames, sni); name != "" {
-			a.AppendEmpty(AttrPeerName).SetStr(name)
+			a.AppendEmpty(attrPeerName.String()).SetStr(name)
 		}
 	}
 	a.UnsafeIntoMap(lr.Attributes())

@@ -256,18 +256,18 @@ func TestAttributesCanBeLeftOut(t *testing.T) {
 	for k := range minimal.At(0).Attributes().All() {
 		keys = append(keys, k)
 	}
-	assert.Equal(t, []string{AttrDirection, AttrSourceAddress, AttrSourcePort, AttrDestinationAddress,
-		AttrDestinationPort, AttrSourceDomains, AttrDestinationDomains}, keys)
+	assert.Equal(t, []string{attrDirection.String(), attrSourceAddress.String(), attrSourcePort.String(), attrDestinationAddress.String(),
+		attrDestinationPort.String(), attrSourceDomains.String(), attrDestinationDomains.String()}, keys)
 
 	one := plog.NewLogRecordSlice()
-	(&converter{attrs: AttributesConfig{Exclude: []string{AttrSocketCookie}}.set()}).append(one, &e, nil, nil, sni, 0)
-	_, ok := one.At(0).Attributes().Get(AttrSocketCookie)
+	(&converter{attrs: AttributesConfig{Exclude: []string{attrSocketCookie.String()}}.set()}).append(one, &e, nil, nil, sni, 0)
+	_, ok := one.At(0).Attributes().Get(attrSocketCookie.String())
 	assert.False(t, ok)
 	assert.Equal(t, int(numAttributes)-1, one.At(0).Attributes().Len())
 }
 
 func TestAttributeExclusionsAreChecked(t *testing.T) {
-	errs := AttributesConfig{Exclude: []string{"source.address", "netflow.cookie", AttrRTT}}.validate()
+	errs := AttributesConfig{Exclude: []string{"source.address", "netflow.cookie", attrRTT.String()}}.validate()
 	require.Len(t, errs, 2)
 	require.EqualError(t, errs[0], `attributes.exclude: "source.address" is a field of the event itself and cannot be left out`)
 	assert.ErrorContains(t, errs[1], `attributes.exclude: "netflow.cookie" is not an attribute of this receiver; the attributes are: network.transport, network.type,`)
@@ -326,14 +326,14 @@ func TestTLSServerNameAttributes(t *testing.T) {
 			lrs := plog.NewLogRecordSlice()
 			(&converter{attrs: allAttributes}).append(lrs, &tt.event, tt.srcNames, tt.dstNames, tt.sni, 0)
 			a := lrs.At(0).Attributes().AsRaw()
-			for key, want := range map[string]string{AttrTLSServerName: tt.serverName, AttrPeerName: tt.peerName} {
+			for key, want := range map[string]string{attrTLSServerName.String(): tt.serverName, attrPeerName.String(): tt.peerName} {
 				if want == "" {
 					assert.NotContains(t, a, key)
 				} else {
 					assert.Equal(t, want, a[key], key)
 				}
 			}
-			assert.Equal(t, tt.dstDomains, a[AttrDestinationDomains])
+			assert.Equal(t, tt.dstDomains, a[attrDestinationDomains.String()])
 		})
 	}
 }

@@ -124,7 +124,7 @@ func runCycle(t *testing.T, cg *testnet.Cgroup, i int) cycle {
 	var cookies []uint64
 	for _, ld := range sink.AllLogs() {
 		otlpsink.ForEach(ld, func(_ pcommon.Resource, lr plog.LogRecord) {
-			v, _ := lr.Attributes().Get(AttrSocketCookie)
+			v, _ := lr.Attributes().Get(attrSocketCookie.String())
 			cookies = append(cookies, uint64(v.Int()))
 		})
 	}

@@ -232,9 +232,9 @@ func domainsByPort(t *testing.T, h *harness) map[uint16][2][]string {
 	out := map[uint16][2][]string{}
 	h.eachRecord(func(_ pcommon.Resource, lr plog.LogRecord) {
 		a := lr.Attributes()
-		port, _ := a.Get(AttrDestinationPort)
-		src, _ := a.Get(AttrSourceDomains)
-		dst, _ := a.Get(AttrDestinationDomains)
+		port, _ := a.Get(attrDestinationPort.String())
+		src, _ := a.Get(attrSourceDomains.String())
+		dst, _ := a.Get(attrDestinationDomains.String())
 		out[uint16(port.Int())] = [2][]string{asStrings(src.Slice()), asStrings(dst.Slice())}
 	})
 	return out

@@ -68,7 +68,7 @@ func (c *FilterConfig) matchAddr(e *bpf.Event) bool {
 }
 
 func (c *FilterConfig) matchDirection(e *bpf.Event) bool {
-	return slices.Contains(c.Directions, Direction(e.Direction))
+	return slices.Contains(c.Directions, e.Direction)
 }
 
 // matchCgroup says whether path is one of cgroups or below one of them.
@@ -77,7 +77,7 @@ func matchCgroup(cgroups []string, path string) bool {
 		return false // unknown: a cgroup removed since
 	}
 	for _, cg := range cgroups {
-		if cg == "/" || path == cg || strings.HasPrefix(path, cg+"/") {
+		if within(path, cg) {
 			return true
 		}
 	}

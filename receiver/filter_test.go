@@ -35,15 +35,15 @@ func TestFilterKeep(t *testing.T) {
 		{"include another range", FiltersConfig{Include: FilterConfig{CIDRs: prefix("192.168.0.0/16")}}, false},
 		{"exclude the destination range", FiltersConfig{Exclude: FilterConfig{CIDRs: prefix("93.184.216.0/24")}}, false},
 		{"exclude an IPv6 range", FiltersConfig{Exclude: FilterConfig{CIDRs: prefix("2001:db8::/32")}}, true},
-		{"include outgoing", FiltersConfig{Include: FilterConfig{Directions: []Direction{DirectionOutgoing}}}, true},
-		{"include incoming", FiltersConfig{Include: FilterConfig{Directions: []Direction{DirectionIncoming}}}, false},
-		{"exclude outgoing", FiltersConfig{Exclude: FilterConfig{Directions: []Direction{DirectionOutgoing}}}, false},
+		{"include outgoing", FiltersConfig{Include: FilterConfig{Directions: []bpf.Direction{bpf.DirectionOutgoing}}}, true},
+		{"include incoming", FiltersConfig{Include: FilterConfig{Directions: []bpf.Direction{bpf.DirectionIncoming}}}, false},
+		{"exclude outgoing", FiltersConfig{Exclude: FilterConfig{Directions: []bpf.Direction{bpf.DirectionOutgoing}}}, false},
 		{"include a parent cgroup", FiltersConfig{Include: FilterConfig{Cgroups: []string{root + "/kubepods.slice"}}}, true},
 		{"include a cgroup with a common prefix only", FiltersConfig{Include: FilterConfig{Cgroups: []string{root + "/kubepods"}}}, false},
 		{"exclude the cgroup itself", FiltersConfig{Exclude: FilterConfig{Cgroups: []string{root + cg}}}, false},
 		{"include the root", FiltersConfig{Include: FilterConfig{Cgroups: []string{root}}}, true},
 		{"every include list must match", FiltersConfig{Include: FilterConfig{
-			Ports: []int{443}, Directions: []Direction{DirectionIncoming}}}, false},
+			Ports: []int{443}, Directions: []bpf.Direction{bpf.DirectionIncoming}}}, false},
 		{"an exclude wins over an include", FiltersConfig{
 			Include: FilterConfig{Ports: []int{443}}, Exclude: FilterConfig{CIDRs: prefix("10.1.2.3/32")}}, false},
 	} {
@@ -65,7 +65,7 @@ func TestFiltersOnRealConnections(t *testing.T) {
 		{"no filters", FiltersConfig{}, []string{"client", "server"}, []string{"client", "server"}},
 		{"exclude ::1", FiltersConfig{Exclude: FilterConfig{CIDRs: []netip.Prefix{netip.MustParsePrefix("::1/128")}}},
 			[]string{"client", "server"}, nil},
-		{"include incoming", FiltersConfig{Include: FilterConfig{Directions: []Direction{DirectionIncoming}}},
+		{"include incoming", FiltersConfig{Include: FilterConfig{Directions: []bpf.Direction{bpf.DirectionIncoming}}},
 			[]string{"server"}, []string{"server"}},
 		{"exclude self", FiltersConfig{ExcludeSelf: true}, nil, nil},
 	} {

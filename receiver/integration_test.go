@@ -60,6 +60,8 @@ type harness struct {
 	sink   *consumertest.LogsSink
 	rcv    *Receiver
 	logger *zap.Logger // nil: none
+	// options, if not nil, changes the receiver's options (newReceiver).
+	options func(*options)
 	// What the kernel gives the programs (after start): tests expect
 	// what it can give, and nothing it cannot.
 	features bpf.Features
@@ -82,12 +84,12 @@ func (h *harness) startWith(s Config) {
 	if h.logger != nil {
 		set.Logger = h.logger
 	}
-	h.startWithSettings(s, set, nil)
+	h.startWithSettings(s, set, h.options)
 }
 
 // startWithSettings starts the receiver with set (its logger and
-// telemetry); configure, if not nil, changes the receiver before Start.
-func (h *harness) startWithSettings(s Config, set receiver.Settings, configure func(*Receiver)) {
+// telemetry); configure, if not nil, changes its options (newReceiver).
+func (h *harness) startWithSettings(s Config, set receiver.Settings, configure func(*options)) {
 	h.t.Helper()
 	obsrecv, err := receiverhelper.NewObsReport(receiverhelper.ObsReportSettings{
 		ReceiverID: set.ID, Transport: "ebpf", ReceiverCreateSettings: set,
@@ -95,12 +97,13 @@ func (h *harness) startWithSettings(s Config, set receiver.Settings, configure f
 	require.NoError(h.t, err)
 	h.sink = new(consumertest.LogsSink)
 	s.CgroupPath = h.cg.Path
-	h.rcv, err = New(&s, set.TelemetrySettings, obsrecv, h.sink)
-	require.NoError(h.t, err)
-	h.rcv.without = testWithout
+	opts := defaultOptions()
+	opts.without = slices.Clone(testWithout)
 	if configure != nil {
-		configure(h.rcv)
+		configure(&opts)
 	}
+	h.rcv, err = newReceiver(&s, set.TelemetrySettings, obsrecv, h.sink, opts)
+	require.NoError(h.t, err)
 	require.NoError(h.t, h.rcv.Start(context.Background(), nil))
 	h.t.Cleanup(func() { _ = h.rcv.Shutdown(context.Background()) })
 	h.features = h.rcv.objs.Features
@@ -122,16 +125,16 @@ func (h *harness) stop() []record {
 			return netip.AddrPortFrom(netip.MustParseAddr(str(addrKey)), uint16(num(portKey))).String()
 		}
 		out = append(out, record{
-			Cookie:    uint64(num(AttrSocketCookie)),
-			Direction: str(AttrDirection),
-			Source:    addrPort(AttrSourceAddress, AttrSourcePort),
-			Dest:      addrPort(AttrDestinationAddress, AttrDestinationPort),
-			Local:     addrPort(AttrLocalAddress, AttrLocalPort),
-			Peer:      addrPort(AttrPeerAddress, AttrPeerPort),
-			EndBy:     str(AttrEndBy),
-			Reason:    str(AttrEndReason),
-			NetType:   str(AttrNetworkType),
-			Netns:     uint32(num(AttrNetns)),
+			Cookie:    uint64(num(attrSocketCookie.String())),
+			Direction: str(attrDirection.String()),
+			Source:    addrPort(attrSourceAddress.String(), attrSourcePort.String()),
+			Dest:      addrPort(attrDestinationAddress.String(), attrDestinationPort.String()),
+			Local:     addrPort(attrLocalAddress.String(), attrLocalPort.String()),
+			Peer:      addrPort(attrPeerAddress.String(), attrPeerPort.String()),
+			EndBy:     str(attrEndBy.String()),
+			Reason:    str(attrEndReason.String()),
+			NetType:   str(attrNetworkType.String()),
+			Netns:     uint32(num(attrNetns.String())),
 		})
 	})
 	return out
@@ -390,7 +393,7 @@ func connectionEnds(t *testing.T, trs []transport, without ...string) {
 			t.Run(tr.name+"/"+sc.name, func(t *testing.T) {
 				h := newHarness(t)
 				h.startWithSettings(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond},
-					receivertest.NewNopSettings(metadata.Type), func(r *Receiver) { r.without = append(r.without, without...) })
+					receivertest.NewNopSettings(metadata.Type), func(o *options) { o.without = append(o.without, without...) })
 				if slices.Contains(without, bpf.WithoutAtomics) {
 					require.False(t, h.features.Atomics)
 				}

@@ -24,7 +24,7 @@ func (h *harness) attrsByCookie() map[uint64]map[string]any {
 	out := map[uint64]map[string]any{}
 	h.eachRecord(func(_ pcommon.Resource, lr plog.LogRecord) {
 		a := lr.Attributes().AsRaw()
-		out[uint64(a[AttrSocketCookie].(int64))] = a
+		out[uint64(a[attrSocketCookie.String()].(int64))] = a
 	})
 	return out
 }
@@ -74,23 +74,23 @@ func TestBytesSegmentsRTTAndDuration(t *testing.T) {
 				{c.serverCookie, 300_000, 4 + 10_000, [2]int64{serverBefore, serverAfter}},
 			} {
 				a := got[side.cookie]
-				assert.Equal(t, side.sent, a[AttrBytesSent], "bytes sent")
-				assert.Equal(t, side.received, a[AttrBytesReceived], "bytes received")
-				assert.Equal(t, true, a[AttrEstablished])
-				assert.NotContains(t, a, AttrErrorType, "a graceful end is no failure")
-				assert.Greater(t, a[AttrSegmentsSent].(int64), int64(2))
-				assert.Greater(t, a[AttrSegmentsReceived].(int64), int64(2))
-				assert.Greater(t, a[AttrRTT].(float64), 0.0)
-				assert.Less(t, a[AttrRTT].(float64), 1.0)
-				assert.GreaterOrEqual(t, a[AttrRetransmissions], side.retrans[0], "retransmissions: the socket's count")
-				assert.LessOrEqual(t, a[AttrRetransmissions], side.retrans[1], "retransmissions: the socket's count")
+				assert.Equal(t, side.sent, a[attrBytesSent.String()], "bytes sent")
+				assert.Equal(t, side.received, a[attrBytesReceived.String()], "bytes received")
+				assert.Equal(t, true, a[attrEstablished.String()])
+				assert.NotContains(t, a, attrErrorType.String(), "a graceful end is no failure")
+				assert.Greater(t, a[attrSegmentsSent.String()].(int64), int64(2))
+				assert.Greater(t, a[attrSegmentsReceived.String()].(int64), int64(2))
+				assert.Greater(t, a[attrRTT.String()].(float64), 0.0)
+				assert.Less(t, a[attrRTT.String()].(float64), 1.0)
+				assert.GreaterOrEqual(t, a[attrRetransmissions.String()], side.retrans[0], "retransmissions: the socket's count")
+				assert.LessOrEqual(t, a[attrRetransmissions.String()], side.retrans[1], "retransmissions: the socket's count")
 				if side.retrans[1] != 0 {
 					t.Logf("the kernel retransmitted: %d to %d segments", side.retrans[0], side.retrans[1])
 				}
 
-				start := time.Unix(0, a[AttrStartTime].(int64))
+				start := time.Unix(0, a[attrStartTime.String()].(int64))
 				assert.False(t, start.Before(before.Add(-time.Millisecond)), "start %v before the test dialed at %v", start, before)
-				dur := time.Duration(a[AttrDuration].(float64) * float64(time.Second))
+				dur := time.Duration(a[attrDuration.String()].(float64) * float64(time.Second))
 				assert.Positive(t, dur)
 				assert.LessOrEqual(t, dur, after.Sub(before)+time.Millisecond, "duration within the test's own bounds")
 			}
@@ -153,19 +153,19 @@ func TestConnectTimeout(t *testing.T) {
 		return
 	}
 	require.NotNil(t, got, "no record for the timed-out socket")
-	assert.Equal(t, "timeout", got[AttrEndReason])
-	assert.Equal(t, "ETIMEDOUT", got[AttrEndError])
-	assert.Equal(t, "timeout", got[AttrErrorType])
-	assert.Equal(t, "local", got[AttrEndBy])
-	assert.Equal(t, "outgoing", got[AttrDirection])
-	assert.Equal(t, false, got[AttrEstablished])
-	assert.Equal(t, a.Addr4.String(), got[AttrSourceAddress])
-	assert.Equal(t, nobody.String(), got[AttrDestinationAddress])
-	assert.Equal(t, int64(80), got[AttrDestinationPort])
-	assert.GreaterOrEqual(t, got[AttrSegmentsSent], int64(2), "the SYN and its retransmissions")
-	assert.Equal(t, got[AttrSegmentsSent].(int64)-1, got[AttrRetransmissions], "every segment after the SYN was a retransmission")
-	assert.Equal(t, int64(0), got[AttrSegmentsReceived])
-	assert.InDelta(t, elapsed.Seconds(), got[AttrDuration].(float64), 0.5)
+	assert.Equal(t, "timeout", got[attrEndReason.String()])
+	assert.Equal(t, "ETIMEDOUT", got[attrEndError.String()])
+	assert.Equal(t, "timeout", got[attrErrorType.String()])
+	assert.Equal(t, "local", got[attrEndBy.String()])
+	assert.Equal(t, "outgoing", got[attrDirection.String()])
+	assert.Equal(t, false, got[attrEstablished.String()])
+	assert.Equal(t, a.Addr4.String(), got[attrSourceAddress.String()])
+	assert.Equal(t, nobody.String(), got[attrDestinationAddress.String()])
+	assert.Equal(t, int64(80), got[attrDestinationPort.String()])
+	assert.GreaterOrEqual(t, got[attrSegmentsSent.String()], int64(2), "the SYN and its retransmissions")
+	assert.Equal(t, got[attrSegmentsSent.String()].(int64)-1, got[attrRetransmissions.String()], "every segment after the SYN was a retransmission")
+	assert.Equal(t, int64(0), got[attrSegmentsReceived.String()])
+	assert.InDelta(t, elapsed.Seconds(), got[attrDuration.String()].(float64), 0.5)
 	assert.Len(t, h.attrsByCookie(), 1)
 }
 
@@ -185,9 +185,9 @@ func TestRefusedConnectWasNeverEstablished(t *testing.T) {
 	h.stop()
 	got := h.attrsByCookie()[cookie]
 	require.NotNil(t, got)
-	assert.Equal(t, false, got[AttrEstablished])
-	assert.Equal(t, "rst", got[AttrEndReason])
-	assert.Equal(t, "connection_refused", got[AttrErrorType])
+	assert.Equal(t, false, got[attrEstablished.String()])
+	assert.Equal(t, "rst", got[attrEndReason.String()])
+	assert.Equal(t, "connection_refused", got[attrErrorType.String()])
 }
 
 func TestConnectGivenUpByTheApplication(t *testing.T) {
@@ -218,8 +218,8 @@ func TestConnectGivenUpByTheApplication(t *testing.T) {
 		return
 	}
 	require.NotNil(t, got)
-	assert.Equal(t, "closed", got[AttrEndReason])
-	assert.Equal(t, false, got[AttrEstablished])
-	assert.NotContains(t, got, AttrEndError)
-	assert.NotContains(t, got, AttrErrorType, "giving up a connect is no failure of the network")
+	assert.Equal(t, "closed", got[attrEndReason.String()])
+	assert.Equal(t, false, got[attrEstablished.String()])
+	assert.NotContains(t, got, attrEndError.String())
+	assert.NotContains(t, got, attrErrorType.String(), "giving up a connect is no failure of the network")
 }

@@ -38,12 +38,12 @@ func exchange(t *testing.T, srv, cli *helper) {
 // whose cookie the helper cannot know: MPTCP subflows).
 func byLocalPort(records map[uint64]map[string]any, dir string, port int64) map[string]any {
 	for _, a := range records {
-		if a[AttrDirection] != dir {
+		if a[attrDirection.String()] != dir {
 			continue
 		}
-		local := a[AttrSourcePort]
-		if a[AttrEndBy] == "remote" {
-			local = a[AttrDestinationPort]
+		local := a[attrSourcePort.String()]
+		if a[attrEndBy.String()] == "remote" {
+			local = a[attrDestinationPort.String()]
 		}
 		if local == port {
 			return a
@@ -58,14 +58,14 @@ func byLocalPort(records map[uint64]map[string]any, dir string, port int64) map[
 func assertOwner(t *testing.T, f bpf.Features, a map[string]any, known bool, who *helper, msg string) {
 	t.Helper()
 	if !known {
-		assert.NotContains(t, a, AttrProcessPID, "%s: this kernel cannot tell (%+v)", msg, f)
+		assert.NotContains(t, a, attrProcessPID.String(), "%s: this kernel cannot tell (%+v)", msg, f)
 		return
 	}
-	assert.Equal(t, who.PID(), a[AttrProcessPID], msg)
+	assert.Equal(t, who.PID(), a[attrProcessPID.String()], msg)
 	if f.OwnerExecutable {
-		assert.Equal(t, helperName, a[AttrProcessExecutable], msg)
+		assert.Equal(t, helperName, a[attrProcessExecutable.String()], msg)
 	} else {
-		assert.NotContains(t, a, AttrProcessExecutable, msg)
+		assert.NotContains(t, a, attrProcessExecutable.String(), msg)
 	}
 }
 
@@ -90,7 +90,7 @@ func ownerProcess(t *testing.T, without ...string) {
 		t.Run(tt.server+"/"+tt.client, func(t *testing.T) {
 			h := newHarness(t)
 			h.startWithSettings(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond},
-				receivertest.NewNopSettings(metadata.Type), func(r *Receiver) { r.without = append(r.without, without...) })
+				receivertest.NewNopSettings(metadata.Type), func(o *options) { o.without = append(o.without, without...) })
 			if len(without) > 0 {
 				require.False(t, h.features.MPTCPOwner)
 			}
@@ -117,7 +117,7 @@ func ownerProcess(t *testing.T, without ...string) {
 
 			client := byLocalPort(got, "outgoing", int64(cli.Local.Port()))
 			require.NotNil(t, client)
-			assert.Equal(t, "outgoing", client[AttrDirection])
+			assert.Equal(t, "outgoing", client[attrDirection.String()])
 			assertOwner(t, f, client, !subflows || f.MPTCPOwner, cli, "the connecting process")
 
 			server := byLocalPort(got, "incoming", int64(addr.Port()))
@@ -175,11 +175,11 @@ func TestConnectionsOpenBeforeStart(t *testing.T) {
 			}{{cli, "outgoing"}, {srv, "incoming"}} {
 				a := got[side.who.Cookie]
 				require.NotNil(t, a)
-				assert.Equal(t, side.dir, a[AttrDirection], "from the scan at start")
-				assert.Equal(t, false, a[AttrStartObserved])
-				assert.NotContains(t, a, AttrStartTime)
-				assert.Equal(t, side.who.PID(), a[AttrProcessPID], "from the scan at start")
-				assert.Equal(t, helperName, a[AttrProcessExecutable])
+				assert.Equal(t, side.dir, a[attrDirection.String()], "from the scan at start")
+				assert.Equal(t, false, a[attrStartObserved.String()])
+				assert.NotContains(t, a, attrStartTime.String())
+				assert.Equal(t, side.who.PID(), a[attrProcessPID.String()], "from the scan at start")
+				assert.Equal(t, helperName, a[attrProcessExecutable.String()])
 			}
 		})
 	}
@@ -210,7 +210,7 @@ func TestRecordsAreGroupedByContainer(t *testing.T) {
 		hn, _ := res.Attributes().Get(AttrHostName)
 		assert.Equal(t, host, hn.Str())
 		cid, _ := res.Attributes().Get(AttrContainerID)
-		pid, _ := lr.Attributes().Get(AttrProcessPID)
+		pid, _ := lr.Attributes().Get(attrProcessPID.String())
 		byContainer[cid.Str()] = append(byContainer[cid.Str()], pid.Int())
 	})
 	assert.Equal(t, map[string][]int64{id: {srvPID}, "": {cli.PID()}}, byContainer)
@@ -260,7 +260,7 @@ func TestOwnerOfAcceptedSocketIsTheWorker(t *testing.T) {
 	unread := got[idle.Cookie]
 	require.NotNil(t, unread)
 	assertOwner(t, f, unread, f.OwnerOfAccepted.Names(false, false), idle, "never read or written before the end")
-	assert.Equal(t, quiet.PID(), got[quiet.Cookie][AttrProcessPID])
+	assert.Equal(t, quiet.PID(), got[quiet.Cookie][attrProcessPID.String()])
 }
 
 // Where the kernel has no trampolines, the send and receive tracepoints
@@ -271,7 +271,7 @@ func TestOwnerOfAcceptedSocketIsTheWorker(t *testing.T) {
 func TestOwnerOfAcceptedSocketsInTurnOnTheFallback(t *testing.T) {
 	h := newHarness(t)
 	h.startWithSettings(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond},
-		receivertest.NewNopSettings(metadata.Type), func(r *Receiver) { r.without = append(r.without, bpf.AcceptProgram) })
+		receivertest.NewNopSettings(metadata.Type), func(o *options) { o.without = append(o.without, bpf.AcceptProgram) })
 	t.Logf("owner of accepted sockets: %s", h.features.OwnerOfAccepted)
 	var ln *net.TCPListener
 	h.cg.Run(t, func() {
@@ -306,7 +306,7 @@ func TestOwnerOfAcceptedSocketsInTurnOnTheFallback(t *testing.T) {
 	for _, ck := range cookies {
 		a := got[ck]
 		require.NotNil(t, a)
-		if a[AttrProcessPID] == int64(os.Getpid()) {
+		if a[attrProcessPID.String()] == int64(os.Getpid()) {
 			named++
 		}
 	}

@@ -29,8 +29,7 @@ func TestStartWarnsInAPIDNamespaceOfItsOwn(t *testing.T) {
 			h := newHarness(t)
 			core, logs := observer.New(zap.WarnLevel)
 			h.logger = zap.New(core)
-			defer func(f func() int) { ownPID = f }(ownPID)
-			ownPID = tt.pid
+			h.options = func(o *options) { o.ownPID = tt.pid }
 			h.start()
 			h.stop()
 			warnings := logs.FilterMessageSnippet("PID namespace of its own").All()

@@ -198,10 +198,10 @@ func TestDirectionOfConnectionsOpenBeforeStart(t *testing.T) {
 						continue
 					}
 					require.NotNil(t, a, "%s: no record", c.name)
-					assert.Equal(t, c.want.dir, a[AttrDirection], c.name)
-					assert.Equal(t, false, a[AttrStartObserved], c.name)
-					assert.Equal(t, int64(os.Getpid()), a[AttrProcessPID], c.name)
-					assert.Equal(t, filepath.Base(self), a[AttrProcessExecutable], c.name)
+					assert.Equal(t, c.want.dir, a[attrDirection.String()], c.name)
+					assert.Equal(t, false, a[attrStartObserved.String()], c.name)
+					assert.Equal(t, int64(os.Getpid()), a[attrProcessPID.String()], c.name)
+					assert.Equal(t, filepath.Base(self), a[attrProcessExecutable.String()], c.name)
 				}
 				if tt.gone == "" {
 					assert.Len(t, got, 2)
@@ -249,8 +249,8 @@ func TestOwnConnectionsOpenBeforeStartAreExcluded(t *testing.T) {
 			got := h.attrsByCookie()
 			assert.NotContains(t, got, ownCookie, "the collector's own connection")
 			require.Contains(t, got, srv.Cookie, "the other end, another process's")
-			assert.Equal(t, "incoming", got[srv.Cookie][AttrDirection])
-			assert.Equal(t, srv.PID(), got[srv.Cookie][AttrProcessPID])
+			assert.Equal(t, "incoming", got[srv.Cookie][attrDirection.String()])
+			assert.Equal(t, srv.PID(), got[srv.Cookie][attrProcessPID.String()])
 			assert.Len(t, got, 1)
 		})
 	}
@@ -271,9 +271,10 @@ func TestStartWithoutTheScan(t *testing.T) {
 	core, logs := observer.New(zap.WarnLevel)
 	h.logger = zap.New(core)
 	c := dial(t, loopback4, h, true, true)
-	defer func(f func(int) (*sockscan.Table, error)) { scan = f }(scan)
-	scan = func(int) (*sockscan.Table, error) {
-		return &sockscan.Table{}, fmt.Errorf("scan sockets: load %s: %w", bpf.ScanFeature, bpf.ErrUnsupportedKernel)
+	h.options = func(o *options) {
+		o.scan = func(int) (*sockscan.Table, error) {
+			return &sockscan.Table{}, fmt.Errorf("scan sockets: load %s: %w", bpf.ScanFeature, bpf.ErrUnsupportedKernel)
+		}
 	}
 	h.start()
 	require.NoError(t, c.client.Close())
@@ -284,7 +285,7 @@ func TestStartWithoutTheScan(t *testing.T) {
 		c.serverRecord("unknown", "remote", "fin", "ipv4"),
 	}, h.stop())
 	for _, a := range h.attrsByCookie() {
-		assert.NotContains(t, a, AttrProcessPID)
+		assert.NotContains(t, a, attrProcessPID.String())
 	}
 
 	// One warning for the scan (kernels before 6.12 add one for the owner

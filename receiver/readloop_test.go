@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/component"
@@ -53,16 +54,27 @@ func loopWithOneRecord(t *testing.T, next consumer.Logs) *readLoop {
 	return withOneRecord(r)
 }
 
+// zeroCounters are the counters of kernel programs that lose nothing, for
+// read loops without kernel objects.
+type zeroCounters struct{}
+
+func (zeroCounters) Stats() (bpf.Stats, error) { return bpf.Stats{}, nil }
+
+// testLoop builds r's read loop as Start does, reading rd (nil: none),
+// without kernel objects: the test sets r.cgroups if records need it.
+func testLoop(r *Receiver, rd *ringbuf.Reader) *readLoop {
+	return newReadLoop(r.loopSettings("/", kernelSide{reader: rd, counters: zeroCounters{}}))
+}
+
 // withOneRecord makes a read loop of r, without kernel objects, holding a
 // batch of one record.
 func withOneRecord(r *Receiver) *readLoop {
-	l := &readLoop{r: r, batch: newBatch("host", 16), consumer: consumerLog{logger: r.logger, now: time.Now}}
+	l := testLoop(r, nil)
 	e := bpf.Event{
 		Source: netip.MustParseAddrPort("10.0.0.1:1"), Destination: netip.MustParseAddrPort("10.0.0.2:2"),
 		EndBy: bpf.EndByLocal, EndReason: bpf.EndFIN,
 	}
-	l.conv.append(l.batch.records(""), &e, nil, nil, tlsName{}, 0)
-	l.batch.len++
+	l.logs.add(&connectionEnd{event: &e}, 0)
 	return l
 }
 
@@ -92,8 +104,8 @@ func TestFlushRetriesRetryableErrors(t *testing.T) {
 	l.flush(context.Background())
 	assert.Equal(t, 3, c.calls)
 	assert.Equal(t, 1, c.LogRecordCount(), "delivered once, after two refusals")
-	assert.Zero(t, l.batch.len, "a new batch starts empty")
-	assert.Zero(t, l.batch.logs.LogRecordCount())
+	assert.Zero(t, l.logs.batch.len, "a new batch starts empty")
+	assert.Zero(t, l.logs.batch.logs.LogRecordCount())
 }
 
 func TestFlushDropsOnPermanentError(t *testing.T) {

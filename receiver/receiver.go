@@ -41,15 +41,11 @@ type Receiver struct {
 	next      consumer.Logs
 	dns       *dnscache.Cache // nil when DNS is off
 	hostName  string
-	// For tests: how often the cgroup tree may be walked again (a
-	// second), and optional programs not to load (bpf.Options.Without).
-	rewalk  time.Duration
-	without []string
+	opts      options
 
 	mu         sync.Mutex // guards the fields below across Start and Shutdown
 	cgroupPath string     // what the programs are attached to
 	cgroups    *cgroupv2.Paths
-	filters    filters
 	objs       *bpf.Objects
 	reader     *ringbuf.Reader
 	done       chan struct{} // closed when the read loop has returned
@@ -57,14 +53,36 @@ type Receiver struct {
 	stopped    bool
 }
 
+// options are what the receiver takes from its surroundings besides the
+// configuration; tests give other ones to newReceiver.
+type options struct {
+	// rewalk is how often the cgroup tree may be walked again.
+	rewalk time.Duration
+	// without names optional programs and kernel features not to use, as
+	// if the kernel lacked them (bpf.Options.Without).
+	without []string
+	// scan reads the sockets open before start.
+	scan func(self int) (*sockscan.Table, error)
+	// ownPID is this process's id in its PID namespace.
+	ownPID func() int
+}
+
+func defaultOptions() options {
+	return options{rewalk: time.Second, scan: sockscan.Scan, ownPID: os.Getpid}
+}
+
 // New creates a receiver with a validated configuration; nothing touches
 // the kernel before Start.
 func New(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next consumer.Logs) (*Receiver, error) {
+	return newReceiver(cfg, tel, obsrecv, next, defaultOptions())
+}
+
+func newReceiver(cfg *Config, tel component.TelemetrySettings, obsrecv *receiverhelper.ObsReport, next consumer.Logs, opts options) (*Receiver, error) {
 	tb, err := metadata.NewTelemetryBuilder(tel)
 	if err != nil {
 		return nil, fmt.Errorf("create telemetry: %w", err)
 	}
-	r := &Receiver{cfg: cfg, logger: tel.Logger, telemetry: tb, obsrecv: obsrecv, next: next, rewalk: time.Second}
+	r := &Receiver{cfg: cfg, logger: tel.Logger, telemetry: tb, obsrecv: obsrecv, next: next, opts: opts}
 	r.hostName, _ = os.Hostname()
 	if cfg.DNS.Enabled {
 		r.dns = dnscache.New(dnscache.Config{
@@ -101,10 +119,9 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 		path = root
 	}
 	r.cgroupPath = path
-	r.cgroups = cgroupv2.NewPaths(root, r.rewalk)
-	r.filters = newFilters(r.cfg.Filters, root)
+	r.cgroups = cgroupv2.NewPaths(root, r.opts.rewalk)
 
-	opts := bpf.Options{RingBufferSize: r.cfg.RingBufferSize, Without: r.without, IgnoreSelf: r.cfg.Filters.ExcludeSelf}
+	opts := bpf.Options{RingBufferSize: r.cfg.RingBufferSize, Without: r.opts.without, IgnoreSelf: r.cfg.Filters.ExcludeSelf}
 	if r.dns != nil {
 		opts.DNSPayloadLimit = r.cfg.DNS.PayloadLimit
 	}
@@ -116,7 +133,7 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 		return err
 	}
 	r.logFeatures(objs)
-	if pid := ownPID(); objs.SelfPID != pid {
+	if pid := r.opts.ownPID(); objs.SelfPID != pid {
 		// The scan at start sees the tasks of this PID namespace only.
 		r.logger.Warn("The collector runs in a PID namespace of its own: connections open before start "+
 			"of processes outside it have direction unknown and no owner; run it in the host PID namespace "+
@@ -153,7 +170,9 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	r.objs, r.reader, r.cancel = objs, rd, cancel
 	r.done = make(chan struct{})
-	loop := newReadLoop(r, objs, rd, preexisting)
+	loop := newReadLoop(r.loopSettings(root, kernelSide{
+		reader: rd, counters: objs, selfPID: objs.SelfPID, dnsNetns: objs.Features.DNSNetns, preexisting: preexisting,
+	}))
 	go func() {
 		defer close(r.done)
 		loop.run(ctx)
@@ -198,19 +217,13 @@ func (r *Receiver) logFeatures(objs *bpf.Objects) {
 		zap.Strings("programs", programs), zap.Errors("errors", errs))
 }
 
-// scan reads the kernel's sockets; a variable for tests.
-var scan = sockscan.Scan
-
-// ownPID is this process's id in its PID namespace; a variable for tests.
-var ownPID = os.Getpid
-
 // scanSockets reads the sockets that were open before the programs were
 // attached: their direction and owner. Records that arrive meanwhile wait in
 // the ring buffer. A kernel that cannot run the scan costs one warning:
 // those records then have direction unknown and no process.
 func (r *Receiver) scanSockets(self int) *sockscan.Table {
 	start := time.Now()
-	socks, err := scan(self)
+	socks, err := r.opts.scan(self)
 	if err != nil {
 		r.logger.Warn("This kernel cannot scan the sockets open before start; their records have direction unknown and no process",
 			zap.String("missing", bpf.ScanFeature), zap.Error(err))
@@ -227,6 +240,35 @@ func (r *Receiver) scanSockets(self int) *sockscan.Table {
 	}
 	r.logger.Debug("Read the sockets open before start", fields...)
 	return socks
+}
+
+// kernelSide is what the read loop takes from the loaded programs.
+type kernelSide struct {
+	reader   *ringbuf.Reader
+	counters kernelCounters // the programs' counters: the *bpf.Objects
+	selfPID  int            // bpf.Objects.SelfPID
+	dnsNetns bool           // bpf.Features.DNSNetns
+	// The sockets open before start (scanSockets).
+	preexisting *sockscan.Table
+}
+
+// loopSettings gives the read loop what it uses, from the configuration,
+// what New and Start made (root: the cgroup v2 mount point), and k.
+func (r *Receiver) loopSettings(root string, k kernelSide) readLoopSettings {
+	return readLoopSettings{
+		logger: r.logger, telemetry: r.telemetry, reader: k.reader, counters: k.counters,
+		flushInterval: r.cfg.FlushInterval,
+		enrich: enricherSettings{
+			logger: r.logger, telemetry: r.telemetry,
+			preexisting: k.preexisting, excludeSelf: r.cfg.Filters.ExcludeSelf, selfPID: k.selfPID,
+			filters: newFilters(r.cfg.Filters, root), cgroups: r.cgroups,
+			dns: r.dns, dnsNetns: k.dnsNetns, tls: r.cfg.TLS.Enabled,
+		},
+		logs: logsSinkSettings{
+			hostName: r.hostName, maxBatchSize: r.cfg.MaxBatchSize, attrs: r.cfg.Attributes.set(),
+			obsrecv: r.obsrecv, next: r.next,
+		},
+	}
 }
 
 // registerGauges registers the callbacks of the asynchronous metrics.

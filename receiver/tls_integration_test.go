@@ -45,11 +45,11 @@ func (h *harness) tlsSides(port int) (clients, servers []tlsSide) {
 	h.eachRecord(func(_ pcommon.Resource, lr plog.LogRecord) {
 		a := lr.Attributes().AsRaw()
 		str := func(k string) string { s, _ := a[k].(string); return s }
-		if p, _ := a[AttrServerPort].(int64); int(p) != port {
+		if p, _ := a[attrServerPort.String()].(int64); int(p) != port {
 			return
 		}
-		side := tlsSide{serverName: str(AttrTLSServerName), peerName: str(AttrPeerName), netType: str(AttrNetworkType)}
-		if str(AttrDirection) == "outgoing" {
+		side := tlsSide{serverName: str(attrTLSServerName.String()), peerName: str(attrPeerName.String()), netType: str(attrNetworkType.String())}
+		if str(attrDirection.String()) == "outgoing" {
 			clients = append(clients, side)
 		} else {
 			servers = append(servers, side)

@@ -10,7 +10,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/bpftest"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
@@ -21,19 +20,16 @@ import (
 // bpf.DefaultWakeupBytes is larger).
 func TestReaderWakesUpForBurstsNotForEveryRecord(t *testing.T) {
 	testenv.RequireRoot(t)
-	objs, err := bpf.Load(bpf.Options{RingBufferSize: 1 << 20})
-	require.NoError(t, err)
-	defer objs.Close()
-	rd, err := objs.NewReader()
-	require.NoError(t, err)
-	filler, err := bpftest.NewFiller(objs, benchEvent(1))
+	filler, err := bpftest.NewFiller(1<<20, benchEvent(1))
 	require.NoError(t, err)
 	defer filler.Close()
+	rd, err := filler.NewReader()
+	require.NoError(t, err)
 
 	sink := &discard{}
 	r := newTestReceiver(t, Config{RingBufferSize: 1 << 20, MaxBatchSize: 100, FlushInterval: time.Hour}, sink)
 	r.cgroups = cgroupv2.NewPaths(t.TempDir(), time.Hour)
-	loop := newReadLoop(r, objs, rd, nil)
+	loop := testLoop(r, rd)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -170,7 +170,12 @@ func testRunFigures() ([]testRunFigure, error) {
 		{"DNS answer, 120 bytes (ingress)", true, tp.Ethernet(tp.Datagram{Src: resolver, Dst: a, Payload: answer}.IPv4()), 20_000},
 	}
 	var out []testRunFigure
-	ingress, egress := bpftest.Programs(objs)
+	ingress, egress, err := bpftest.Programs()
+	if err != nil {
+		return nil, err
+	}
+	defer ingress.Close()
+	defer egress.Close()
 	for _, k := range kinds {
 		prog := egress
 		if k.ingress {

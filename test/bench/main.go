@@ -32,6 +32,7 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/churn"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testhello"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
 	"github.com/netflowtcpend/netflowtcpend/test/loadtest"
 )
 
@@ -134,13 +135,13 @@ func run() error {
 		return err
 	}
 	defer os.Remove(e.cgroup)
-	if e.home, err = cgroupv2.Own(root); err != nil {
+	if e.home, err = testnet.OwnCgroup(root); err != nil {
 		return err
 	}
-	if err := cgroupv2.MoveSelf(e.cgroup); err != nil {
+	if err := testnet.MoveSelf(e.cgroup); err != nil {
 		return err
 	}
-	defer cgroupv2.MoveSelf(e.home) //nolint:errcheck // best effort, so that the cgroup can go
+	defer testnet.MoveSelf(e.home) //nolint:errcheck // best effort, so that the cgroup can go
 
 	started := time.Now()
 	loadAtStart := loadAverage()

@@ -7,35 +7,35 @@ import (
 	"math/bits"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/netflowtcpend/netflowtcpend/bpf"
-	"github.com/netflowtcpend/netflowtcpend/internal/testutils/objaccess"
 )
 
-// Filler writes copies of one record into the ring buffer of loaded
-// Objects, each with a cookie of its own.
+// Filler writes copies of one record into a ring buffer of its own, each
+// with a cookie of its own, waking the reader as the receiver's programs
+// do. A test reads that ring buffer with NewReader, as the receiver reads
+// the programs'.
 type Filler struct {
 	objs fillerObjects
 }
 
-// NewFiller loads the filler program, writing e into o's ring buffer.
-func NewFiller(o *bpf.Objects, e bpf.Event) (*Filler, error) {
+// NewFiller loads the filler program with a ring buffer of ringSize bytes
+// (a power of two and a multiple of the page size), writing e.
+func NewFiller(ringSize int, e bpf.Event) (*Filler, error) {
 	spec, err := loadFiller()
 	if err != nil {
 		return nil, err
 	}
-	events := objaccess.Of(o).Events
-	spec.Maps["events"].MaxEntries = events.MaxEntries()
+	spec.Maps["events"].MaxEntries = uint32(ringSize)
 	// The loader's default threshold: bpf.DefaultWakeupBytes, at most a
 	// quarter of the ring.
-	wakeup := min(bpf.DefaultWakeupBytes, int(events.MaxEntries())/4)
+	wakeup := min(bpf.DefaultWakeupBytes, ringSize/4)
 	if err := spec.Variables["wakeup_shift"].Set(uint32(bits.Len(uint(wakeup)) - 1)); err != nil {
 		return nil, fmt.Errorf("set filler wake-up threshold: %w", err)
 	}
 	f := &Filler{}
-	if err := spec.LoadAndAssign(&f.objs, &ebpf.CollectionOptions{
-		MapReplacements: map[string]*ebpf.Map{"events": events},
-	}); err != nil {
+	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load filler: %w", err)
 	}
 	if err := f.objs.Record.Put(uint32(0), e.Encode()); err != nil {
@@ -45,10 +45,22 @@ func NewFiller(o *bpf.Objects, e bpf.Event) (*Filler, error) {
 	return f, nil
 }
 
-// Fill writes n records (fewer if the ring buffer fills up).
+// NewReader returns a reader of the filler's ring buffer.
+func (f *Filler) NewReader() (*ringbuf.Reader, error) {
+	return ringbuf.NewReader(f.objs.Events)
+}
+
+// Fill writes n records (fewer if the ring buffer fills up: see Lost).
 func (f *Filler) Fill(n int) error {
 	_, err := f.objs.Fill.Run(&ebpf.RunOptions{Data: make([]byte, 64), Repeat: uint32(n)})
 	return err
+}
+
+// Lost is how many records did not fit in the ring buffer.
+func (f *Filler) Lost() (uint64, error) {
+	var n uint64
+	err := f.objs.Lost.Get(&n)
+	return n, err
 }
 
 // Close frees the filler.

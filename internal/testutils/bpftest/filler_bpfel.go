@@ -49,6 +49,7 @@ const (
 	fillerMapEvents      = "events"
 	fillerMapRecord      = "record"
 	fillerProgFill       = "fill"
+	fillerVarLost        = "lost"
 	fillerVarWakeupShift = "wakeup_shift"
 )
 
@@ -109,6 +110,7 @@ type fillerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type fillerVariableSpecs struct {
+	Lost        *ebpf.VariableSpec `ebpf:"lost"`
 	WakeupShift *ebpf.VariableSpec `ebpf:"wakeup_shift"`
 }
 
@@ -147,6 +149,7 @@ func (m *fillerMaps) Close() error {
 //
 // It can be passed to loadFillerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type fillerVariables struct {
+	Lost        *ebpf.Variable `ebpf:"lost"`
 	WakeupShift *ebpf.Variable `ebpf:"wakeup_shift"`
 }
 

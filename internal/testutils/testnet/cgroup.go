@@ -76,10 +76,10 @@ func (c *Cgroup) Run(t testing.TB, f func()) {
 	t.Helper()
 	migrate.Lock()
 	defer migrate.Unlock()
-	home, err := cgroupv2.Own(c.root)
+	home, err := OwnCgroup(c.root)
 	require.NoError(t, err)
-	require.NoError(t, cgroupv2.MoveSelf(c.Path))
-	defer func() { require.NoError(t, cgroupv2.MoveSelf(home)) }()
+	require.NoError(t, MoveSelf(c.Path))
+	defer func() { require.NoError(t, MoveSelf(home)) }()
 	f()
 }
 

@@ -69,7 +69,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	home, err := cgroupv2.Own(root)
+	home, err := testnet.OwnCgroup(root)
 	if err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func run() error {
 		{"churn, watched (one accept per connection)", watched, connChurn},
 	}
 	for _, w := range workloads {
-		if err := cgroupv2.MoveSelf(w.cgroup); err != nil {
+		if err := testnet.MoveSelf(w.cgroup); err != nil {
 			return err
 		}
 		sums := make([][2]float64, len(probes)) // ns, runs
@@ -172,7 +172,7 @@ func run() error {
 			fmt.Printf("  %-36s  %10.0f runs  %6.1f ns/run\n", p.name, sums[i][1], sums[i][0]/sums[i][1])
 		}
 	}
-	return cgroupv2.MoveSelf(home)
+	return testnet.MoveSelf(home)
 }
 
 // empty loads a program that does nothing on a tracing hook and attaches it.

@@ -1,6 +1,6 @@
 //go:build linux
 
-package cgroupv2
+package testnet
 
 import (
 	"bufio"
@@ -11,10 +11,10 @@ import (
 	"strings"
 )
 
-// Own returns the directory of this process's cgroup v2 under root (the
-// mount point Root returns): tests and load generators move themselves
-// into a child cgroup and back.
-func Own(root string) (string, error) {
+// OwnCgroup returns the directory of this process's cgroup v2 under root
+// (the mount point cgroupv2.Root returns): tests and load generators move
+// themselves into a child cgroup and back (MoveSelf).
+func OwnCgroup(root string) (string, error) {
 	f, err := os.Open("/proc/self/cgroup")
 	if err != nil {
 		return "", err

@@ -1,0 +1,154 @@
+// The maps and load-time constants of the programs (netflow.c): every
+// header whose code uses one includes this file at its top. The loader sets
+// the constants (volatile const) before loading, and sizes the ring buffer.
+// Declared in the order they always were: their offsets in .rodata and .bss
+// are in the programs' instructions.
+
+#pragma once
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "netflow.h"
+#include "sock_state.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct sock_state);
+} sock_states SEC(".maps");
+
+// Sized by the loader (ring_buffer_size); this is only the default.
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 23);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+// Most DNS payload bytes one record can carry; dns_payload_limit, set by
+// the loader, is at most this. A power of two, for the verifier.
+#define DNS_PAYLOAD_MAX 8192
+
+// Set by the loader before the programs are loaded; 0 turns DNS off.
+volatile const __u32 dns_payload_limit = 4096;
+
+// The reader is woken up each time the data waiting in the ring buffer
+// crosses a multiple of 1 << wakeup_shift bytes; otherwise it finds records
+// at its next tick (the flush interval). Waking it for every record would
+// cost the producing CPU an interrupt and a wake-up, about 1.5 us, most of
+// the programs' cost under connection churn; waking it at every record past
+// a threshold would cost that for every record while the reader is behind.
+volatile const __u32 wakeup_shift = 16;
+
+// The collector's own process id as the kernel counts it (in the initial
+// PID namespace), whose sockets yield nothing (exclude_self); 0 keeps them.
+volatile const __u32 self_tgid = 0;
+
+// Written by netflow_whoami and netflow_netns_probe: the process id of the
+// task that runs it, and the network namespace that DNS records read from a
+// socket (0 where the kernel cannot tell: no bpf_cast_to_kern_ctx, before
+// Linux 6.3).
+__u32 whoami_tgid = 0;
+__u32 whoami_netns = 0;
+
+// Set by the loader from its probes of the kernel (features.go): a helper
+// the kernel lacks is called only behind one of these, so the verifier,
+// which checks the helpers of reachable code only, never sees it.
+//
+// owner_exe: how set_owner reads the executable's name (owner.h).
+volatile const __u32 owner_exe = 1;
+// mptcp_owner: 1 where cgroup_skb has bpf_skc_to_mptcp_sock (Linux 5.19),
+// with which MPTCP subflows take their MPTCP socket's owner.
+volatile const __u32 mptcp_owner = 1;
+
+// Sockets that the send and receive tracepoints (the fallback for the owner
+// of accepted sockets) have nothing more to do for: their owner is known,
+// or they were not accepted. A slot, chosen by the socket's hash, holds the
+// address of its socket; netflow_state clears it when the socket closes,
+// before the kernel can free it and give its address to a new socket. A
+// socket whose slot another took is looked up again. Used where
+// settled_cache is set: the fallback runs, and netflow_state with it.
+#define SETTLED_SLOTS 4096
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SETTLED_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} settled_socks SEC(".maps");
+
+volatile const __u32 settled_cache = 0;
+
+// A DNS record is assembled here, then copied into the ring buffer with its
+// real length: reserving the maximum for every message would waste the ring.
+struct dns_scratch {
+	struct dns_event hdr;
+	__u8 payload[DNS_PAYLOAD_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct dns_scratch);
+} dns_scratch SEC(".maps");
+
+// The kernel's buffer for a new cgroup's path (TRACE_CGROUP_PATH_LEN in
+// kernel/cgroup/cgroup-internal.h): the tracepoint gives at most 1023 bytes.
+#define TRACE_CGROUP_PATH_LEN 1024
+
+// A path that does not fit in a record is measured here (cgroup.h).
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, char[TRACE_CGROUP_PATH_LEN]);
+} cgroup_path_scratch SEC(".maps");
+
+// TLS server names (tls.h, tls_slot.h).
+//
+// Most bytes of a connection's start that are copied: the largest
+// tls_hello_limit. A power of two, for the verifier. Browsers' ClientHellos
+// with post-quantum key shares are about 1,800 bytes, with a resumption
+// ticket and ECH about 2,500.
+#define TLS_HELLO_MAX 8192
+
+// Set by the loader; 0 turns TLS off (the verifier then drops this code,
+// since a frozen constant is known to it).
+volatile const __u32 tls_hello_limit = TLS_HELLO_MAX;
+
+// Slots: a power of two. 2^15 slots of 16 bytes: 512 KiB, in .bss.
+#define TLS_SLOT_BITS 15
+
+struct tls_slot {
+	__u32 base;    // sequence number of the stream's first byte
+	__u32 limit;   // bytes wanted from base; 0: none
+	__u32 started; // 1: the first segment was seen and starts like a ClientHello
+	__u32 _pad;
+};
+
+// A global array (in .bss), not an array map: the programs index it
+// directly, with no lookup call, no key on the stack and no NULL check.
+struct tls_slot tls_slots[1 << TLS_SLOT_BITS];
+
+// A piece is assembled here, then copied into the ring buffer with its real
+// length.
+struct tls_scratch {
+	struct tls_event hdr;
+	__u8 payload[TLS_HELLO_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tls_scratch);
+} tls_scratch SEC(".maps");
