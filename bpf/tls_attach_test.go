@@ -28,10 +28,7 @@ import (
 type tlsEnv struct {
 	cg   *testnet.Cgroup
 	objs *Objects
-	rd   interface {
-		AvailableBytes() int
-	}
-	run *testRun
+	run  *testRun
 }
 
 func newTLSEnv(t *testing.T) *tlsEnv {

@@ -52,8 +52,8 @@ type readLoop struct {
 	drained  bool              // the last read emptied the ring
 
 	// Decoding, reused from record to record.
-	event  bpf.Event
-	exes   *bpf.Interner
+	event    bpf.Event
+	exes     *bpf.Interner
 	dnsMsg   bpf.DNSMessage
 	newCg    bpf.CgroupCreated
 	tlsPiece bpf.TLSPiece

@@ -208,48 +208,57 @@ func TestTLSServerNameFromRealClients(t *testing.T) {
 	}
 	cases := []tlsCase{
 		{"crypto/tls to crypto/tls, TLS 1.3, IPv4", func(t *testing.T) int {
+			t.Helper()
 			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
 			goClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), "go13.example.com", 1, tls13)
 			return port
 		}, "go13.example.com", "ipv4"},
 		{"crypto/tls to crypto/tls, TLS 1.2, IPv6", func(t *testing.T) int {
+			t.Helper()
 			port := goServer(t, h, netip.AddrPortFrom(loop6, 0), cert)
 			goClient(t, h, netip.AddrPortFrom(loop6, uint16(port)), "go12.example.com", 1, tls12)
 			return port
 		}, "go12.example.com", "ipv6"},
 		{"crypto/tls, ClientHello in three segments", func(t *testing.T) int {
+			t.Helper()
 			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
 			goClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), "split.example.com", 3, &tls.Config{})
 			return port
 		}, "split.example.com", "ipv4"},
 		{"IPv4 to a dual-stack listener", func(t *testing.T) int {
+			t.Helper()
 			port := goServer(t, h, netip.MustParseAddrPort("[::]:0"), cert)
 			goClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), "dual.example.com", 1, &tls.Config{})
 			return port
 		}, "dual.example.com", "ipv4"},
 		{"curl --resolve, TLS 1.3, IPv4", func(t *testing.T) int {
+			t.Helper()
 			port := opensslServer(t, h, "127.0.0.1", cert)
 			inCgroup(t, h, curl, "-sSk", "--tlsv1.3", "-o", "/dev/null",
 				"--resolve", fmt.Sprintf("curl13.example.com:%d:127.0.0.1", port), fmt.Sprintf("https://curl13.example.com:%d/", port))
 			return port
 		}, "curl13.example.com", "ipv4"},
 		{"curl --resolve, TLS 1.2, IPv6", func(t *testing.T) int {
+			t.Helper()
 			port := opensslServer(t, h, "::1", cert)
 			inCgroup(t, h, curl, "-sSk", "--tlsv1.2", "--tls-max", "1.2", "-o", "/dev/null",
 				"--resolve", fmt.Sprintf("curl12.example.com:%d:[::1]", port), fmt.Sprintf("https://curl12.example.com:%d/", port))
 			return port
 		}, "curl12.example.com", "ipv6"},
 		{"openssl s_client -servername, TLS 1.3, IPv6", func(t *testing.T) int {
+			t.Helper()
 			port := goServer(t, h, netip.AddrPortFrom(loop6, 0), cert)
 			inCgroup(t, h, openssl, "s_client", "-connect", fmt.Sprintf("[::1]:%d", port), "-servername", "sclient13.example.com", "-tls1_3", "-brief")
 			return port
 		}, "sclient13.example.com", "ipv6"},
 		{"openssl s_client -servername, TLS 1.2, IPv4, to s_server", func(t *testing.T) int {
+			t.Helper()
 			port := opensslServer(t, h, "127.0.0.1", cert)
 			inCgroup(t, h, openssl, "s_client", "-connect", fmt.Sprintf("127.0.0.1:%d", port), "-servername", "sclient12.example.com", "-tls1_2", "-brief")
 			return port
 		}, "sclient12.example.com", "ipv4"},
 		{"a browser-like ClientHello, the name in the third segment, to s_server", func(t *testing.T) int {
+			t.Helper()
 			port := opensslServer(t, h, "127.0.0.1", cert)
 			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), late, 3)
 			return port
@@ -257,26 +266,31 @@ func TestTLSServerNameFromRealClients(t *testing.T) {
 
 		// Negatives: no name, and no error.
 		{"crypto/tls to an IP address: no SNI", func(t *testing.T) int {
+			t.Helper()
 			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
 			goClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), "127.0.0.1", 1, &tls.Config{})
 			return port
 		}, "", "ipv4"},
 		{"openssl s_client -noservername", func(t *testing.T) int {
+			t.Helper()
 			port := opensslServer(t, h, "127.0.0.1", cert)
 			inCgroup(t, h, openssl, "s_client", "-connect", fmt.Sprintf("127.0.0.1:%d", port), "-noservername", "-brief")
 			return port
 		}, "", "ipv4"},
 		{"plaintext HTTP to s_server", func(t *testing.T) int {
+			t.Helper()
 			port := opensslServer(t, h, "127.0.0.1", cert)
 			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), []byte("GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n"), 1)
 			return port
 		}, "", "ipv4"},
 		{"garbage that starts like TLS", func(t *testing.T) int {
+			t.Helper()
 			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
 			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), append([]byte{22, 3, 1, 0, 200, 1, 0, 0, 196}, bytes.Repeat([]byte{0xff}, 200)...), 1)
 			return port
 		}, "", "ipv4"},
 		{"extension lengths that lie", func(t *testing.T) int {
+			t.Helper()
 			port := goServer(t, h, netip.AddrPortFrom(loop6, 0), cert)
 			bad := testhello.Hello{ServerName: "lie.example.com"}.Bytes()
 			bad[bytes.Index(bad, []byte("lie.example.com"))-2] = 0xff // the host name's length, past its list
@@ -284,11 +298,13 @@ func TestTLSServerNameFromRealClients(t *testing.T) {
 			return port
 		}, "", "ipv6"},
 		{"a truncated ClientHello", func(t *testing.T) int {
+			t.Helper()
 			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
 			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), late[:700], 2)
 			return port
 		}, "", "ipv4"},
 		{"a name of 256 bytes", func(t *testing.T) int {
+			t.Helper()
 			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
 			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), testhello.Hello{ServerName: strings.Repeat("a", 256)}.Bytes(), 1)
 			return port
@@ -296,6 +312,7 @@ func TestTLSServerNameFromRealClients(t *testing.T) {
 	}
 	long := strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 63) + "." + strings.Repeat("e", 63)
 	cases = append(cases, tlsCase{"a name of 255 bytes", func(t *testing.T) int {
+		t.Helper()
 		port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
 		rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), testhello.Hello{ServerName: long}.Bytes(), 1)
 		return port

@@ -35,7 +35,9 @@ func Capture(cfg *tls.Config) ([]byte, error) {
 		return nil, err
 	}
 	server.Close()
-	<-done
+	if err := <-done; err == nil {
+		return nil, errors.New("the handshake completed with no server")
+	}
 	if n == 0 {
 		return nil, errors.New("client sent nothing")
 	}
