@@ -78,14 +78,16 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		emit_dns(skb, &seg, egress);
 	if (seg.proto != IPPROTO_TCP)
 		return PASS;
-	// The first bytes of connections that start like TLS (tls.h); a
-	// SYN's are looked at where it starts the connection, below.
-	if (seg.payload_len && !(seg.flags & (TH_SYN | TH_RST)))
-		tls_segment(skb, &seg, egress);
 
-	// Fast path: data, pure ACKs and SYN-ACKs need no state at all.
-	if (!tcp_flags_matter(seg.flags))
+	// Fast path: data, pure ACKs and SYN-ACKs need no state at all; but
+	// data may be the first bytes of a connection that starts like TLS
+	// (tls.h; a SYN's are looked at where it starts the connection,
+	// below). Looked at last, before the return: a branch here that the
+	// rest of the program followed would double what the verifier walks.
+	if (!tcp_flags_matter(seg.flags)) {
+		tls_segment(skb, &seg, egress);
 		return PASS;
+	}
 
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)

@@ -32,6 +32,7 @@ struct segment {
 	__u32 daddr[4];
 	__u32 seq;
 	__u32 ack_seq;
+	__u32 l4off; // where the transport header starts
 	__u32 payload_off;
 	__u32 payload_len;
 	__u16 sport;
@@ -111,6 +112,7 @@ static __always_inline void tcp_fields(struct segment *seg, const __u8 *th, __u3
 	seg->seq = (__u32)th[4] << 24 | (__u32)th[5] << 16 | (__u32)th[6] << 8 | th[7];
 	seg->ack_seq = (__u32)th[8] << 24 | (__u32)th[9] << 16 | (__u32)th[10] << 8 | th[11];
 	seg->flags = th[13];
+	seg->l4off = l4off;
 	seg->payload_off = l4off + doff;
 	seg->payload_len = len - l4off - doff;
 }

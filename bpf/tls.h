@@ -30,9 +30,8 @@
 // handshake in place of its ACK.
 //
 // No loops and no atomics: this runs the same on every kernel the programs
-// load on (5.10 and later; in the object without atomics too), and adds
-// about 570 instructions to each cgroup_skb program, some 20 of them on the
-// fast path.
+// load on (5.10 and later; in the object without atomics too). The slow
+// path is one global function (tls_look), which the verifier checks once.
 
 #pragma once
 
@@ -49,13 +48,14 @@
 #include "stats.h"
 #include "tls_slot.h"
 
-// tls_slot_of_seg is tls_slot_of for a parsed segment.
-static __always_inline struct tls_slot *tls_slot_of_seg(struct segment *seg, int egress)
+// tls_slot_index_of_seg is the index in tls_slots of a parsed segment's
+// slot (tls_slot_of).
+static __always_inline __u32 tls_slot_index_of_seg(struct segment *seg, int egress)
 {
 	int v6 = seg->family == FAMILY_IPV6;
 	__u32 ports = (__u32)bpf_htons(seg->sport) | (__u32)bpf_htons(seg->dport) << 16;
-	return tls_slot_of(v6 ? seg->saddr[3] : seg->saddr[0], v6 ? seg->daddr[3] : seg->daddr[0],
-			   ports, egress);
+	return tls_slot_index(v6 ? seg->saddr[3] : seg->saddr[0],
+			      v6 ? seg->daddr[3] : seg->daddr[0], ports, egress);
 }
 
 // TLS wire values (RFC 8446 5.1, 4).
@@ -93,26 +93,50 @@ static __always_inline __u32 tls_start_limit(const __u8 *h, __u32 n)
 	return limit;
 }
 
-// tls_emit copies the first n bytes (1 to TLS_HELLO_MAX) of the segment's
-// payload, which are bytes offset on of the stream, into the ring buffer.
-static __always_inline void tls_emit(struct __sk_buff *skb, struct segment *seg, int egress,
-				     __u32 offset, __u32 n, __u32 limit)
+// A segment as tls_look takes it: scalars only, which is what a global
+// function's arguments may be on every kernel (Linux 5.10 takes no pointer
+// but to the context). where: the payload's offset in the packet (bits 0-15)
+// and the TCP header's (bits 16-31); what: the slot's index (bits 0-15),
+// egress (bit 16), IPv6 (bit 17).
+#define TLS_WHAT_EGRESS (1 << 16)
+#define TLS_WHAT_V6 (1 << 17)
+
+// tls_emit copies n bytes (1 to TLS_HELLO_MAX) from the payload of a
+// segment (where, what: as tls_look takes them; sizes: n, and limit in the
+// upper 16 bits), which are bytes offset on of the stream, into the ring
+// buffer, with the connection's addresses and ports read from the packet.
+// A global function, verified once, as tls_look.
+__noinline int tls_emit(struct __sk_buff *skb, __u32 where, __u32 what, __u32 offset, __u32 sizes)
 {
+	__u32 payload_off = where & 0xffff, l4off = where >> 16;
+	__u32 n = sizes & 0xffff, limit = sizes >> 16;
 	// The verifier wants a length it can bound without tracking the
 	// caller's.
 	n = ((n - 1) & (TLS_HELLO_MAX - 1)) + 1;
 	__u32 zero = 0;
 	struct tls_scratch *t = bpf_map_lookup_elem(&tls_scratch, &zero);
 	if (!t)
-		return;
-	if (bpf_skb_load_bytes(skb, seg->payload_off, t->payload, n)) {
-		count(STAT_TLS_LOST);
-		return;
-	}
+		return 0;
 	struct tls_event *h = &t->hdr;
+	__builtin_memset(h, 0, sizeof(*h));
+	__u8 ports[4];
+	int err = bpf_skb_load_bytes(skb, payload_off, t->payload, n) |
+		  bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports));
+	if (what & TLS_WHAT_V6) {
+		h->family = FAMILY_IPV6;
+		err |= bpf_skb_load_bytes(skb, 8, h->saddr, 16) |
+		       bpf_skb_load_bytes(skb, 24, h->daddr, 16);
+	} else {
+		h->family = FAMILY_IPV4;
+		err |= bpf_skb_load_bytes(skb, 12, h->saddr, 4) |
+		       bpf_skb_load_bytes(skb, 16, h->daddr, 4);
+	}
+	if (err) {
+		count(STAT_TLS_LOST);
+		return 0;
+	}
 	h->type = RECORD_TLS;
-	h->family = seg->family;
-	h->egress = egress;
+	h->egress = (what & TLS_WHAT_EGRESS) ? 1 : 0;
 	// A listener: the data of a SYN (TCP Fast Open), or of a segment that
 	// completes the handshake in place of its ACK; the accepted socket is
 	// not there yet.
@@ -126,59 +150,79 @@ static __always_inline void tls_emit(struct __sk_buff *skb, struct segment *seg,
 	h->limit = limit;
 	h->time_ns = bpf_ktime_get_ns();
 	h->cookie = bpf_get_socket_cookie(skb);
-	__builtin_memcpy(h->saddr, seg->saddr, sizeof(h->saddr));
-	__builtin_memcpy(h->daddr, seg->daddr, sizeof(h->daddr));
-	h->sport = seg->sport;
-	h->dport = seg->dport;
+	h->sport = (__u16)ports[0] << 8 | ports[1];
+	h->dport = (__u16)ports[2] << 8 | ports[3];
 	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	if (bpf_ringbuf_output(&events, t, sizeof(*h) + n,
 			       wakeup_flag(pending, sizeof(*h) + n, wakeup_shift)))
 		count(STAT_TLS_LOST);
+	return 0;
 }
 
-// tls_piece looks at a segment whose payload starts offset bytes into the
-// stream that slot s follows: the stream's first segment decides whether it
-// is TLS and how much of it to copy; later ones are copied up to that.
-static __always_inline void tls_piece(struct __sk_buff *skb, struct segment *seg, int egress,
-				      struct tls_slot *s, __u32 offset)
+// tls_look looks at a segment whose payload (payload_len bytes) starts
+// offset bytes into the stream that its slot follows: the stream's first
+// segment decides whether it is TLS and how much of it to copy; later ones
+// are copied up to that. It is a global function, which the verifier
+// checks once, on its own, instead of at each call site in each program and
+// along every path there: inlined, this code doubled what the verifier
+// walks, and each start of the receiver on Linux 5.10 took that much
+// longer.
+__noinline int tls_look(struct __sk_buff *skb, __u32 where, __u32 what, __u32 payload_len,
+			__u32 offset)
 {
+	struct tls_slot *s = &tls_slots[what & ((1 << TLS_SLOT_BITS) - 1)];
+	__u32 payload_off = where & 0xffff;
 	__u32 limit = s->limit;
-	if (offset >= limit || seg->payload_len == 0)
-		return;
+	if (offset >= limit || payload_len == 0)
+		return 0;
 	if (offset == 0) {
 		__u8 h[16] = {};
-		__u32 n = seg->payload_len < 9 ? seg->payload_len : 9;
-		if (bpf_skb_load_bytes(skb, seg->payload_off, h, ((n - 1) & 15) + 1))
-			return;
+		__u32 n = payload_len < 9 ? payload_len : 9;
+		if (bpf_skb_load_bytes(skb, payload_off, h, ((n - 1) & 15) + 1))
+			return 0;
 		limit = tls_start_limit(h, n);
 		if (!limit) {
 			s->limit = 0; // not TLS: the fast path from now on
-			return;
+			return 0;
 		}
 		s->started = 1;
 	} else if (!s->started) {
-		return; // before the stream's first segment
+		return 0; // before the stream's first segment
 	}
 	__u32 n = limit - offset;
-	if (n > seg->payload_len)
-		n = seg->payload_len;
+	if (n > payload_len)
+		n = payload_len;
 	// The last piece wanted: the fast path from now on.
-	s->limit = seg->payload_len >= limit - offset ? 0 : limit;
-	tls_emit(skb, seg, egress, offset, n, limit);
+	s->limit = payload_len >= limit - offset ? 0 : limit;
+	tls_emit(skb, where, what, offset, n | limit << 16);
+	return 0;
+}
+
+// tls_call calls tls_look for a parsed segment whose payload starts offset
+// bytes into the stream of slot idx.
+static __always_inline void tls_call(struct __sk_buff *skb, struct segment *seg, int egress,
+				     __u32 idx, __u32 offset)
+{
+	__u32 l4off = seg->l4off;
+	__u32 what = idx | (egress ? TLS_WHAT_EGRESS : 0) |
+		     (seg->family == FAMILY_IPV6 ? TLS_WHAT_V6 : 0);
+	tls_look(skb, (seg->payload_off & 0xffff) | l4off << 16, what, seg->payload_len, offset);
 }
 
 // tls_segment is the slow path's look at a TCP segment with payload that
 // is not a SYN: copied if its slot wants it.
 static __always_inline void tls_segment(struct __sk_buff *skb, struct segment *seg, int egress)
 {
-	if (!tls_hello_limit)
+	if (!tls_hello_limit || !seg->payload_len)
 		return;
-	struct tls_slot *s = tls_slot_of_seg(seg, egress);
-	tls_piece(skb, seg, egress, s, seg->seq - s->base);
+	__u32 idx = tls_slot_index_of_seg(seg, egress);
+	struct tls_slot *s = &tls_slots[idx];
+	if (seg->seq - s->base < s->limit)
+		tls_call(skb, seg, egress, idx, seg->seq - s->base);
 }
 
 // tls_start follows a connection that a SYN starts: sent by a connecting
-// socket (egress), or arriving at a listener (sk). Data in the SYN (TCP Fast
+// socket (egress), or arriving at a listener. Data in the SYN (TCP Fast
 // Open) is the stream's start; on a listener it is copied with the
 // listener's cookie, and user space finds the accepted socket by the
 // network namespace, addresses and ports.
@@ -186,10 +230,11 @@ static __always_inline void tls_start(struct __sk_buff *skb, struct segment *seg
 {
 	if (!tls_hello_limit)
 		return;
-	struct tls_slot *s = tls_slot_of_seg(seg, egress);
+	__u32 idx = tls_slot_index_of_seg(seg, egress);
+	struct tls_slot *s = &tls_slots[idx];
 	s->base = seg->seq + 1; // the SYN takes one sequence number
 	s->limit = tls_hello_limit;
 	s->started = 0;
 	if (seg->payload_len)
-		tls_piece(skb, seg, egress, s, 0);
+		tls_call(skb, seg, egress, idx, 0);
 }

@@ -69,11 +69,14 @@ func (m *tlsModel) segment(pkt, tcp []byte, flags byte, payload []byte, src, dst
 	}
 	seq := binary.BigEndian.Uint32(tcp[4:])
 	var out *TLSPiece
-	if len(payload) > 0 && flags&(thSYN|thRST) == 0 {
+	// Data of a segment whose flags do not matter (tcp_flags_matter): not
+	// a FIN, RST or SYN without ACK.
+	matter := flags&(thFIN|thRST) != 0 || flags&(thSYN|thACK) == thSYN
+	if len(payload) > 0 && !matter {
 		sl := m.slot(pkt, tcp, egress)
 		out = m.piece(sl, seq-sl.base, payload, src, dst, egress)
 	}
-	if flags&(thFIN|thRST) != 0 || flags&(thSYN|thACK) != thSYN || !egress {
+	if !matter || flags&(thFIN|thRST) != 0 || !egress {
 		return out
 	}
 	sl := m.slot(pkt, tcp, egress)

@@ -144,6 +144,10 @@ func TestTestRunTLS(t *testing.T) {
 			{egress, 0, tp.SYN, nil, nil},
 			{ingress, 1, data, small, nil}, // received, on a socket that is no listener's
 		}},
+		{"a ClientHello with a FIN: not looked at", v4a, netip.MustParseAddrPort("93.184.216.34:9444"), []step{
+			{egress, 0, tp.SYN, nil, nil},
+			{egress, 1, tp.FIN | tp.ACK | tp.PSH, small, nil},
+		}},
 		{"a SYN that ends (SYN-FIN)", v4a, netip.MustParseAddrPort("93.184.216.34:9443"), []step{
 			{egress, 0, tp.SYN | tp.FIN, small, nil},
 			{egress, 1, data, small, nil},
