@@ -200,123 +200,89 @@ func TestTLSServerNameFromRealClients(t *testing.T) {
 	// them (post-quantum key share, extensions in another order).
 	late := testhello.Hello{ServerName: "late.example.com", KeyShareLen: 1216, Padding: 200, ServerNameLast: true}.Bytes()
 
-	type tlsCase struct {
+	// A case's connection: a server (crypto/tls or openssl s_server)
+	// listening on an address, and a client that reaches it on one.
+	type server func(t *testing.T, listen netip.Addr) int
+	goSrv := func(t *testing.T, listen netip.Addr) int {
+		t.Helper()
+		return goServer(t, h, netip.AddrPortFrom(listen, 0), cert)
+	}
+	sslSrv := func(t *testing.T, listen netip.Addr) int {
+		t.Helper()
+		return opensslServer(t, h, listen.String(), cert)
+	}
+	goTLS := func(srv server, listen, dial netip.Addr, name string, pieces int, cfg *tls.Config) func(*testing.T) int {
+		return func(t *testing.T) int {
+			t.Helper()
+			port := srv(t, listen)
+			goClient(t, h, netip.AddrPortFrom(dial, uint16(port)), name, pieces, cfg)
+			return port
+		}
+	}
+	raw := func(srv server, addr netip.Addr, stream []byte, pieces int) func(*testing.T) int {
+		return func(t *testing.T) int {
+			t.Helper()
+			port := srv(t, addr)
+			rawClient(t, h, netip.AddrPortFrom(addr, uint16(port)), stream, pieces)
+			return port
+		}
+	}
+	program := func(srv server, addr netip.Addr, bin string, args func(port int) []string) func(*testing.T) int {
+		return func(t *testing.T) int {
+			t.Helper()
+			port := srv(t, addr)
+			inCgroup(t, h, bin, args(port)...)
+			return port
+		}
+	}
+	curlTo := func(name, addr string, version ...string) func(port int) []string {
+		return func(port int) []string {
+			return append(append([]string{"-sSk", "-o", "/dev/null"}, version...),
+				"--resolve", fmt.Sprintf("%s:%d:%s", name, port, addr), fmt.Sprintf("https://%s:%d/", name, port))
+		}
+	}
+	sClient := func(host string, opts ...string) func(port int) []string {
+		return func(port int) []string {
+			return append([]string{"s_client", "-connect", net.JoinHostPort(host, strconv.Itoa(port)), "-brief"}, opts...)
+		}
+	}
+	lying := testhello.Hello{ServerName: "lie.example.com"}.Bytes()
+	lying[bytes.Index(lying, []byte("lie.example.com"))-2] = 0xff // the host name's length, past its list
+	long := strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 63) + "." + strings.Repeat("e", 63)
+
+	cases := []struct {
 		name    string
 		run     func(t *testing.T) int // makes the connection; returns the server's port
 		want    string                 // the server name on both records; "": none
 		netType string
-	}
-	cases := []tlsCase{
-		{"crypto/tls to crypto/tls, TLS 1.3, IPv4", func(t *testing.T) int {
-			t.Helper()
-			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
-			goClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), "go13.example.com", 1, tls13)
-			return port
-		}, "go13.example.com", "ipv4"},
-		{"crypto/tls to crypto/tls, TLS 1.2, IPv6", func(t *testing.T) int {
-			t.Helper()
-			port := goServer(t, h, netip.AddrPortFrom(loop6, 0), cert)
-			goClient(t, h, netip.AddrPortFrom(loop6, uint16(port)), "go12.example.com", 1, tls12)
-			return port
-		}, "go12.example.com", "ipv6"},
-		{"crypto/tls, ClientHello in three segments", func(t *testing.T) int {
-			t.Helper()
-			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
-			goClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), "split.example.com", 3, &tls.Config{})
-			return port
-		}, "split.example.com", "ipv4"},
-		{"IPv4 to a dual-stack listener", func(t *testing.T) int {
-			t.Helper()
-			port := goServer(t, h, netip.MustParseAddrPort("[::]:0"), cert)
-			goClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), "dual.example.com", 1, &tls.Config{})
-			return port
-		}, "dual.example.com", "ipv4"},
-		{"curl --resolve, TLS 1.3, IPv4", func(t *testing.T) int {
-			t.Helper()
-			port := opensslServer(t, h, "127.0.0.1", cert)
-			inCgroup(t, h, curl, "-sSk", "--tlsv1.3", "-o", "/dev/null",
-				"--resolve", fmt.Sprintf("curl13.example.com:%d:127.0.0.1", port), fmt.Sprintf("https://curl13.example.com:%d/", port))
-			return port
-		}, "curl13.example.com", "ipv4"},
-		{"curl --resolve, TLS 1.2, IPv6", func(t *testing.T) int {
-			t.Helper()
-			port := opensslServer(t, h, "::1", cert)
-			inCgroup(t, h, curl, "-sSk", "--tlsv1.2", "--tls-max", "1.2", "-o", "/dev/null",
-				"--resolve", fmt.Sprintf("curl12.example.com:%d:[::1]", port), fmt.Sprintf("https://curl12.example.com:%d/", port))
-			return port
-		}, "curl12.example.com", "ipv6"},
-		{"openssl s_client -servername, TLS 1.3, IPv6", func(t *testing.T) int {
-			t.Helper()
-			port := goServer(t, h, netip.AddrPortFrom(loop6, 0), cert)
-			inCgroup(t, h, openssl, "s_client", "-connect", fmt.Sprintf("[::1]:%d", port), "-servername", "sclient13.example.com", "-tls1_3", "-brief")
-			return port
-		}, "sclient13.example.com", "ipv6"},
-		{"openssl s_client -servername, TLS 1.2, IPv4, to s_server", func(t *testing.T) int {
-			t.Helper()
-			port := opensslServer(t, h, "127.0.0.1", cert)
-			inCgroup(t, h, openssl, "s_client", "-connect", fmt.Sprintf("127.0.0.1:%d", port), "-servername", "sclient12.example.com", "-tls1_2", "-brief")
-			return port
-		}, "sclient12.example.com", "ipv4"},
-		{"a browser-like ClientHello, the name in the third segment, to s_server", func(t *testing.T) int {
-			t.Helper()
-			port := opensslServer(t, h, "127.0.0.1", cert)
-			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), late, 3)
-			return port
-		}, "late.example.com", "ipv4"},
+	}{
+		{"crypto/tls to crypto/tls, TLS 1.3, IPv4", goTLS(goSrv, loop4, loop4, "go13.example.com", 1, tls13), "go13.example.com", "ipv4"},
+		{"crypto/tls to crypto/tls, TLS 1.2, IPv6", goTLS(goSrv, loop6, loop6, "go12.example.com", 1, tls12), "go12.example.com", "ipv6"},
+		{"crypto/tls, ClientHello in three segments", goTLS(goSrv, loop4, loop4, "split.example.com", 3, &tls.Config{}),
+			"split.example.com", "ipv4"},
+		{"IPv4 to a dual-stack listener", goTLS(goSrv, netip.IPv6Unspecified(), loop4, "dual.example.com", 1, &tls.Config{}),
+			"dual.example.com", "ipv4"},
+		{"curl --resolve, TLS 1.3, IPv4", program(sslSrv, loop4, curl, curlTo("curl13.example.com", "127.0.0.1", "--tlsv1.3")),
+			"curl13.example.com", "ipv4"},
+		{"curl --resolve, TLS 1.2, IPv6", program(sslSrv, loop6, curl, curlTo("curl12.example.com", "[::1]", "--tlsv1.2", "--tls-max", "1.2")),
+			"curl12.example.com", "ipv6"},
+		{"openssl s_client -servername, TLS 1.3, IPv6", program(goSrv, loop6, openssl, sClient("::1", "-servername", "sclient13.example.com", "-tls1_3")),
+			"sclient13.example.com", "ipv6"},
+		{"openssl s_client -servername, TLS 1.2, IPv4, to s_server",
+			program(sslSrv, loop4, openssl, sClient("127.0.0.1", "-servername", "sclient12.example.com", "-tls1_2")), "sclient12.example.com", "ipv4"},
+		{"a browser-like ClientHello, the name in the third segment, to s_server", raw(sslSrv, loop4, late, 3), "late.example.com", "ipv4"},
+		{"a name of 255 bytes", raw(goSrv, loop4, testhello.Hello{ServerName: long}.Bytes(), 1), long, "ipv4"},
 
 		// Negatives: no name, and no error.
-		{"crypto/tls to an IP address: no SNI", func(t *testing.T) int {
-			t.Helper()
-			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
-			goClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), "127.0.0.1", 1, &tls.Config{})
-			return port
-		}, "", "ipv4"},
-		{"openssl s_client -noservername", func(t *testing.T) int {
-			t.Helper()
-			port := opensslServer(t, h, "127.0.0.1", cert)
-			inCgroup(t, h, openssl, "s_client", "-connect", fmt.Sprintf("127.0.0.1:%d", port), "-noservername", "-brief")
-			return port
-		}, "", "ipv4"},
-		{"plaintext HTTP to s_server", func(t *testing.T) int {
-			t.Helper()
-			port := opensslServer(t, h, "127.0.0.1", cert)
-			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), []byte("GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n"), 1)
-			return port
-		}, "", "ipv4"},
-		{"garbage that starts like TLS", func(t *testing.T) int {
-			t.Helper()
-			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
-			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), append([]byte{22, 3, 1, 0, 200, 1, 0, 0, 196}, bytes.Repeat([]byte{0xff}, 200)...), 1)
-			return port
-		}, "", "ipv4"},
-		{"extension lengths that lie", func(t *testing.T) int {
-			t.Helper()
-			port := goServer(t, h, netip.AddrPortFrom(loop6, 0), cert)
-			bad := testhello.Hello{ServerName: "lie.example.com"}.Bytes()
-			bad[bytes.Index(bad, []byte("lie.example.com"))-2] = 0xff // the host name's length, past its list
-			rawClient(t, h, netip.AddrPortFrom(loop6, uint16(port)), bad, 1)
-			return port
-		}, "", "ipv6"},
-		{"a truncated ClientHello", func(t *testing.T) int {
-			t.Helper()
-			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
-			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), late[:700], 2)
-			return port
-		}, "", "ipv4"},
-		{"a name of 256 bytes", func(t *testing.T) int {
-			t.Helper()
-			port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
-			rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), testhello.Hello{ServerName: strings.Repeat("a", 256)}.Bytes(), 1)
-			return port
-		}, "", "ipv4"},
+		{"crypto/tls to an IP address: no SNI", goTLS(goSrv, loop4, loop4, "127.0.0.1", 1, &tls.Config{}), "", "ipv4"},
+		{"openssl s_client -noservername", program(sslSrv, loop4, openssl, sClient("127.0.0.1", "-noservername")), "", "ipv4"},
+		{"plaintext HTTP to s_server", raw(sslSrv, loop4, []byte("GET / HTTP/1.1\r\nHost: www.example.com\r\n\r\n"), 1), "", "ipv4"},
+		{"garbage that starts like TLS", raw(goSrv, loop4, append([]byte{22, 3, 1, 0, 200, 1, 0, 0, 196}, bytes.Repeat([]byte{0xff}, 200)...), 1),
+			"", "ipv4"},
+		{"extension lengths that lie", raw(goSrv, loop6, lying, 1), "", "ipv6"},
+		{"a truncated ClientHello", raw(goSrv, loop4, late[:700], 2), "", "ipv4"},
+		{"a name of 256 bytes", raw(goSrv, loop4, testhello.Hello{ServerName: strings.Repeat("a", 256)}.Bytes(), 1), "", "ipv4"},
 	}
-	long := strings.Repeat("b", 63) + "." + strings.Repeat("c", 63) + "." + strings.Repeat("d", 63) + "." + strings.Repeat("e", 63)
-	cases = append(cases, tlsCase{"a name of 255 bytes", func(t *testing.T) int {
-		t.Helper()
-		port := goServer(t, h, netip.AddrPortFrom(loop4, 0), cert)
-		rawClient(t, h, netip.AddrPortFrom(loop4, uint16(port)), testhello.Hello{ServerName: long}.Bytes(), 1)
-		return port
-	}, long, "ipv4"})
 
 	ports := map[string]int{}
 	for _, c := range cases {
