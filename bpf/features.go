@@ -46,6 +46,10 @@ type Features struct {
 	// CgroupCreation: new cgroups are reported as they are created
 	// (netflow_cgroup_mkdir), not only found by walks of the tree.
 	CgroupCreation bool
+	// TLSServerNames: the programs copy the first bytes of connections
+	// that start like a TLS ClientHello (tls.h): the object with atomics
+	// has that code, the one without (5.10, 5.11) does not.
+	TLSServerNames bool
 }
 
 // OwnerPath is how accepted sockets learn their owner process.
@@ -228,6 +232,12 @@ func (f Features) unavailable() []Unavailable {
 		out = append(out, Unavailable{
 			Feature: "bpf_get_current_task_btf or bpf_get_current_task in cgroup/sock_create programs (Linux 5.11)",
 			Absent:  "process.executable.name of connecting sockets",
+		})
+	}
+	if !f.TLSServerNames {
+		out = append(out, Unavailable{
+			Feature: "atomic operations (Linux 5.12), with whose object the programs copy TLS ClientHellos",
+			Absent:  "netflow.tls.server_name, and netflow.peer.name from it",
 		})
 	}
 	if f.MPTCP && !f.MPTCPOwner {

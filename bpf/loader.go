@@ -97,6 +97,8 @@ func Load(opts Options) (*Objects, error) {
 	if o.Features.Atomics {
 		load = loadNetflow
 	}
+	// The object without atomics has no TLS code (gen.go).
+	o.Features.TLSServerNames = o.Features.Atomics
 	spec, err := load()
 	if err != nil {
 		return nil, fmt.Errorf("parse bpf object: %w", err)
@@ -144,6 +146,9 @@ func (o *Objects) setConstants(spec *ebpf.CollectionSpec, opts Options) (int, er
 	}
 	if opts.TLSHelloLimit < 0 || opts.TLSHelloLimit > MaxTLSHello {
 		return 0, fmt.Errorf("TLS hello limit %d is not within 0..%d", opts.TLSHelloLimit, MaxTLSHello)
+	}
+	if !o.Features.TLSServerNames {
+		opts.TLSHelloLimit = 0
 	}
 	if err := spec.Variables["tls_hello_limit"].Set(uint32(opts.TLSHelloLimit)); err != nil {
 		return 0, fmt.Errorf("set TLS hello limit: %w", err)

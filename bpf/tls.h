@@ -29,9 +29,12 @@
 // namespace, addresses and ports; the same for data that completes a
 // handshake in place of its ACK.
 //
-// No loops and no atomics: this runs the same on every kernel the programs
-// load on (5.10 and later; in the object without atomics too). The slow
-// path is one global function (tls_look), which the verifier checks once.
+// No loops and no atomics, and the slow path is two global functions
+// (tls_look, tls_emit), which the verifier checks once each. The object for
+// kernels without atomics (5.10, 5.11; gen.go) is built without this:
+// there, where the verifier gives up state pruning in a program that calls
+// a function (before 6.4), the calls made each start several times
+// slower.
 
 #pragma once
 
@@ -100,6 +103,8 @@ static __always_inline __u32 tls_start_limit(const __u8 *h, __u32 n)
 // egress (bit 16), IPv6 (bit 17).
 #define TLS_WHAT_EGRESS (1 << 16)
 #define TLS_WHAT_V6 (1 << 17)
+
+#ifndef NETFLOW_NO_TLS
 
 // tls_emit copies n bytes (1 to TLS_HELLO_MAX) from the payload of a
 // segment (where, what: as tls_look takes them; sizes: n, and limit in the
@@ -238,3 +243,15 @@ static __always_inline void tls_start(struct __sk_buff *skb, struct segment *seg
 	if (seg->payload_len)
 		tls_call(skb, seg, egress, idx, 0);
 }
+
+#else // NETFLOW_NO_TLS: the object for kernels before 5.12
+
+static __always_inline void tls_segment(struct __sk_buff *skb, struct segment *seg, int egress)
+{
+}
+
+static __always_inline void tls_start(struct __sk_buff *skb, struct segment *seg, int egress)
+{
+}
+
+#endif

@@ -36,6 +36,7 @@ func newTLSEnv(t *testing.T) *tlsEnv {
 	testenv.RequireRoot(t)
 	cg := testnet.NewCgroup(t)
 	r := newTestRunWith(t, Options{RingBufferSize: 1 << 22, TLSHelloLimit: MaxTLSHello})
+	requireTLS(t, r.objs)
 	require.NoError(t, r.objs.Attach(cg.Path))
 	return &tlsEnv{cg: cg, objs: r.objs, run: r}
 }

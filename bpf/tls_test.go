@@ -5,12 +5,14 @@ package bpf
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testhello"
 	tp "github.com/netflowtcpend/netflowtcpend/internal/testutils/testpacket"
 )
@@ -22,7 +24,36 @@ import (
 
 func newTLSTestRun(t *testing.T, limit int) *testRun {
 	t.Helper()
-	return newTestRunWith(t, Options{RingBufferSize: 1 << 20, TLSHelloLimit: limit})
+	r := newTestRunWith(t, Options{RingBufferSize: 1 << 20, TLSHelloLimit: limit})
+	requireTLS(t, r.objs)
+	return r
+}
+
+// requireTLS skips a test of what TLS server names give on a kernel whose
+// object has no TLS code (TestTLSUnavailable covers those).
+func requireTLS(t testing.TB, objs *Objects) {
+	t.Helper()
+	if !objs.Features.TLSServerNames {
+		t.Skip("skipping: this kernel's object has no TLS code (no atomics: Linux 5.12)")
+	}
+}
+
+// Without atomics (the object for 5.10 and 5.11) there is no TLS code: a
+// ClientHello gives nothing, and Unavailable says so.
+func TestTLSUnavailable(t *testing.T) {
+	r := newTestRunWith(t, Options{RingBufferSize: 1 << 20, TLSHelloLimit: MaxTLSHello, Without: []string{WithoutAtomics}})
+	require.False(t, r.objs.Features.TLSServerNames)
+	var said bool
+	for _, u := range r.objs.Unavailable {
+		said = said || strings.Contains(u.Absent, "netflow.tls.server_name")
+	}
+	assert.True(t, said, "Unavailable names the server name")
+	small := testhello.Hello{ServerName: "small.example"}.Bytes()
+	for _, f := range [][]byte{tcpFrame(v4a, v4b, 100, tp.SYN, nil), tcpFrame(v4a, v4b, 101, tp.ACK|tp.PSH, small),
+		tcpFrame(v4a, v4b, 200, tp.SYN, small)} {
+		pieces, _ := r.runTLS(t, r.objs.objs.Egress, f)
+		assert.Empty(t, pieces)
+	}
 }
 
 // runTLS runs prog on frame once and returns the TLS pieces it wrote
@@ -204,6 +235,7 @@ func TestTestRunTLSLimit(t *testing.T) {
 // MaxTLSHello is the programs' scratch buffer for a piece, and the loader
 // takes no more.
 func TestMaxTLSHelloIsTheScratchBuffer(t *testing.T) {
+	testenv.RequireRoot(t)
 	spec, err := loadNetflow()
 	require.NoError(t, err)
 	assert.Equal(t, uint32(TLSHeaderSize+MaxTLSHello), spec.Maps["tls_scratch"].ValueSize)
