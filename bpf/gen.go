@@ -17,5 +17,12 @@ package bpf
 // picks one of the two objects by probing the kernel (features.go).
 //go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu -DNETFLOW_NO_ATOMICS -DNETFLOW_NO_TLS" -target bpfel -tags linux netflowSpinlock netflow.c
 
+// The programs with atomics but without the TLS code, for kernels from
+// 5.12 to 6.3, whose verifier gives up state pruning in a program that
+// calls a function (tls.h): the TLS code would make every start several
+// times slower there. The loader picks it by the kernel's version
+// (features.go).
+//go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu -DNETFLOW_NO_TLS" -target bpfel -tags linux netflowNoTLS netflow.c
+
 // The socket scan at start (scan.c), an iterator loaded once by scan.go.
 //go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -tags linux -type scan_record -type scan_flags scan scan.c

@@ -93,12 +93,14 @@ func Load(opts Options) (*Objects, error) {
 		return nil, err
 	}
 	o.Features.Atomics = atomics && !slices.Contains(opts.Without, WithoutAtomics)
-	load := loadNetflowSpinlock
-	if o.Features.Atomics {
+	o.Features.TLSServerNames = o.Features.Atomics && tlsCapable() && !slices.Contains(opts.Without, WithoutTLS)
+	load := loadNetflowSpinlock // without TLS code too (gen.go)
+	switch {
+	case o.Features.TLSServerNames:
 		load = loadNetflow
+	case o.Features.Atomics:
+		load = loadNetflowNoTLS
 	}
-	// The object without atomics has no TLS code (gen.go).
-	o.Features.TLSServerNames = o.Features.Atomics
 	spec, err := load()
 	if err != nil {
 		return nil, fmt.Errorf("parse bpf object: %w", err)

@@ -30,11 +30,10 @@
 // handshake in place of its ACK.
 //
 // No loops and no atomics, and the slow path is two global functions
-// (tls_look, tls_emit), which the verifier checks once each. The object for
-// kernels without atomics (5.10, 5.11; gen.go) is built without this:
-// there, where the verifier gives up state pruning in a program that calls
-// a function (before 6.4), the calls made each start several times
-// slower.
+// (tls_look, tls_emit), which the verifier checks once each. Only the
+// object for Linux 6.4 and later has this code (gen.go, features.go): a
+// verifier before 6.4 gives up state pruning in a program that calls a
+// function, and the calls made each start several times slower there.
 
 #pragma once
 

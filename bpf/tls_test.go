@@ -34,14 +34,21 @@ func newTLSTestRun(t *testing.T, limit int) *testRun {
 func requireTLS(t testing.TB, objs *Objects) {
 	t.Helper()
 	if !objs.Features.TLSServerNames {
-		t.Skip("skipping: this kernel's object has no TLS code (no atomics: Linux 5.12)")
+		t.Skip("skipping: this kernel's object has no TLS code (before Linux 6.4)")
 	}
 }
 
-// Without atomics (the object for 5.10 and 5.11) there is no TLS code: a
-// ClientHello gives nothing, and Unavailable says so.
+// Before Linux 6.4 (the objects for kernels without atomics, and with them
+// but before 6.4) there is no TLS code: a ClientHello gives nothing, and
+// Unavailable says so.
 func TestTLSUnavailable(t *testing.T) {
-	r := newTestRunWith(t, Options{RingBufferSize: 1 << 20, TLSHelloLimit: MaxTLSHello, Without: []string{WithoutAtomics}})
+	for _, without := range []string{WithoutAtomics, WithoutTLS} {
+		t.Run(without, func(t *testing.T) { tlsUnavailable(t, without) })
+	}
+}
+
+func tlsUnavailable(t *testing.T, without string) {
+	r := newTestRunWith(t, Options{RingBufferSize: 1 << 20, TLSHelloLimit: MaxTLSHello, Without: []string{without}})
 	require.False(t, r.objs.Features.TLSServerNames)
 	var said bool
 	for _, u := range r.objs.Unavailable {

@@ -193,7 +193,7 @@ func TestTLSServerNameFromRealClients(t *testing.T) {
 	h.startWith(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond,
 		TLS: TLSConfig{Enabled: true}})
 	if !h.features.TLSServerNames {
-		t.Skip("skipping: this kernel's object has no TLS code (no atomics: Linux 5.12); bpf's TestTLSUnavailable covers it")
+		t.Skip("skipping: this kernel's object has no TLS code (before Linux 6.4); bpf's TestTLSUnavailable covers it")
 	}
 	cert := testhello.NewCert(t, "www.example.com", "127.0.0.1", "::1")
 	loop4, loop6 := netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()
@@ -322,7 +322,7 @@ func TestTLSServerNameWithFastOpen(t *testing.T) {
 	h.startWith(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond,
 		TLS: TLSConfig{Enabled: true}})
 	if !h.features.TLSServerNames {
-		t.Skip("skipping: this kernel's object has no TLS code (no atomics: Linux 5.12); bpf's TestTLSUnavailable covers it")
+		t.Skip("skipping: this kernel's object has no TLS code (before Linux 6.4); bpf's TestTLSUnavailable covers it")
 	}
 	ns := testnet.NewNetns(t)
 	require.NoError(t, ns.EnableFastOpen())
