@@ -48,6 +48,7 @@ func TestTLSUnavailable(t *testing.T) {
 }
 
 func tlsUnavailable(t *testing.T, without string) {
+	t.Helper()
 	r := newTestRunWith(t, Options{RingBufferSize: 1 << 20, TLSHelloLimit: MaxTLSHello, Without: []string{without}})
 	require.False(t, r.objs.Features.TLSServerNames)
 	var said bool
