@@ -14,9 +14,10 @@ CLANG            := clang-19
 CLANG_VERSION    := 19.1.7
 
 # How long make test fuzzes each fuzz target (make fuzz: 5m each, unless
-# FUZZTIME is given): FuzzObserve (the DNS parse path), FuzzDecode (the ring
-# buffer record decoders) and FuzzPrograms (the kernel programs under
-# BPF_PROG_TEST_RUN; needs root). go test -fuzz takes one target at a time.
+# FUZZTIME is given): FuzzObserve (the DNS parse path), FuzzServerName (the
+# TLS ClientHello parse path), FuzzDecode (the ring buffer record decoders)
+# and FuzzPrograms (the kernel programs under BPF_PROG_TEST_RUN, TLS pieces
+# included; needs root). go test -fuzz takes one target at a time.
 FUZZTIME ?= 15s
 fuzz-run = $(GO) test -run '^$$' -fuzz '^$(1)$$' -fuzztime $(FUZZTIME) $(2)
 
@@ -118,12 +119,12 @@ hostcheck:
 # instead of skipping without it. The end-to-end test runs the built
 # binary; the DNS tests run dnsmasq (from dnsmasq-base: the binary, no
 # service); the NAT tests run iptables and ip6tables inside namespaces of
-# their own. As root it also builds the image and runs it with podman and
+# their own; the TLS tests run openssl (s_server, s_client) and curl. As root it also builds the image and runs it with podman and
 # runc. Packages are installed before hostcheck starts comparing.
 IS_ROOT := $(filter 0,$(shell id -u))
 TEST_ENV = NETFLOWTCPEND_BINARY=$(BINARY) NETFLOWTCPEND_K8S_DIR=$(K8S_DIR) $(if $(IS_ROOT),NETFLOWTCPEND_IMAGE=$(IMAGE_ARCHIVE))
 test: hostcheck
-	@./scripts/ensure-packages.sh --best-effort dnsmasq-base iptables iproute2 $(if $(IS_ROOT),podman runc buildah libcap2-bin file)
+	@./scripts/ensure-packages.sh --best-effort dnsmasq-base iptables iproute2 openssl curl $(if $(IS_ROOT),podman runc buildah libcap2-bin file)
 	$(hostchecked) $(MAKE) --no-print-directory test-steps
 
 # test-steps: make test's steps, which make test runs under hostcheck.
@@ -133,6 +134,7 @@ test-steps: build $(if $(IS_ROOT),image) k8s-tools
 	$(TEST_ENV) $(GO) test -count=1 -timeout 15m ./...
 	cd test && $(TEST_ENV) $(GO) test -count=1 -timeout 15m ./...
 	$(call fuzz-run,FuzzObserve,./internal/dnscache/)
+	$(call fuzz-run,FuzzServerName,./internal/tlshello/)
 	$(call fuzz-run,FuzzDecode,./bpf/)
 	$(call fuzz-run,FuzzPrograms,./bpf/)
 
@@ -140,6 +142,7 @@ test-steps: build $(if $(IS_ROOT),image) k8s-tools
 fuzz: FUZZTIME = 5m
 fuzz:
 	$(call fuzz-run,FuzzObserve,./internal/dnscache/)
+	$(call fuzz-run,FuzzServerName,./internal/tlshello/)
 	$(call fuzz-run,FuzzDecode,./bpf/)
 	$(call fuzz-run,FuzzPrograms,./bpf/)
 

@@ -70,6 +70,9 @@ func TestLoadConfig(t *testing.T) {
 	dnsOff.DNS.Enabled = false
 	dnsOff.DNS.MaxNames = 0 // not checked while DNS is off
 
+	tlsOff := flowreceiver.DefaultConfig()
+	tlsOff.TLS.Enabled = false
+
 	tests := []struct {
 		id      string
 		want    *Config
@@ -78,6 +81,8 @@ func TestLoadConfig(t *testing.T) {
 		{id: "", want: flowreceiver.DefaultConfig()},
 		{id: "custom", want: custom},
 		{id: "dns_off", want: dnsOff},
+		{id: "tls_off", want: tlsOff},
+		{id: "tls_scalar", wantErr: "'tls' expected a map or struct, got \"bool\""},
 		{id: "filters", want: filters},
 		{id: "attributes", want: lean},
 		{id: "nat_conntrack", want: conntrack},
@@ -95,7 +100,7 @@ func TestLoadConfig(t *testing.T) {
 			"metrics.max_series 0 must be from 1 to 100000\n" +
 			`metrics.attributes: "server.port" is a point attribute already; remove it` + "\n" +
 			`metrics.attributes: "container.id" is a resource attribute of every point already; remove it` + "\n" +
-			`metrics.attributes: "netflow.peer.name" is not an attribute of this receiver's records; the attributes are: netflow.direction, source.address,`},
+			`metrics.attributes: "netflow.peer.nickname" is not an attribute of this receiver's records; the attributes are: netflow.direction, source.address,`},
 		{id: "metrics_bad", wantErr: `metrics.attributes: "netflow.bytes.sent" is one connection's own value: grouping by it would make a series per connection (the measured values are the metrics); remove it` + "\n" +
 			`metrics.attributes: "process.executable.name" is left out of records by attributes.exclude, and points take their attributes from the records; remove it from one of them` + "\n" +
 			`metrics.attributes: "network.peer.address" is listed twice` + "\n" +

@@ -12,7 +12,7 @@ import (
 )
 
 // FuzzDecode feeds arbitrary bytes to the decoders of ring buffer records:
-// neither panics, a DNS payload never reaches past the record, and what
+// neither panics, a DNS or TLS payload never reaches past the record, and what
 // decodes encodes to a record that decodes the same; to the same bytes when
 // the input was in the kernel's canonical form (see canonicalEvent and
 // canonicalDNS). make test fuzzes it for FUZZTIME, make fuzz longer.
@@ -32,6 +32,12 @@ func FuzzDecode(f *testing.F) {
 		{Source: v4a, Destination: v4b},
 	} {
 		f.Add(m.Encode())
+	}
+	for _, p := range []TLSPiece{
+		{TimeNs: 1, Cookie: 2, Source: v4a, Destination: v4b, Egress: true, Offset: 0, Limit: 300, Payload: []byte{22, 3, 1, 1, 39, 1}},
+		{Cookie: 3, Listener: true, Netns: 7, Source: v6a, Destination: v6b, Offset: 1200, Limit: MaxTLSHello, Payload: []byte("rest")},
+	} {
+		f.Add(p.Encode())
 	}
 	f.Add([]byte{})
 	f.Add([]byte{byte(RecordTCPEnd)})
@@ -63,7 +69,32 @@ func FuzzDecode(f *testing.F) {
 				require.Equal(t, b, again, "re-encoded")
 			}
 		}
+		var p TLSPiece
+		if err := p.Decode(b); err == nil {
+			require.LessOrEqual(t, TLSHeaderSize+len(p.Payload), len(b))
+			require.LessOrEqual(t, p.Offset+len(p.Payload), p.Limit)
+			require.LessOrEqual(t, p.Limit, MaxTLSHello)
+			again := p.Encode()
+			var p2 TLSPiece
+			require.NoError(t, p2.Decode(again))
+			require.Equal(t, p, p2)
+			if canonicalTLS(b) {
+				require.Equal(t, b, again, "re-encoded")
+			}
+		}
 	})
+}
+
+// canonicalTLS says whether b is a TLS record as the kernel writes it, as
+// canonicalDNS does for DNS.
+func canonicalTLS(b []byte) bool {
+	if len(b) < TLSHeaderSize {
+		return false
+	}
+	var h netflowTlsEvent
+	copyInto(&h, b)
+	return len(b) == TLSHeaderSize+int(h.PayloadLen) && h.Pad == 0 && h.Pad2 == 0 && h.Egress <= 1 && h.Listener <= 1 &&
+		canonicalAddrs(h.Family, h.Saddr[:], h.Daddr[:])
 }
 
 // canonicalEvent says whether b is an event as the kernel writes it, which

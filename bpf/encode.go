@@ -92,3 +92,20 @@ func (c *CgroupCreated) Encode() []byte {
 	}
 	return append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&r)), CgroupRecordSize)...)
 }
+
+// Encode returns p as the kernel writes it, header and payload.
+func (p *TLSPiece) Encode() []byte {
+	h := netflowTlsEvent{
+		Type: uint8(RecordTLS), Netns: p.Netns, Offset: uint32(p.Offset), PayloadLen: uint32(len(p.Payload)),
+		Limit: uint32(p.Limit), TimeNs: p.TimeNs, Cookie: p.Cookie, Sport: p.Source.Port(), Dport: p.Destination.Port(),
+	}
+	if p.Egress {
+		h.Egress = 1
+	}
+	if p.Listener {
+		h.Listener = 1
+	}
+	h.Family, h.Saddr, h.Daddr = wireAddrs(p.Source.Addr(), p.Destination.Addr())
+	out := append([]byte(nil), unsafe.Slice((*byte)(unsafe.Pointer(&h)), TLSHeaderSize)...)
+	return append(out, p.Payload...)
+}

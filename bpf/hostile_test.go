@@ -35,10 +35,15 @@ import (
 // frame test-run takes, so that long DNS payloads are cut.
 const hostileDNSLimit = 1024
 
+// hostileTLSLimit is the TLS hello limit for these runs: below the largest
+// frame test-run takes, so that long ClientHellos are cut.
+const hostileTLSLimit = 1024
+
 // expected is what one run of a program on a frame must write.
 type expected struct {
 	end *Event      // nil: no connection-end record
 	dns *DNSMessage // nil: no DNS record
+	tls *TLSPiece   // nil: no TLS record
 }
 
 // IP protocol numbers and IPv6 extension headers, as parse.h knows them.
@@ -63,8 +68,10 @@ const (
 // to port 53 (egress) or from it (ingress) with a payload is a DNS message,
 // of which at most the payload limit is copied. Lengths are the packet's
 // own, never the headers' claims: the kernel has trimmed a real packet to
-// its IP length before these hooks.
-func expect(frame []byte, egress bool) expected {
+// its IP length before these hooks. TLS pieces follow tls.h, whose slots
+// live across runs: tlsModel keeps them as the programs must, and expect
+// updates it.
+func expect(frame []byte, egress bool, tm *tlsModel) expected {
 	if len(frame) < 14 {
 		return expected{}
 	}
@@ -146,6 +153,9 @@ func expect(frame []byte, egress bool) expected {
 			WireLen: len(payload), Payload: payload[:min(len(payload), hostileDNSLimit)],
 		}
 	}
+	if proto == ipprotoTCP {
+		want.tls = tm.segment(pkt[:l4], pkt[l4:], flags, payload, source, destination, egress)
+	}
 	if proto == ipprotoTCP && flags&(thFIN|thRST) != 0 {
 		want.end = &Event{Source: source, Destination: destination, Direction: DirectionUnknown,
 			EndBy: EndByRemote, EndReason: EndFIN}
@@ -163,7 +173,10 @@ func expect(frame []byte, egress bool) expected {
 // and records against expect.
 type hostileRun struct {
 	*testRun
+	tls  *tlsModel
 	runs int
+	// Records the runs wrote, by kind.
+	ends, dnss, tlss int
 	// shortIP: this kernel's test-run takes IP frames shorter than the
 	// fixed IP header (Linux 5.10 does; later kernels refuse them).
 	shortIP bool
@@ -171,7 +184,11 @@ type hostileRun struct {
 
 func newHostileRun(t testing.TB) *hostileRun {
 	t.Helper()
-	r := &hostileRun{testRun: newTestRunWith(t, Options{RingBufferSize: 1 << 16, DNSPayloadLimit: hostileDNSLimit})}
+	r := &hostileRun{testRun: newTestRunWith(t, Options{RingBufferSize: 1 << 16,
+		DNSPayloadLimit: hostileDNSLimit, TLSHelloLimit: hostileTLSLimit}), tls: newTLSModel(hostileTLSLimit)}
+	if !r.objs.Features.TLSServerNames {
+		r.tls = newTLSModel(0) // the object without atomics has no TLS code
+	}
 	short := make([]byte, 14)
 	binary.BigEndian.PutUint16(short[12:], 0x0800)
 	_, err := r.objs.objs.Egress.Run(&ebpf.RunOptions{Data: short, Repeat: 1})
@@ -197,7 +214,17 @@ func (r *hostileRun) check(frame []byte) error {
 		if verdict != 1 {
 			return fmt.Errorf("egress %v: verdict %d, want 1 (pass)", p.egress, verdict)
 		}
-		if err := r.records(expect(frame, p.egress)); err != nil {
+		want := expect(frame, p.egress, r.tls)
+		if want.end != nil {
+			r.ends++
+		}
+		if want.dns != nil {
+			r.dnss++
+		}
+		if want.tls != nil {
+			r.tlss++
+		}
+		if err := r.records(want); err != nil {
 			return fmt.Errorf("egress %v: %w", p.egress, err)
 		}
 	}
@@ -232,6 +259,7 @@ const maxTestRunFrame = 3712
 func (r *hostileRun) records(want expected) error {
 	var ends []Event
 	var dnss []DNSMessage
+	var tlss []TLSPiece
 	if r.rd.AvailableBytes() > 0 { // skip the syscalls when the ring is empty
 		r.rd.SetDeadline(time.Now())
 		for {
@@ -256,6 +284,13 @@ func (r *hostileRun) records(want expected) error {
 				}
 				m.Payload = slices.Clone(m.Payload)
 				dnss = append(dnss, m)
+			case RecordTLS:
+				var p TLSPiece
+				if err := p.Decode(rec.RawSample); err != nil {
+					return fmt.Errorf("TLS record does not decode: %w", err)
+				}
+				p.Payload = slices.Clone(p.Payload)
+				tlss = append(tlss, p)
 			default:
 				return fmt.Errorf("record of unknown type %d", TypeOf(rec.RawSample))
 			}
@@ -281,6 +316,30 @@ func (r *hostileRun) records(want expected) error {
 		if err := sameDNS(*want.dns, dnss[0]); err != nil {
 			return err
 		}
+	}
+	switch {
+	case want.tls == nil && len(tlss) > 0:
+		return fmt.Errorf("TLS record the frame cannot cause: %+v", tlss[0])
+	case want.tls != nil && len(tlss) != 1:
+		return fmt.Errorf("%d TLS records, want 1 like %+v", len(tlss), *want.tls)
+	case want.tls != nil:
+		if err := sameTLS(*want.tls, tlss[0]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func sameTLS(want, got TLSPiece) error {
+	w := fmt.Sprintf("%v %v egress %v listener %v offset %d limit %d payload %x", want.Source, want.Destination, want.Egress,
+		want.Listener, want.Offset, want.Limit, want.Payload)
+	g := fmt.Sprintf("%v %v egress %v listener %v offset %d limit %d payload %x", got.Source, got.Destination, got.Egress,
+		got.Listener, got.Offset, got.Limit, got.Payload)
+	if w != g {
+		return fmt.Errorf("TLS record %s, want %s", g, w)
+	}
+	if got.Cookie == 0 || got.TimeNs == 0 {
+		return fmt.Errorf("TLS record without cookie or time")
 	}
 	return nil
 }
@@ -354,31 +413,25 @@ func TestTestRunHostileFrames(t *testing.T) {
 	r := newHostileRun(t)
 	g := newFrameGen(1)
 	begin := time.Now()
-	cases, ends, dnss := 0, 0, 0
+	cases := 0
 	for cases < hostileCases {
 		frame := g.next()
 		if !r.testRunTakes(frame) {
 			continue
 		}
 		cases++
-		for _, egress := range []bool{true, false} {
-			w := expect(frame, egress)
-			if w.end != nil {
-				ends++
-			}
-			if w.dns != nil {
-				dnss++
-			}
-		}
 		if err := r.check(frame); err != nil {
 			t.Fatalf("case %d (%s), frame %x: %v", cases, g.what, frame, err)
 		}
 	}
-	t.Logf("%d frames, %d program runs in %v; %d runs wrote an end record, %d a DNS record",
-		cases, r.runs, time.Since(begin).Round(time.Millisecond), ends, dnss)
+	t.Logf("%d frames, %d program runs in %v; %d runs wrote an end record, %d a DNS record, %d a TLS record",
+		cases, r.runs, time.Since(begin).Round(time.Millisecond), r.ends, r.dnss, r.tlss)
 	// The frames reach the interesting paths, not only the early returns.
-	require.Greater(t, ends, hostileCases/10)
-	require.Greater(t, dnss, hostileCases/20)
+	require.Greater(t, r.ends, hostileCases/10)
+	require.Greater(t, r.dnss, hostileCases/20)
+	if r.objs.Features.TLSServerNames {
+		require.Greater(t, r.tlss, hostileCases/100)
+	}
 }
 
 // frameGen generates frames from a fixed seed: first the systematic
@@ -530,7 +583,7 @@ func baseFrames(rnd *rand.Rand) [][]byte {
 	for _, et := range []uint16{0x0806, 0x05dc, 0x88a8, 0x0800} {
 		frames = append(frames, mangle(slices.Clone(fin6), func(b []byte) { binary.BigEndian.PutUint16(b[12:], et) }))
 	}
-	return frames
+	return append(frames, tlsBaseFrames()...)
 }
 
 // ipv4Options returns n bytes of IPv4 options: NOPs, an end of list,
@@ -664,6 +717,9 @@ func (g *frameGen) refill() {
 				set(udp6, func(f []byte) { binary.BigEndian.PutUint16(f[l3+48+4:], lie) }), // a DNS count
 			)
 		}
+	case 8:
+		g.what = "connections that start like TLS, and not"
+		g.queue = tlsStreams(rnd, 1500)
 	default:
 		g.what = "random mutations"
 		for range 1000 {
@@ -773,7 +829,7 @@ func FuzzPrograms(f *testing.F) {
 		f.Add(b)
 	}
 	seeded := map[string]int{}
-	for g.step < 10 {
+	for g.step < 11 {
 		frame := g.next()
 		if seeded[g.what] < 8 {
 			f.Add(frame)

@@ -23,6 +23,10 @@ type Options struct {
 	// DNSPayloadLimit is the most bytes of a DNS message copied to user
 	// space, up to MaxDNSPayload. Zero turns DNS capture off.
 	DNSPayloadLimit int
+	// TLSHelloLimit is the most bytes of a connection's start copied to
+	// user space when it starts like a TLS ClientHello (tls.h), up to
+	// MaxTLSHello. Zero turns TLS server names off.
+	TLSHelloLimit int
 	// IgnoreSelf: this process's sockets yield no records and no DNS
 	// messages (the collector's own exports and lookups).
 	IgnoreSelf bool
@@ -89,9 +93,13 @@ func Load(opts Options) (*Objects, error) {
 		return nil, err
 	}
 	o.Features.Atomics = atomics && !slices.Contains(opts.Without, WithoutAtomics)
-	load := loadNetflowSpinlock
-	if o.Features.Atomics {
+	o.Features.TLSServerNames = o.Features.Atomics && tlsCapable() && !slices.Contains(opts.Without, WithoutTLS)
+	load := loadNetflowSpinlock // without TLS code too (gen.go)
+	switch {
+	case o.Features.TLSServerNames:
 		load = loadNetflow
+	case o.Features.Atomics:
+		load = loadNetflowNoTLS
 	}
 	spec, err := load()
 	if err != nil {
@@ -137,6 +145,15 @@ func (o *Objects) setConstants(spec *ebpf.CollectionSpec, opts Options) (int, er
 	}
 	if err := spec.Variables["dns_payload_limit"].Set(uint32(opts.DNSPayloadLimit)); err != nil {
 		return 0, fmt.Errorf("set DNS payload limit: %w", err)
+	}
+	if opts.TLSHelloLimit < 0 || opts.TLSHelloLimit > MaxTLSHello {
+		return 0, fmt.Errorf("TLS hello limit %d is not within 0..%d", opts.TLSHelloLimit, MaxTLSHello)
+	}
+	if !o.Features.TLSServerNames {
+		opts.TLSHelloLimit = 0
+	}
+	if err := spec.Variables["tls_hello_limit"].Set(uint32(opts.TLSHelloLimit)); err != nil {
+		return 0, fmt.Errorf("set TLS hello limit: %w", err)
 	}
 	who, err := whoami(spec)
 	if err != nil {

@@ -121,3 +121,43 @@ struct {
 	__type(key, __u32);
 	__type(value, char[TRACE_CGROUP_PATH_LEN]);
 } cgroup_path_scratch SEC(".maps");
+
+// TLS server names (tls.h, tls_slot.h).
+//
+// Most bytes of a connection's start that are copied: the largest
+// tls_hello_limit. A power of two, for the verifier. Browsers' ClientHellos
+// with post-quantum key shares are about 1,800 bytes, with a resumption
+// ticket and ECH about 2,500.
+#define TLS_HELLO_MAX 8192
+
+// Set by the loader; 0 turns TLS off (the verifier then drops this code,
+// since a frozen constant is known to it).
+volatile const __u32 tls_hello_limit = TLS_HELLO_MAX;
+
+// Slots: a power of two. 2^15 slots of 16 bytes: 512 KiB, in .bss.
+#define TLS_SLOT_BITS 15
+
+struct tls_slot {
+	__u32 base;    // sequence number of the stream's first byte
+	__u32 limit;   // bytes wanted from base; 0: none
+	__u32 started; // 1: the first segment was seen and starts like a ClientHello
+	__u32 _pad;
+};
+
+// A global array (in .bss), not an array map: the programs index it
+// directly, with no lookup call, no key on the stack and no NULL check.
+struct tls_slot tls_slots[1 << TLS_SLOT_BITS];
+
+// A piece is assembled here, then copied into the ring buffer with its real
+// length.
+struct tls_scratch {
+	struct tls_event hdr;
+	__u8 payload[TLS_HELLO_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tls_scratch);
+} tls_scratch SEC(".maps");

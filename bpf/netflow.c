@@ -53,12 +53,14 @@ const enum end_reason *unused_end_reason __attribute__((unused));
 const enum event_flags *unused_event_flags __attribute__((unused));
 const enum stat *unused_stat __attribute__((unused));
 const enum record_type *unused_record_type __attribute__((unused));
+const struct tls_event *unused_tls_event __attribute__((unused));
 
 #include "stats.h"
 #include "owner.h"
 #include "dns.h"
 #include "claim.h"
 #include "cgroup.h"
+#include "tls.h"
 
 // handle is the body of the two cgroup_skb programs below, for every packet
 // a socket of the cgroup sends or receives.
@@ -77,9 +79,15 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	if (seg.proto != IPPROTO_TCP)
 		return PASS;
 
-	// Fast path: data, pure ACKs and SYN-ACKs need no state at all.
-	if (!tcp_flags_matter(seg.flags))
+	// Fast path: data, pure ACKs and SYN-ACKs need no state at all; but
+	// data may be the first bytes of a connection that starts like TLS
+	// (tls.h; a SYN's are looked at where it starts the connection,
+	// below). Looked at last, before the return: a branch here that the
+	// rest of the program followed would double what the verifier walks.
+	if (!tcp_flags_matter(seg.flags)) {
+		tls_segment(skb, &seg, egress);
 		return PASS;
+	}
 
 	struct bpf_sock *sk = skb->sk;
 	if (!sk)
@@ -108,6 +116,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 				// take the owner of the MPTCP socket.
 				if (!st->pid)
 					copy_owner(st, sk, 0);
+				if ((seg.flags & TH_SYN) && !(st->flags & SOCK_IGNORE))
+					tls_start(skb, &seg, egress);
 			}
 		}
 		return PASS;
@@ -137,6 +147,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			flags_restart(st, SOCK_OUTGOING, SOCK_IGNORE);
 			if (!st->pid)
 				copy_owner(st, sk, 1);
+			if (!(st->flags & SOCK_IGNORE))
+				tls_start(skb, &seg, egress);
 		}
 		if (st)
 			note_translation(sk, &seg);

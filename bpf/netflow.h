@@ -57,7 +57,8 @@ enum stat {
 	STAT_NO_STORAGE = 1,  // socket storage allocation failures
 	STAT_DNS_LOST = 2,    // DNS messages that did not fit in the ring buffer
 	STAT_CGROUP_LOST = 3, // cgroup creations that did not fit in the ring buffer
-	STAT_COUNT = 4,
+	STAT_TLS_LOST = 4,    // pieces of TLS ClientHellos that did not fit in the ring buffer
+	STAT_COUNT = 5,
 };
 
 // The first byte of every ring buffer record.
@@ -65,6 +66,7 @@ enum record_type {
 	RECORD_TCP_END = 1, // struct event
 	RECORD_DNS = 2,     // struct dns_event, then the payload
 	RECORD_CGROUP = 3,  // struct cgroup_event
+	RECORD_TLS = 4,     // struct tls_event, then the payload
 };
 
 // One ended connection, as seen by one local socket.
@@ -151,4 +153,28 @@ struct cgroup_event {
 	// From the root of the cgroup v2 hierarchy (not of the collector's
 	// cgroup namespace), NUL-terminated: /system.slice/docker-<id>.scope
 	char path[CGROUP_PATH_MAX];
+};
+
+// A piece of the first bytes of a connection that starts like a TLS
+// ClientHello (tls.h), as a socket sent them (egress) or received them:
+// payload_len bytes of the stream from offset on follow the header in the
+// ring buffer record. User space joins the pieces of a socket (by cookie)
+// and takes the server name from them.
+struct tls_event {
+	__u8 type;         // RECORD_TLS
+	__u8 family;       // enum family
+	__u8 egress;       // 1: sent by the socket (it is the TLS client), 0: received
+	__u8 listener;     // 1: seen at a listener (TCP Fast Open): the cookie is the listener's
+	__u32 netns;       // inode of the socket's network namespace; 0: unknown
+	__u32 offset;      // of the first byte that follows, in the stream (0: its first byte)
+	__u32 payload_len; // bytes that follow
+	__u32 limit;       // most bytes of the stream copied: the record, or the cap
+	__u32 _pad;
+	__u64 time_ns; // CLOCK_MONOTONIC
+	__u64 cookie;  // socket cookie
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 _pad2;
 };

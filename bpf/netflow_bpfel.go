@@ -137,6 +137,7 @@ const (
 	netflowRecordTypeRECORD_TCP_END netflowRecordType = 1
 	netflowRecordTypeRECORD_DNS     netflowRecordType = 2
 	netflowRecordTypeRECORD_CGROUP  netflowRecordType = 3
+	netflowRecordTypeRECORD_TLS     netflowRecordType = 4
 )
 
 type netflowSockState struct {
@@ -159,8 +160,43 @@ const (
 	netflowStatSTAT_NO_STORAGE  netflowStat = 1
 	netflowStatSTAT_DNS_LOST    netflowStat = 2
 	netflowStatSTAT_CGROUP_LOST netflowStat = 3
-	netflowStatSTAT_COUNT       netflowStat = 4
+	netflowStatSTAT_TLS_LOST    netflowStat = 4
+	netflowStatSTAT_COUNT       netflowStat = 5
 )
+
+type netflowTlsEvent struct {
+	_          structs.HostLayout
+	Type       uint8
+	Family     uint8
+	Egress     uint8
+	Listener   uint8
+	Netns      uint32
+	Offset     uint32
+	PayloadLen uint32
+	Limit      uint32
+	Pad        uint32
+	TimeNs     uint64
+	Cookie     uint64
+	Saddr      [16]uint8
+	Daddr      [16]uint8
+	Sport      uint16
+	Dport      uint16
+	Pad2       uint32
+}
+
+type netflowTlsScratch struct {
+	_       structs.HostLayout
+	Hdr     netflowTlsEvent
+	Payload [8192]uint8
+}
+
+type netflowTlsSlot struct {
+	_       structs.HostLayout
+	Base    uint32
+	Limit   uint32
+	Started uint32
+	Pad     uint32
+}
 
 // Names of all BPF objects in the ELF.
 //
@@ -172,6 +208,7 @@ const (
 	netflowMapSettledSocks        = "settled_socks"
 	netflowMapSockStates          = "sock_states"
 	netflowMapStats               = "stats"
+	netflowMapTlsScratch          = "tls_scratch"
 	netflowMapTranslations        = "translations"
 	netflowProgNetflowAccept      = "netflow_accept"
 	netflowProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
@@ -188,6 +225,8 @@ const (
 	netflowVarOwnerExe            = "owner_exe"
 	netflowVarSelfTgid            = "self_tgid"
 	netflowVarSettledCache        = "settled_cache"
+	netflowVarTlsHelloLimit       = "tls_hello_limit"
+	netflowVarTlsSlots            = "tls_slots"
 	netflowVarUnusedCgroupEvent   = "unused_cgroup_event"
 	netflowVarUnusedDirection     = "unused_direction"
 	netflowVarUnusedDnsEvent      = "unused_dns_event"
@@ -198,6 +237,7 @@ const (
 	netflowVarUnusedFamily        = "unused_family"
 	netflowVarUnusedRecordType    = "unused_record_type"
 	netflowVarUnusedStat          = "unused_stat"
+	netflowVarUnusedTlsEvent      = "unused_tls_event"
 	netflowVarWakeupShift         = "wakeup_shift"
 	netflowVarWhoamiNetns         = "whoami_netns"
 	netflowVarWhoamiTgid          = "whoami_tgid"
@@ -267,6 +307,7 @@ type netflowMapSpecs struct {
 	SettledSocks      *ebpf.MapSpec `ebpf:"settled_socks"`
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
+	TlsScratch        *ebpf.MapSpec `ebpf:"tls_scratch"`
 	Translations      *ebpf.MapSpec `ebpf:"translations"`
 }
 
@@ -279,6 +320,8 @@ type netflowVariableSpecs struct {
 	OwnerExe          *ebpf.VariableSpec `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SettledCache      *ebpf.VariableSpec `ebpf:"settled_cache"`
+	TlsHelloLimit     *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
+	TlsSlots          *ebpf.VariableSpec `ebpf:"tls_slots"`
 	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
@@ -289,6 +332,7 @@ type netflowVariableSpecs struct {
 	UnusedFamily      *ebpf.VariableSpec `ebpf:"unused_family"`
 	UnusedRecordType  *ebpf.VariableSpec `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UnusedTlsEvent    *ebpf.VariableSpec `ebpf:"unused_tls_event"`
 	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
 	WhoamiNetns       *ebpf.VariableSpec `ebpf:"whoami_netns"`
 	WhoamiTgid        *ebpf.VariableSpec `ebpf:"whoami_tgid"`
@@ -320,6 +364,7 @@ type netflowMaps struct {
 	SettledSocks      *ebpf.Map `ebpf:"settled_socks"`
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
+	TlsScratch        *ebpf.Map `ebpf:"tls_scratch"`
 	Translations      *ebpf.Map `ebpf:"translations"`
 }
 
@@ -331,6 +376,7 @@ func (m *netflowMaps) Close() error {
 		m.SettledSocks,
 		m.SockStates,
 		m.Stats,
+		m.TlsScratch,
 		m.Translations,
 	)
 }
@@ -344,6 +390,8 @@ type netflowVariables struct {
 	OwnerExe          *ebpf.Variable `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
 	SettledCache      *ebpf.Variable `ebpf:"settled_cache"`
+	TlsHelloLimit     *ebpf.Variable `ebpf:"tls_hello_limit"`
+	TlsSlots          *ebpf.Variable `ebpf:"tls_slots"`
 	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`
@@ -354,6 +402,7 @@ type netflowVariables struct {
 	UnusedFamily      *ebpf.Variable `ebpf:"unused_family"`
 	UnusedRecordType  *ebpf.Variable `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.Variable `ebpf:"unused_stat"`
+	UnusedTlsEvent    *ebpf.Variable `ebpf:"unused_tls_event"`
 	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`
 	WhoamiNetns       *ebpf.Variable `ebpf:"whoami_netns"`
 	WhoamiTgid        *ebpf.Variable `ebpf:"whoami_tgid"`

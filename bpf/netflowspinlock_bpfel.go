@@ -60,6 +60,38 @@ type netflowSpinlockSockState struct {
 	Exe [64]int8
 }
 
+type netflowSpinlockTlsScratch struct {
+	_   structs.HostLayout
+	Hdr struct {
+		_          structs.HostLayout
+		Type       uint8
+		Family     uint8
+		Egress     uint8
+		Listener   uint8
+		Netns      uint32
+		Offset     uint32
+		PayloadLen uint32
+		Limit      uint32
+		Pad        uint32
+		TimeNs     uint64
+		Cookie     uint64
+		Saddr      [16]uint8
+		Daddr      [16]uint8
+		Sport      uint16
+		Dport      uint16
+		Pad2       uint32
+	}
+	Payload [8192]uint8
+}
+
+type netflowSpinlockTlsSlot struct {
+	_       structs.HostLayout
+	Base    uint32
+	Limit   uint32
+	Started uint32
+	Pad     uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -70,6 +102,7 @@ const (
 	netflowSpinlockMapSettledSocks        = "settled_socks"
 	netflowSpinlockMapSockStates          = "sock_states"
 	netflowSpinlockMapStats               = "stats"
+	netflowSpinlockMapTlsScratch          = "tls_scratch"
 	netflowSpinlockMapTranslations        = "translations"
 	netflowSpinlockProgNetflowAccept      = "netflow_accept"
 	netflowSpinlockProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
@@ -86,6 +119,8 @@ const (
 	netflowSpinlockVarOwnerExe            = "owner_exe"
 	netflowSpinlockVarSelfTgid            = "self_tgid"
 	netflowSpinlockVarSettledCache        = "settled_cache"
+	netflowSpinlockVarTlsHelloLimit       = "tls_hello_limit"
+	netflowSpinlockVarTlsSlots            = "tls_slots"
 	netflowSpinlockVarUnusedCgroupEvent   = "unused_cgroup_event"
 	netflowSpinlockVarUnusedDirection     = "unused_direction"
 	netflowSpinlockVarUnusedDnsEvent      = "unused_dns_event"
@@ -96,6 +131,7 @@ const (
 	netflowSpinlockVarUnusedFamily        = "unused_family"
 	netflowSpinlockVarUnusedRecordType    = "unused_record_type"
 	netflowSpinlockVarUnusedStat          = "unused_stat"
+	netflowSpinlockVarUnusedTlsEvent      = "unused_tls_event"
 	netflowSpinlockVarWakeupShift         = "wakeup_shift"
 	netflowSpinlockVarWhoamiNetns         = "whoami_netns"
 	netflowSpinlockVarWhoamiTgid          = "whoami_tgid"
@@ -165,6 +201,7 @@ type netflowSpinlockMapSpecs struct {
 	SettledSocks      *ebpf.MapSpec `ebpf:"settled_socks"`
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
+	TlsScratch        *ebpf.MapSpec `ebpf:"tls_scratch"`
 	Translations      *ebpf.MapSpec `ebpf:"translations"`
 }
 
@@ -177,6 +214,8 @@ type netflowSpinlockVariableSpecs struct {
 	OwnerExe          *ebpf.VariableSpec `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SettledCache      *ebpf.VariableSpec `ebpf:"settled_cache"`
+	TlsHelloLimit     *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
+	TlsSlots          *ebpf.VariableSpec `ebpf:"tls_slots"`
 	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
@@ -187,6 +226,7 @@ type netflowSpinlockVariableSpecs struct {
 	UnusedFamily      *ebpf.VariableSpec `ebpf:"unused_family"`
 	UnusedRecordType  *ebpf.VariableSpec `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UnusedTlsEvent    *ebpf.VariableSpec `ebpf:"unused_tls_event"`
 	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
 	WhoamiNetns       *ebpf.VariableSpec `ebpf:"whoami_netns"`
 	WhoamiTgid        *ebpf.VariableSpec `ebpf:"whoami_tgid"`
@@ -218,6 +258,7 @@ type netflowSpinlockMaps struct {
 	SettledSocks      *ebpf.Map `ebpf:"settled_socks"`
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
+	TlsScratch        *ebpf.Map `ebpf:"tls_scratch"`
 	Translations      *ebpf.Map `ebpf:"translations"`
 }
 
@@ -229,6 +270,7 @@ func (m *netflowSpinlockMaps) Close() error {
 		m.SettledSocks,
 		m.SockStates,
 		m.Stats,
+		m.TlsScratch,
 		m.Translations,
 	)
 }
@@ -242,6 +284,8 @@ type netflowSpinlockVariables struct {
 	OwnerExe          *ebpf.Variable `ebpf:"owner_exe"`
 	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
 	SettledCache      *ebpf.Variable `ebpf:"settled_cache"`
+	TlsHelloLimit     *ebpf.Variable `ebpf:"tls_hello_limit"`
+	TlsSlots          *ebpf.Variable `ebpf:"tls_slots"`
 	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
 	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
 	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`
@@ -252,6 +296,7 @@ type netflowSpinlockVariables struct {
 	UnusedFamily      *ebpf.Variable `ebpf:"unused_family"`
 	UnusedRecordType  *ebpf.Variable `ebpf:"unused_record_type"`
 	UnusedStat        *ebpf.Variable `ebpf:"unused_stat"`
+	UnusedTlsEvent    *ebpf.Variable `ebpf:"unused_tls_event"`
 	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`
 	WhoamiNetns       *ebpf.Variable `ebpf:"whoami_netns"`
 	WhoamiTgid        *ebpf.Variable `ebpf:"whoami_tgid"`

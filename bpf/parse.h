@@ -14,6 +14,7 @@
 #include <bpf/bpf_endian.h>
 
 #include "netflow.h"
+#include "tls_slot.h"
 
 // TCP header flags (byte 13 of the header).
 #define TH_FIN 0x01
@@ -31,6 +32,7 @@ struct segment {
 	__u32 daddr[4];
 	__u32 seq;
 	__u32 ack_seq;
+	__u32 l4off; // where the transport header starts
 	__u32 payload_off;
 	__u32 payload_len;
 	__u16 sport;
@@ -59,34 +61,44 @@ static __always_inline int tcp_flags_matter(__u8 flags)
 
 // nothing_to_do says, from the headers in place and without a helper call,
 // that a packet is a TCP segment whose flags do not matter
-// (tcp_flags_matter), and not DNS: the bulk of traffic, which costs nothing
-// more. Anything it cannot tell (IP options, extension headers, headers not
+// (tcp_flags_matter), not DNS, and not among the first bytes of a
+// connection that may start like TLS (tls_slot.h): the bulk of traffic,
+// which costs nothing more. Anything it cannot tell (IP options, extension headers, headers not
 // in the linear area) goes the long way.
 static __always_inline int nothing_to_do(struct __sk_buff *skb, int egress)
 {
 	__u8 *data = (__u8 *)(long)skb->data;
 	__u8 *end = (__u8 *)(long)skb->data_end;
 	__u8 *th;
+	__u32 l4off, saddr, daddr; // the addresses' last 32 bits, for tls_wanted
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		if (data + 20 + 14 > end)
 			return 0;
 		// Version 4, no options, TCP, not a fragment.
 		if (data[0] != 0x45 || data[9] != IPPROTO_TCP || ((data[6] & 0x3f) | data[7]) != 0)
 			return 0;
-		th = data + 20;
+		l4off = 20;
+		saddr = *(__u32 *)(data + 12);
+		daddr = *(__u32 *)(data + 16);
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		if (data + 40 + 14 > end)
 			return 0;
 		if (data[6] != IPPROTO_TCP)
 			return 0;
-		th = data + 40;
+		l4off = 40;
+		saddr = *(__u32 *)(data + 20);
+		daddr = *(__u32 *)(data + 36);
 	} else {
 		return 1; // not IP
 	}
+	th = data + l4off;
 	if (tcp_flags_matter(th[13]))
 		return 0;
 	__u8 *port = egress ? th + 2 : th; // DNS: to port 53, or from it
-	return !(port[0] == 0 && port[1] == 53);
+	if (port[0] == 0 && port[1] == 53)
+		return 0;
+	// The first bytes of a connection, while it may start like TLS.
+	return !tls_wanted(skb, th, l4off, saddr, daddr, egress);
 }
 
 // tcp_fields fills in seg's TCP fields from the first 14 bytes of the TCP
@@ -100,6 +112,7 @@ static __always_inline void tcp_fields(struct segment *seg, const __u8 *th, __u3
 	seg->seq = (__u32)th[4] << 24 | (__u32)th[5] << 16 | (__u32)th[6] << 8 | th[7];
 	seg->ack_seq = (__u32)th[8] << 24 | (__u32)th[9] << 16 | (__u32)th[10] << 8 | th[11];
 	seg->flags = th[13];
+	seg->l4off = l4off;
 	seg->payload_off = l4off + doff;
 	seg->payload_len = len - l4off - doff;
 }

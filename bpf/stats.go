@@ -15,6 +15,9 @@ type Stats struct {
 	// CgroupLost counts new cgroups whose record did not fit in the ring
 	// buffer: only a walk of the cgroup tree can find them.
 	CgroupLost uint64
+	// TLSLost counts pieces of TLS ClientHellos that did not fit in the
+	// ring buffer: their connections may lack a server name.
+	TLSLost uint64
 }
 
 // Stats reads the kernel counters.
@@ -25,6 +28,7 @@ func (o *Objects) Stats() (Stats, error) {
 		netflowStatSTAT_NO_STORAGE:  &s.NoStorage,
 		netflowStatSTAT_DNS_LOST:    &s.DNSLost,
 		netflowStatSTAT_CGROUP_LOST: &s.CgroupLost,
+		netflowStatSTAT_TLS_LOST:    &s.TLSLost,
 	} {
 		var perCPU []uint64
 		if err := o.objs.Stats.Lookup(uint32(key), &perCPU); err != nil {

@@ -57,6 +57,8 @@ const (
 	attrSocketCookie
 	attrCgroupID
 	attrNetns
+	attrTLSServerName
+	attrPeerName
 
 	// numAttributes is the most attributes one record carries, so that a
 	// record's attribute map is allocated once.
@@ -109,6 +111,8 @@ var attributeKeys = [numAttributes]string{
 	attrSocketCookie:           "netflow.socket.cookie",
 	attrCgroupID:               "netflow.cgroup.id",
 	attrNetns:                  "netflow.netns",
+	attrTLSServerName:          "netflow.tls.server_name",
+	attrPeerName:               "netflow.peer.name",
 }
 
 // String returns the attribute's key.

@@ -40,6 +40,9 @@ type Config struct {
 	// DNS configures the cache that fills the domain attributes.
 	DNS DNSConfig `mapstructure:"dns"`
 
+	// TLS configures the server name taken from TLS ClientHellos.
+	TLS TLSConfig `mapstructure:"tls"`
+
 	// Filters choose which connection ends become records.
 	Filters FiltersConfig `mapstructure:"filters"`
 
@@ -94,6 +97,17 @@ type NATConfig struct {
 	_ struct{}
 }
 
+// TLSConfig configures netflow.tls.server_name: the server name (SNI) that
+// a connection's TLS client sent in its ClientHello (docs/tls.md).
+type TLSConfig struct {
+	// Enabled turns the copy of connections' first bytes that start like
+	// a ClientHello, and the attribute, on.
+	Enabled bool `mapstructure:"enabled"`
+
+	// prevent unkeyed literal initialization
+	_ struct{}
+}
+
 // FiltersConfig chooses records: a record is kept when it matches every
 // include list that is set, and no exclude list.
 type FiltersConfig struct {
@@ -141,6 +155,7 @@ func DefaultConfig() *Config {
 			PayloadLimit: 4096, // EDNS0 answers; 1232 is the common UDP size
 			MinTTL:       5 * time.Second,
 		},
+		TLS:     TLSConfig{Enabled: true},
 		Filters: FiltersConfig{ExcludeSelf: true},
 		// Off; a kubernetes: block, even empty, turns it on with these.
 		Kubernetes: configoptional.Default(defaultKubernetesConfig()),

@@ -57,8 +57,10 @@ func (c *converter) text(a netip.Addr) string {
 }
 
 // append adds the log record for e to lrs, with the names the DNS cache
-// knows for each side.
-func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstNames []string, observed pcommon.Timestamp) {
+// knows for each side and the server name of its TLS ClientHello, if any.
+func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstNames []string, sni tlsName,
+	observed pcommon.Timestamp,
+) {
 	clk := &c.clock
 	lr := lrs.AppendEmpty()
 	lr.SetEventName(EventName)
@@ -214,6 +216,14 @@ func (c *converter) append(lrs plog.LogRecordSlice, e *bpf.Event, srcNames, dstN
 	if e.Netns != 0 && set.has(attrNetns) {
 		a.AppendEmpty(attrNetns.String()).SetInt(int64(e.Netns))
 	}
+	if sni.name != "" && set.has(attrTLSServerName) {
+		a.AppendEmpty(attrTLSServerName.String()).SetStr(sni.name)
+	}
+	if set.has(attrPeerName) {
+		if name := peerName(e, srcNames, dstNames, sni); name != "" {
+			a.AppendEmpty(attrPeerName.String()).SetStr(name)
+		}
+	}
 	if c.k8sPeer != nil {
 		appendK8sPeer(a, c.k8sPeer)
 	}
@@ -333,3 +343,23 @@ func networkType(e *bpf.Event) string {
 
 // startObserved says whether the receiver saw the connection start.
 func startObserved(e *bpf.Event) bool { return e.StartNs != 0 && e.StartNs <= e.TimeNs }
+
+// peerName is one name for the peer, for grouping (metrics.attributes): the
+// first name the DNS cache has for its address (the name that was asked
+// for, when the lookup was seen), else the server name this socket sent in
+// its ClientHello (then the peer is the TLS server it named). A socket that
+// received the ClientHello is the server: the name is its own, not its
+// peer's. "" when there is none.
+func peerName(e *bpf.Event, srcNames, dstNames []string, sni tlsName) string {
+	names := dstNames
+	if e.EndBy != bpf.EndByLocal {
+		names = srcNames
+	}
+	if len(names) > 0 {
+		return names[0]
+	}
+	if sni.sent {
+		return sni.name
+	}
+	return ""
+}

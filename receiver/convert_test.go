@@ -27,6 +27,7 @@ func TestAppendRecord(t *testing.T) {
 		name               string
 		event              bpf.Event
 		srcNames, dstNames []string
+		sni                tlsName
 		body               string
 		severity           plog.SeverityNumber
 		want               map[string]any
@@ -61,6 +62,7 @@ func TestAppendRecord(t *testing.T) {
 				"netflow.tcp.rtt": 0.0015, "netflow.tcp.retransmissions": int64(1),
 				"netflow.socket.cookie": int64(77), "netflow.cgroup.id": int64(1234), "netflow.netns": int64(4026531840),
 				"netflow.start_observed": true, "process.pid": int64(4242), "process.executable.name": "curl",
+				"netflow.peer.name": "www.example.com",
 			},
 		},
 		{
@@ -91,7 +93,7 @@ func TestAppendRecord(t *testing.T) {
 				"netflow.segments.sent": int64(0), "netflow.segments.received": int64(0),
 				"netflow.tcp.retransmissions": int64(0),
 				"netflow.socket.cookie":       int64(78), "netflow.cgroup.id": int64(1),
-				"netflow.start_observed": true,
+				"netflow.start_observed": true, "netflow.peer.name": "client.example.org",
 			},
 		},
 		{
@@ -186,7 +188,7 @@ func TestAppendRecord(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			lrs := plog.NewLogRecordSlice()
-			conv.append(lrs, &tt.event, tt.srcNames, tt.dstNames, observed)
+			conv.append(lrs, &tt.event, tt.srcNames, tt.dstNames, tt.sni, observed)
 			require.Equal(t, 1, lrs.Len())
 			lr := lrs.At(0)
 
@@ -224,9 +226,9 @@ func TestAppendRecordReusesBodyBuffer(t *testing.T) {
 		EndBy: bpf.EndByLocal, EndReason: bpf.EndFIN,
 	}
 	var conv converter
-	conv.append(lrs, &e, nil, nil, 0)
+	conv.append(lrs, &e, nil, nil, tlsName{}, 0)
 	e.Source = netip.MustParseAddrPort("10.0.0.3:3")
-	conv.append(lrs, &e, nil, nil, 0)
+	conv.append(lrs, &e, nil, nil, tlsName{}, 0)
 	assert.Equal(t, "unknown tcp 10.0.0.1:1 -> 10.0.0.2:2 ended by local FIN", lrs.At(0).Body().Str(),
 		"an earlier body must not change when the buffer is reused")
 	assert.Equal(t, "unknown tcp 10.0.0.3:3 -> 10.0.0.2:2 ended by local FIN", lrs.At(1).Body().Str())
@@ -243,14 +245,15 @@ func TestAttributesCanBeLeftOut(t *testing.T) {
 		Translation: bpf.Translation{Known: true,
 			Local: netip.MustParseAddrPort("192.0.2.1:40001"), Peer: netip.MustParseAddrPort("10.1.0.7:8443")},
 	}
+	sni := tlsName{name: "www.example.com", sent: true}
 	full := plog.NewLogRecordSlice()
-	(&converter{attrs: allAttributes}).append(full, &e, nil, nil, 0)
+	(&converter{attrs: allAttributes}).append(full, &e, nil, nil, sni, 0)
 	assert.Equal(t, int(numAttributes), full.At(0).Attributes().Len(), "this event carries every attribute")
 
 	cfg := AttributesConfig{Exclude: optionalAttributeKeys()}
 	require.Empty(t, cfg.validate())
 	minimal := plog.NewLogRecordSlice()
-	(&converter{attrs: cfg.set()}).append(minimal, &e, nil, nil, 0)
+	(&converter{attrs: cfg.set()}).append(minimal, &e, nil, nil, sni, 0)
 	var keys []string
 	for k := range minimal.At(0).Attributes().All() {
 		keys = append(keys, k)
@@ -259,7 +262,7 @@ func TestAttributesCanBeLeftOut(t *testing.T) {
 		attrDestinationPort.String(), attrSourceDomains.String(), attrDestinationDomains.String()}, keys)
 
 	one := plog.NewLogRecordSlice()
-	(&converter{attrs: AttributesConfig{Exclude: []string{attrSocketCookie.String()}}.set()}).append(one, &e, nil, nil, 0)
+	(&converter{attrs: AttributesConfig{Exclude: []string{attrSocketCookie.String()}}.set()}).append(one, &e, nil, nil, sni, 0)
 	_, ok := one.At(0).Attributes().Get(attrSocketCookie.String())
 	assert.False(t, ok)
 	assert.Equal(t, int(numAttributes)-1, one.At(0).Attributes().Len())
@@ -292,7 +295,7 @@ func TestTranslationAttributes(t *testing.T) {
 				e.Source, e.Destination = service, local
 			}
 			lrs := plog.NewLogRecordSlice()
-			(&converter{attrs: allAttributes}).append(lrs, &e, nil, nil, 0)
+			(&converter{attrs: allAttributes}).append(lrs, &e, nil, nil, tlsName{}, 0)
 			a := lrs.At(0).Attributes()
 			side := func(addrKey, portKey string) string {
 				addr, ok := a.Get(addrKey)
@@ -337,6 +340,49 @@ func TestErrorType(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			assert.Equal(t, tt.want, errorType(&tt.event))
+		})
+	}
+}
+
+// The server name and the DNS names: both as they are, whether they agree
+// or not (a CDN's shared address); the peer's name is the DNS name first,
+// else the server name the socket sent.
+func TestTLSServerNameAttributes(t *testing.T) {
+	client := netip.MustParseAddrPort("10.0.0.1:40000")
+	server := netip.MustParseAddrPort("93.184.216.34:443")
+	outgoing := bpf.Event{Source: client, Destination: server, Direction: bpf.DirectionOutgoing, EndBy: bpf.EndByLocal, EndReason: bpf.EndFIN}
+	incoming := bpf.Event{Source: client, Destination: server, Direction: bpf.DirectionIncoming, EndBy: bpf.EndByRemote, EndReason: bpf.EndFIN}
+	tests := []struct {
+		name               string
+		event              bpf.Event
+		srcNames, dstNames []string
+		sni                tlsName
+		serverName         string // "": absent
+		peerName           string
+		dstDomains         []any
+	}{
+		{"client, DNS and SNI disagree", outgoing, nil, []string{"edge.cdn.example"}, tlsName{"www.example.com", true},
+			"www.example.com", "edge.cdn.example", []any{"edge.cdn.example"}},
+		{"client, SNI only", outgoing, nil, nil, tlsName{"www.example.com", true}, "www.example.com", "www.example.com", []any{}},
+		{"client, DNS only", outgoing, nil, []string{"www.example.com"}, tlsName{}, "", "www.example.com", []any{"www.example.com"}},
+		{"server: the name is its own, not its peer's", incoming, nil, nil, tlsName{"www.example.com", false}, "www.example.com", "", []any{}},
+		{"server, the client's DNS name", incoming, []string{"client.example"}, nil, tlsName{"www.example.com", false},
+			"www.example.com", "client.example", []any{}},
+		{"neither", outgoing, nil, nil, tlsName{}, "", "", []any{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lrs := plog.NewLogRecordSlice()
+			(&converter{attrs: allAttributes}).append(lrs, &tt.event, tt.srcNames, tt.dstNames, tt.sni, 0)
+			a := lrs.At(0).Attributes().AsRaw()
+			for key, want := range map[string]string{attrTLSServerName.String(): tt.serverName, attrPeerName.String(): tt.peerName} {
+				if want == "" {
+					assert.NotContains(t, a, key)
+				} else {
+					assert.Equal(t, want, a[key], key)
+				}
+			}
+			assert.Equal(t, tt.dstDomains, a[attrDestinationDomains.String()])
 		})
 	}
 }

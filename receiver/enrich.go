@@ -27,6 +27,8 @@ type connectionEnd struct {
 	// kubernetes: block is off or the cluster does not know the peer.
 	k8sPeer    kubecache.Peer
 	hasK8sPeer bool
+	// From the socket's TLS ClientHello; zero when none.
+	sni tlsName
 }
 
 type cgroupInfo struct {
@@ -56,6 +58,8 @@ type enricherSettings struct {
 	// k8s names peers from the API server; nil when the kubernetes: block
 	// is off.
 	k8s peerNamer
+	// tls: the kernel copies ClientHellos (tls.enabled).
+	tls bool
 }
 
 // enricher completes connection-end records: what the scan at start knew
@@ -72,6 +76,9 @@ type enricher struct {
 	// learned or walked later. Cgroup ids are never reused (64-bit kernfs
 	// ids), so an entry never goes stale.
 	cgroupInfo bounded.Map[uint64, cgroupInfo]
+	// Server names from TLS ClientHellos, until their socket's end; nil
+	// when TLS is off.
+	tlsNames *tlsNames
 }
 
 // maxCgroupInfo bounds enricher.cgroupInfo: a host may create millions of
@@ -79,7 +86,11 @@ type enricher struct {
 const maxCgroupInfo = 4096
 
 func newEnricher(s enricherSettings) enricher {
-	return enricher{enricherSettings: s, cgroupInfo: bounded.NewMap[uint64, cgroupInfo](maxCgroupInfo)}
+	en := enricher{enricherSettings: s, cgroupInfo: bounded.NewMap[uint64, cgroupInfo](maxCgroupInfo)}
+	if s.tls {
+		en.tlsNames = newTLSNames()
+	}
+	return en
 }
 
 // end returns e with what the receiver adds to it; false when no record is
@@ -91,6 +102,11 @@ func (en *enricher) end(e *bpf.Event) (connectionEnd, bool) {
 	if e.StartNs == 0 && e.Direction == bpf.DirectionUnknown && !en.completePreexisting(e) {
 		return connectionEnd{}, false // the collector's own, from before start
 	}
+	// Taken before the filters: a socket's name goes with its end.
+	var sni tlsName
+	if en.tlsNames != nil {
+		sni, _ = en.tlsNames.take(e)
+	}
 	cg := en.cgroup(e.CgroupID)
 	if !en.filters.keep(e, cg.path) {
 		en.telemetry.NetflowtcpendRecordsFiltered.Add(context.Background(), 1)
@@ -99,7 +115,7 @@ func (en *enricher) end(e *bpf.Event) (connectionEnd, bool) {
 	if en.nat != nil {
 		en.nat.fill(e)
 	}
-	end := connectionEnd{event: e, cgroup: cg}
+	end := connectionEnd{event: e, cgroup: cg, sni: sni}
 	if en.dns != nil {
 		netns := e.Netns
 		if !en.dnsNetns {
@@ -180,4 +196,12 @@ func (en *enricher) observeDNS(m *bpf.DNSMessage) {
 		Source: m.Source, Dest: m.Destination, Sent: m.Egress,
 		TCP: m.TCP, Payload: m.Payload, Truncated: m.WireLen > len(m.Payload),
 	})
+}
+
+// observeTLS takes a piece of a ClientHello for the server name of its
+// socket.
+func (en *enricher) observeTLS(p *bpf.TLSPiece) {
+	if en.tlsNames != nil {
+		en.tlsNames.observe(p)
+	}
 }

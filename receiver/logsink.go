@@ -50,7 +50,7 @@ func (s *logsSink) add(end *connectionEnd, observed pcommon.Timestamp) pcommon.M
 	if end.hasK8sPeer {
 		s.conv.k8sPeer = &end.k8sPeer
 	}
-	s.conv.append(lrs, end.event, end.srcNames, end.dstNames, observed)
+	s.conv.append(lrs, end.event, end.srcNames, end.dstNames, end.sni, observed)
 	s.batch.len++
 	return lrs.At(lrs.Len() - 1).Attributes()
 }

@@ -26,6 +26,7 @@ type lossWatcher struct {
 	unwarnedLost       uint64
 	unwarnedDNSLost    uint64
 	unwarnedCgroupLost uint64
+	unwarnedTLSLost    uint64
 	unwarnedBad        uint64
 	lastBadErr         error
 	lastWarning        time.Time
@@ -48,6 +49,10 @@ func (w *lossWatcher) update(s bpf.Stats) {
 		w.telemetry.NetflowtcpendCgroupsLost.Add(ctx, int64(d))
 		w.unwarnedCgroupLost += d
 	}
+	if d := s.TLSLost - w.last.TLSLost; d > 0 {
+		w.telemetry.NetflowtcpendTLSPiecesLost.Add(ctx, int64(d))
+		w.unwarnedTLSLost += d
+	}
 	w.last = s
 	w.warn()
 }
@@ -58,7 +63,7 @@ func (w *lossWatcher) malformed(err error) {
 }
 
 func (w *lossWatcher) warn() {
-	if w.unwarnedLost == 0 && w.unwarnedBad == 0 && w.unwarnedDNSLost == 0 && w.unwarnedCgroupLost == 0 {
+	if w.unwarnedLost == 0 && w.unwarnedBad == 0 && w.unwarnedDNSLost == 0 && w.unwarnedCgroupLost == 0 && w.unwarnedTLSLost == 0 {
 		return
 	}
 	now := w.now()
@@ -80,6 +85,11 @@ func (w *lossWatcher) warn() {
 		w.logger.Warn("Kernel ring buffer was full; new cgroups were not reported, so containers created and removed between two walks of the cgroup tree may lack container.id",
 			zap.Uint64("lost", w.unwarnedCgroupLost), zap.Uint64("lost_total", w.last.CgroupLost))
 		w.unwarnedCgroupLost = 0
+	}
+	if w.unwarnedTLSLost > 0 {
+		w.logger.Warn("Kernel ring buffer was full; pieces of TLS ClientHellos were lost, so some connections may lack netflow.tls.server_name",
+			zap.Uint64("lost", w.unwarnedTLSLost), zap.Uint64("lost_total", w.last.TLSLost))
+		w.unwarnedTLSLost = 0
 	}
 	if w.unwarnedBad > 0 {
 		w.logger.Warn("Dropped records that could not be decoded",

@@ -81,7 +81,7 @@ func (m *metricsSink) add(end *connectionEnd, rec pcommon.Map, observed pcommon.
 		if end.hasK8sPeer {
 			m.conv.k8sPeer = &end.k8sPeer
 		}
-		m.conv.append(m.records, e, end.srcNames, end.dstNames, observed)
+		m.conv.append(m.records, e, end.srcNames, end.dstNames, end.sni, observed)
 		rec = m.records.At(0).Attributes()
 	}
 	x := &m.end

@@ -479,17 +479,23 @@ func TestNATEndsWithoutFIN(t *testing.T) {
 	})
 }
 
-// freePort returns a port that nobody listens on at addr in ns.
+// freePort returns a port that nobody listens on at addr in ns (nil: this
+// goroutine's namespace).
 func freePort(t *testing.T, ns *testnet.Netns, addr netip.Addr) uint16 {
 	t.Helper()
 	var port uint16
-	require.NoError(t, ns.Do(func() error {
+	free := func() error {
 		l, err := testnet.Listen(netip.AddrPortFrom(addr, 0))
 		if err != nil {
 			return err
 		}
 		port = testnet.AddrPort(l.Addr()).Port()
 		return l.Close()
-	}))
+	}
+	if ns == nil {
+		require.NoError(t, free())
+	} else {
+		require.NoError(t, ns.Do(free))
+	}
 	return port
 }

@@ -59,10 +59,11 @@ type readLoop struct {
 	drained  bool              // the last read emptied the ring
 
 	// Decoding, reused from record to record.
-	event  bpf.Event
-	exes   *bpf.Interner
-	dnsMsg bpf.DNSMessage
-	newCg  bpf.CgroupCreated
+	event    bpf.Event
+	exes     *bpf.Interner
+	dnsMsg   bpf.DNSMessage
+	newCg    bpf.CgroupCreated
+	tlsPiece bpf.TLSPiece
 }
 
 // readLoopSettings are what the read loop uses (Receiver.loopSettings).
@@ -218,6 +219,10 @@ func (l *readLoop) add(raw []byte) {
 	case bpf.RecordCgroup:
 		if err = l.newCg.Decode(raw); err == nil {
 			l.enrich.learnCgroup(&l.newCg)
+		}
+	case bpf.RecordTLS:
+		if err = l.tlsPiece.Decode(raw); err == nil {
+			l.enrich.observeTLS(&l.tlsPiece)
 		}
 	default:
 		err = fmt.Errorf("unknown record type %d", bpf.TypeOf(raw))

@@ -157,6 +157,9 @@ func (r *Receiver) Start(_ context.Context, _ component.Host) error {
 			return err
 		}
 	}
+	if r.cfg.TLS.Enabled {
+		opts.TLSHelloLimit = bpf.MaxTLSHello
+	}
 	objs, err := bpf.Load(opts)
 	if err != nil {
 		_ = nat.close()
@@ -296,7 +299,7 @@ func (r *Receiver) loopSettings(root string, k kernelSide) readLoopSettings {
 			logger: r.logger, telemetry: r.telemetry,
 			preexisting: k.preexisting, excludeSelf: r.cfg.Filters.ExcludeSelf, selfPID: k.selfPID,
 			filters: newFilters(r.cfg.Filters, root), cgroups: r.cgroups,
-			dns: r.dns, dnsNetns: k.dnsNetns, nat: r.nat,
+			dns: r.dns, dnsNetns: k.dnsNetns, nat: r.nat, tls: r.cfg.TLS.Enabled,
 		},
 		logs: logsSinkSettings{
 			hostName: r.hostName, maxBatchSize: r.cfg.MaxBatchSize, attrs: r.cfg.Attributes.set(),

@@ -46,6 +46,7 @@ type TelemetryBuilder struct {
 	NetflowtcpendRecordsRetried          metric.Int64Counter
 	NetflowtcpendRingBufferPending       metric.Int64ObservableGauge
 	NetflowtcpendSocketStorageFailures   metric.Int64Counter
+	NetflowtcpendTLSPiecesLost           metric.Int64Counter
 }
 
 // TelemetryBuilderOption applies changes to default builder.
@@ -313,6 +314,12 @@ func NewTelemetryBuilder(settings component.TelemetrySettings, options ...Teleme
 		"otelcol_netflowtcpend_socket_storage_failures",
 		metric.WithDescription("Times the kernel could not allocate per-socket state; such records have no direction or start time and no once-only guard. [Alpha]"),
 		metric.WithUnit("{failure}"),
+	)
+	errs = errors.Join(errs, err)
+	builder.NetflowtcpendTLSPiecesLost, err = builder.meter.Int64Counter(
+		"otelcol_netflowtcpend_tls_pieces_lost",
+		metric.WithDescription("Pieces of TLS ClientHellos the kernel could not write because the ring buffer was full; their connections may lack netflow.tls.server_name. [Alpha]"),
+		metric.WithUnit("{piece}"),
 	)
 	errs = errors.Join(errs, err)
 	return &builder, errs

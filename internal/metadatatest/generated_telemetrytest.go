@@ -304,3 +304,19 @@ func AssertEqualNetflowtcpendSocketStorageFailures(t *testing.T, tt *componentte
 	require.NoError(t, err)
 	metricdatatest.AssertEqual(t, want, got, opts...)
 }
+
+func AssertEqualNetflowtcpendTLSPiecesLost(t *testing.T, tt *componenttest.Telemetry, dps []metricdata.DataPoint[int64], opts ...metricdatatest.Option) {
+	want := metricdata.Metrics{
+		Name:        "otelcol_netflowtcpend_tls_pieces_lost",
+		Description: "Pieces of TLS ClientHellos the kernel could not write because the ring buffer was full; their connections may lack netflow.tls.server_name. [Alpha]",
+		Unit:        "{piece}",
+		Data: metricdata.Sum[int64]{
+			Temporality: metricdata.CumulativeTemporality,
+			IsMonotonic: true,
+			DataPoints:  dps,
+		},
+	}
+	got, err := tt.GetMetric("otelcol_netflowtcpend_tls_pieces_lost")
+	require.NoError(t, err)
+	metricdatatest.AssertEqual(t, want, got, opts...)
+}

@@ -62,6 +62,7 @@ func TestSetupTelemetry(t *testing.T) {
 	tb.NetflowtcpendRecordsMalformed.Add(context.Background(), 1)
 	tb.NetflowtcpendRecordsRetried.Add(context.Background(), 1)
 	tb.NetflowtcpendSocketStorageFailures.Add(context.Background(), 1)
+	tb.NetflowtcpendTLSPiecesLost.Add(context.Background(), 1)
 	AssertEqualNetflowtcpendCgroupsLearned(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
@@ -114,6 +115,9 @@ func TestSetupTelemetry(t *testing.T) {
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 	AssertEqualNetflowtcpendSocketStorageFailures(t, testTel,
+		[]metricdata.DataPoint[int64]{{Value: 1}},
+		metricdatatest.IgnoreTimestamp())
+	AssertEqualNetflowtcpendTLSPiecesLost(t, testTel,
 		[]metricdata.DataPoint[int64]{{Value: 1}},
 		metricdatatest.IgnoreTimestamp())
 

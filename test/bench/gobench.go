@@ -20,7 +20,7 @@ type goBench struct {
 // runGoBenchmarks runs the receiver's Go benchmarks, and the metrics
 // aggregator's, count times each.
 func runGoBenchmarks(count int) (map[string]*goBench, error) {
-	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "^(BenchmarkDecodeEnrichConvert|BenchmarkRingToConsumer|BenchmarkMetricsSink|BenchmarkAdd)$",
+	cmd := exec.Command("go", "test", "-run", "^$", "-bench", "^(BenchmarkDecodeEnrichConvert|BenchmarkRingToConsumer|BenchmarkMetricsSink|BenchmarkAdd|BenchmarkTLSNames)$",
 		"-benchmem", "-benchtime", "500000x", "-count", strconv.Itoa(count), "./receiver/", "./internal/connmetrics/")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

@@ -140,7 +140,7 @@ type testRunFigure struct {
 // testRunFigures runs the programs on crafted segments, each repeated in
 // the kernel, next to the empty program.
 func testRunFigures() ([]testRunFigure, error) {
-	objs, err := bpf.Load(bpf.Options{DNSPayloadLimit: 4096})
+	objs, err := bpf.Load(bpf.Options{DNSPayloadLimit: 4096, TLSHelloLimit: bpf.MaxTLSHello})
 	if err != nil {
 		return nil, err
 	}

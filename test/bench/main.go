@@ -11,6 +11,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,6 +30,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/cgroupv2"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/churn"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testhello"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
 	"github.com/netflowtcpend/netflowtcpend/test/loadtest"
 )
@@ -96,6 +99,7 @@ func loopbackUp() error {
 type env struct {
 	tmp, cgroup, home string
 	sink              *loadtest.Sink
+	clientHello       []byte // crypto/tls's, for TLS churn
 }
 
 func run() error {
@@ -119,6 +123,9 @@ func run() error {
 		return err
 	}
 	e := &env{}
+	if e.clientHello, err = testhello.Capture(&tls.Config{ServerName: "www.example.com"}); err != nil {
+		return fmt.Errorf("a ClientHello for TLS churn: %w", err)
+	}
 	if e.tmp, err = os.MkdirTemp("", "netflowtcpend-bench"); err != nil {
 		return err
 	}
@@ -225,8 +232,8 @@ func kernelCost(e *env, t *table) error {
 			}
 		}
 	}
-	unitName := map[string]string{"churn": "connection", "bulk": "64 KiB", "rpc": "call"}
-	for _, w := range []string{"bulk", "churn", "rpc"} {
+	unitName := map[string]string{"churn": "connection", "tlschurn": "connection", "bulk": "64 KiB", "rpc": "call"}
+	for _, w := range []string{"bulk", "churn", "tlschurn", "rpc"} {
 		for _, b := range binaries {
 			label := ""
 			if b != *binary {
@@ -256,6 +263,23 @@ func kernelCost(e *env, t *table) error {
 				t.add(r)
 			}
 		}
+	}
+	// What a connection that starts with a ClientHello adds in the
+	// cgroup_skb programs: their ns per connection under TLS churn less
+	// under plain churn (ns per run times runs per connection, summed).
+	perConn := func(w string) float64 {
+		sum := 0.0
+		for _, m := range kernelPrograms(order, figs[*binary]) {
+			if f := figs[*binary][w+"/"+m.name]; f != nil && strings.HasPrefix(m.hook, "cgroup_skb") {
+				sum += median(f.nsPerRun) * median(f.runsPerUnit)
+			}
+		}
+		return sum
+	}
+	if plain, tls := perConn("churn"), perConn("tlschurn"); plain > 0 && tls > 0 {
+		t.add(row{figure: "kernel ns per connection, cgroup_skb programs, TLS churn", measured: []float64{tls}, unit: "ns",
+			baseline: []float64{plain}, baseName: "plain churn",
+			extra: fmt.Sprintf("+%.0f ns per connection for its ClientHello (both sockets: the copy into the ring buffer)", tls-plain)})
 	}
 	t.add(row{figure: "kernel map memory (memlock)", measured: []float64{float64(mem) / (1 << 20)}, unit: "MiB",
 		extra: "ring buffer, socket storage map, counters; socket storage itself is charged per socket"})
@@ -353,6 +377,12 @@ func kernelRound(e *env, binary string, figs map[string]*kernelFigure) ([]kernel
 		run  func() (float64, error) // units of work done
 	}{
 		{"churn", func() (float64, error) { r, err := runChurn(*duration, *clients, nil); return float64(r.Conns), err }},
+		// The same, each connection starting with a real ClientHello
+		// (crypto/tls's, about 1,500 bytes): what TLS adds per connection.
+		{"tlschurn", func() (float64, error) {
+			r, err := runChurnWith(*duration, churn.Options{Clients: *clients, Request: e.clientHello})
+			return float64(r.Conns), err
+		}},
 		{"bulk", func() (float64, error) {
 			bps, err := bulk(*duration)
 			return bps * duration.Seconds() / 8 / (64 << 10), err
@@ -461,6 +491,11 @@ func userSpace(_ *env, t *table) error {
 				target: "no allocation", met: metIf(true, median(b.allocsPerOp) == 0),
 				extra: fmt.Sprintf("internal/connmetrics BenchmarkAdd; %.0f allocs, %.0f B per record", median(b.allocsPerOp), median(b.bytesPerOp))})
 		}
+	}
+	if b := res["BenchmarkTLSNames"]; b != nil {
+		t.add(row{figure: "TLS ClientHello decode + join + take, CPU per socket", measured: b.cpuNsPerOp, unit: "ns",
+			extra: fmt.Sprintf("crypto/tls's ClientHello (about 1,500 bytes) in one piece; %.0f allocs, %.0f B per socket",
+				median(b.allocsPerOp), median(b.bytesPerOp))})
 	}
 	if b := res["BenchmarkRingToConsumer"]; b != nil {
 		t.add(row{figure: "ring buffer -> consumer, whole receiver", measured: b.recordsPerSec, unit: "rec/s",

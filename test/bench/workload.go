@@ -26,9 +26,14 @@ import (
 // retried): such failures are counted (failedConns) and said, and only more
 // than one in a thousand fails the measurement.
 func runChurn(d time.Duration, clients int, onSocket func(uint64)) (churn.Result, error) {
+	return runChurnWith(d, churn.Options{Clients: clients, OnSocket: onSocket})
+}
+
+// runChurnWith is runChurn with more options.
+func runChurnWith(d time.Duration, o churn.Options) (churn.Result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	res, err := churn.Run(ctx, churn.Options{Clients: clients, OnSocket: onSocket})
+	res, err := churn.Run(ctx, o)
 	if err == nil && res.Errors > 0 {
 		failedConns.Add(res.Errors)
 		fmt.Fprintf(os.Stderr, "bench: %d of %d connections failed, the first: %s\n", res.Errors, res.Errors+res.Conns, res.FirstError)

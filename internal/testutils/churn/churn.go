@@ -37,6 +37,10 @@ type Options struct {
 	// DNS, when set, makes each client resolve a name before each
 	// connection and connect to the address in the answer.
 	DNS *DNSOptions
+	// Request is what each client sends first (the server reads it whole
+	// and answers 64 bytes); nil: 64 zero bytes. A TLS ClientHello here
+	// makes each connection start like TLS.
+	Request []byte
 	// OnSocket, when set, gets the cookie of every socket whose connection
 	// ended or will end (client and server, failed connects included), at
 	// the latest when its exchange is over. It is called from several
@@ -68,7 +72,7 @@ type Result struct {
 func (r Result) Rate() float64 { return float64(r.Conns) / r.Seconds }
 
 // Run makes short-lived connections until ctx ends: each client connects,
-// sends a 64-byte request, reads a 64-byte response and the server's FIN,
+// sends its request (64 bytes by default), reads a 64-byte response and the server's FIN,
 // then closes. The server closes first, so TIME_WAIT stays on its side and
 // the clients do not run out of ports. A failed connection is counted and
 // the client goes on; only a server that cannot listen is an error.
@@ -82,7 +86,11 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return Result{}, err
 	}
 	defer ln.Close()
-	go serve(ln, o.OnSocket)
+	req := o.Request
+	if req == nil {
+		req = make([]byte, 64)
+	}
+	go serve(ln, len(req), o.OnSocket)
 	port := uint16(ln.Addr().(*net.TCPAddr).Port)
 	addr := testnet.AddrPort(ln.Addr())
 	if addr.Addr().IsUnspecified() {
@@ -108,7 +116,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 				defer pace.Stop()
 			}
 			dialer, cookie := newDialer(o.OnSocket != nil)
-			req, resp := make([]byte, 64), make([]byte, 64)
+			resp := make([]byte, 64)
 			for n := i; ctx.Err() == nil; n += clients {
 				if pace != nil {
 					select {
@@ -198,7 +206,10 @@ func exchange(d *net.Dialer, addr netip.AddrPort, req, resp []byte) (connected b
 	return true, err
 }
 
-func serve(ln net.Listener, onSocket func(uint64)) {
+// response is every server's answer: 64 bytes, never written to.
+var response [64]byte
+
+func serve(ln net.Listener, reqLen int, onSocket func(uint64)) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -214,9 +225,9 @@ func serve(ln net.Listener, onSocket func(uint64)) {
 				onSocket(cookie)
 			}
 			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			buf := make([]byte, 64)
+			buf := make([]byte, reqLen)
 			if _, err := io.ReadFull(c, buf); err == nil {
-				_, _ = c.Write(buf)
+				_, _ = c.Write(response[:])
 			}
 		}()
 	}

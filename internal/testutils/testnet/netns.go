@@ -69,15 +69,40 @@ func HostInode() uint32 { return hostInode }
 // 10.77.0.1 and fd77::1 in the first, 10.77.0.2 and fd77::2 in the second.
 func NewVethPair(t testing.TB) (*Netns, *Netns) {
 	t.Helper()
+	return newVethPair(t, 0)
+}
+
+// NewSmallSegmentVethPair is NewVethPair with this MTU (below 1280, no IPv6
+// addresses: Addr6 is invalid), and TCP segments of
+// at most that size from the first namespace's side: a GSO limit of one
+// segment, set when the link is made (Linux 4.16), so that even the cgroup
+// egress hook, which runs before the kernel would cut a larger one, sees
+// each segment. veth's GRO is off by default, so the other side receives
+// them as they are.
+func NewSmallSegmentVethPair(t testing.TB, mtu int) (*Netns, *Netns) {
+	t.Helper()
+	return newVethPair(t, mtu)
+}
+
+// newVethPair makes the pair; mtu 0 leaves the links as the kernel makes
+// them.
+func newVethPair(t testing.TB, mtu int) (*Netns, *Netns) {
+	t.Helper()
 	a := newNetns(t, "10.77.0.1", "fd77::1")
 	b := newNetns(t, "10.77.0.2", "fd77::2")
-	require.NoError(t, a.Do(func() error {
-		return netlink.LinkAdd(&netlink.Veth{
-			LinkAttrs:     netlink.LinkAttrs{Name: "nft0"},
-			PeerName:      "nft1",
-			PeerNamespace: netlink.NsFd(int(b.handle)),
-		})
-	}))
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: "nft0"},
+		PeerName:      "nft1",
+		PeerNamespace: netlink.NsFd(int(b.handle)),
+	}
+	if mtu > 0 {
+		veth.MTU, veth.PeerMTU = mtu, uint32(mtu)
+		veth.GSOMaxSegs, veth.GSOMaxSize = 1, uint32(mtu)
+	}
+	if mtu > 0 && mtu < 1280 {
+		a.Addr6, b.Addr6 = netip.Addr{}, netip.Addr{} // IPv6 needs 1280
+	}
+	require.NoError(t, a.Do(func() error { return netlink.LinkAdd(veth) }))
 	require.NoError(t, a.Do(func() error { return a.configure("nft0") }))
 	require.NoError(t, b.Do(func() error { return b.configure("nft1") }))
 	return a, b
@@ -119,6 +144,9 @@ func (n *Netns) configure(veth string) error {
 				ip   netip.Addr
 				bits int
 			}{{n.Addr4, 24}, {n.Addr6, 64}} {
+				if !a.ip.IsValid() {
+					continue
+				}
 				if err := netlink.AddrAdd(link, &netlink.Addr{
 					IPNet: &net.IPNet{IP: a.ip.AsSlice(), Mask: net.CIDRMask(a.bits, a.ip.BitLen())},
 					// No duplicate address detection: usable at once.
