@@ -97,6 +97,10 @@ rm -f "$out/exit-code" "$out/boot-seconds" "$out/end-seconds" "$out/console.log"
   printf 'export PATH=%q\n' "$PATH:/usr/local/sbin:/usr/sbin:/sbin"
   echo "export HOME=/tmp TMPDIR=/tmp GOCACHE=/tmp/go-build XDG_CACHE_HOME=/tmp/.cache TERM=dumb LANG=C.UTF-8"
   printf 'export VM_OUT=%q VM_KERNEL=%q\n' "$out" "$name"
+  # How the guest runs (kvm or tcg), known only once boot() has chosen:
+  # read at run time from the shared run directory. Tests that repeat
+  # slow work for its own sake (testenv.Emulated) repeat less under TCG.
+  printf 'VM_ACCEL=$(cat %q 2>/dev/null); export VM_ACCEL\n' "$out/accel"
   # Go's module cache is read from the host (read-only): no downloads.
   if command -v go >/dev/null; then
     printf 'export GOMODCACHE=%q GOFLAGS=%q GOPROXY=off GOTOOLCHAIN=local\n' "$(go env GOMODCACHE)" "${GOFLAGS:-}"
