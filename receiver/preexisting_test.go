@@ -223,12 +223,7 @@ func TestOwnConnectionsOpenBeforeStartAreExcluded(t *testing.T) {
 			bin := helperBinary(t)
 			srv := startHelper(t, bin, h.cg, nil, "serve-once", listen)
 			addr := srv.Listening()
-			var own *net.TCPConn
-			h.cg.Run(t, func() {
-				var err error
-				own, err = testnet.Dial(addr) // the collector's, e.g. an exporter's
-				require.NoError(t, err)
-			})
+			own := h.cg.Dial(t, addr) // the collector's, e.g. an exporter's
 			defer own.Close()
 			srv.Socket()
 			_, err := own.Write([]byte("hi"))

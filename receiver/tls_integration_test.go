@@ -141,12 +141,7 @@ func inCgroup(t *testing.T, h *harness, name string, args ...string) string {
 // sending serverName, with its ClientHello written in pieces parts.
 func goClient(t *testing.T, h *harness, addr netip.AddrPort, serverName string, pieces int, cfg *tls.Config) {
 	t.Helper()
-	var raw *net.TCPConn
-	h.cg.Run(t, func() {
-		var err error
-		raw, err = testnet.Dial(addr)
-		require.NoError(t, err)
-	})
+	raw := h.cg.Dial(t, addr)
 	defer raw.Close()
 	c := cfg.Clone()
 	c.ServerName, c.InsecureSkipVerify = serverName, true
@@ -165,12 +160,7 @@ func goClient(t *testing.T, h *harness, addr netip.AddrPort, serverName string, 
 // what comes back until the server closes or a second passes, and closes.
 func rawClient(t *testing.T, h *harness, addr netip.AddrPort, stream []byte, pieces int) {
 	t.Helper()
-	var raw *net.TCPConn
-	h.cg.Run(t, func() {
-		var err error
-		raw, err = testnet.Dial(addr)
-		require.NoError(t, err)
-	})
+	raw := h.cg.Dial(t, addr)
 	defer raw.Close()
 	_, err := (&testhello.SplitConn{TCPConn: raw, Pieces: pieces}).Write(stream)
 	require.NoError(t, err)

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -81,6 +82,18 @@ func (c *Cgroup) Run(t testing.TB, f func()) {
 	require.NoError(t, MoveSelf(c.Path))
 	defer func() { require.NoError(t, MoveSelf(home)) }()
 	f()
+}
+
+// Dial connects to addr from a socket made in the cgroup.
+func (c *Cgroup) Dial(t testing.TB, addr netip.AddrPort) *net.TCPConn {
+	t.Helper()
+	var conn *net.TCPConn
+	c.Run(t, func() {
+		var err error
+		conn, err = Dial(addr)
+		require.NoError(t, err)
+	})
+	return conn
 }
 
 // Pair is the package's Pair with both sockets in the cgroup (the accepted
