@@ -1,6 +1,6 @@
 // The slots that tell which segments carry the first bytes of a
 // connection (tls.h explains), and the fast path's test of them, which
-// parse.h's nothing_to_do uses.
+// parse.h's fast_path uses.
 
 #pragma once
 
@@ -24,7 +24,7 @@ static __always_inline __u32 tls_slot_index(__u32 saddr, __u32 daddr, __u32 port
 	return (h >> (32 - TLS_SLOT_BITS)) ^ (egress ? 1 : 0);
 }
 
-// tls_wanted is the fast path's test (nothing_to_do), from the headers in
+// tls_wanted is the fast path's test (fast_path), from the headers in
 // place: whether a TCP segment whose flags do not matter carries bytes that
 // its slot wants. th is the TCP header, l4off bytes into the packet, of
 // which 14 bytes are in the linear area; saddr and daddr are the last 32
