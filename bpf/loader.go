@@ -130,6 +130,10 @@ func Load(opts Options) (*Objects, error) {
 	return o, nil
 }
 
+// refuseTLS, set by tests, makes the TLS programs ones the verifier
+// refuses, as an old kernel's might.
+var refuseTLS func(*ebpf.CollectionSpec)
+
 // tlsProgramArrays are the maps that hold the TLS programs (tls.h), which
 // the cgroup_skb programs tail-call.
 var tlsProgramArrays = []string{"tls_ingress_progs", "tls_egress_progs"}
@@ -147,6 +151,9 @@ func (o *Objects) loadMain(load func() (*ebpf.CollectionSpec, error), opts Optio
 		return nil, nil, err
 	}
 	o.Features.TLSServerNames = withTLS
+	if withTLS && refuseTLS != nil {
+		refuseTLS(spec)
+	}
 	if !withTLS {
 		// Empty arrays: the tail calls fall through, and with
 		// tls_hello_limit 0 the verifier drops the code that makes them.

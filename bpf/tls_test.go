@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -73,6 +74,28 @@ func TestTLSUnavailable(t *testing.T) {
 	small := testhello.Hello{ServerName: "small.example"}.Bytes()
 	for _, f := range [][]byte{tcpFrame(v4a, v4b, 100, tp.SYN, nil), tcpFrame(v4a, v4b, 101, tp.ACK|tp.PSH, small),
 		tcpFrame(v4a, v4b, 200, tp.SYN, small)} {
+		pieces, _ := r.runTLS(t, r.objs.objs.Egress, f)
+		assert.Empty(t, pieces)
+	}
+}
+
+// A kernel whose verifier refuses the TLS programs gets the programs
+// without them, and Unavailable carries the refusal; no ClientHello is
+// copied.
+func TestTLSProgramsRefused(t *testing.T) {
+	refuseTLS = func(spec *ebpf.CollectionSpec) {
+		// R0 is never set: every verifier refuses this.
+		spec.Programs["netflow_tls_egress"].Instructions = asm.Instructions{asm.Return()}
+	}
+	t.Cleanup(func() { refuseTLS = nil })
+	r := newTestRunWith(t, Options{RingBufferSize: 1 << 20, TLSHelloLimit: MaxTLSHello})
+	require.False(t, r.objs.Features.TLSServerNames)
+	i := slices.IndexFunc(r.objs.Unavailable, func(u Unavailable) bool { return u.Program == tlsPrograms })
+	require.GreaterOrEqual(t, i, 0, "Unavailable names the TLS programs: %v", r.objs.Unavailable)
+	assert.ErrorContains(t, r.objs.Unavailable[i].Err, "R0 !read_ok", "the verifier's refusal")
+	assert.Contains(t, r.objs.Unavailable[i].Absent, "netflow.tls.server_name")
+	small := testhello.Hello{ServerName: "small.example"}.Bytes()
+	for _, f := range [][]byte{tcpFrame(v4a, v4b, 100, tp.SYN, nil), tcpFrame(v4a, v4b, 101, tp.ACK|tp.PSH, small)} {
 		pieces, _ := r.runTLS(t, r.objs.objs.Egress, f)
 		assert.Empty(t, pieces)
 	}
