@@ -100,12 +100,14 @@ static __always_inline __u32 tls_start_limit(const __u8 *h, __u32 n)
 	return limit;
 }
 
-// tls_emit copies n bytes (1 to TLS_HELLO_MAX) of the payload of seg, which
-// are bytes offset on of the stream, of which limit are wanted, into the
-// ring buffer, with the connection's addresses and ports.
-static __always_inline void tls_emit(struct __sk_buff *skb, struct segment *seg, int egress,
+// tls_emit copies n bytes (1 to TLS_HELLO_MAX) of the payload of the
+// segment that the control block describes (tls_note), which are bytes
+// offset on of the stream, of which limit are wanted, into the ring buffer,
+// with the connection's addresses and ports read from the packet.
+static __always_inline void tls_emit(struct __sk_buff *skb, __u32 where, __u32 what, int egress,
 				     __u32 offset, __u32 n, __u32 limit)
 {
+	__u32 payload_off = where & 0xffff, l4off = where >> 16;
 	// The verifier wants a length it can bound without tracking the
 	// caller's.
 	n = ((n - 1) & (TLS_HELLO_MAX - 1)) + 1;
@@ -115,13 +117,22 @@ static __always_inline void tls_emit(struct __sk_buff *skb, struct segment *seg,
 		return;
 	struct tls_event *h = &t->hdr;
 	__builtin_memset(h, 0, sizeof(*h));
-	if (bpf_skb_load_bytes(skb, seg->payload_off & 0xffff, t->payload, n)) {
+	__u8 ports[4];
+	int err = bpf_skb_load_bytes(skb, payload_off, t->payload, n) |
+		  bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports));
+	if (what & TLS_CB_V6) {
+		h->family = FAMILY_IPV6;
+		err |= bpf_skb_load_bytes(skb, 8, h->saddr, 16) |
+		       bpf_skb_load_bytes(skb, 24, h->daddr, 16);
+	} else {
+		h->family = FAMILY_IPV4;
+		err |= bpf_skb_load_bytes(skb, 12, h->saddr, 4) |
+		       bpf_skb_load_bytes(skb, 16, h->daddr, 4);
+	}
+	if (err) {
 		count(STAT_TLS_LOST);
 		return;
 	}
-	h->family = seg->family;
-	__builtin_memcpy(h->saddr, seg->saddr, sizeof(h->saddr));
-	__builtin_memcpy(h->daddr, seg->daddr, sizeof(h->daddr));
 	h->type = RECORD_TLS;
 	h->egress = egress;
 	// A listener: the data of a SYN (TCP Fast Open), or of a segment that
@@ -137,33 +148,31 @@ static __always_inline void tls_emit(struct __sk_buff *skb, struct segment *seg,
 	h->limit = limit;
 	h->time_ns = bpf_ktime_get_ns();
 	h->cookie = bpf_get_socket_cookie(skb);
-	h->sport = seg->sport;
-	h->dport = seg->dport;
+	h->sport = (__u16)ports[0] << 8 | ports[1];
+	h->dport = (__u16)ports[2] << 8 | ports[3];
 	__u64 pending = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 	if (bpf_ringbuf_output(&events, t, sizeof(*h) + n,
 			       wakeup_flag(pending, sizeof(*h) + n, wakeup_shift)))
 		count(STAT_TLS_LOST);
 }
 
-// tls_look is the TLS program's body: it looks at a TCP segment with
-// payload whose slot may want it. The stream's first segment decides
-// whether it is TLS and how much of it to copy; later ones are copied up
-// to that.
+// tls_look is the TLS program's body: it looks at the TCP segment with
+// payload that the control block describes (tls_note), whose slot wants
+// it. The stream's first segment decides whether it is TLS and how much of
+// it to copy (the fast path has already let through the ones that cannot
+// be); later ones are copied up to that.
 static __always_inline int tls_look(struct __sk_buff *skb, int egress)
 {
-	struct segment seg;
-	if (!parse_segment(skb, &seg) || seg.proto != IPPROTO_TCP || !seg.payload_len)
-		return PASS;
-	struct tls_slot *s = &tls_slots[tls_slot_index_of_seg(&seg, egress)];
-	// A SYN's data (Fast Open) starts after the SYN's sequence number.
-	__u32 offset = seg.seq + (seg.flags & TH_SYN ? 1 : 0) - s->base;
+	__u32 where = skb->cb[0], what = skb->cb[1], payload_len = skb->cb[2];
+	struct tls_slot *s = &tls_slots[what & ((1 << TLS_SLOT_BITS) - 1)];
+	__u32 offset = skb->cb[3] - s->base;
 	__u32 limit = s->limit;
-	if (offset >= limit)
+	if (offset >= limit || payload_len == 0)
 		return PASS;
 	if (offset == 0) {
 		__u8 h[16] = {};
-		__u32 n = seg.payload_len < 9 ? seg.payload_len : 9;
-		if (bpf_skb_load_bytes(skb, seg.payload_off & 0xffff, h, ((n - 1) & 15) + 1))
+		__u32 n = payload_len < 9 ? payload_len : 9;
+		if (bpf_skb_load_bytes(skb, where & 0xffff, h, ((n - 1) & 15) + 1))
 			return PASS;
 		limit = tls_start_limit(h, n);
 		if (!limit) {
@@ -175,11 +184,11 @@ static __always_inline int tls_look(struct __sk_buff *skb, int egress)
 		return PASS; // before the stream's first segment
 	}
 	__u32 n = limit - offset;
-	if (n > seg.payload_len)
-		n = seg.payload_len;
+	if (n > payload_len)
+		n = payload_len;
 	// The last piece wanted: the fast path from now on.
-	s->limit = seg.payload_len >= limit - offset ? 0 : limit;
-	tls_emit(skb, &seg, egress, offset, n, limit);
+	s->limit = payload_len >= limit - offset ? 0 : limit;
+	tls_emit(skb, where, what, egress, offset, n, limit);
 	return PASS;
 }
 
@@ -234,9 +243,13 @@ static __always_inline void tls_segment(struct __sk_buff *skb, struct segment *s
 {
 	if (!tls_hello_limit || !seg->payload_len)
 		return;
-	struct tls_slot *s = &tls_slots[tls_slot_index_of_seg(seg, egress)];
-	if (seg->seq - s->base < s->limit)
+	__u32 idx = tls_slot_index_of_seg(seg, egress);
+	struct tls_slot *s = &tls_slots[idx];
+	if (seg->seq - s->base < s->limit) {
+		tls_note(skb, seg->payload_off, seg->l4off, idx, seg->family == FAMILY_IPV6,
+			 seg->payload_len, seg->seq);
 		tls_tail_call(skb, egress);
+	}
 }
 
 // tls_start follows a connection that a SYN starts: sent by a connecting
@@ -249,9 +262,14 @@ static __always_inline int tls_start(struct __sk_buff *skb, struct segment *seg,
 {
 	if (!tls_hello_limit)
 		return 0;
-	struct tls_slot *s = &tls_slots[tls_slot_index_of_seg(seg, egress)];
+	__u32 idx = tls_slot_index_of_seg(seg, egress);
+	struct tls_slot *s = &tls_slots[idx];
 	s->base = seg->seq + 1; // the SYN takes one sequence number
 	s->limit = tls_hello_limit;
 	s->started = 0;
-	return seg->payload_len != 0;
+	if (!seg->payload_len)
+		return 0;
+	tls_note(skb, seg->payload_off, seg->l4off, idx, seg->family == FAMILY_IPV6, seg->payload_len,
+		 seg->seq + 1);
+	return 1;
 }
