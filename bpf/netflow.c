@@ -149,21 +149,20 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	if (egress && !(seg.flags & TH_ACK)) {
 		struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0,
 							   BPF_SK_STORAGE_GET_F_CREATE);
-		int fast_open = 0; // data in the SYN, for the TLS program, last
-		if (st && (!(st->flags & SOCK_OUTGOING) || (st->flags & SOCK_ENDED))) {
+		if (!st)
+			return PASS;
+		note_translation(sk, &seg);
+		if (!(st->flags & SOCK_OUTGOING) || (st->flags & SOCK_ENDED)) {
 			// New connection, or a new connect() on a socket whose
 			// previous attempt ended: start over.
 			st->start_ns = bpf_ktime_get_ns();
 			flags_restart(st, SOCK_OUTGOING, SOCK_IGNORE);
 			if (!st->pid)
 				copy_owner(st, sk, 1);
-			if (!(st->flags & SOCK_IGNORE))
-				fast_open = tls_start(skb, &seg, egress);
+			// Data in the SYN (Fast Open): the TLS program's, last.
+			if (!(st->flags & SOCK_IGNORE) && tls_start(skb, &seg, egress))
+				tls_tail_call(skb, egress);
 		}
-		if (st)
-			note_translation(sk, &seg);
-		if (fast_open)
-			tls_tail_call(skb, egress); // last: it does not come back
 	}
 	return PASS;
 }
