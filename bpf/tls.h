@@ -212,7 +212,7 @@ struct {
 	__type(key, __u32);
 	__array(values, int(struct __sk_buff *));
 } tls_ingress_progs SEC(".maps") = {
-	.values = { [0] = (void *)&netflow_tls_ingress },
+	.values = {[0] = (void *)&netflow_tls_ingress},
 };
 
 struct {
@@ -221,7 +221,7 @@ struct {
 	__type(key, __u32);
 	__array(values, int(struct __sk_buff *));
 } tls_egress_progs SEC(".maps") = {
-	.values = { [0] = (void *)&netflow_tls_egress },
+	.values = {[0] = (void *)&netflow_tls_egress},
 };
 
 // tls_tail_call hands the packet to the TLS program of its direction, which
@@ -269,7 +269,7 @@ static __always_inline int tls_start(struct __sk_buff *skb, struct segment *seg,
 	s->started = 0;
 	if (!seg->payload_len)
 		return 0;
-	tls_note(skb, seg->payload_off, seg->l4off, idx, seg->family == FAMILY_IPV6, seg->payload_len,
-		 seg->seq + 1);
+	tls_note(skb, seg->payload_off, seg->l4off, idx, seg->family == FAMILY_IPV6,
+		 seg->payload_len, seg->seq + 1);
 	return 1;
 }
