@@ -94,7 +94,7 @@ func TestTLSProgramsRefused(t *testing.T) {
 	require.False(t, r.objs.Features.TLSServerNames)
 	i := slices.IndexFunc(r.objs.Unavailable, func(u Unavailable) bool { return u.Program == tlsPrograms })
 	require.GreaterOrEqual(t, i, 0, "Unavailable names the TLS programs: %v", r.objs.Unavailable)
-	assert.ErrorContains(t, r.objs.Unavailable[i].Err, "R0 !read_ok", "the verifier's refusal")
+	require.ErrorContains(t, r.objs.Unavailable[i].Err, "R0 !read_ok", "the verifier's refusal")
 	assert.Contains(t, r.objs.Unavailable[i].Absent, "netflow.tls.server_name")
 	small := testhello.Hello{ServerName: "small.example"}.Bytes()
 	for _, f := range [][]byte{tcpFrame(v4a, v4b, 100, tp.SYN, nil), tcpFrame(v4a, v4b, 101, tp.ACK|tp.PSH, small)} {
