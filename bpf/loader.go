@@ -304,6 +304,13 @@ func (o *Objects) Detach() {
 // Close detaches the programs and frees the maps.
 func (o *Objects) Close() error {
 	o.Detach()
+	// Empty the TLS program arrays first: the kernel (6.18 here) keeps a
+	// program array whose entries were set until they are deleted.
+	for _, m := range []*ebpf.Map{o.objs.TlsIngressProgs, o.objs.TlsEgressProgs} {
+		if m != nil {
+			_ = m.Delete(uint32(0))
+		}
+	}
 	errs := []error{o.objs.Close()}
 	for _, p := range o.optional {
 		errs = append(errs, p.Close())
