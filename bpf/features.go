@@ -47,8 +47,8 @@ type Features struct {
 	// (netflow_cgroup_mkdir), not only found by walks of the tree.
 	CgroupCreation bool
 	// TLSServerNames: the programs copy the first bytes of connections
-	// that start like a TLS ClientHello (tls.h): the object with atomics
-	// has that code, the one without (5.10, 5.11) does not.
+	// that start like a TLS ClientHello: the kernel's verifier accepted the
+	// TLS programs (tls.h), which Load tries first on every kernel.
 	TLSServerNames bool
 }
 
@@ -96,8 +96,8 @@ func (p OwnerPath) Names(read, sent bool) bool {
 const (
 	// WithoutAtomics loads the object without atomic operations.
 	WithoutAtomics = "atomics"
-	// WithoutTLS loads an object without the TLS code, as on kernels
-	// before 6.4 (tlsCapable).
+	// WithoutTLS loads the programs without the TLS programs, as on a
+	// kernel whose verifier refuses them.
 	WithoutTLS = "tls"
 	// WithoutTaskBTF: no bpf_get_current_task_btf.
 	WithoutTaskBTF = "bpf_get_current_task_btf"
@@ -237,12 +237,6 @@ func (f Features) unavailable() []Unavailable {
 			Absent:  "process.executable.name of connecting sockets",
 		})
 	}
-	if !f.TLSServerNames {
-		out = append(out, Unavailable{
-			Feature: "a verifier that tracks precision across function calls (Linux 6.4), with which the programs copy TLS ClientHellos",
-			Absent:  "netflow.tls.server_name, and netflow.peer.name from it",
-		})
-	}
 	if f.MPTCP && !f.MPTCPOwner {
 		out = append(out, Unavailable{
 			Feature: "bpf_skc_to_mptcp_sock in cgroup_skb programs (Linux 5.19)",
@@ -281,21 +275,9 @@ func checkKernel() error {
 	return nil
 }
 
-// tlsCapable says whether the kernel gets the object with the TLS code:
-// from Linux 6.4, whose verifier tracks the precision of registers across
-// function calls. Before, it gives up state pruning in a program that calls
-// a function, as the TLS code does (tls.h): with it, each start took
-// several times longer (Debian's 5.10 and 6.1 under TCG: 100 starts did
-// not finish in 20 and 10 minutes). No program can tell this, so the
-// kernel's version does.
-func tlsCapable() bool {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return false
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
-		return false
-	}
-	return major > 6 || major == 6 && minor >= 4
-}
+// What records lack when the TLS programs (tls.h) do not load.
+const (
+	tlsFeature  = "a verifier that accepts the TLS programs, with which the programs copy TLS ClientHellos"
+	tlsPrograms = "netflow_tls_ingress, netflow_tls_egress"
+	tlsAbsent   = "netflow.tls.server_name, and netflow.peer.name from it"
+)

@@ -54,7 +54,7 @@ func TestSpinlockObjectHasNoAtomics(t *testing.T) {
 		name    string
 		load    func() (*ebpf.CollectionSpec, error)
 		atomics bool
-	}{{"netflow", loadNetflow, true}, {"netflowNoTLS", loadNetflowNoTLS, true}, {"netflowSpinlock", loadNetflowSpinlock, false}} {
+	}{{"netflow", loadNetflow, true}, {"netflowSpinlock", loadNetflowSpinlock, false}} {
 		spec, err := o.load()
 		require.NoError(t, err)
 		found := map[string]int{}

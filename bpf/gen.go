@@ -11,18 +11,11 @@ package bpf
 
 // The same programs for kernels without atomic fetch operations (before
 // Linux 5.12): -DNETFLOW_NO_ATOMICS guards the socket's flags with a
-// bpf_spin_lock (sock_state.h), and -DNETFLOW_NO_TLS leaves the TLS
-// server names out (tls.h: their verification would make every start
-// several times slower there). The record types are netflow's; the loader
-// picks one of the two objects by probing the kernel (features.go).
-//go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu -DNETFLOW_NO_ATOMICS -DNETFLOW_NO_TLS" -target bpfel -tags linux netflowSpinlock netflow.c
-
-// The programs with atomics but without the TLS code, for kernels from
-// 5.12 to 6.3, whose verifier gives up state pruning in a program that
-// calls a function (tls.h): the TLS code would make every start several
-// times slower there. The loader picks it by the kernel's version
-// (features.go).
-//go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu -DNETFLOW_NO_TLS" -target bpfel -tags linux netflowNoTLS netflow.c
+// bpf_spin_lock (sock_state.h). The record types are netflow's; the loader
+// picks one of the two objects by probing the kernel (features.go), and
+// leaves the TLS programs out of either if the verifier refuses them
+// (loader.go).
+//go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu -DNETFLOW_NO_ATOMICS" -target bpfel -tags linux netflowSpinlock netflow.c
 
 // The socket scan at start (scan.c), an iterator loaded once by scan.go.
 //go:generate go tool bpf2go -cc clang-19 -cflags "-O2 -g -mcpu=v3 -Wall -Werror -I/usr/include/x86_64-linux-gnu" -target bpfel -tags linux -type scan_record -type scan_flags scan scan.c

@@ -93,31 +93,24 @@ func Load(opts Options) (*Objects, error) {
 		return nil, err
 	}
 	o.Features.Atomics = atomics && !slices.Contains(opts.Without, WithoutAtomics)
-	o.Features.TLSServerNames = o.Features.Atomics && tlsCapable() && !slices.Contains(opts.Without, WithoutTLS)
-	load := loadNetflowSpinlock // without TLS code too (gen.go)
-	switch {
-	case o.Features.TLSServerNames:
+	load := loadNetflowSpinlock
+	if o.Features.Atomics {
 		load = loadNetflow
-	case o.Features.Atomics:
-		load = loadNetflowNoTLS
 	}
-	spec, err := load()
+	// The TLS programs are the largest, and the ones an old verifier may
+	// refuse (tls.h): if the programs do not load with them, they load
+	// without, and records lack the server names.
+	withTLS := !slices.Contains(opts.Without, WithoutTLS)
+	spec, cache, err := o.loadMain(load, opts, withTLS)
+	tlsErr := errWithout
+	if withTLS {
+		tlsErr = err
+		if err != nil {
+			spec, cache, err = o.loadMain(load, opts, false)
+		}
+	}
 	if err != nil {
-		return nil, fmt.Errorf("parse bpf object: %w", err)
-	}
-	if err := probeHelpers(spec, opts.Without, &o.Features); err != nil {
 		return nil, err
-	}
-	size, err := o.setConstants(spec, opts)
-	if err != nil {
-		return nil, err
-	}
-	spec.Maps["events"].MaxEntries = uint32(size)
-
-	// Each LoadAndAssign below would read the kernel's BTF again.
-	cache := btf.NewCache()
-	if err := spec.LoadAndAssign(&o.objs, &ebpf.CollectionOptions{Cache: cache}); err != nil {
-		return nil, loadError(err)
 	}
 	// The optional programs share the maps loaded above: socket state and
 	// translations, the ring buffer, the counters.
@@ -126,11 +119,61 @@ func Load(opts Options) (*Objects, error) {
 		"events": o.objs.Events, "stats": o.objs.Stats, "settled_socks": o.objs.SettledSocks,
 	}}
 	o.Unavailable = o.Features.unavailable()
+	if !o.Features.TLSServerNames {
+		o.Unavailable = append(o.Unavailable, Unavailable{Feature: tlsFeature, Program: tlsPrograms,
+			Absent: tlsAbsent, Err: tlsErr})
+	}
 	if err := o.loadOptional(spec, opts, shared); err != nil {
 		o.Close()
 		return nil, err
 	}
 	return o, nil
+}
+
+// refuseTLS, set by tests, makes the TLS programs ones the verifier
+// refuses, as an old kernel's might.
+var refuseTLS func(*ebpf.CollectionSpec)
+
+// tlsProgramArrays are the maps that hold the TLS programs (tls.h), which
+// the cgroup_skb programs tail-call.
+var tlsProgramArrays = []string{"tls_ingress_progs", "tls_egress_progs"}
+
+// loadMain loads the object that load parses, with the TLS programs or
+// without them: the cgroup_skb programs, sock_create and the maps, into
+// o.objs. It returns the object's spec, its constants set, for the
+// programs loaded later, and the cache of the kernel's BTF.
+func (o *Objects) loadMain(load func() (*ebpf.CollectionSpec, error), opts Options, withTLS bool) (*ebpf.CollectionSpec, *btf.Cache, error) {
+	spec, err := load()
+	if err != nil {
+		return nil, nil, fmt.Errorf("parse bpf object: %w", err)
+	}
+	if err := probeHelpers(spec, opts.Without, &o.Features); err != nil {
+		return nil, nil, err
+	}
+	o.Features.TLSServerNames = withTLS
+	if withTLS && refuseTLS != nil {
+		refuseTLS(spec)
+	}
+	if !withTLS {
+		// Empty arrays: the tail calls fall through, and with
+		// tls_hello_limit 0 the verifier drops the code that makes them.
+		for _, name := range tlsProgramArrays {
+			spec.Maps[name].Contents = nil
+		}
+	}
+	size, err := o.setConstants(spec, opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	spec.Maps["events"].MaxEntries = uint32(size)
+
+	// Each LoadAndAssign below would read the kernel's BTF again.
+	cache := btf.NewCache()
+	// The TLS programs load with the maps that hold them.
+	if err := spec.LoadAndAssign(&o.objs, &ebpf.CollectionOptions{Cache: cache}); err != nil {
+		return nil, nil, loadError(err)
+	}
+	return spec, cache, nil
 }
 
 // setConstants sets the load-time constants of spec (maps.h) from opts and
@@ -261,6 +304,13 @@ func (o *Objects) Detach() {
 // Close detaches the programs and frees the maps.
 func (o *Objects) Close() error {
 	o.Detach()
+	// Empty the TLS program arrays first: the kernel (6.18 here) keeps a
+	// program array whose entries were set until they are deleted.
+	for _, m := range []*ebpf.Map{o.objs.TlsIngressProgs, o.objs.TlsEgressProgs} {
+		if m != nil {
+			_ = m.Delete(uint32(0))
+		}
+	}
 	errs := []error{o.objs.Close()}
 	for _, p := range o.optional {
 		errs = append(errs, p.Close())

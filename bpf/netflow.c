@@ -66,8 +66,15 @@ const struct tls_event *unused_tls_event __attribute__((unused));
 // a socket of the cgroup sends or receives.
 static __always_inline int handle(struct __sk_buff *skb, int egress)
 {
-	if (nothing_to_do(skb, egress))
+	switch (fast_path(skb, egress)) {
+	case FAST_PASS:
 		return PASS;
+	case FAST_TLS:
+		tls_tail_call(skb, egress);
+		return PASS;
+	default:
+		break;
+	}
 	struct segment seg;
 	if (!parse_segment(skb, &seg))
 		return PASS;
@@ -83,7 +90,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	// data may be the first bytes of a connection that starts like TLS
 	// (tls.h; a SYN's are looked at where it starts the connection,
 	// below). Looked at last, before the return: a branch here that the
-	// rest of the program followed would double what the verifier walks.
+	// rest of the program followed would double what the verifier walks,
+	// and a tail call does not come back.
 	if (!tcp_flags_matter(seg.flags)) {
 		tls_segment(skb, &seg, egress);
 		return PASS;
@@ -116,8 +124,9 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 				// take the owner of the MPTCP socket.
 				if (!st->pid)
 					copy_owner(st, sk, 0);
-				if ((seg.flags & TH_SYN) && !(st->flags & SOCK_IGNORE))
-					tls_start(skb, &seg, egress);
+				if ((seg.flags & TH_SYN) && !(st->flags & SOCK_IGNORE) &&
+				    tls_start(skb, &seg, egress))
+					tls_tail_call(skb, egress); // last: it does not come back
 			}
 		}
 		return PASS;
@@ -140,18 +149,20 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 	if (egress && !(seg.flags & TH_ACK)) {
 		struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0,
 							   BPF_SK_STORAGE_GET_F_CREATE);
-		if (st && (!(st->flags & SOCK_OUTGOING) || (st->flags & SOCK_ENDED))) {
+		if (!st)
+			return PASS;
+		note_translation(sk, &seg);
+		if (!(st->flags & SOCK_OUTGOING) || (st->flags & SOCK_ENDED)) {
 			// New connection, or a new connect() on a socket whose
 			// previous attempt ended: start over.
 			st->start_ns = bpf_ktime_get_ns();
 			flags_restart(st, SOCK_OUTGOING, SOCK_IGNORE);
 			if (!st->pid)
 				copy_owner(st, sk, 1);
-			if (!(st->flags & SOCK_IGNORE))
-				tls_start(skb, &seg, egress);
+			// Data in the SYN (Fast Open): the TLS program's, last.
+			if (!(st->flags & SOCK_IGNORE) && tls_start(skb, &seg, egress))
+				tls_tail_call(skb, egress);
 		}
-		if (st)
-			note_translation(sk, &seg);
 	}
 	return PASS;
 }

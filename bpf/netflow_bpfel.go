@@ -208,6 +208,8 @@ const (
 	netflowMapSettledSocks        = "settled_socks"
 	netflowMapSockStates          = "sock_states"
 	netflowMapStats               = "stats"
+	netflowMapTlsEgressProgs      = "tls_egress_progs"
+	netflowMapTlsIngressProgs     = "tls_ingress_progs"
 	netflowMapTlsScratch          = "tls_scratch"
 	netflowMapTranslations        = "translations"
 	netflowProgNetflowAccept      = "netflow_accept"
@@ -219,6 +221,8 @@ const (
 	netflowProgNetflowSend        = "netflow_send"
 	netflowProgNetflowSockCreate  = "netflow_sock_create"
 	netflowProgNetflowState       = "netflow_state"
+	netflowProgNetflowTlsEgress   = "netflow_tls_egress"
+	netflowProgNetflowTlsIngress  = "netflow_tls_ingress"
 	netflowProgNetflowWhoami      = "netflow_whoami"
 	netflowVarDnsPayloadLimit     = "dns_payload_limit"
 	netflowVarMptcpOwner          = "mptcp_owner"
@@ -294,6 +298,8 @@ type netflowProgramSpecs struct {
 	NetflowSend        *ebpf.ProgramSpec `ebpf:"netflow_send"`
 	NetflowSockCreate  *ebpf.ProgramSpec `ebpf:"netflow_sock_create"`
 	NetflowState       *ebpf.ProgramSpec `ebpf:"netflow_state"`
+	NetflowTlsEgress   *ebpf.ProgramSpec `ebpf:"netflow_tls_egress"`
+	NetflowTlsIngress  *ebpf.ProgramSpec `ebpf:"netflow_tls_ingress"`
 	NetflowWhoami      *ebpf.ProgramSpec `ebpf:"netflow_whoami"`
 }
 
@@ -307,6 +313,8 @@ type netflowMapSpecs struct {
 	SettledSocks      *ebpf.MapSpec `ebpf:"settled_socks"`
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
+	TlsEgressProgs    *ebpf.MapSpec `ebpf:"tls_egress_progs"`
+	TlsIngressProgs   *ebpf.MapSpec `ebpf:"tls_ingress_progs"`
 	TlsScratch        *ebpf.MapSpec `ebpf:"tls_scratch"`
 	Translations      *ebpf.MapSpec `ebpf:"translations"`
 }
@@ -364,6 +372,8 @@ type netflowMaps struct {
 	SettledSocks      *ebpf.Map `ebpf:"settled_socks"`
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
+	TlsEgressProgs    *ebpf.Map `ebpf:"tls_egress_progs"`
+	TlsIngressProgs   *ebpf.Map `ebpf:"tls_ingress_progs"`
 	TlsScratch        *ebpf.Map `ebpf:"tls_scratch"`
 	Translations      *ebpf.Map `ebpf:"translations"`
 }
@@ -376,6 +386,8 @@ func (m *netflowMaps) Close() error {
 		m.SettledSocks,
 		m.SockStates,
 		m.Stats,
+		m.TlsEgressProgs,
+		m.TlsIngressProgs,
 		m.TlsScratch,
 		m.Translations,
 	)
@@ -421,6 +433,8 @@ type netflowPrograms struct {
 	NetflowSend        *ebpf.Program `ebpf:"netflow_send"`
 	NetflowSockCreate  *ebpf.Program `ebpf:"netflow_sock_create"`
 	NetflowState       *ebpf.Program `ebpf:"netflow_state"`
+	NetflowTlsEgress   *ebpf.Program `ebpf:"netflow_tls_egress"`
+	NetflowTlsIngress  *ebpf.Program `ebpf:"netflow_tls_ingress"`
 	NetflowWhoami      *ebpf.Program `ebpf:"netflow_whoami"`
 }
 
@@ -435,6 +449,8 @@ func (p *netflowPrograms) Close() error {
 		p.NetflowSend,
 		p.NetflowSockCreate,
 		p.NetflowState,
+		p.NetflowTlsEgress,
+		p.NetflowTlsIngress,
 		p.NetflowWhoami,
 	)
 }

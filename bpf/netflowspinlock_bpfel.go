@@ -102,6 +102,8 @@ const (
 	netflowSpinlockMapSettledSocks        = "settled_socks"
 	netflowSpinlockMapSockStates          = "sock_states"
 	netflowSpinlockMapStats               = "stats"
+	netflowSpinlockMapTlsEgressProgs      = "tls_egress_progs"
+	netflowSpinlockMapTlsIngressProgs     = "tls_ingress_progs"
 	netflowSpinlockMapTlsScratch          = "tls_scratch"
 	netflowSpinlockMapTranslations        = "translations"
 	netflowSpinlockProgNetflowAccept      = "netflow_accept"
@@ -113,6 +115,8 @@ const (
 	netflowSpinlockProgNetflowSend        = "netflow_send"
 	netflowSpinlockProgNetflowSockCreate  = "netflow_sock_create"
 	netflowSpinlockProgNetflowState       = "netflow_state"
+	netflowSpinlockProgNetflowTlsEgress   = "netflow_tls_egress"
+	netflowSpinlockProgNetflowTlsIngress  = "netflow_tls_ingress"
 	netflowSpinlockProgNetflowWhoami      = "netflow_whoami"
 	netflowSpinlockVarDnsPayloadLimit     = "dns_payload_limit"
 	netflowSpinlockVarMptcpOwner          = "mptcp_owner"
@@ -188,6 +192,8 @@ type netflowSpinlockProgramSpecs struct {
 	NetflowSend        *ebpf.ProgramSpec `ebpf:"netflow_send"`
 	NetflowSockCreate  *ebpf.ProgramSpec `ebpf:"netflow_sock_create"`
 	NetflowState       *ebpf.ProgramSpec `ebpf:"netflow_state"`
+	NetflowTlsEgress   *ebpf.ProgramSpec `ebpf:"netflow_tls_egress"`
+	NetflowTlsIngress  *ebpf.ProgramSpec `ebpf:"netflow_tls_ingress"`
 	NetflowWhoami      *ebpf.ProgramSpec `ebpf:"netflow_whoami"`
 }
 
@@ -201,6 +207,8 @@ type netflowSpinlockMapSpecs struct {
 	SettledSocks      *ebpf.MapSpec `ebpf:"settled_socks"`
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
+	TlsEgressProgs    *ebpf.MapSpec `ebpf:"tls_egress_progs"`
+	TlsIngressProgs   *ebpf.MapSpec `ebpf:"tls_ingress_progs"`
 	TlsScratch        *ebpf.MapSpec `ebpf:"tls_scratch"`
 	Translations      *ebpf.MapSpec `ebpf:"translations"`
 }
@@ -258,6 +266,8 @@ type netflowSpinlockMaps struct {
 	SettledSocks      *ebpf.Map `ebpf:"settled_socks"`
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
+	TlsEgressProgs    *ebpf.Map `ebpf:"tls_egress_progs"`
+	TlsIngressProgs   *ebpf.Map `ebpf:"tls_ingress_progs"`
 	TlsScratch        *ebpf.Map `ebpf:"tls_scratch"`
 	Translations      *ebpf.Map `ebpf:"translations"`
 }
@@ -270,6 +280,8 @@ func (m *netflowSpinlockMaps) Close() error {
 		m.SettledSocks,
 		m.SockStates,
 		m.Stats,
+		m.TlsEgressProgs,
+		m.TlsIngressProgs,
 		m.TlsScratch,
 		m.Translations,
 	)
@@ -315,6 +327,8 @@ type netflowSpinlockPrograms struct {
 	NetflowSend        *ebpf.Program `ebpf:"netflow_send"`
 	NetflowSockCreate  *ebpf.Program `ebpf:"netflow_sock_create"`
 	NetflowState       *ebpf.Program `ebpf:"netflow_state"`
+	NetflowTlsEgress   *ebpf.Program `ebpf:"netflow_tls_egress"`
+	NetflowTlsIngress  *ebpf.Program `ebpf:"netflow_tls_ingress"`
 	NetflowWhoami      *ebpf.Program `ebpf:"netflow_whoami"`
 }
 
@@ -329,6 +343,8 @@ func (p *netflowSpinlockPrograms) Close() error {
 		p.NetflowSend,
 		p.NetflowSockCreate,
 		p.NetflowState,
+		p.NetflowTlsEgress,
+		p.NetflowTlsIngress,
 		p.NetflowWhoami,
 	)
 }

@@ -59,13 +59,21 @@ static __always_inline int tcp_flags_matter(__u8 flags)
 	return (flags & (TH_FIN | TH_RST)) || (flags & (TH_SYN | TH_ACK)) == TH_SYN;
 }
 
-// nothing_to_do says, from the headers in place and without a helper call,
+// What the fast path (fast_path) decided about a packet.
+enum fast_path {
+	FAST_PARSE, // the long way: parse it and look
+	FAST_PASS,  // nothing to do
+	FAST_TLS,   // the first bytes of a connection: the TLS program's (tls.h)
+};
+
+// fast_path decides, from the headers in place and without a helper call,
 // that a packet is a TCP segment whose flags do not matter
-// (tcp_flags_matter), not DNS, and not among the first bytes of a
-// connection that may start like TLS (tls_slot.h): the bulk of traffic,
-// which costs nothing more. Anything it cannot tell (IP options, extension headers, headers not
-// in the linear area) goes the long way.
-static __always_inline int nothing_to_do(struct __sk_buff *skb, int egress)
+// (tcp_flags_matter) and not DNS: the bulk of traffic, which costs nothing
+// more (FAST_PASS), unless it carries the first bytes of a connection that
+// may start like TLS (tls_slot.h), which the TLS program looks at
+// (FAST_TLS). Anything it cannot tell (IP options, extension headers,
+// headers not in the linear area) goes the long way (FAST_PARSE).
+static __always_inline enum fast_path fast_path(struct __sk_buff *skb, int egress)
 {
 	__u8 *data = (__u8 *)(long)skb->data;
 	__u8 *end = (__u8 *)(long)skb->data_end;
@@ -73,32 +81,32 @@ static __always_inline int nothing_to_do(struct __sk_buff *skb, int egress)
 	__u32 l4off, saddr, daddr; // the addresses' last 32 bits, for tls_wanted
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		if (data + 20 + 14 > end)
-			return 0;
+			return FAST_PARSE;
 		// Version 4, no options, TCP, not a fragment.
 		if (data[0] != 0x45 || data[9] != IPPROTO_TCP || ((data[6] & 0x3f) | data[7]) != 0)
-			return 0;
+			return FAST_PARSE;
 		l4off = 20;
 		saddr = *(__u32 *)(data + 12);
 		daddr = *(__u32 *)(data + 16);
 	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		if (data + 40 + 14 > end)
-			return 0;
+			return FAST_PARSE;
 		if (data[6] != IPPROTO_TCP)
-			return 0;
+			return FAST_PARSE;
 		l4off = 40;
 		saddr = *(__u32 *)(data + 20);
 		daddr = *(__u32 *)(data + 36);
 	} else {
-		return 1; // not IP
+		return FAST_PASS; // not IP
 	}
 	th = data + l4off;
 	if (tcp_flags_matter(th[13]))
-		return 0;
+		return FAST_PARSE;
 	__u8 *port = egress ? th + 2 : th; // DNS: to port 53, or from it
 	if (port[0] == 0 && port[1] == 53)
-		return 0;
+		return FAST_PARSE;
 	// The first bytes of a connection, while it may start like TLS.
-	return !tls_wanted(skb, th, l4off, saddr, daddr, egress);
+	return tls_wanted(skb, th, l4off, saddr, daddr, egress) ? FAST_TLS : FAST_PASS;
 }
 
 // tcp_fields fills in seg's TCP fields from the first 14 bytes of the TCP

@@ -29,11 +29,16 @@
 // namespace, addresses and ports; the same for data that completes a
 // handshake in place of its ACK.
 //
-// No loops and no atomics, and the slow path is two global functions
-// (tls_look, tls_emit), which the verifier checks once each. Only the
-// object for Linux 6.4 and later has this code (gen.go, features.go): a
-// verifier before 6.4 gives up state pruning in a program that calls a
-// function, and the calls made each start several times slower there.
+// No loops. The slow path is a program of its own for each direction
+// (netflow_tls_ingress, netflow_tls_egress), which the cgroup_skb programs
+// reach with a tail call when a segment's slot wants it: the verifier
+// checks it once, on its own, and the main programs carry no call to a
+// function. Verifiers before Linux 6.4 give up precision tracking in a
+// program that calls one, which made the main programs' state space about
+// four times larger with the TLS code in global functions (docs/tls.md has
+// the numbers); a tail call is a helper call, which they handle. A kernel
+// whose verifier still refuses the TLS programs gets the main programs
+// without them (loader.go).
 
 #pragma once
 
@@ -95,38 +100,27 @@ static __always_inline __u32 tls_start_limit(const __u8 *h, __u32 n)
 	return limit;
 }
 
-// A segment as tls_look takes it: scalars only, which is what a global
-// function's arguments may be on every kernel (Linux 5.10 takes no pointer
-// but to the context). where: the payload's offset in the packet (bits 0-15)
-// and the TCP header's (bits 16-31); what: the slot's index (bits 0-15),
-// egress (bit 16), IPv6 (bit 17).
-#define TLS_WHAT_EGRESS (1 << 16)
-#define TLS_WHAT_V6 (1 << 17)
-
-#ifndef NETFLOW_NO_TLS
-
-// tls_emit copies n bytes (1 to TLS_HELLO_MAX) from the payload of a
-// segment (where, what: as tls_look takes them; sizes: n, and limit in the
-// upper 16 bits), which are bytes offset on of the stream, into the ring
-// buffer, with the connection's addresses and ports read from the packet.
-// A global function, verified once, as tls_look.
-__noinline int tls_emit(struct __sk_buff *skb, __u32 where, __u32 what, __u32 offset, __u32 sizes)
+// tls_emit copies n bytes (1 to TLS_HELLO_MAX) of the payload of the
+// segment that the control block describes (tls_note), which are bytes
+// offset on of the stream, of which limit are wanted, into the ring buffer,
+// with the connection's addresses and ports read from the packet.
+static __always_inline void tls_emit(struct __sk_buff *skb, __u32 where, __u32 what, int egress,
+				     __u32 offset, __u32 n, __u32 limit)
 {
 	__u32 payload_off = where & 0xffff, l4off = where >> 16;
-	__u32 n = sizes & 0xffff, limit = sizes >> 16;
 	// The verifier wants a length it can bound without tracking the
 	// caller's.
 	n = ((n - 1) & (TLS_HELLO_MAX - 1)) + 1;
 	__u32 zero = 0;
 	struct tls_scratch *t = bpf_map_lookup_elem(&tls_scratch, &zero);
 	if (!t)
-		return 0;
+		return;
 	struct tls_event *h = &t->hdr;
 	__builtin_memset(h, 0, sizeof(*h));
 	__u8 ports[4];
 	int err = bpf_skb_load_bytes(skb, payload_off, t->payload, n) |
 		  bpf_skb_load_bytes(skb, l4off, ports, sizeof(ports));
-	if (what & TLS_WHAT_V6) {
+	if (what & TLS_CB_V6) {
 		h->family = FAMILY_IPV6;
 		err |= bpf_skb_load_bytes(skb, 8, h->saddr, 16) |
 		       bpf_skb_load_bytes(skb, 24, h->daddr, 16);
@@ -137,10 +131,10 @@ __noinline int tls_emit(struct __sk_buff *skb, __u32 where, __u32 what, __u32 of
 	}
 	if (err) {
 		count(STAT_TLS_LOST);
-		return 0;
+		return;
 	}
 	h->type = RECORD_TLS;
-	h->egress = (what & TLS_WHAT_EGRESS) ? 1 : 0;
+	h->egress = egress;
 	// A listener: the data of a SYN (TCP Fast Open), or of a segment that
 	// completes the handshake in place of its ACK; the accepted socket is
 	// not there yet.
@@ -160,97 +154,122 @@ __noinline int tls_emit(struct __sk_buff *skb, __u32 where, __u32 what, __u32 of
 	if (bpf_ringbuf_output(&events, t, sizeof(*h) + n,
 			       wakeup_flag(pending, sizeof(*h) + n, wakeup_shift)))
 		count(STAT_TLS_LOST);
-	return 0;
 }
 
-// tls_look looks at a segment whose payload (payload_len bytes) starts
-// offset bytes into the stream that its slot follows: the stream's first
-// segment decides whether it is TLS and how much of it to copy; later ones
-// are copied up to that. It is a global function, which the verifier
-// checks once, on its own, instead of at each call site in each program and
-// along every path there: inlined, this code doubled what the verifier
-// walks, and each start of the receiver on Linux 5.10 took that much
-// longer.
-__noinline int tls_look(struct __sk_buff *skb, __u32 where, __u32 what, __u32 payload_len,
-			__u32 offset)
+// tls_look is the TLS program's body: it looks at the TCP segment with
+// payload that the control block describes (tls_note), whose slot wants
+// it. The stream's first segment decides whether it is TLS and how much of
+// it to copy (the fast path has already let through the ones that cannot
+// be); later ones are copied up to that.
+static __always_inline int tls_look(struct __sk_buff *skb, int egress)
 {
+	__u32 where = skb->cb[0], what = skb->cb[1], payload_len = skb->cb[2];
 	struct tls_slot *s = &tls_slots[what & ((1 << TLS_SLOT_BITS) - 1)];
-	__u32 payload_off = where & 0xffff;
+	__u32 offset = skb->cb[3] - s->base;
 	__u32 limit = s->limit;
 	if (offset >= limit || payload_len == 0)
-		return 0;
+		return PASS;
 	if (offset == 0) {
 		__u8 h[16] = {};
 		__u32 n = payload_len < 9 ? payload_len : 9;
-		if (bpf_skb_load_bytes(skb, payload_off, h, ((n - 1) & 15) + 1))
-			return 0;
+		if (bpf_skb_load_bytes(skb, where & 0xffff, h, ((n - 1) & 15) + 1))
+			return PASS;
 		limit = tls_start_limit(h, n);
 		if (!limit) {
 			s->limit = 0; // not TLS: the fast path from now on
-			return 0;
+			return PASS;
 		}
 		s->started = 1;
 	} else if (!s->started) {
-		return 0; // before the stream's first segment
+		return PASS; // before the stream's first segment
 	}
 	__u32 n = limit - offset;
 	if (n > payload_len)
 		n = payload_len;
 	// The last piece wanted: the fast path from now on.
 	s->limit = payload_len >= limit - offset ? 0 : limit;
-	tls_emit(skb, where, what, offset, n | limit << 16);
-	return 0;
+	tls_emit(skb, where, what, egress, offset, n, limit);
+	return PASS;
 }
 
-// tls_call calls tls_look for a parsed segment whose payload starts offset
-// bytes into the stream of slot idx.
-static __always_inline void tls_call(struct __sk_buff *skb, struct segment *seg, int egress,
-				     __u32 idx, __u32 offset)
+SEC("cgroup_skb/ingress")
+int netflow_tls_ingress(struct __sk_buff *skb)
 {
-	__u32 l4off = seg->l4off;
-	__u32 what = idx | (egress ? TLS_WHAT_EGRESS : 0) |
-		     (seg->family == FAMILY_IPV6 ? TLS_WHAT_V6 : 0);
-	tls_look(skb, (seg->payload_off & 0xffff) | l4off << 16, what, seg->payload_len, offset);
+	return tls_look(skb, 0);
+}
+
+SEC("cgroup_skb/egress")
+int netflow_tls_egress(struct __sk_buff *skb)
+{
+	return tls_look(skb, 1);
+}
+
+// The TLS programs, one per direction: a program array takes programs of
+// its first caller's attach type only (Linux 6.17 checks it).
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, int(struct __sk_buff *));
+} tls_ingress_progs SEC(".maps") = {
+	.values = {[0] = (void *)&netflow_tls_ingress},
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, int(struct __sk_buff *));
+} tls_egress_progs SEC(".maps") = {
+	.values = {[0] = (void *)&netflow_tls_egress},
+};
+
+// tls_tail_call hands the packet to the TLS program of its direction, which
+// returns PASS for it; the caller returns PASS if the program is not there
+// (the loader left it out).
+static __always_inline void tls_tail_call(struct __sk_buff *skb, int egress)
+{
+	if (egress)
+		bpf_tail_call(skb, &tls_egress_progs, 0);
+	else
+		bpf_tail_call(skb, &tls_ingress_progs, 0);
 }
 
 // tls_segment is the slow path's look at a TCP segment with payload that
-// is not a SYN: copied if its slot wants it.
+// is not a SYN (the fast path, parse.h, tail-calls for the usual ones):
+// the TLS program's if its slot wants it. Last on its path: a tail call
+// does not come back.
 static __always_inline void tls_segment(struct __sk_buff *skb, struct segment *seg, int egress)
 {
 	if (!tls_hello_limit || !seg->payload_len)
 		return;
 	__u32 idx = tls_slot_index_of_seg(seg, egress);
 	struct tls_slot *s = &tls_slots[idx];
-	if (seg->seq - s->base < s->limit)
-		tls_call(skb, seg, egress, idx, seg->seq - s->base);
+	if (seg->seq - s->base < s->limit) {
+		tls_note(skb, seg->payload_off, seg->l4off, idx, seg->family == FAMILY_IPV6,
+			 seg->payload_len, seg->seq);
+		tls_tail_call(skb, egress);
+	}
 }
 
 // tls_start follows a connection that a SYN starts: sent by a connecting
-// socket (egress), or arriving at a listener. Data in the SYN (TCP Fast
-// Open) is the stream's start; on a listener it is copied with the
-// listener's cookie, and user space finds the accepted socket by the
-// network namespace, addresses and ports.
-static __always_inline void tls_start(struct __sk_buff *skb, struct segment *seg, int egress)
+// socket (egress), or arriving at a listener. It says whether the SYN has
+// data (TCP Fast Open), the stream's start, for which the caller then
+// calls tls_tail_call last; on a listener it is copied with the listener's
+// cookie, and user space finds the accepted socket by the network
+// namespace, addresses and ports.
+static __always_inline int tls_start(struct __sk_buff *skb, struct segment *seg, int egress)
 {
 	if (!tls_hello_limit)
-		return;
+		return 0;
 	__u32 idx = tls_slot_index_of_seg(seg, egress);
 	struct tls_slot *s = &tls_slots[idx];
 	s->base = seg->seq + 1; // the SYN takes one sequence number
 	s->limit = tls_hello_limit;
 	s->started = 0;
-	if (seg->payload_len)
-		tls_call(skb, seg, egress, idx, 0);
+	if (!seg->payload_len)
+		return 0;
+	tls_note(skb, seg->payload_off, seg->l4off, idx, seg->family == FAMILY_IPV6,
+		 seg->payload_len, seg->seq + 1);
+	return 1;
 }
-
-#else // NETFLOW_NO_TLS: the object for kernels before 5.12
-
-static __always_inline void tls_segment(struct __sk_buff *skb, struct segment *seg, int egress)
-{
-}
-
-static __always_inline void tls_start(struct __sk_buff *skb, struct segment *seg, int egress)
-{
-}
-
-#endif

@@ -3,12 +3,14 @@
 package bpf
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -30,26 +32,41 @@ func newTLSTestRun(t *testing.T, limit int) *testRun {
 }
 
 // requireTLS skips a test of what TLS server names give on a kernel whose
-// object has no TLS code (TestTLSUnavailable covers those).
+// verifier refused the TLS programs (TestTLSUnavailable covers those);
+// under CI=true, where the kernels are known to take them, that fails.
 func requireTLS(t testing.TB, objs *Objects) {
 	t.Helper()
 	if !objs.Features.TLSServerNames {
-		t.Skip("skipping: this kernel's object has no TLS code (before Linux 6.4)")
+		if testenv.InCI() {
+			t.Fatalf("the TLS programs did not load: %v", objs.Unavailable)
+		}
+		t.Skip("skipping: this kernel's verifier refused the TLS programs")
 	}
 }
 
-// Before Linux 6.4 (the objects for kernels without atomics, and with them
-// but before 6.4) there is no TLS code: a ClientHello gives nothing, and
-// Unavailable says so.
+// Both objects, with atomics and without (Linux 5.10, 5.11), carry the TLS
+// programs: a ClientHello's bytes are copied.
+func TestTLSOnBothObjects(t *testing.T) {
+	for _, without := range [][]string{nil, {WithoutAtomics}} {
+		t.Run(fmt.Sprint(without), func(t *testing.T) {
+			r := newTestRunWith(t, Options{RingBufferSize: 1 << 20, TLSHelloLimit: MaxTLSHello, Without: without})
+			requireTLS(t, r.objs)
+			if without != nil {
+				assert.False(t, r.objs.Features.Atomics, "the object with the spin lock")
+			}
+			small := testhello.Hello{ServerName: "small.example"}.Bytes()
+			_, _ = r.runTLS(t, r.objs.objs.Egress, tcpFrame(v4a, v4b, 100, tp.SYN, nil))
+			pieces, _ := r.runTLS(t, r.objs.objs.Egress, tcpFrame(v4a, v4b, 101, tp.ACK|tp.PSH, small))
+			require.Len(t, pieces, 1)
+			assert.Equal(t, small, pieces[0].Payload)
+		})
+	}
+}
+
+// Without the TLS programs (a kernel whose verifier refuses them) a
+// ClientHello gives nothing, and Unavailable says so.
 func TestTLSUnavailable(t *testing.T) {
-	for _, without := range []string{WithoutAtomics, WithoutTLS} {
-		t.Run(without, func(t *testing.T) { tlsUnavailable(t, without) })
-	}
-}
-
-func tlsUnavailable(t *testing.T, without string) {
-	t.Helper()
-	r := newTestRunWith(t, Options{RingBufferSize: 1 << 20, TLSHelloLimit: MaxTLSHello, Without: []string{without}})
+	r := newTestRunWith(t, Options{RingBufferSize: 1 << 20, TLSHelloLimit: MaxTLSHello, Without: []string{WithoutTLS}})
 	require.False(t, r.objs.Features.TLSServerNames)
 	var said bool
 	for _, u := range r.objs.Unavailable {
@@ -59,6 +76,28 @@ func tlsUnavailable(t *testing.T, without string) {
 	small := testhello.Hello{ServerName: "small.example"}.Bytes()
 	for _, f := range [][]byte{tcpFrame(v4a, v4b, 100, tp.SYN, nil), tcpFrame(v4a, v4b, 101, tp.ACK|tp.PSH, small),
 		tcpFrame(v4a, v4b, 200, tp.SYN, small)} {
+		pieces, _ := r.runTLS(t, r.objs.objs.Egress, f)
+		assert.Empty(t, pieces)
+	}
+}
+
+// A kernel whose verifier refuses the TLS programs gets the programs
+// without them, and Unavailable carries the refusal; no ClientHello is
+// copied.
+func TestTLSProgramsRefused(t *testing.T) {
+	refuseTLS = func(spec *ebpf.CollectionSpec) {
+		// R0 is never set: every verifier refuses this.
+		spec.Programs["netflow_tls_egress"].Instructions = asm.Instructions{asm.Return()}
+	}
+	t.Cleanup(func() { refuseTLS = nil })
+	r := newTestRunWith(t, Options{RingBufferSize: 1 << 20, TLSHelloLimit: MaxTLSHello})
+	require.False(t, r.objs.Features.TLSServerNames)
+	i := slices.IndexFunc(r.objs.Unavailable, func(u Unavailable) bool { return u.Program == tlsPrograms })
+	require.GreaterOrEqual(t, i, 0, "Unavailable names the TLS programs: %v", r.objs.Unavailable)
+	require.ErrorContains(t, r.objs.Unavailable[i].Err, "R0 !read_ok", "the verifier's refusal")
+	assert.Contains(t, r.objs.Unavailable[i].Absent, "netflow.tls.server_name")
+	small := testhello.Hello{ServerName: "small.example"}.Bytes()
+	for _, f := range [][]byte{tcpFrame(v4a, v4b, 100, tp.SYN, nil), tcpFrame(v4a, v4b, 101, tp.ACK|tp.PSH, small)} {
 		pieces, _ := r.runTLS(t, r.objs.objs.Egress, f)
 		assert.Empty(t, pieces)
 	}
