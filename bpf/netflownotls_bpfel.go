@@ -52,9 +52,10 @@ type netflowNoTLSSockState struct {
 	LostBy     uint8
 	Pad        uint16
 	LostTimeNs uint64
+	CgroupId   uint64
+	Netns      uint32
 	Pid        uint32
 	Exe        [64]int8
-	_          [4]byte
 }
 
 type netflowNoTLSTlsScratch struct {
@@ -93,45 +94,47 @@ type netflowNoTLSTlsSlot struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	netflowNoTLSMapCgroupPathScratch   = "cgroup_path_scratch"
-	netflowNoTLSMapDnsScratch          = "dns_scratch"
-	netflowNoTLSMapEvents              = "events"
-	netflowNoTLSMapSettledSocks        = "settled_socks"
-	netflowNoTLSMapSockStates          = "sock_states"
-	netflowNoTLSMapStats               = "stats"
-	netflowNoTLSMapTlsScratch          = "tls_scratch"
-	netflowNoTLSMapTranslations        = "translations"
-	netflowNoTLSProgNetflowAccept      = "netflow_accept"
-	netflowNoTLSProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
-	netflowNoTLSProgNetflowEgress      = "netflow_egress"
-	netflowNoTLSProgNetflowIngress     = "netflow_ingress"
-	netflowNoTLSProgNetflowNetnsProbe  = "netflow_netns_probe"
-	netflowNoTLSProgNetflowRecv        = "netflow_recv"
-	netflowNoTLSProgNetflowSend        = "netflow_send"
-	netflowNoTLSProgNetflowSockCreate  = "netflow_sock_create"
-	netflowNoTLSProgNetflowState       = "netflow_state"
-	netflowNoTLSProgNetflowWhoami      = "netflow_whoami"
-	netflowNoTLSVarDnsPayloadLimit     = "dns_payload_limit"
-	netflowNoTLSVarMptcpOwner          = "mptcp_owner"
-	netflowNoTLSVarOwnerExe            = "owner_exe"
-	netflowNoTLSVarSelfTgid            = "self_tgid"
-	netflowNoTLSVarSettledCache        = "settled_cache"
-	netflowNoTLSVarTlsHelloLimit       = "tls_hello_limit"
-	netflowNoTLSVarTlsSlots            = "tls_slots"
-	netflowNoTLSVarUnusedCgroupEvent   = "unused_cgroup_event"
-	netflowNoTLSVarUnusedDirection     = "unused_direction"
-	netflowNoTLSVarUnusedDnsEvent      = "unused_dns_event"
-	netflowNoTLSVarUnusedEndBy         = "unused_end_by"
-	netflowNoTLSVarUnusedEndReason     = "unused_end_reason"
-	netflowNoTLSVarUnusedEvent         = "unused_event"
-	netflowNoTLSVarUnusedEventFlags    = "unused_event_flags"
-	netflowNoTLSVarUnusedFamily        = "unused_family"
-	netflowNoTLSVarUnusedRecordType    = "unused_record_type"
-	netflowNoTLSVarUnusedStat          = "unused_stat"
-	netflowNoTLSVarUnusedTlsEvent      = "unused_tls_event"
-	netflowNoTLSVarWakeupShift         = "wakeup_shift"
-	netflowNoTLSVarWhoamiNetns         = "whoami_netns"
-	netflowNoTLSVarWhoamiTgid          = "whoami_tgid"
+	netflowNoTLSMapCgroupPathScratch    = "cgroup_path_scratch"
+	netflowNoTLSMapDnsScratch           = "dns_scratch"
+	netflowNoTLSMapEvents               = "events"
+	netflowNoTLSMapSettledSocks         = "settled_socks"
+	netflowNoTLSMapSockStates           = "sock_states"
+	netflowNoTLSMapStats                = "stats"
+	netflowNoTLSMapTlsScratch           = "tls_scratch"
+	netflowNoTLSMapTranslations         = "translations"
+	netflowNoTLSProgNetflowAccept       = "netflow_accept"
+	netflowNoTLSProgNetflowCgroupMkdir  = "netflow_cgroup_mkdir"
+	netflowNoTLSProgNetflowEgress       = "netflow_egress"
+	netflowNoTLSProgNetflowIngress      = "netflow_ingress"
+	netflowNoTLSProgNetflowNetnsProbe   = "netflow_netns_probe"
+	netflowNoTLSProgNetflowRecv         = "netflow_recv"
+	netflowNoTLSProgNetflowSend         = "netflow_send"
+	netflowNoTLSProgNetflowSockCreate   = "netflow_sock_create"
+	netflowNoTLSProgNetflowState        = "netflow_state"
+	netflowNoTLSProgNetflowWhoami       = "netflow_whoami"
+	netflowNoTLSVarAcceptedStartByState = "accepted_start_by_state"
+	netflowNoTLSVarDnsPayloadLimit      = "dns_payload_limit"
+	netflowNoTLSVarMptcpOwner           = "mptcp_owner"
+	netflowNoTLSVarOwnerAtConnect       = "owner_at_connect"
+	netflowNoTLSVarOwnerExe             = "owner_exe"
+	netflowNoTLSVarSelfTgid             = "self_tgid"
+	netflowNoTLSVarSettledCache         = "settled_cache"
+	netflowNoTLSVarTlsHelloLimit        = "tls_hello_limit"
+	netflowNoTLSVarTlsSlots             = "tls_slots"
+	netflowNoTLSVarUnusedCgroupEvent    = "unused_cgroup_event"
+	netflowNoTLSVarUnusedDirection      = "unused_direction"
+	netflowNoTLSVarUnusedDnsEvent       = "unused_dns_event"
+	netflowNoTLSVarUnusedEndBy          = "unused_end_by"
+	netflowNoTLSVarUnusedEndReason      = "unused_end_reason"
+	netflowNoTLSVarUnusedEvent          = "unused_event"
+	netflowNoTLSVarUnusedEventFlags     = "unused_event_flags"
+	netflowNoTLSVarUnusedFamily         = "unused_family"
+	netflowNoTLSVarUnusedRecordType     = "unused_record_type"
+	netflowNoTLSVarUnusedStat           = "unused_stat"
+	netflowNoTLSVarUnusedTlsEvent       = "unused_tls_event"
+	netflowNoTLSVarWakeupShift          = "wakeup_shift"
+	netflowNoTLSVarWhoamiNetns          = "whoami_netns"
+	netflowNoTLSVarWhoamiTgid           = "whoami_tgid"
 )
 
 // loadNetflowNoTLS returns the embedded CollectionSpec for netflowNoTLS.
@@ -206,27 +209,29 @@ type netflowNoTLSMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowNoTLSVariableSpecs struct {
-	DnsPayloadLimit   *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
-	MptcpOwner        *ebpf.VariableSpec `ebpf:"mptcp_owner"`
-	OwnerExe          *ebpf.VariableSpec `ebpf:"owner_exe"`
-	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
-	SettledCache      *ebpf.VariableSpec `ebpf:"settled_cache"`
-	TlsHelloLimit     *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
-	TlsSlots          *ebpf.VariableSpec `ebpf:"tls_slots"`
-	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
-	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
-	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
-	UnusedEndBy       *ebpf.VariableSpec `ebpf:"unused_end_by"`
-	UnusedEndReason   *ebpf.VariableSpec `ebpf:"unused_end_reason"`
-	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventFlags  *ebpf.VariableSpec `ebpf:"unused_event_flags"`
-	UnusedFamily      *ebpf.VariableSpec `ebpf:"unused_family"`
-	UnusedRecordType  *ebpf.VariableSpec `ebpf:"unused_record_type"`
-	UnusedStat        *ebpf.VariableSpec `ebpf:"unused_stat"`
-	UnusedTlsEvent    *ebpf.VariableSpec `ebpf:"unused_tls_event"`
-	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
-	WhoamiNetns       *ebpf.VariableSpec `ebpf:"whoami_netns"`
-	WhoamiTgid        *ebpf.VariableSpec `ebpf:"whoami_tgid"`
+	AcceptedStartByState *ebpf.VariableSpec `ebpf:"accepted_start_by_state"`
+	DnsPayloadLimit      *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
+	MptcpOwner           *ebpf.VariableSpec `ebpf:"mptcp_owner"`
+	OwnerAtConnect       *ebpf.VariableSpec `ebpf:"owner_at_connect"`
+	OwnerExe             *ebpf.VariableSpec `ebpf:"owner_exe"`
+	SelfTgid             *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SettledCache         *ebpf.VariableSpec `ebpf:"settled_cache"`
+	TlsHelloLimit        *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
+	TlsSlots             *ebpf.VariableSpec `ebpf:"tls_slots"`
+	UnusedCgroupEvent    *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
+	UnusedDirection      *ebpf.VariableSpec `ebpf:"unused_direction"`
+	UnusedDnsEvent       *ebpf.VariableSpec `ebpf:"unused_dns_event"`
+	UnusedEndBy          *ebpf.VariableSpec `ebpf:"unused_end_by"`
+	UnusedEndReason      *ebpf.VariableSpec `ebpf:"unused_end_reason"`
+	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlags     *ebpf.VariableSpec `ebpf:"unused_event_flags"`
+	UnusedFamily         *ebpf.VariableSpec `ebpf:"unused_family"`
+	UnusedRecordType     *ebpf.VariableSpec `ebpf:"unused_record_type"`
+	UnusedStat           *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UnusedTlsEvent       *ebpf.VariableSpec `ebpf:"unused_tls_event"`
+	WakeupShift          *ebpf.VariableSpec `ebpf:"wakeup_shift"`
+	WhoamiNetns          *ebpf.VariableSpec `ebpf:"whoami_netns"`
+	WhoamiTgid           *ebpf.VariableSpec `ebpf:"whoami_tgid"`
 }
 
 // netflowNoTLSObjects contains all objects after they have been loaded into the kernel.
@@ -276,27 +281,29 @@ func (m *netflowNoTLSMaps) Close() error {
 //
 // It can be passed to loadNetflowNoTLSObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowNoTLSVariables struct {
-	DnsPayloadLimit   *ebpf.Variable `ebpf:"dns_payload_limit"`
-	MptcpOwner        *ebpf.Variable `ebpf:"mptcp_owner"`
-	OwnerExe          *ebpf.Variable `ebpf:"owner_exe"`
-	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
-	SettledCache      *ebpf.Variable `ebpf:"settled_cache"`
-	TlsHelloLimit     *ebpf.Variable `ebpf:"tls_hello_limit"`
-	TlsSlots          *ebpf.Variable `ebpf:"tls_slots"`
-	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
-	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
-	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`
-	UnusedEndBy       *ebpf.Variable `ebpf:"unused_end_by"`
-	UnusedEndReason   *ebpf.Variable `ebpf:"unused_end_reason"`
-	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventFlags  *ebpf.Variable `ebpf:"unused_event_flags"`
-	UnusedFamily      *ebpf.Variable `ebpf:"unused_family"`
-	UnusedRecordType  *ebpf.Variable `ebpf:"unused_record_type"`
-	UnusedStat        *ebpf.Variable `ebpf:"unused_stat"`
-	UnusedTlsEvent    *ebpf.Variable `ebpf:"unused_tls_event"`
-	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`
-	WhoamiNetns       *ebpf.Variable `ebpf:"whoami_netns"`
-	WhoamiTgid        *ebpf.Variable `ebpf:"whoami_tgid"`
+	AcceptedStartByState *ebpf.Variable `ebpf:"accepted_start_by_state"`
+	DnsPayloadLimit      *ebpf.Variable `ebpf:"dns_payload_limit"`
+	MptcpOwner           *ebpf.Variable `ebpf:"mptcp_owner"`
+	OwnerAtConnect       *ebpf.Variable `ebpf:"owner_at_connect"`
+	OwnerExe             *ebpf.Variable `ebpf:"owner_exe"`
+	SelfTgid             *ebpf.Variable `ebpf:"self_tgid"`
+	SettledCache         *ebpf.Variable `ebpf:"settled_cache"`
+	TlsHelloLimit        *ebpf.Variable `ebpf:"tls_hello_limit"`
+	TlsSlots             *ebpf.Variable `ebpf:"tls_slots"`
+	UnusedCgroupEvent    *ebpf.Variable `ebpf:"unused_cgroup_event"`
+	UnusedDirection      *ebpf.Variable `ebpf:"unused_direction"`
+	UnusedDnsEvent       *ebpf.Variable `ebpf:"unused_dns_event"`
+	UnusedEndBy          *ebpf.Variable `ebpf:"unused_end_by"`
+	UnusedEndReason      *ebpf.Variable `ebpf:"unused_end_reason"`
+	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlags     *ebpf.Variable `ebpf:"unused_event_flags"`
+	UnusedFamily         *ebpf.Variable `ebpf:"unused_family"`
+	UnusedRecordType     *ebpf.Variable `ebpf:"unused_record_type"`
+	UnusedStat           *ebpf.Variable `ebpf:"unused_stat"`
+	UnusedTlsEvent       *ebpf.Variable `ebpf:"unused_tls_event"`
+	WakeupShift          *ebpf.Variable `ebpf:"wakeup_shift"`
+	WhoamiNetns          *ebpf.Variable `ebpf:"whoami_netns"`
+	WhoamiTgid           *ebpf.Variable `ebpf:"whoami_tgid"`
 }
 
 // netflowNoTLSPrograms contains all programs after they have been loaded into the kernel.
