@@ -94,6 +94,8 @@ static __always_inline struct event *claim(struct sock_state *st, __u32 *old, __
 	}
 	if (st) {
 		e->start_ns = st->start_ns;
+		e->netns = st->netns; // 0 (cgroup_id too) if not kept: read at the end
+		e->cgroup_id = st->cgroup_id;
 		e->direction = direction_of(*old);
 		// An accepted socket inherits its listener's owner, who need not
 		// be the process that accepted it (pre-forked servers): only the
@@ -172,9 +174,9 @@ static __always_inline int same_view(struct conn_view *a, struct conn_view *b)
 // connection (or one of a socket translated before: a new connect()
 // overwrites it); its end finds none otherwise, and knows from
 // SOCK_OUTGOING that nothing was translated.
-static __always_inline void note_translation(struct bpf_sock *sk, struct segment *seg)
+static __always_inline void note_translation(struct bpf_sock *sk, struct tcp_sock *tp,
+					     struct segment *seg)
 {
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return;
 	struct conn_view own, wire;
@@ -244,12 +246,15 @@ static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
 	if (!e)
 		return;
 
-	// The TCP socket's namespace, which bpf_skc_to_tcp_sock reaches on
-	// every kernel; BPF_PROG_TEST_RUN's dummy socket has no TCP state.
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	e->netns = tp ? netns_of_sock(&tp->inet_conn.icsk_inet.sk) : netns_of(skb);
+	if (!e->cgroup_id) {
+		// Not kept in the socket's state (start.h): the TCP socket's
+		// namespace, which bpf_skc_to_tcp_sock reaches on every kernel;
+		// BPF_PROG_TEST_RUN's dummy socket has no TCP state.
+		e->netns = tp ? netns_of_sock(&tp->inet_conn.icsk_inet.sk) : netns_of(skb);
+		e->cgroup_id = bpf_skb_cgroup_id(skb);
+	}
 	e->cookie = bpf_get_socket_cookie(skb);
-	e->cgroup_id = bpf_skb_cgroup_id(skb);
 	e->family = seg->family;
 	e->state = sk->state;
 	// The addresses are the socket's (the packet's only for the dummy

@@ -38,6 +38,14 @@ type Features struct {
 	// bpf_get_current_task_btf, Linux 5.11, or else bpf_get_current_task
 	// and probe reads).
 	OwnerExecutable bool
+	// OwnerAtConnect: a connecting socket's owner is the process that
+	// sends its SYN in connect(), read by the egress program, and only the
+	// sockets that connect or are accepted get socket storage (MPTCP
+	// sockets and the collector's own also at their creation). Without it
+	// (cgroup_skb programs cannot read the current task), cgroup/sock_create
+	// names the creator of every TCP and UDP socket, which then has socket
+	// storage from its creation.
+	OwnerAtConnect bool
 	// MPTCP: the kernel has MPTCP sockets.
 	MPTCP bool
 	// MPTCPOwner: the TCP subflows of MPTCP sockets take their MPTCP
@@ -103,6 +111,9 @@ const (
 	WithoutTaskBTF = "bpf_get_current_task_btf"
 	// WithoutMPTCPHelper: no bpf_skc_to_mptcp_sock.
 	WithoutMPTCPHelper = "bpf_skc_to_mptcp_sock"
+	// WithoutOwnerAtConnect: cgroup_skb programs cannot read the current
+	// task (Features.OwnerAtConnect).
+	WithoutOwnerAtConnect = "owner_at_connect"
 )
 
 // Values of the owner_exe constant (owner.h).
@@ -162,37 +173,26 @@ func haveHelper(pt ebpf.ProgramType, fn asm.BuiltinFunc) (bool, error) {
 // probeHelpers sets the load-time constants of spec that turn off the code
 // calling helpers the kernel lacks, and says what is left.
 func probeHelpers(spec *ebpf.CollectionSpec, without []string, f *Features) error {
-	// Every way to the name reads it with bpf_probe_read_kernel_str.
-	str, err := haveHelper(ebpf.CGroupSock, asm.FnProbeReadKernelStr)
+	// How cgroup/sock_create reads the owner, and whether the egress
+	// program can read it the same way at a SYN.
+	exe, err := ownerExe(ebpf.CGroupSock, without)
 	if err != nil {
 		return err
 	}
-	exe := ownerExeNone
-	if str && !slices.Contains(without, WithoutTaskBTF) {
-		ok, err := haveHelper(ebpf.CGroupSock, asm.FnGetCurrentTaskBtf)
+	atConnect := exe != ownerExeNone && !slices.Contains(without, WithoutOwnerAtConnect)
+	if atConnect {
+		skb, err := ownerExe(ebpf.CGroupSKB, without)
 		if err != nil {
 			return err
 		}
-		if ok {
-			exe = ownerExeTaskBTF
-		}
+		atConnect = skb == exe
 	}
-	if exe == ownerExeNone {
-		task, err := haveHelper(ebpf.CGroupSock, asm.FnGetCurrentTask)
-		if err != nil {
-			return err
-		}
-		read, err := haveHelper(ebpf.CGroupSock, asm.FnProbeReadKernel)
-		if err != nil {
-			return err
-		}
-		if str && task && read {
-			exe = ownerExeCurrentTask
-		}
-	}
-	f.OwnerExecutable = exe != ownerExeNone
+	f.OwnerExecutable, f.OwnerAtConnect = exe != ownerExeNone, atConnect
 	if err := spec.Variables["owner_exe"].Set(uint32(exe)); err != nil {
 		return fmt.Errorf("set owner_exe: %w", err)
+	}
+	if err := spec.Variables["owner_at_connect"].Set(boolU32(atConnect)); err != nil {
+		return fmt.Errorf("set owner_at_connect: %w", err)
 	}
 
 	if !slices.Contains(without, WithoutMPTCPHelper) {
@@ -207,6 +207,34 @@ func probeHelpers(spec *ebpf.CollectionSpec, without []string, f *Features) erro
 	}
 	f.MPTCP = haveMPTCP()
 	return nil
+}
+
+// ownerExe says how programs of type pt can read the current task's
+// executable name (owner.h): ownerExeNone where they cannot.
+func ownerExe(pt ebpf.ProgramType, without []string) (int, error) {
+	// Every way to the name reads it with bpf_probe_read_kernel_str.
+	str, err := haveHelper(pt, asm.FnProbeReadKernelStr)
+	if err != nil || !str {
+		return ownerExeNone, err
+	}
+	if !slices.Contains(without, WithoutTaskBTF) {
+		ok, err := haveHelper(pt, asm.FnGetCurrentTaskBtf)
+		if err != nil || ok {
+			return ownerExeTaskBTF, err
+		}
+	}
+	task, err := haveHelper(pt, asm.FnGetCurrentTask)
+	if err != nil {
+		return ownerExeNone, err
+	}
+	read, err := haveHelper(pt, asm.FnProbeReadKernel)
+	if err != nil {
+		return ownerExeNone, err
+	}
+	if task && read {
+		return ownerExeCurrentTask, nil
+	}
+	return ownerExeNone, nil
 }
 
 // haveMPTCP says whether the kernel makes MPTCP sockets (CONFIG_MPTCP and

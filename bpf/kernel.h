@@ -86,6 +86,11 @@ struct bpf_local_storage;
 
 struct sock {
 	struct sock_common __sk_common;
+	// socket_lock_t: owned is 1 while a task holds the socket (lock_sock),
+	// as connect() does while it sends the SYN.
+	struct {
+		int owned;
+	} sk_lock;
 	struct {
 		int len;
 	} sk_backlog;
@@ -129,6 +134,7 @@ struct mm_struct {
 
 struct task_struct {
 	struct mm_struct *mm;
+	int tgid; // pid_t: the process id, in the initial PID namespace
 } __attribute__((preserve_access_index));
 
 struct mptcp_sock;

@@ -70,6 +70,8 @@ type objects struct {
 	Ingress    *ebpf.Program `ebpf:"netflow_ingress"`
 	Egress     *ebpf.Program `ebpf:"netflow_egress"`
 	SockCreate *ebpf.Program `ebpf:"netflow_sock_create"`
+	// Set once the optional programs are loaded (maps.h).
+	AcceptedStartByState *ebpf.Variable `ebpf:"accepted_start_by_state"`
 }
 
 func (o *objects) Close() error {

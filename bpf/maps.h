@@ -161,3 +161,18 @@ struct {
 	__type(key, __u32);
 	__type(value, struct tls_scratch);
 } tls_scratch SEC(".maps");
+
+// owner_at_connect: 1 where cgroup_skb programs can read the current task
+// (owner_exe, set from probes of cgroup_skb): a connecting socket's owner is
+// the process that sends its SYN, in connect(), and cgroup/sock_create makes
+// socket storage only for the sockets that need it from their creation
+// (MPTCP sockets, whose subflows the kernel makes, and the collector's own).
+// 0: sock_create records the creator of every TCP and UDP socket.
+volatile const __u32 owner_at_connect = 1;
+
+// Set by the loader after the optional programs load (a global, not a
+// constant: it is known only then). 1: netflow_state writes an accepted
+// socket's start when the kernel makes it from its listener; 0 (no
+// netflow_state: Linux 5.10): the listener's storage takes the time of each
+// SYN, which the socket accepted next inherits by the clone.
+__u32 accepted_start_by_state = 0;

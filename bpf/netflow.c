@@ -4,11 +4,14 @@
 // segments of every socket in a cgroup and write one record into a ring
 // buffer when a socket's connection ends (its first accepted FIN or RST);
 // they also copy the DNS messages the sockets send to and receive from port
-// 53, from which user space builds its cache of names. A cgroup/sock_create
-// program remembers which process made each socket, tracepoints on TCP sends
-// and reads name the process that owns an accepted socket, and a tracepoint
-// on socket state changes reports the ends that no FIN or RST marks, and
-// one on cgroup creation reports each new cgroup's path.
+// 53, from which user space builds its cache of names. The egress program
+// names the process that connects a socket; a cgroup/sock_create program
+// remembers the MPTCP sockets' (whose subflows the kernel makes) and marks
+// the collector's own; a program at the accept (or tracepoints on TCP sends
+// and reads) names the process that owns an accepted socket; a tracepoint
+// on socket state changes starts accepted sockets and reports the ends that
+// no FIN or RST marks; one on cgroup creation reports each new cgroup's
+// path.
 //
 // The cgroup programs are observers: they return 1 (let the packet through,
 // let the socket be created) on every path. Returning 0 would drop the
@@ -19,8 +22,9 @@
 // is in headers, one concern each: kernel.h (the kernel's types, read with
 // CO-RE), sock_state.h (what is kept per socket), parse.h
 // (packet headers), tcp_check.h (whether TCP takes a FIN or RST), dns.h
-// (DNS copies), owner.h (which process owns a socket), claim.h (the
-// once-only end record), cgroup.h (new cgroups), stats.h (counters).
+// (DNS copies), owner.h (which process owns a socket), start.h (where a
+// socket's state starts), claim.h (the once-only end record), cgroup.h (new
+// cgroups), stats.h (counters).
 // netflow.h (the records) is shared with Go, ring.h (reader wake-ups) with
 // the test filler (internal/testutils/bpftest).
 
@@ -57,6 +61,7 @@ const struct tls_event *unused_tls_event __attribute__((unused));
 
 #include "stats.h"
 #include "owner.h"
+#include "start.h"
 #include "dns.h"
 #include "claim.h"
 #include "cgroup.h"
@@ -118,12 +123,7 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 			struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0,
 								   BPF_SK_STORAGE_GET_F_CREATE);
 			if (st) {
-				st->start_ns = bpf_ktime_get_ns();
-				flags_restart(st, SOCK_FROM_LISTENER, SOCK_IGNORE);
-				// An MPTCP listener's TCP listener is the kernel's:
-				// take the owner of the MPTCP socket.
-				if (!st->pid)
-					copy_owner(st, sk, 0);
+				listener_syn(skb, sk, st);
 				if ((seg.flags & TH_SYN) && !(st->flags & SOCK_IGNORE) &&
 				    tls_start(skb, &seg, egress))
 					tls_tail_call(skb, egress); // last: it does not come back
@@ -151,14 +151,13 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 							   BPF_SK_STORAGE_GET_F_CREATE);
 		if (!st)
 			return PASS;
-		note_translation(sk, &seg);
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+		// Before the TLS program's tail call, which does not come back.
+		note_translation(sk, tp, &seg);
 		if (!(st->flags & SOCK_OUTGOING) || (st->flags & SOCK_ENDED)) {
 			// New connection, or a new connect() on a socket whose
 			// previous attempt ended: start over.
-			st->start_ns = bpf_ktime_get_ns();
-			flags_restart(st, SOCK_OUTGOING, SOCK_IGNORE);
-			if (!st->pid)
-				copy_owner(st, sk, 1);
+			connecting_syn(skb, sk, st, tp);
 			// Data in the SYN (Fast Open): the TLS program's, last.
 			if (!(st->flags & SOCK_IGNORE) && tls_start(skb, &seg, egress))
 				tls_tail_call(skb, egress);
@@ -179,6 +178,9 @@ int netflow_egress(struct __sk_buff *skb)
 	return handle(skb, 1);
 }
 
+// The start of an accepted socket: the kernel makes it from its listener
+// (LISTEN to SYN_RECV), cloning the listener's state (start.h).
+//
 // Connections that end without a FIN or RST: a connect or retransmission or
 // keepalive timeout, an ICMP error, a connect the application gave up on.
 // TCP moves the socket to CLOSE; if the cgroup programs saw the socket (it
@@ -189,9 +191,16 @@ int netflow_egress(struct __sk_buff *skb)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 {
-	if (newstate != TCP_CLOSE || oldstate == TCP_LISTEN || sk->sk_protocol != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	forget_settled(sk);
+	if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN) {
+		accepted_made(sk);
+		return 0;
+	}
+	if (newstate != TCP_CLOSE || oldstate == TCP_LISTEN)
+		return 0;
+	if (settled_cache)
+		forget_settled(sk);
 	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 	if (!st || (st->flags & SOCK_ENDED))
 		return 0;
@@ -223,9 +232,11 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	struct sock_common *skc = &sk->__sk_common;
 	e->error = err;
 	e->state = oldstate;
-	e->netns = netns_of_sock(sk);
 	e->cookie = bpf_get_socket_cookie(sk);
-	e->cgroup_id = sk->sk_cgrp_data.cgroup->kn->id;
+	if (!e->cgroup_id) { // not kept in the socket's state
+		e->netns = netns_of_sock(sk);
+		e->cgroup_id = sk->sk_cgrp_data.cgroup->kn->id;
+	}
 	// The family of the wire: IPv4 also for a dual-stack socket's IPv4
 	// connection (an IPv4-mapped peer), whose IPv4 addresses are in
 	// skc_rcv_saddr and skc_daddr.
@@ -266,14 +277,22 @@ int netflow_netns_probe(struct __sk_buff *skb)
 	return PASS;
 }
 
-// A socket created by a process in the cgroup: remember the process. Sockets
-// accepted from a listener inherit its state, so they name the process that
-// created the listener. An observer: 1 lets every socket be created.
+// A socket created by a process in the cgroup: remember the process, for
+// the sockets that need it from their creation: an MPTCP socket, whose TCP
+// subflows the kernel makes without a process (copy_owner), and the
+// collector's own (exclude_self: marked, DNS included). Other sockets get
+// state when they connect or are accepted (start.h), except where cgroup_skb
+// programs cannot read the current task (owner_at_connect 0): then every
+// TCP and UDP socket's creator is remembered here. An observer: 1 lets
+// every socket be created.
 SEC("cgroup/sock_create")
 int netflow_sock_create(struct bpf_sock *sk)
 {
 	if (sk->protocol != IPPROTO_TCP && sk->protocol != IPPROTO_MPTCP &&
 	    sk->protocol != IPPROTO_UDP)
+		return 1;
+	if (owner_at_connect && sk->protocol != IPPROTO_MPTCP &&
+	    (!self_tgid || (__u32)(bpf_get_current_pid_tgid() >> 32) != self_tgid))
 		return 1;
 	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0,
 						   BPF_SK_STORAGE_GET_F_CREATE);

@@ -52,12 +52,15 @@ type netflowSpinlockSockState struct {
 	LostBy     uint8
 	Pad        uint16
 	LostTimeNs uint64
+	CgroupId   uint64
+	Netns      uint32
 	Pid        uint32
 	Lock       struct {
 		_   structs.HostLayout
 		Val uint32
 	}
 	Exe [64]int8
+	_   [4]byte
 }
 
 type netflowSpinlockTlsScratch struct {
@@ -96,49 +99,51 @@ type netflowSpinlockTlsSlot struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	netflowSpinlockMapCgroupPathScratch   = "cgroup_path_scratch"
-	netflowSpinlockMapDnsScratch          = "dns_scratch"
-	netflowSpinlockMapEvents              = "events"
-	netflowSpinlockMapSettledSocks        = "settled_socks"
-	netflowSpinlockMapSockStates          = "sock_states"
-	netflowSpinlockMapStats               = "stats"
-	netflowSpinlockMapTlsEgressProgs      = "tls_egress_progs"
-	netflowSpinlockMapTlsIngressProgs     = "tls_ingress_progs"
-	netflowSpinlockMapTlsScratch          = "tls_scratch"
-	netflowSpinlockMapTranslations        = "translations"
-	netflowSpinlockProgNetflowAccept      = "netflow_accept"
-	netflowSpinlockProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
-	netflowSpinlockProgNetflowEgress      = "netflow_egress"
-	netflowSpinlockProgNetflowIngress     = "netflow_ingress"
-	netflowSpinlockProgNetflowNetnsProbe  = "netflow_netns_probe"
-	netflowSpinlockProgNetflowRecv        = "netflow_recv"
-	netflowSpinlockProgNetflowSend        = "netflow_send"
-	netflowSpinlockProgNetflowSockCreate  = "netflow_sock_create"
-	netflowSpinlockProgNetflowState       = "netflow_state"
-	netflowSpinlockProgNetflowTlsEgress   = "netflow_tls_egress"
-	netflowSpinlockProgNetflowTlsIngress  = "netflow_tls_ingress"
-	netflowSpinlockProgNetflowWhoami      = "netflow_whoami"
-	netflowSpinlockVarDnsPayloadLimit     = "dns_payload_limit"
-	netflowSpinlockVarMptcpOwner          = "mptcp_owner"
-	netflowSpinlockVarOwnerExe            = "owner_exe"
-	netflowSpinlockVarSelfTgid            = "self_tgid"
-	netflowSpinlockVarSettledCache        = "settled_cache"
-	netflowSpinlockVarTlsHelloLimit       = "tls_hello_limit"
-	netflowSpinlockVarTlsSlots            = "tls_slots"
-	netflowSpinlockVarUnusedCgroupEvent   = "unused_cgroup_event"
-	netflowSpinlockVarUnusedDirection     = "unused_direction"
-	netflowSpinlockVarUnusedDnsEvent      = "unused_dns_event"
-	netflowSpinlockVarUnusedEndBy         = "unused_end_by"
-	netflowSpinlockVarUnusedEndReason     = "unused_end_reason"
-	netflowSpinlockVarUnusedEvent         = "unused_event"
-	netflowSpinlockVarUnusedEventFlags    = "unused_event_flags"
-	netflowSpinlockVarUnusedFamily        = "unused_family"
-	netflowSpinlockVarUnusedRecordType    = "unused_record_type"
-	netflowSpinlockVarUnusedStat          = "unused_stat"
-	netflowSpinlockVarUnusedTlsEvent      = "unused_tls_event"
-	netflowSpinlockVarWakeupShift         = "wakeup_shift"
-	netflowSpinlockVarWhoamiNetns         = "whoami_netns"
-	netflowSpinlockVarWhoamiTgid          = "whoami_tgid"
+	netflowSpinlockMapCgroupPathScratch    = "cgroup_path_scratch"
+	netflowSpinlockMapDnsScratch           = "dns_scratch"
+	netflowSpinlockMapEvents               = "events"
+	netflowSpinlockMapSettledSocks         = "settled_socks"
+	netflowSpinlockMapSockStates           = "sock_states"
+	netflowSpinlockMapStats                = "stats"
+	netflowSpinlockMapTlsEgressProgs       = "tls_egress_progs"
+	netflowSpinlockMapTlsIngressProgs      = "tls_ingress_progs"
+	netflowSpinlockMapTlsScratch           = "tls_scratch"
+	netflowSpinlockMapTranslations         = "translations"
+	netflowSpinlockProgNetflowAccept       = "netflow_accept"
+	netflowSpinlockProgNetflowCgroupMkdir  = "netflow_cgroup_mkdir"
+	netflowSpinlockProgNetflowEgress       = "netflow_egress"
+	netflowSpinlockProgNetflowIngress      = "netflow_ingress"
+	netflowSpinlockProgNetflowNetnsProbe   = "netflow_netns_probe"
+	netflowSpinlockProgNetflowRecv         = "netflow_recv"
+	netflowSpinlockProgNetflowSend         = "netflow_send"
+	netflowSpinlockProgNetflowSockCreate   = "netflow_sock_create"
+	netflowSpinlockProgNetflowState        = "netflow_state"
+	netflowSpinlockProgNetflowTlsEgress    = "netflow_tls_egress"
+	netflowSpinlockProgNetflowTlsIngress   = "netflow_tls_ingress"
+	netflowSpinlockProgNetflowWhoami       = "netflow_whoami"
+	netflowSpinlockVarAcceptedStartByState = "accepted_start_by_state"
+	netflowSpinlockVarDnsPayloadLimit      = "dns_payload_limit"
+	netflowSpinlockVarMptcpOwner           = "mptcp_owner"
+	netflowSpinlockVarOwnerAtConnect       = "owner_at_connect"
+	netflowSpinlockVarOwnerExe             = "owner_exe"
+	netflowSpinlockVarSelfTgid             = "self_tgid"
+	netflowSpinlockVarSettledCache         = "settled_cache"
+	netflowSpinlockVarTlsHelloLimit        = "tls_hello_limit"
+	netflowSpinlockVarTlsSlots             = "tls_slots"
+	netflowSpinlockVarUnusedCgroupEvent    = "unused_cgroup_event"
+	netflowSpinlockVarUnusedDirection      = "unused_direction"
+	netflowSpinlockVarUnusedDnsEvent       = "unused_dns_event"
+	netflowSpinlockVarUnusedEndBy          = "unused_end_by"
+	netflowSpinlockVarUnusedEndReason      = "unused_end_reason"
+	netflowSpinlockVarUnusedEvent          = "unused_event"
+	netflowSpinlockVarUnusedEventFlags     = "unused_event_flags"
+	netflowSpinlockVarUnusedFamily         = "unused_family"
+	netflowSpinlockVarUnusedRecordType     = "unused_record_type"
+	netflowSpinlockVarUnusedStat           = "unused_stat"
+	netflowSpinlockVarUnusedTlsEvent       = "unused_tls_event"
+	netflowSpinlockVarWakeupShift          = "wakeup_shift"
+	netflowSpinlockVarWhoamiNetns          = "whoami_netns"
+	netflowSpinlockVarWhoamiTgid           = "whoami_tgid"
 )
 
 // loadNetflowSpinlock returns the embedded CollectionSpec for netflowSpinlock.
@@ -217,27 +222,29 @@ type netflowSpinlockMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowSpinlockVariableSpecs struct {
-	DnsPayloadLimit   *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
-	MptcpOwner        *ebpf.VariableSpec `ebpf:"mptcp_owner"`
-	OwnerExe          *ebpf.VariableSpec `ebpf:"owner_exe"`
-	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
-	SettledCache      *ebpf.VariableSpec `ebpf:"settled_cache"`
-	TlsHelloLimit     *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
-	TlsSlots          *ebpf.VariableSpec `ebpf:"tls_slots"`
-	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
-	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
-	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
-	UnusedEndBy       *ebpf.VariableSpec `ebpf:"unused_end_by"`
-	UnusedEndReason   *ebpf.VariableSpec `ebpf:"unused_end_reason"`
-	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventFlags  *ebpf.VariableSpec `ebpf:"unused_event_flags"`
-	UnusedFamily      *ebpf.VariableSpec `ebpf:"unused_family"`
-	UnusedRecordType  *ebpf.VariableSpec `ebpf:"unused_record_type"`
-	UnusedStat        *ebpf.VariableSpec `ebpf:"unused_stat"`
-	UnusedTlsEvent    *ebpf.VariableSpec `ebpf:"unused_tls_event"`
-	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
-	WhoamiNetns       *ebpf.VariableSpec `ebpf:"whoami_netns"`
-	WhoamiTgid        *ebpf.VariableSpec `ebpf:"whoami_tgid"`
+	AcceptedStartByState *ebpf.VariableSpec `ebpf:"accepted_start_by_state"`
+	DnsPayloadLimit      *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
+	MptcpOwner           *ebpf.VariableSpec `ebpf:"mptcp_owner"`
+	OwnerAtConnect       *ebpf.VariableSpec `ebpf:"owner_at_connect"`
+	OwnerExe             *ebpf.VariableSpec `ebpf:"owner_exe"`
+	SelfTgid             *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SettledCache         *ebpf.VariableSpec `ebpf:"settled_cache"`
+	TlsHelloLimit        *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
+	TlsSlots             *ebpf.VariableSpec `ebpf:"tls_slots"`
+	UnusedCgroupEvent    *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
+	UnusedDirection      *ebpf.VariableSpec `ebpf:"unused_direction"`
+	UnusedDnsEvent       *ebpf.VariableSpec `ebpf:"unused_dns_event"`
+	UnusedEndBy          *ebpf.VariableSpec `ebpf:"unused_end_by"`
+	UnusedEndReason      *ebpf.VariableSpec `ebpf:"unused_end_reason"`
+	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlags     *ebpf.VariableSpec `ebpf:"unused_event_flags"`
+	UnusedFamily         *ebpf.VariableSpec `ebpf:"unused_family"`
+	UnusedRecordType     *ebpf.VariableSpec `ebpf:"unused_record_type"`
+	UnusedStat           *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UnusedTlsEvent       *ebpf.VariableSpec `ebpf:"unused_tls_event"`
+	WakeupShift          *ebpf.VariableSpec `ebpf:"wakeup_shift"`
+	WhoamiNetns          *ebpf.VariableSpec `ebpf:"whoami_netns"`
+	WhoamiTgid           *ebpf.VariableSpec `ebpf:"whoami_tgid"`
 }
 
 // netflowSpinlockObjects contains all objects after they have been loaded into the kernel.
@@ -291,27 +298,29 @@ func (m *netflowSpinlockMaps) Close() error {
 //
 // It can be passed to loadNetflowSpinlockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowSpinlockVariables struct {
-	DnsPayloadLimit   *ebpf.Variable `ebpf:"dns_payload_limit"`
-	MptcpOwner        *ebpf.Variable `ebpf:"mptcp_owner"`
-	OwnerExe          *ebpf.Variable `ebpf:"owner_exe"`
-	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
-	SettledCache      *ebpf.Variable `ebpf:"settled_cache"`
-	TlsHelloLimit     *ebpf.Variable `ebpf:"tls_hello_limit"`
-	TlsSlots          *ebpf.Variable `ebpf:"tls_slots"`
-	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
-	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
-	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`
-	UnusedEndBy       *ebpf.Variable `ebpf:"unused_end_by"`
-	UnusedEndReason   *ebpf.Variable `ebpf:"unused_end_reason"`
-	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventFlags  *ebpf.Variable `ebpf:"unused_event_flags"`
-	UnusedFamily      *ebpf.Variable `ebpf:"unused_family"`
-	UnusedRecordType  *ebpf.Variable `ebpf:"unused_record_type"`
-	UnusedStat        *ebpf.Variable `ebpf:"unused_stat"`
-	UnusedTlsEvent    *ebpf.Variable `ebpf:"unused_tls_event"`
-	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`
-	WhoamiNetns       *ebpf.Variable `ebpf:"whoami_netns"`
-	WhoamiTgid        *ebpf.Variable `ebpf:"whoami_tgid"`
+	AcceptedStartByState *ebpf.Variable `ebpf:"accepted_start_by_state"`
+	DnsPayloadLimit      *ebpf.Variable `ebpf:"dns_payload_limit"`
+	MptcpOwner           *ebpf.Variable `ebpf:"mptcp_owner"`
+	OwnerAtConnect       *ebpf.Variable `ebpf:"owner_at_connect"`
+	OwnerExe             *ebpf.Variable `ebpf:"owner_exe"`
+	SelfTgid             *ebpf.Variable `ebpf:"self_tgid"`
+	SettledCache         *ebpf.Variable `ebpf:"settled_cache"`
+	TlsHelloLimit        *ebpf.Variable `ebpf:"tls_hello_limit"`
+	TlsSlots             *ebpf.Variable `ebpf:"tls_slots"`
+	UnusedCgroupEvent    *ebpf.Variable `ebpf:"unused_cgroup_event"`
+	UnusedDirection      *ebpf.Variable `ebpf:"unused_direction"`
+	UnusedDnsEvent       *ebpf.Variable `ebpf:"unused_dns_event"`
+	UnusedEndBy          *ebpf.Variable `ebpf:"unused_end_by"`
+	UnusedEndReason      *ebpf.Variable `ebpf:"unused_end_reason"`
+	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlags     *ebpf.Variable `ebpf:"unused_event_flags"`
+	UnusedFamily         *ebpf.Variable `ebpf:"unused_family"`
+	UnusedRecordType     *ebpf.Variable `ebpf:"unused_record_type"`
+	UnusedStat           *ebpf.Variable `ebpf:"unused_stat"`
+	UnusedTlsEvent       *ebpf.Variable `ebpf:"unused_tls_event"`
+	WakeupShift          *ebpf.Variable `ebpf:"wakeup_shift"`
+	WhoamiNetns          *ebpf.Variable `ebpf:"whoami_netns"`
+	WhoamiTgid           *ebpf.Variable `ebpf:"whoami_tgid"`
 }
 
 // netflowSpinlockPrograms contains all programs after they have been loaded into the kernel.

@@ -73,14 +73,11 @@ func (o *Objects) loadOptional(spec *ebpf.CollectionSpec, opts Options, shared *
 		return nil
 	}
 
-	if err := optional(StateProgram); err != nil {
-		o.Unavailable = append(o.Unavailable, Unavailable{Feature: stateFeature, Program: StateProgram, Absent: stateAbsent, Err: err})
-	} else {
-		o.Features.EndsWithoutFINOrRST = true
-	}
-
 	// The owner of accepted sockets: once per socket at the accept where
-	// the kernel allows fexit, else at every send and read.
+	// the kernel allows fexit, else at every send and read (the
+	// fallback). Tried first: netflow_state clears the fallback's table of
+	// settled sockets, and only where there is one (settled_cache, a
+	// constant of each program's own load).
 	acceptErr := optional(AcceptProgram)
 	if acceptErr == nil {
 		if acceptErr = probeAttach(o.optional[AcceptProgram]); acceptErr != nil {
@@ -88,8 +85,24 @@ func (o *Objects) loadOptional(spec *ebpf.CollectionSpec, opts Options, shared *
 			delete(o.optional, AcceptProgram)
 		}
 	}
+	fallback := acceptErr != nil
+	if err := spec.Variables["settled_cache"].Set(boolU32(fallback)); err != nil {
+		return fmt.Errorf("set settled_cache: %w", err)
+	}
+
+	if err := optional(StateProgram); err != nil {
+		o.Unavailable = append(o.Unavailable, Unavailable{Feature: stateFeature, Program: StateProgram, Absent: stateAbsent, Err: err})
+	} else {
+		o.Features.EndsWithoutFINOrRST = true
+		// It starts accepted sockets too (start.h): the listeners'
+		// state need not take the time of every SYN.
+		if err := o.objs.AcceptedStartByState.Set(uint32(1)); err != nil {
+			return fmt.Errorf("set accepted_start_by_state: %w", err)
+		}
+	}
+
 	o.Features.OwnerOfAccepted = OwnerAtAccept
-	if acceptErr != nil {
+	if fallback {
 		// The tracepoints remember the sockets they are done with where
 		// netflow_state tells them when a socket closes. The variable is
 		// set before the first of them loads.

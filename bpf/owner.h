@@ -1,8 +1,9 @@
-// Which process owns a socket: the one that created it, the MPTCP socket's
-// owner for the kernel's subflows, or, for an accepted socket, the process
-// that accepted it (or, where the kernel cannot tell, that first sends or
-// reads on it). Also the collector's own sockets (exclude_self), which are
-// marked here and yield nothing.
+// Which process owns a socket: the one that connects it (or, where
+// cgroup_skb programs cannot read the current task, that created it), the
+// MPTCP socket's owner for the kernel's subflows, or, for an accepted
+// socket, the process that accepted it (or, where the kernel cannot tell,
+// that first sends or reads on it). Also the collector's own sockets
+// (exclude_self), which are marked here and yield nothing.
 
 #pragma once
 
@@ -39,6 +40,43 @@ static __always_inline void set_owner(struct sock_state *st)
 		if (name)
 			bpf_probe_read_kernel_str(st->exe, sizeof(st->exe), name);
 	}
+	if (self_tgid && tgid == self_tgid)
+		flags_or(st, SOCK_IGNORE);
+}
+
+// set_connecting_owner records the process that sends a connecting
+// socket's first SYN (owner_at_connect: cgroup_skb egress), which is the
+// task in connect() holding the socket. tp is the socket. A SYN that a
+// timer sends (a retransmission, the first one seen when the programs were
+// attached after connect()) runs in whatever task it interrupted: only a
+// task that holds the socket's lock (sk_lock.owned) is taken, and no
+// kernel thread (no mm), whose sockets are no process's.
+static __always_inline void set_connecting_owner(struct sock_state *st, struct tcp_sock *tp)
+{
+	if (!tp || !tp->inet_conn.icsk_inet.sk.sk_lock.owned)
+		return;
+	__u32 tgid;
+	st->exe[0] = 0;
+	if (owner_exe == OWNER_EXE_TASK_BTF) {
+		struct task_struct *task = bpf_get_current_task_btf();
+		struct mm_struct *mm = task->mm;
+		if (!mm)
+			return;
+		tgid = task->tgid;
+		bpf_probe_read_kernel_str(st->exe, sizeof(st->exe),
+					  mm->exe_file->f_path.dentry->d_name.name);
+	} else {
+		// OWNER_EXE_CURRENT_TASK: owner_at_connect is 0 without either.
+		struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+		if (!BPF_CORE_READ(task, mm))
+			return;
+		tgid = BPF_CORE_READ(task, tgid);
+		const unsigned char *name = BPF_CORE_READ(task, mm, exe_file, f_path.dentry,
+							  d_name.name);
+		if (name)
+			bpf_probe_read_kernel_str(st->exe, sizeof(st->exe), name);
+	}
+	st->pid = tgid;
 	if (self_tgid && tgid == self_tgid)
 		flags_or(st, SOCK_IGNORE);
 }

@@ -41,10 +41,18 @@ struct sock_state {
 	__u8 lost_by;
 	__u16 _pad;
 	__u64 lost_time_ns;
-	// The owner (owner.h): the process that created the socket (for an
-	// accepted one: that created its listener; for a subflow: the MPTCP
-	// socket's) until, with SOCK_OWNER_CONFIRMED, the process that accepted
-	// it or sent or read on it.
+	// The socket's cgroup v2 id and network namespace, which never change:
+	// written where the socket's state starts (a connecting socket's SYN, a
+	// listener's first SYN, whose accepted sockets have them by the clone),
+	// so that its end need not read them again through cold pointers. 0:
+	// not written (state made at the end, or by sock_create).
+	__u64 cgroup_id;
+	__u32 netns;
+	// The owner (owner.h): the process that connected the socket (or that
+	// created it, where the kernel gives cgroup_skb no task helper; for a
+	// subflow: the MPTCP socket's owner) or, for an accepted one, with
+	// SOCK_OWNER_CONFIRMED, the process that accepted it or sent or read on
+	// it.
 	__u32 pid;
 #ifdef NETFLOW_NO_ATOMICS
 	// Guards flags (the kernel copies the rest of the value without it).

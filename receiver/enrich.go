@@ -22,7 +22,7 @@ import (
 type connectionEnd struct {
 	event              *bpf.Event
 	cgroup             cgroupInfo
-	srcNames, dstNames []string // from the DNS cache; nil when none or DNS is off
+	srcNames, dstNames []string // from the DNS cache (valid until the next end); empty when none or DNS is off
 	// The peer in Kubernetes terms (k8sPeerOf); hasK8sPeer false when the
 	// kubernetes: block is off or the cluster does not know the peer.
 	k8sPeer    kubecache.Peer
@@ -79,6 +79,8 @@ type enricher struct {
 	// Server names from TLS ClientHellos, until their socket's end; nil
 	// when TLS is off.
 	tlsNames *tlsNames
+	// The buffers of connectionEnd.srcNames and dstNames (end).
+	srcNames, dstNames []string
 }
 
 // maxCgroupInfo bounds enricher.cgroupInfo: a host may create millions of
@@ -121,8 +123,11 @@ func (en *enricher) end(e *bpf.Event) (connectionEnd, bool) {
 		if !en.dnsNetns {
 			netns = 0 // DNS records carry none: one cache for all namespaces
 		}
-		end.srcNames = en.dns.Names(netns, e.Source.Addr(), e.StartNs, e.TimeNs)
-		end.dstNames = en.dns.Names(netns, e.Destination.Addr(), e.StartNs, e.TimeNs)
+		// Into buffers kept from record to record: the sinks copy the
+		// names (strings) before the next record's lookup.
+		en.srcNames = en.dns.AppendNames(en.srcNames[:0], netns, e.Source.Addr(), e.StartNs, e.TimeNs)
+		en.dstNames = en.dns.AppendNames(en.dstNames[:0], netns, e.Destination.Addr(), e.StartNs, e.TimeNs)
+		end.srcNames, end.dstNames = en.srcNames, en.dstNames
 	}
 	if en.k8s != nil {
 		end.k8sPeer, end.hasK8sPeer = k8sPeerOf(en.k8s, e)

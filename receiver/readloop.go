@@ -64,6 +64,9 @@ type readLoop struct {
 	dnsMsg   bpf.DNSMessage
 	newCg    bpf.CgroupCreated
 	tlsPiece bpf.TLSPiece
+	// The record being made: a field, not a local, because the sinks take
+	// its address, which would move a local to the heap for every record.
+	end connectionEnd
 }
 
 // readLoopSettings are what the read loop uses (Receiver.loopSettings).
@@ -235,16 +238,16 @@ func (l *readLoop) add(raw []byte) {
 
 // connectionEnded enriches a decoded end record and hands it to the sinks.
 func (l *readLoop) connectionEnded(e *bpf.Event) {
-	end, ok := l.enrich.end(e)
-	if !ok {
+	var ok bool
+	if l.end, ok = l.enrich.end(e); !ok {
 		return
 	}
 	var rec pcommon.Map // the record's attributes, for metrics.attributes
 	if l.logs != nil {
-		rec = l.logs.add(&end, l.now)
+		rec = l.logs.add(&l.end, l.now)
 	}
 	if l.metrics != nil {
-		l.metrics.add(&end, rec, l.now)
+		l.metrics.add(&l.end, rec, l.now)
 	}
 }
 

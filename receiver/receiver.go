@@ -232,6 +232,7 @@ func (r *Receiver) logFeatures(objs *bpf.Objects) {
 		zap.Bool("ends_without_fin_or_rst", f.EndsWithoutFINOrRST),
 		zap.String("owner_of_accepted", string(f.OwnerOfAccepted)),
 		zap.Bool("owner_executable", f.OwnerExecutable),
+		zap.Bool("owner_at_connect", f.OwnerAtConnect),
 		zap.Bool("mptcp_owner", f.MPTCPOwner),
 		zap.Bool("cgroup_creation", f.CgroupCreation))
 	if len(objs.Unavailable) == 0 {

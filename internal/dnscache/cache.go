@@ -279,9 +279,16 @@ func (c *Cache) add(k addrKey, names []string, now uint64, ttl uint32) {
 // name whose TTL ran out while the connection was open is still returned,
 // until its address is evicted for size.
 func (c *Cache) Names(netns uint32, addr netip.Addr, startNs, endNs uint64) []string {
+	return c.AppendNames(nil, netns, addr, startNs, endNs)
+}
+
+// AppendNames appends what Names returns to dst and returns the extended
+// slice: a caller that is done with the names before its next lookup
+// passes the same buffer (buf[:0]) every time and allocates nothing.
+func (c *Cache) AppendNames(dst []string, netns uint32, addr netip.Addr, startNs, endNs uint64) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []string
+	first := len(dst)
 	if e, ok := c.addrs.Get(addrKey{netns, addr.Unmap()}); ok {
 		for _, ch := range e.chains {
 			valid := ch.fromNs <= endNs && endNs <= ch.untilNs ||
@@ -290,18 +297,18 @@ func (c *Cache) Names(netns uint32, addr netip.Addr, startNs, endNs uint64) []st
 				continue
 			}
 			for _, n := range ch.names {
-				if len(out) < c.cfg.MaxNames && !slices.Contains(out, n) {
-					out = append(out, n)
+				if len(dst)-first < c.cfg.MaxNames && !slices.Contains(dst[first:], n) {
+					dst = append(dst, n)
 				}
 			}
 		}
 	}
-	if len(out) > 0 {
+	if len(dst) > first {
 		c.stats.Hits++
 	} else {
 		c.stats.Misses++
 	}
-	return out
+	return dst
 }
 
 // Stats returns the counters so far.

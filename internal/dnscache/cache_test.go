@@ -163,6 +163,25 @@ func TestNamesAreCapped(t *testing.T) {
 	assert.Equal(t, []string{"n4.test", "n3.test", "n2.test"}, c.Names(0, addr("10.6.6.6"), 0, 10*sec))
 }
 
+// AppendNames extends what it is given: the cap and the duplicates count
+// only the names it appends, and a reused buffer makes no allocation.
+func TestAppendNamesToABuffer(t *testing.T) {
+	c := New(Config{MaxAddresses: 10, MaxNames: 2, QueryTimeout: time.Second})
+	exchange(t, c, 1*sec, 1, 1, "a.test", dnsmessage.TypeA, rr{owner: "a.test", addr: "10.7.7.7", ttl: 60})
+	exchange(t, c, 2*sec, 1, 2, "b.test", dnsmessage.TypeA, rr{owner: "b.test", addr: "10.7.7.7", ttl: 60})
+	exchange(t, c, 3*sec, 1, 3, "c.test", dnsmessage.TypeA, rr{owner: "c.test", addr: "10.7.7.7", ttl: 60})
+	got := c.AppendNames([]string{"c.test"}, 0, addr("10.7.7.7"), 0, 4*sec)
+	assert.Equal(t, []string{"c.test", "c.test", "b.test"}, got)
+	assert.Empty(t, c.AppendNames(got[:0], 0, addr("10.9.9.9"), 0, 4*sec))
+
+	buf := make([]string, 0, 2)
+	allocs := testing.AllocsPerRun(10, func() {
+		buf = c.AppendNames(buf[:0], 0, addr("10.7.7.7"), 0, 4*sec)
+	})
+	assert.Zero(t, allocs)
+	assert.Equal(t, []string{"c.test", "b.test"}, buf)
+}
+
 func TestEvictionForSize(t *testing.T) {
 	c := New(Config{MaxAddresses: 2, MaxNames: 10, QueryTimeout: time.Second})
 	for i, a := range []string{"10.7.0.1", "10.7.0.2", "10.7.0.3"} {
