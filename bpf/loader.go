@@ -306,8 +306,12 @@ func (o *Objects) Detach() {
 // Close detaches the programs and frees the maps.
 func (o *Objects) Close() error {
 	o.Detach()
-	// Empty the TLS program arrays first: the kernel (6.18 here) keeps a
-	// program array whose entries were set until they are deleted.
+	// Empty the TLS program arrays first, so the TLS programs go with the
+	// descriptors here rather than in the clearing the kernel defers to a
+	// work queue when an array's last user reference goes. (While that is
+	// pending, a tool that opens the array by id and closes it again makes
+	// the kernel clear it twice, and 6.18 then never frees the array:
+	// internal/testutils/bpfids looks for maps without opening them.)
 	for _, m := range []*ebpf.Map{o.objs.TlsIngressProgs, o.objs.TlsEgressProgs} {
 		if m != nil {
 			_ = m.Delete(uint32(0))
