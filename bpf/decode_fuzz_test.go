@@ -108,7 +108,16 @@ func canonicalEvent(b []byte) bool {
 	}
 	var ev netflowEvent
 	copyInto(&ev, b)
-	if !canonicalAddrs(ev.Family, ev.Saddr[:], ev.Daddr[:]) {
+	if !canonicalAddrs(ev.Family, ev.Saddr[:], ev.Daddr[:]) || ev.Pad != 0 {
+		return false
+	}
+	// The translation is written only with its flag; without, its bytes
+	// stay zero.
+	if ev.Flags&FlagTranslation == 0 {
+		if ev.XlatLocal != [16]byte{} || ev.XlatPeer != [16]byte{} || ev.XlatLport != 0 || ev.XlatPport != 0 {
+			return false
+		}
+	} else if !canonicalAddrs(ev.Family, ev.XlatLocal[:], ev.XlatPeer[:]) {
 		return false
 	}
 	exe := make([]byte, len(ev.Exe))
