@@ -170,6 +170,9 @@ cross:
 BENCH_FLAGS ?=
 bench: build
 	@./scripts/ensure-packages.sh bpftrace
+	# The Go benchmarks run inside the bench's network namespace, which
+	# reaches no module proxy: fetch what their tests need first.
+	$(GO) mod download
 	cd test && $(GO) build -o $(TOOLS)/bench ./bench
 	$(TOOLS)/bench -binary $(BINARY) $(BENCH_FLAGS)
 

@@ -44,7 +44,7 @@ var (
 	rpcConns        = flag.Int("rpc-conns", 8, "long-lived connections of the request/response workload")
 	goCount         = flag.Int("gocount", 5, "runs of each Go benchmark")
 	compare         = flag.String("compare", "", "another collector binary (say, an earlier commit's) measured next to -binary, interleaved, in the kernel and unit steps")
-	gogc            = flag.String("gogc", "400", "also measure the collector with this GOGC under churn (\"\": not)")
+	gogc            = flag.String("gogc", "200", "also measure the collector with this GOGC under churn, as examples/ and deploy/ set it (\"\": not)")
 	metricsPipeline = flag.Bool("metrics", true, "also measure the collector with a metrics pipeline beside the logs one under churn")
 	pooling         = flag.Bool("pooling", true, "also measure the collector with the pdata.useProtoPooling feature gate under churn")
 	only            = flag.String("only", "", "run only these steps, comma-separated: kernel, test-run, user, unit, overhead, loss")

@@ -8,6 +8,7 @@ import (
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/kubecache"
+	"github.com/netflowtcpend/netflowtcpend/test/loadtest"
 )
 
 const (
@@ -404,6 +406,39 @@ func checkResources(t *testing.T, r corev1.ResourceRequirements, limitMiB int64,
 	assert.True(t, ok, "no CPU request")
 }
 
+// checkGOGC checks the garbage collector's setting: a GOGC above 100 trades
+// heap for CPU (docs/performance.md) and is only safe with GOMEMLIMIT as the
+// bound, where the heap would otherwise grow to GOGC% past its live data.
+func checkGOGC(t *testing.T, env []corev1.EnvVar, bounded bool) {
+	t.Helper()
+	i := slices.IndexFunc(env, func(e corev1.EnvVar) bool { return e.Name == "GOGC" })
+	require.GreaterOrEqual(t, i, 0, "no GOGC: the examples and the manifests set what make bench measured")
+	gogc, err := strconv.Atoi(env[i].Value)
+	require.NoError(t, err, "GOGC %q", env[i].Value)
+	if gogc > 100 {
+		assert.True(t, bounded, "GOGC=%d without GOMEMLIMIT: nothing bounds the heap", gogc)
+	}
+}
+
+// TestProductionExampleEnv checks that the environment examples/production.yaml
+// tells users to run it with is the one its tests (test/e2e's backpressure,
+// make soak) run it with.
+func TestProductionExampleEnv(t *testing.T) {
+	b, err := os.ReadFile("../../examples/production.yaml")
+	require.NoError(t, err)
+	var run string
+	for line := range strings.Lines(string(b)) {
+		if strings.Contains(line, "OTLP_ENDPOINT=") {
+			run = line
+			break
+		}
+	}
+	require.NotEmpty(t, run, "the header's command line")
+	for _, kv := range loadtest.ProductionEnv {
+		assert.Contains(t, strings.Fields(run), kv, "the header's command line")
+	}
+}
+
 func TestDaemonSet(t *testing.T) {
 	m := readManifests(t)
 	ds := m.daemonSet
@@ -454,6 +489,7 @@ func TestDaemonSet(t *testing.T) {
 		}
 	}
 	checkResources(t, c.Resources, limitMiB, gomemlimit)
+	checkGOGC(t, c.Env, gomemlimit != "")
 	checkEnvReferences(t, []byte(raw), c.Env, nil)
 
 	// The probes hit health_check's port.
@@ -528,6 +564,7 @@ func TestHelmValues(t *testing.T) {
 	limit := v.Resources.Limits[corev1.ResourceMemory]
 	assert.True(t, v.UseGOMEMLIMIT)
 	checkResources(t, v.Resources, limitMiB, fmt.Sprintf("%d", limit.Value()*8/10))
+	checkGOGC(t, v.ExtraEnvs, v.UseGOMEMLIMIT)
 	// The chart sets MY_POD_IP (and the OTEL_K8S_* variables) itself.
 	checkEnvReferences(t, raw, v.ExtraEnvs, []string{"MY_POD_IP"})
 }

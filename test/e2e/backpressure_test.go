@@ -102,7 +102,7 @@ func backpressure(t *testing.T, bin string, sc scenario, failFor time.Duration, 
 			examplePath(t, "production.yaml"),
 			"yaml:receivers::netflow_tcp_end::cgroup_path: " + cg.Path,
 		}, sc.configs...),
-		Env: []string{"OTLP_ENDPOINT=http://" + sink.Addr(), "GOMEMLIMIT=160MiB"},
+		Env: append([]string{"OTLP_ENDPOINT=http://" + sink.Addr()}, loadtest.ProductionEnv...),
 	})
 	require.NoError(t, err)
 	t.Cleanup(col.Kill)

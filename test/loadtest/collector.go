@@ -37,6 +37,11 @@ type Collector struct {
 	log  strings.Builder
 }
 
+// ProductionEnv is the environment examples/production.yaml's header runs the
+// collector with: GOMEMLIMIT bounds the Go heap, GOGC=200 trades heap for
+// CPU below that bound.
+var ProductionEnv = []string{"GOMEMLIMIT=160MiB", "GOGC=200"}
+
 // CollectorOptions say how to run the collector.
 type CollectorOptions struct {
 	Binary string

@@ -151,7 +151,7 @@ func run() (bool, error) {
 			"yaml:receivers::netflow_tcp_end::cgroup_path: " + cgroup,
 			fmt.Sprintf("yaml:receivers::netflow_tcp_end::dns::max_addresses: %d", *maxAddrs),
 		},
-		Env: []string{"OTLP_ENDPOINT=http://" + sink.Addr(), "GOMEMLIMIT=160MiB"},
+		Env: append([]string{"OTLP_ENDPOINT=http://" + sink.Addr()}, loadtest.ProductionEnv...),
 	})
 	if err != nil {
 		return false, err
