@@ -104,7 +104,12 @@ func TestMetricsCountEveryEndWhileLogsAreRefused(t *testing.T) {
 				return latestTotal(metrics, connmetrics.MetricConnections) == ends
 			}, 30*time.Second, 50*time.Millisecond, "every end counted while the logs are refused: %d sockets, %d lost, %d counted",
 				sockets, lost, latestTotal(metrics, connmetrics.MetricConnections))
-			assert.Less(t, lost, int64(ringRecords), "the read loop kept reading (%d sockets, %d lost)", sockets, lost)
+			// A read loop held up by the logs would lose all but the ring's
+			// records: at least three quarters of the churn, which made
+			// four rings' worth or more. One that keeps reading loses only
+			// what a burst puts past it while it waits for a CPU (on a
+			// fast machine, 2 CPUs shared with the churn: about 1%).
+			assert.Less(t, lost, sockets/2, "the read loop kept reading (%d sockets, %d lost; a %d-record ring)", sockets, lost, ringRecords)
 			assert.Positive(t, counter(t, tel, "otelcol_netflowtcpend_records_dropped"), "log batches beyond the queue are dropped")
 			assert.Zero(t, logs.LogRecordCount(), "the logs consumer took nothing")
 			calls, _ := logs.stats()
