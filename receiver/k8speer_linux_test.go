@@ -14,14 +14,12 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"github.com/vishvananda/netlink"
 	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
-	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 
@@ -72,12 +70,8 @@ func newK8sWorld(t *testing.T, cluster *kubeapi.Cluster) *k8sWorld {
 	w := &k8sWorld{cluster: cluster, objects: kubeapi.Objects{Client: cluster.Admin}}
 	w.a, w.b = testnet.NewVethPair(t)
 	require.NoError(t, w.b.Do(func() error {
-		veth, err := netlink.LinkByName("nft1")
-		if err != nil {
-			return err
-		}
 		for _, ip := range []netip.Addr{k8sNodeBIP, k8sUnknownIP} {
-			if err := netlink.AddrAdd(veth, &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(24, 32)}, Flags: unix.IFA_F_NODAD}); err != nil {
+			if err := testnet.AddrAdd("nft1", netip.PrefixFrom(ip, 24)); err != nil {
 				return err
 			}
 		}
@@ -85,13 +79,7 @@ func newK8sWorld(t *testing.T, cluster *kubeapi.Cluster) *k8sWorld {
 	}))
 	w.b.AddLoopbackAddr(t, k8sClusterIP)
 	require.NoError(t, w.a.Do(func() error {
-		veth, err := netlink.LinkByName("nft0")
-		if err != nil {
-			return err
-		}
-		return netlink.RouteAdd(&netlink.Route{LinkIndex: veth.Attrs().Index,
-			Dst: &net.IPNet{IP: kubeapi.ServiceCIDR.Addr().AsSlice(), Mask: net.CIDRMask(kubeapi.ServiceCIDR.Bits(), 32)},
-			Gw:  k8sServerIP.AsSlice()})
+		return testnet.RouteAdd("nft0", kubeapi.ServiceCIDR, k8sServerIP)
 	}))
 
 	// The collector's identity: exactly the deploy manifest's rights, in a

@@ -32,9 +32,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"go.uber.org/goleak"
-	"golang.org/x/sys/unix"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -188,12 +186,7 @@ func Start() (c *Cluster, err error) {
 		return nil, fmt.Errorf("network namespace: %w", err)
 	}
 	if err := c.netns.Do(func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.AddrAdd(lo, &netlink.Addr{
-			IPNet: &net.IPNet{IP: advertiseAddr.AsSlice(), Mask: net.CIDRMask(32, 32)}, Flags: unix.IFA_F_NODAD})
+		return testnet.AddrAdd("lo", netip.PrefixFrom(advertiseAddr, 32))
 	}); err != nil {
 		return nil, fmt.Errorf("advertised address: %w", err)
 	}

@@ -12,14 +12,12 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
 // Netns is a network namespace made for a test.
 type Netns struct {
-	handle netns.NsHandle
+	handle int // a file descriptor of the namespace (/proc/thread-self/ns/net)
 	// Addr4 and Addr6 are this side's addresses on the veth pair.
 	Addr4, Addr6 netip.Addr
 }
@@ -33,7 +31,7 @@ func (n *Netns) Do(f func() error) error {
 		// The thread is never unlocked: it ends with the goroutine instead
 		// of going back to the pool in a foreign namespace.
 		runtime.LockOSThread()
-		if err := netns.Set(n.handle); err != nil {
+		if err := unix.Setns(n.handle, unix.CLONE_NEWNET); err != nil {
 			done <- fmt.Errorf("enter network namespace: %w", err)
 			return
 		}
@@ -45,7 +43,7 @@ func (n *Netns) Do(f func() error) error {
 // Inode returns the namespace's inode number, as records carry it.
 func (n *Netns) Inode() uint32 {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(n.handle), &st); err != nil {
+	if err := unix.Fstat(n.handle, &st); err != nil {
 		panic(err)
 	}
 	return uint32(st.Ino)
@@ -90,19 +88,10 @@ func newVethPair(t testing.TB, mtu int) (*Netns, *Netns) {
 	t.Helper()
 	a := newNetns(t, "10.77.0.1", "fd77::1")
 	b := newNetns(t, "10.77.0.2", "fd77::2")
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: "nft0"},
-		PeerName:      "nft1",
-		PeerNamespace: netlink.NsFd(int(b.handle)),
-	}
-	if mtu > 0 {
-		veth.MTU, veth.PeerMTU = mtu, uint32(mtu)
-		veth.GSOMaxSegs, veth.GSOMaxSize = 1, uint32(mtu)
-	}
 	if mtu > 0 && mtu < 1280 {
 		a.Addr6, b.Addr6 = netip.Addr{}, netip.Addr{} // IPv6 needs 1280
 	}
-	require.NoError(t, a.Do(func() error { return netlink.LinkAdd(veth) }))
+	require.NoError(t, a.Do(func() error { return addVeth("nft0", "nft1", b.handle, mtu) }))
 	require.NoError(t, a.Do(func() error { return a.configure("nft0") }))
 	require.NoError(t, b.Do(func() error { return b.configure("nft1") }))
 	return a, b
@@ -115,19 +104,11 @@ func (n *Netns) Unanswered(t testing.TB) netip.Addr {
 	t.Helper()
 	addr := netip.MustParseAddr("10.77.0.99")
 	require.NoError(t, n.Do(func() error {
-		link, err := netlink.LinkByName("nft0")
-		if err != nil {
-			link, err = netlink.LinkByName("nft1")
+		link := "nft0"
+		if _, err := net.InterfaceByName(link); err != nil {
+			link = "nft1"
 		}
-		if err != nil {
-			return err
-		}
-		return netlink.NeighAdd(&netlink.Neigh{
-			LinkIndex:    link.Attrs().Index,
-			State:        netlink.NUD_PERMANENT,
-			IP:           addr.AsSlice(),
-			HardwareAddr: net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99},
-		})
+		return neighAdd(link, addr, net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99})
 	}))
 	return addr
 }
@@ -135,10 +116,6 @@ func (n *Netns) Unanswered(t testing.TB) netip.Addr {
 // configure brings up lo and the veth end and gives it the addresses.
 func (n *Netns) configure(veth string) error {
 	for _, name := range []string{"lo", veth} {
-		link, err := netlink.LinkByName(name)
-		if err != nil {
-			return err
-		}
 		if name == veth {
 			for _, a := range []struct {
 				ip   netip.Addr
@@ -147,17 +124,13 @@ func (n *Netns) configure(veth string) error {
 				if !a.ip.IsValid() {
 					continue
 				}
-				if err := netlink.AddrAdd(link, &netlink.Addr{
-					IPNet: &net.IPNet{IP: a.ip.AsSlice(), Mask: net.CIDRMask(a.bits, a.ip.BitLen())},
-					// No duplicate address detection: usable at once.
-					Flags: unix.IFA_F_NODAD,
-				}); err != nil {
-					return fmt.Errorf("add %s to %s: %w", a.ip, name, err)
+				if err := AddrAdd(name, netip.PrefixFrom(a.ip, a.bits)); err != nil {
+					return err
 				}
 			}
 		}
-		if err := netlink.LinkSetUp(link); err != nil {
-			return fmt.Errorf("set %s up: %w", name, err)
+		if err := linkUp(name); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -175,26 +148,12 @@ func NewNetns(t testing.TB) *Netns {
 // OpenNetns creates a network namespace with lo up, for programs that have
 // no testing.TB (make soak); Close frees it.
 func OpenNetns() (*Netns, error) {
-	n := &Netns{Addr4: netip.MustParseAddr("127.0.0.1"), Addr6: netip.IPv6Loopback()}
-	done := make(chan error)
-	go func() {
-		// netns.New moves this thread into the new namespace; the locked
-		// thread dies with the goroutine.
-		runtime.LockOSThread()
-		h, err := netns.New()
-		n.handle = h
-		done <- err
-	}()
-	if err := <-done; err != nil {
+	h, err := unshareNetns()
+	if err != nil {
 		return nil, err
 	}
-	err := n.Do(func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	})
+	n := &Netns{handle: h, Addr4: netip.MustParseAddr("127.0.0.1"), Addr6: netip.IPv6Loopback()}
+	err = n.Do(func() error { return linkUp("lo") })
 	if err != nil {
 		n.Close()
 		return nil, err
@@ -203,20 +162,38 @@ func OpenNetns() (*Netns, error) {
 }
 
 // Close frees the namespace (it lives on while processes are in it).
-func (n *Netns) Close() error { return n.handle.Close() }
+func (n *Netns) Close() error { return unix.Close(n.handle) }
+
+// unshareNetns makes a network namespace and returns a file descriptor of
+// it. The thread that makes it moves into it; locked, it ends with its
+// goroutine instead of going back to the pool in a foreign namespace.
+func unshareNetns() (int, error) {
+	type result struct {
+		fd  int
+		err error
+	}
+	done := make(chan result)
+	go func() {
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			done <- result{-1, fmt.Errorf("unshare network namespace: %w", err)}
+			return
+		}
+		fd, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			err = fmt.Errorf("open network namespace: %w", err)
+		}
+		done <- result{fd, err}
+	}()
+	r := <-done
+	return r.fd, r.err
+}
 
 // AddLoopbackAddr adds an address (a /32 or /128) to lo in the namespace.
 func (n *Netns) AddLoopbackAddr(t testing.TB, addr netip.Addr) {
 	t.Helper()
 	require.NoError(t, n.Do(func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.AddrAdd(lo, &netlink.Addr{
-			IPNet: &net.IPNet{IP: addr.AsSlice(), Mask: net.CIDRMask(addr.BitLen(), addr.BitLen())},
-			Flags: unix.IFA_F_NODAD,
-		})
+		return AddrAdd("lo", netip.PrefixFrom(addr, addr.BitLen()))
 	}))
 }
 
@@ -228,18 +205,10 @@ func (n *Netns) Start(cmd *exec.Cmd) error {
 
 func newNetns(t testing.TB, addr4, addr6 string) *Netns {
 	t.Helper()
-	n := &Netns{Addr4: netip.MustParseAddr(addr4), Addr6: netip.MustParseAddr(addr6)}
-	done := make(chan error)
-	go func() {
-		// netns.New moves this thread into the new namespace; the locked
-		// thread dies with the goroutine.
-		runtime.LockOSThread()
-		h, err := netns.New()
-		n.handle = h
-		done <- err
-	}()
-	require.NoError(t, <-done)
-	t.Cleanup(func() { n.handle.Close() })
+	h, err := unshareNetns()
+	require.NoError(t, err)
+	n := &Netns{handle: h, Addr4: netip.MustParseAddr(addr4), Addr6: netip.MustParseAddr(addr6)}
+	t.Cleanup(func() { n.Close() })
 	return n
 }
 
@@ -252,18 +221,10 @@ func NewNode(t testing.TB, i int) (node *Netns, hostAddr netip.Addr) {
 	node = newNetns(t, fmt.Sprintf("10.78.%d.2", i), fmt.Sprintf("fd78:%d::2", i))
 	hostAddr = netip.MustParseAddr(fmt.Sprintf("10.78.%d.1", i))
 	hostEnd := fmt.Sprintf("nfnode%d", i)
-	veth := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: hostEnd},
-		PeerName:      "eth0",
-		PeerNamespace: netlink.NsFd(int(node.handle)),
-	}
-	require.NoError(t, netlink.LinkAdd(veth))
-	t.Cleanup(func() { _ = netlink.LinkDel(veth) })
-	link, err := netlink.LinkByName(hostEnd)
-	require.NoError(t, err)
-	require.NoError(t, netlink.AddrAdd(link, &netlink.Addr{
-		IPNet: &net.IPNet{IP: hostAddr.AsSlice(), Mask: net.CIDRMask(24, 32)}, Flags: unix.IFA_F_NODAD}))
-	require.NoError(t, netlink.LinkSetUp(link))
+	require.NoError(t, addVeth(hostEnd, "eth0", node.handle, 0))
+	t.Cleanup(func() { _ = delLink(hostEnd) })
+	require.NoError(t, AddrAdd(hostEnd, netip.PrefixFrom(hostAddr, 24)))
+	require.NoError(t, linkUp(hostEnd))
 	require.NoError(t, node.Do(func() error { return node.configure("eth0") }))
 	return node, hostAddr
 }
