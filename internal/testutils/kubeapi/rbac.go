@@ -8,8 +8,10 @@ import (
 	"os"
 	"regexp"
 	"strings"
+	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -117,7 +119,43 @@ func (o Objects) Grant(ctx context.Context, user string, role *rbacv1.ClusterRol
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
 	}, metav1.CreateOptions{})
-	return err
+	if err != nil {
+		return err
+	}
+	return o.waitAuthorized(ctx, user, r)
+}
+
+// waitAuthorized waits until the API server's authorizer, which reads
+// roles and bindings through informers of its own, allows user one rule of
+// role: then it has the role and the binding, and so every rule. A test
+// that checked rights before that would see some refused for a moment.
+func (o Objects) waitAuthorized(ctx context.Context, user string, role *rbacv1.ClusterRole) error {
+	if len(role.Rules) == 0 {
+		return nil
+	}
+	rule := role.Rules[0]
+	if len(rule.APIGroups) == 0 || len(rule.Resources) == 0 || len(rule.Verbs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		review, err := o.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authorizationv1.SubjectAccessReview{
+			Spec: authorizationv1.SubjectAccessReviewSpec{User: user, ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Group: rule.APIGroups[0], Resource: rule.Resources[0], Verb: rule.Verbs[0]}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			return fmt.Errorf("access review for %s: %w", user, err)
+		}
+		if review.Status.Allowed {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s not allowed to %s %s after its binding: %w", user, rule.Verbs[0], rule.Resources[0], ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // Without returns a copy of role without one verb on one resource
