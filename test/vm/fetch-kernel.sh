@@ -100,6 +100,12 @@ list_available() {
 
 command -v apt-get >/dev/null || die "needs apt-get (Debian/Ubuntu)"
 [ -r "$KEYRING" ] || die "no $KEYRING: install debian-archive-keyring"
+# One at a time: guests booted side by side (VM_JOBS) each call this, and
+# two writers of the sources file, the lists or one kernel's directory
+# fail each other (mv: cannot stat sources.list.new).
+mkdir -p "$apt_dir"
+exec 9>"$apt_dir/lock"
+flock 9
 write_sources
 [ -e "$apt_dir/updated" ] || apt_update
 
