@@ -72,6 +72,10 @@ type objects struct {
 	SockCreate *ebpf.Program `ebpf:"netflow_sock_create"`
 	// Set once the optional programs are loaded (maps.h).
 	AcceptedStartByState *ebpf.Variable `ebpf:"accepted_start_by_state"`
+	// The TLS slots and their armed bytes (maps.h): only the tests of
+	// tls.h read them.
+	TLSSlots *ebpf.Variable `ebpf:"tls_slots"`
+	TLSArmed *ebpf.Variable `ebpf:"tls_armed"`
 }
 
 func (o *objects) Close() error {

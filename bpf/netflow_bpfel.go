@@ -194,9 +194,8 @@ type netflowTlsScratch struct {
 type netflowTlsSlot struct {
 	_       structs.HostLayout
 	Base    uint32
-	Limit   uint32
-	Started uint32
-	Pad     uint32
+	Limit   uint16
+	Started uint16
 }
 
 // Names of all BPF objects in the ELF.
@@ -232,6 +231,7 @@ const (
 	netflowVarOwnerExe             = "owner_exe"
 	netflowVarSelfTgid             = "self_tgid"
 	netflowVarSettledCache         = "settled_cache"
+	netflowVarTlsArmed             = "tls_armed"
 	netflowVarTlsHelloLimit        = "tls_hello_limit"
 	netflowVarTlsSlots             = "tls_slots"
 	netflowVarUnusedCgroupEvent    = "unused_cgroup_event"
@@ -333,6 +333,7 @@ type netflowVariableSpecs struct {
 	OwnerExe             *ebpf.VariableSpec `ebpf:"owner_exe"`
 	SelfTgid             *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SettledCache         *ebpf.VariableSpec `ebpf:"settled_cache"`
+	TlsArmed             *ebpf.VariableSpec `ebpf:"tls_armed"`
 	TlsHelloLimit        *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
 	TlsSlots             *ebpf.VariableSpec `ebpf:"tls_slots"`
 	UnusedCgroupEvent    *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
@@ -409,6 +410,7 @@ type netflowVariables struct {
 	OwnerExe             *ebpf.Variable `ebpf:"owner_exe"`
 	SelfTgid             *ebpf.Variable `ebpf:"self_tgid"`
 	SettledCache         *ebpf.Variable `ebpf:"settled_cache"`
+	TlsArmed             *ebpf.Variable `ebpf:"tls_armed"`
 	TlsHelloLimit        *ebpf.Variable `ebpf:"tls_hello_limit"`
 	TlsSlots             *ebpf.Variable `ebpf:"tls_slots"`
 	UnusedCgroupEvent    *ebpf.Variable `ebpf:"unused_cgroup_event"`

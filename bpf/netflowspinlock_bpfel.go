@@ -90,9 +90,8 @@ type netflowSpinlockTlsScratch struct {
 type netflowSpinlockTlsSlot struct {
 	_       structs.HostLayout
 	Base    uint32
-	Limit   uint32
-	Started uint32
-	Pad     uint32
+	Limit   uint16
+	Started uint16
 }
 
 // Names of all BPF objects in the ELF.
@@ -128,6 +127,7 @@ const (
 	netflowSpinlockVarOwnerExe             = "owner_exe"
 	netflowSpinlockVarSelfTgid             = "self_tgid"
 	netflowSpinlockVarSettledCache         = "settled_cache"
+	netflowSpinlockVarTlsArmed             = "tls_armed"
 	netflowSpinlockVarTlsHelloLimit        = "tls_hello_limit"
 	netflowSpinlockVarTlsSlots             = "tls_slots"
 	netflowSpinlockVarUnusedCgroupEvent    = "unused_cgroup_event"
@@ -229,6 +229,7 @@ type netflowSpinlockVariableSpecs struct {
 	OwnerExe             *ebpf.VariableSpec `ebpf:"owner_exe"`
 	SelfTgid             *ebpf.VariableSpec `ebpf:"self_tgid"`
 	SettledCache         *ebpf.VariableSpec `ebpf:"settled_cache"`
+	TlsArmed             *ebpf.VariableSpec `ebpf:"tls_armed"`
 	TlsHelloLimit        *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
 	TlsSlots             *ebpf.VariableSpec `ebpf:"tls_slots"`
 	UnusedCgroupEvent    *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
@@ -305,6 +306,7 @@ type netflowSpinlockVariables struct {
 	OwnerExe             *ebpf.Variable `ebpf:"owner_exe"`
 	SelfTgid             *ebpf.Variable `ebpf:"self_tgid"`
 	SettledCache         *ebpf.Variable `ebpf:"settled_cache"`
+	TlsArmed             *ebpf.Variable `ebpf:"tls_armed"`
 	TlsHelloLimit        *ebpf.Variable `ebpf:"tls_hello_limit"`
 	TlsSlots             *ebpf.Variable `ebpf:"tls_slots"`
 	UnusedCgroupEvent    *ebpf.Variable `ebpf:"unused_cgroup_event"`

@@ -12,12 +12,21 @@
 // receives); a segment is wanted when seq - base < limit. The first payload
 // segment sets limit to the ClientHello's length when it starts like one
 // (at most tls_hello_limit), else to 0; the segment that reaches the limit
-// sets it to 0. So every other data segment costs the fast path (parse.h)
-// one slot load and a comparison, and sockets that never send TLS keep
-// nothing: the table is all the memory this takes.
+// sets it to 0. A byte per slot, tls_armed, says whether its limit is not
+// 0; it is set after the slot and cleared with its limit. So every other
+// data segment costs the fast path (parse.h) one load from those 32 KiB,
+// which stay in the CPU's cache (the slots, read at a hashed index, did
+// not: the read cost 11 to 13 ns per data segment sent, under bulk and
+// request/response traffic, on a 2-vCPU AMD EPYC guest; docs/performance.md),
+// and sockets that never send TLS keep nothing: the two tables are
+// all the memory this takes. A slot armed for a connection that never sends
+// (a refused connect, a server that speaks first) stays armed until another
+// connection takes it: its byte costs only the segments that hash to it.
 //
 // Two connections whose handshakes overlap in one slot: the later takes it,
-// the earlier gets no name. A segment of another connection that hashes to
+// the earlier gets no name; if one ends its look as the other arms the
+// slot, on two CPUs at once, the byte may be cleared under the new arming
+// and that one gets no name either. A segment of another connection that hashes to
 // a wanted slot is looked at only if its sequence number falls within the
 // limit (a chance of about limit / 2^32), and copied only if its bytes
 // start like a ClientHello. Segments that arrive before the stream's first
@@ -164,7 +173,8 @@ static __always_inline void tls_emit(struct __sk_buff *skb, __u32 where, __u32 w
 static __always_inline int tls_look(struct __sk_buff *skb, int egress)
 {
 	__u32 where = skb->cb[0], what = skb->cb[1], payload_len = skb->cb[2];
-	struct tls_slot *s = &tls_slots[what & ((1 << TLS_SLOT_BITS) - 1)];
+	__u32 idx = what & ((1 << TLS_SLOT_BITS) - 1);
+	struct tls_slot *s = &tls_slots[idx];
 	__u32 offset = skb->cb[3] - s->base;
 	__u32 limit = s->limit;
 	if (offset >= limit || payload_len == 0)
@@ -177,6 +187,7 @@ static __always_inline int tls_look(struct __sk_buff *skb, int egress)
 		limit = tls_start_limit(h, n);
 		if (!limit) {
 			s->limit = 0; // not TLS: the fast path from now on
+			tls_armed[idx] = 0;
 			return PASS;
 		}
 		s->started = 1;
@@ -187,7 +198,12 @@ static __always_inline int tls_look(struct __sk_buff *skb, int egress)
 	if (n > payload_len)
 		n = payload_len;
 	// The last piece wanted: the fast path from now on.
-	s->limit = payload_len >= limit - offset ? 0 : limit;
+	if (payload_len >= limit - offset) {
+		s->limit = 0;
+		tls_armed[idx] = 0;
+	} else {
+		s->limit = limit; // at the first piece: the ClientHello's length
+	}
 	tls_emit(skb, where, what, egress, offset, n, limit);
 	return PASS;
 }
@@ -244,6 +260,8 @@ static __always_inline void tls_segment(struct __sk_buff *skb, struct segment *s
 	if (!tls_hello_limit || !seg->payload_len)
 		return;
 	__u32 idx = tls_slot_index_of_seg(seg, egress);
+	if (!tls_armed[idx])
+		return;
 	struct tls_slot *s = &tls_slots[idx];
 	if (seg->seq - s->base < s->limit) {
 		tls_note(skb, seg->payload_off, seg->l4off, idx, seg->family == FAMILY_IPV6,
@@ -267,6 +285,7 @@ static __always_inline int tls_start(struct __sk_buff *skb, struct segment *seg,
 	s->base = seg->seq + 1; // the SYN takes one sequence number
 	s->limit = tls_hello_limit;
 	s->started = 0;
+	tls_armed[idx] = 1; // after the slot: a reader that sees 1 finds it set
 	if (!seg->payload_len)
 		return 0;
 	tls_note(skb, seg->payload_off, seg->l4off, idx, seg->family == FAMILY_IPV6,

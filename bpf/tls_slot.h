@@ -63,6 +63,8 @@ static __always_inline int tls_wanted(struct __sk_buff *skb, __u8 *th, __u32 l4o
 	if (len <= payload_off)
 		return 0; // no payload: a pure ACK
 	__u32 idx = tls_slot_index(saddr, daddr, *(__u32 *)th, egress);
+	if (!tls_armed[idx])
+		return 0; // the usual case: no connection of this slot is starting
 	struct tls_slot *s = &tls_slots[idx];
 	__u32 seq = bpf_ntohl(*(__u32 *)(th + 4));
 	__u32 offset = seq - s->base;

@@ -233,6 +233,7 @@ func TestTestRunTLS(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			defer func() { _, _ = requireArmedMirrorsLimit(t, r.objs) }()
 			const isn = 0xfffffe00 // the stream wraps around 2^32
 			for i, s := range tt.steps {
 				src, dst := tt.src, tt.dst
@@ -253,6 +254,40 @@ func TestTestRunTLS(t *testing.T) {
 			}
 		})
 	}
+	// Some cases leave their slot armed (no data after the SYN), others
+	// disarmed (the ClientHello copied, or plaintext): both happened.
+	nArmed, nDisarmed := requireArmedMirrorsLimit(t, r.objs)
+	assert.NotZero(t, nArmed, "armed slots")
+	assert.NotZero(t, nDisarmed, "disarmed slots")
+}
+
+// tlsSlotValue is struct tls_slot (maps.h).
+type tlsSlotValue struct {
+	Base    uint32
+	Limit   uint16
+	Started uint16
+}
+
+// requireArmedMirrorsLimit checks tls_armed against the slots: a slot's
+// byte is 1 exactly while its limit is not 0. A byte left at 0 would hide
+// a ClientHello from the fast path; one left at 1 would cost the fast path
+// its slot read again. It returns how many slots are armed, and how many
+// were and are no more.
+func requireArmedMirrorsLimit(t *testing.T, objs *Objects) (nArmed, nDisarmed int) {
+	t.Helper()
+	var slots [1 << tlsSlotBits]tlsSlotValue
+	var armed [1 << tlsSlotBits]uint8
+	require.NoError(t, objs.objs.TLSSlots.Get(&slots))
+	require.NoError(t, objs.objs.TLSArmed.Get(&armed))
+	for i, s := range slots {
+		require.Equal(t, s.Limit != 0, armed[i] == 1, "slot %d: limit %d, armed %d", i, s.Limit, armed[i])
+		if armed[i] == 1 {
+			nArmed++
+		} else if s.Base != 0 {
+			nDisarmed++
+		}
+	}
+	return nArmed, nDisarmed
 }
 
 // With TLS off, nothing is copied.
