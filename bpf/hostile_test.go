@@ -187,7 +187,7 @@ func newHostileRun(t testing.TB) *hostileRun {
 	r := &hostileRun{testRun: newTestRunWith(t, Options{RingBufferSize: 1 << 16,
 		DNSPayloadLimit: hostileDNSLimit, TLSHelloLimit: hostileTLSLimit}), tls: newTLSModel(hostileTLSLimit)}
 	if !r.objs.Features.TLSServerNames {
-		r.tls = newTLSModel(0) // the object without atomics has no TLS code
+		r.tls = newTLSModel(0) // a verifier that refused the TLS programs: none run
 	}
 	short := make([]byte, 14)
 	binary.BigEndian.PutUint16(short[12:], 0x0800)
