@@ -3,6 +3,8 @@
 package loadtest
 
 import (
+	"encoding/binary"
+	"hash/fnv"
 	"io"
 	"net"
 	"net/http"
@@ -37,6 +39,13 @@ func (m Mode) String() string {
 
 // Sink is an OTLP/HTTP logs endpoint (POST /v1/logs). In mode Accept it
 // counts the records it receives by socket cookie.
+//
+// A request whose records (cookies and times, in order) are those of a
+// request it took before is the exporter sending it again: its timeout
+// ran out while the sink was still taking the request, which a slow
+// machine does (at-least-once delivery, the exporter's). The sink counts
+// those records as resent, not as records, so that a record twice means
+// the receiver emitted it twice.
 type Sink struct {
 	ln   net.Listener
 	srv  *http.Server
@@ -46,8 +55,10 @@ type Sink struct {
 	unstall  chan struct{}  // closed when the mode leaves Stall
 	cookies  map[uint64]int // records by socket cookie
 	records  int64
-	named    int64    // records with a domain name on either side
-	requests [4]int64 // by mode
+	named    int64               // records with a domain name on either side
+	requests [4]int64            // by mode
+	taken    map[uint64]struct{} // fingerprints of the requests taken
+	resent   int64               // records in requests taken before
 }
 
 // NewSink listens on 127.0.0.1 and serves. The connections it accepts
@@ -57,7 +68,7 @@ func NewSink() (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sink{ln: ln, cookies: map[uint64]int{}, unstall: make(chan struct{})}
+	s := &Sink{ln: ln, cookies: map[uint64]int{}, taken: map[uint64]struct{}{}, unstall: make(chan struct{})}
 	accept := otlpsink.Handler(s.consume)
 	s.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		m := s.Mode()
@@ -115,8 +126,14 @@ func (s *Sink) Requests(m Mode) int64 {
 }
 
 func (s *Sink) consume(ld plog.Logs) {
+	fp := fingerprint(ld)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if _, ok := s.taken[fp]; ok {
+		s.resent += int64(ld.LogRecordCount())
+		return
+	}
+	s.taken[fp] = struct{}{}
 	otlpsink.ForEach(ld, func(_ pcommon.Resource, lr plog.LogRecord) {
 		a := lr.Attributes()
 		cookie, _ := a.Get("netflow.socket.cookie")
@@ -129,6 +146,20 @@ func (s *Sink) consume(ld plog.Logs) {
 			}
 		}
 	})
+}
+
+// fingerprint hashes a request's records, their socket cookies and times in
+// order: the same for a request sent again, different for any other.
+func fingerprint(ld plog.Logs) uint64 {
+	h := fnv.New64a()
+	var b [16]byte
+	otlpsink.ForEach(ld, func(_ pcommon.Resource, lr plog.LogRecord) {
+		cookie, _ := lr.Attributes().Get("netflow.socket.cookie")
+		binary.LittleEndian.PutUint64(b[:8], uint64(cookie.Int()))
+		binary.LittleEndian.PutUint64(b[8:], uint64(lr.Timestamp()))
+		h.Write(b[:])
+	})
+	return h.Sum64()
 }
 
 // Records returns how many records the sink took in all.
@@ -166,13 +197,14 @@ type Accounting struct {
 	Missing    int // sockets without a record
 	Duplicates int // records beyond the first of a socket
 	Unexpected int // records of sockets not made (by someone else)
+	Resent     int // records in requests the exporter sent again, not counted above
 }
 
 // Account compares the sink's records with the sockets made.
 func (s *Sink) Account(made map[uint64]struct{}) Accounting {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	a := Accounting{Sockets: len(made)}
+	a := Accounting{Sockets: len(made), Resent: int(s.resent)}
 	for c := range made {
 		n := s.cookies[c]
 		if n == 0 {
