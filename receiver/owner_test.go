@@ -91,52 +91,63 @@ func TestOwnerProcessWithoutOwnerAtConnect(t *testing.T) {
 
 func ownerProcess(t *testing.T, without ...string) {
 	t.Helper()
+	// One receiver for the three cases (a start verifies the programs,
+	// seconds in an emulated guest); their records are apart by port.
+	h := newHarness(t)
+	h.startWithSettings(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond},
+		receivertest.NewNopSettings(metadata.Type), func(o *options) { o.without = append(o.without, without...) })
+	if slices.Contains(without, bpf.WithoutMPTCPHelper) {
+		require.False(t, h.features.MPTCPOwner)
+	}
+	if slices.Contains(without, bpf.WithoutOwnerAtConnect) {
+		require.False(t, h.features.OwnerAtConnect)
+	}
+	bin := helperBinary(t)
+	type exchanged struct {
+		server, client string
+		srv, cli       *helper
+		addr           netip.AddrPort
+	}
+	var cases []exchanged
 	for _, tt := range []struct{ server, client string }{
 		{"serve", "connect"},
 		{"serve-mptcp", "connect"},       // Go's default listener, a plain client
 		{"serve-mptcp", "connect-mptcp"}, // MPTCP on both ends: only subflows carry TCP
 	} {
-		t.Run(tt.server+"/"+tt.client, func(t *testing.T) {
-			h := newHarness(t)
-			h.startWithSettings(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond},
-				receivertest.NewNopSettings(metadata.Type), func(o *options) { o.without = append(o.without, without...) })
-			if slices.Contains(without, bpf.WithoutMPTCPHelper) {
-				require.False(t, h.features.MPTCPOwner)
-			}
-			if slices.Contains(without, bpf.WithoutOwnerAtConnect) {
-				require.False(t, h.features.OwnerAtConnect)
-			}
-			bin := helperBinary(t)
-			srv := startHelper(t, bin, h.cg, nil, tt.server, "127.0.0.1:0")
-			addr := srv.Listening()
-			cli := startHelper(t, bin, h.cg, nil, tt.client, addr.String())
-			exchange(t, srv, cli)
-			h.stop()
-			got := h.attrsByCookie()
-			require.Len(t, got, 2)
+		srv := startHelper(t, bin, h.cg, nil, tt.server, "127.0.0.1:0")
+		addr := srv.Listening()
+		cli := startHelper(t, bin, h.cg, nil, tt.client, addr.String())
+		exchange(t, srv, cli)
+		cases = append(cases, exchanged{tt.server, tt.client, srv, cli, addr})
+	}
+	h.stop()
+	got := h.attrsByCookie()
+	require.Len(t, got, 2*len(cases))
+	f := h.features
+	t.Logf("owner of accepted sockets: %s; MPTCP %v, MPTCP owner %v", f.OwnerOfAccepted, f.MPTCP, f.MPTCPOwner)
 
+	for _, c := range cases {
+		t.Run(c.server+"/"+c.client, func(t *testing.T) {
 			// What this kernel can tell. A kernel without MPTCP makes
 			// plain TCP sockets for Go's MPTCP ones. The TCP subflows of
 			// MPTCP sockets are the kernel's: they take the MPTCP socket's
 			// owner, or the accepting process.
-			f := h.features
-			subflows := f.MPTCP && tt.client == "connect-mptcp"
+			subflows := f.MPTCP && c.client == "connect-mptcp"
 			serverKnown := f.OwnerOfAccepted.Names(true, false) // the server reads only
 			if subflows {
 				serverKnown = f.MPTCPOwner || f.OwnerOfAccepted == bpf.OwnerAtAccept
 			}
-			t.Logf("owner of accepted sockets: %s; MPTCP %v, MPTCP owner %v", f.OwnerOfAccepted, f.MPTCP, f.MPTCPOwner)
 
-			client := byLocalPort(got, "outgoing", int64(cli.Local.Port()))
+			client := byLocalPort(got, "outgoing", int64(c.cli.Local.Port()))
 			require.NotNil(t, client)
 			assert.Equal(t, "outgoing", client[attrDirection.String()])
 			// The first subflow's SYN leaves in connect(): where the
 			// egress program reads the task there, it names the process.
-			assertOwner(t, f, client, !subflows || f.MPTCPOwner || f.OwnerAtConnect, cli, "the connecting process")
+			assertOwner(t, f, client, !subflows || f.MPTCPOwner || f.OwnerAtConnect, c.cli, "the connecting process")
 
-			server := byLocalPort(got, "incoming", int64(addr.Port()))
+			server := byLocalPort(got, "incoming", int64(c.addr.Port()))
 			require.NotNil(t, server)
-			assertOwner(t, f, server, serverKnown, srv, "the accepting process")
+			assertOwner(t, f, server, serverKnown, c.srv, "the accepting process")
 		})
 	}
 }
@@ -147,6 +158,13 @@ func ownerProcess(t *testing.T, without ...string) {
 // loopback and across network namespaces.
 func TestConnectionsOpenBeforeStart(t *testing.T) {
 	a, b := testnet.NewVethPair(t)
+	h := newHarness(t)
+	bin := helperBinary(t)
+	type open struct {
+		name     string
+		cli, srv *helper
+	}
+	var cases []open
 	for _, tt := range []struct {
 		name           string
 		server         string // helper mode: serve-once closes its listener after the accept
@@ -163,39 +181,45 @@ func TestConnectionsOpenBeforeStart(t *testing.T) {
 		{"listener closed, second network namespace", "serve-once", b, a, "10.77.0.2:0", "10.77.0.2"},
 		{"listener closed, IPv6 across namespaces", "serve-once", b, a, "[fd77::2]:0", "fd77::2"},
 	} {
-		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t)
-			bin := helperBinary(t)
-			srv := startHelper(t, bin, h.cg, tt.serverNS, tt.server, tt.listen)
-			port := srv.Listening().Port()
-			cli := startHelper(t, bin, h.cg, tt.clientNS, "connect",
-				netip.AddrPortFrom(netip.MustParseAddr(tt.dialTo), port).String())
-			cli.Socket()
-			srv.Socket()
-			time.Sleep(50 * time.Millisecond) // the handshake is over well before Start
+		// Every case's connection is open before the one Start (a start
+		// verifies the programs, seconds in an emulated guest); the scan
+		// at start finds them all, and their records are apart by cookie.
+		srv := startHelper(t, bin, h.cg, tt.serverNS, tt.server, tt.listen)
+		port := srv.Listening().Port()
+		cli := startHelper(t, bin, h.cg, tt.clientNS, "connect",
+			netip.AddrPortFrom(netip.MustParseAddr(tt.dialTo), port).String())
+		cli.Socket()
+		srv.Socket()
+		cases = append(cases, open{tt.name, cli, srv})
+	}
+	time.Sleep(50 * time.Millisecond) // the handshakes are over well before Start
 
-			h.start()
-			srv.Say("wait-eof")
-			srv.Expect("got")
-			cli.Close()
-			srv.Expect("eof")
-			srv.Close()
-			h.stop()
-			got := h.attrsByCookie()
-			require.Len(t, got, 2)
-			for _, side := range []struct {
-				who *helper
-				dir string
-			}{{cli, "outgoing"}, {srv, "incoming"}} {
-				a := got[side.who.Cookie]
-				require.NotNil(t, a)
-				assert.Equal(t, side.dir, a[attrDirection.String()], "from the scan at start")
-				assert.Equal(t, false, a[attrStartObserved.String()])
-				assert.NotContains(t, a, attrStartTime.String())
-				assert.Equal(t, side.who.PID(), a[attrProcessPID.String()], "from the scan at start")
-				assert.Equal(t, helperName, a[attrProcessExecutable.String()])
-			}
+	h.start()
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			c.srv.Say("wait-eof")
+			c.srv.Expect("got")
+			c.cli.Close()
+			c.srv.Expect("eof")
+			c.srv.Close()
 		})
+	}
+	h.stop()
+	got := h.attrsByCookie()
+	require.Len(t, got, 2*len(cases))
+	for _, c := range cases {
+		for _, side := range []struct {
+			who *helper
+			dir string
+		}{{c.cli, "outgoing"}, {c.srv, "incoming"}} {
+			a := got[side.who.Cookie]
+			require.NotNil(t, a, "%s: %s", c.name, side.dir)
+			assert.Equal(t, side.dir, a[attrDirection.String()], "%s: from the scan at start", c.name)
+			assert.Equal(t, false, a[attrStartObserved.String()], c.name)
+			assert.NotContains(t, a, attrStartTime.String(), c.name)
+			assert.Equal(t, side.who.PID(), a[attrProcessPID.String()], "%s: from the scan at start", c.name)
+			assert.Equal(t, helperName, a[attrProcessExecutable.String()], c.name)
+		}
 	}
 }
 
