@@ -47,6 +47,8 @@ var gone = side{"", sockscan.RuleNone}
 // start on real sockets, over IPv4 and IPv6: the rule that decides (from a
 // scan of its own) and the direction in the records.
 func TestDirectionOfConnectionsOpenBeforeStart(t *testing.T) {
+	h := newHarness(t)
+	var cases []openCase
 	for _, tt := range []struct {
 		name    string
 		port    uint16 // the listener's
@@ -116,101 +118,124 @@ func TestDirectionOfConnectionsOpenBeforeStart(t *testing.T) {
 		},
 	} {
 		for _, lo := range []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.IPv6Loopback()} {
-			t.Run(fmt.Sprintf("%s/%s", tt.name, lo), func(t *testing.T) {
-				h := newHarness(t)
-				ns := testnet.NewNetns(t)
-				ns.SetPortRange(t, portLow, portHigh)
-
-				var ln *net.TCPListener
-				var client *net.TCPConn
-				h.cg.Run(t, func() {
-					require.NoError(t, ns.Do(func() (err error) {
-						server := netip.AddrPortFrom(lo, tt.port)
-						if ln, err = testnet.ListenBacklog(server, tt.backlog, false); err != nil {
-							return err
-						}
-						if tt.from == fromRange {
-							client, err = testnet.Dial(server)
-						} else {
-							client, err = testnet.DialFrom(netip.AddrPortFrom(lo, uint16(tt.from)), server)
-						}
+			// Each case in a network namespace of its own (their ports
+			// are fixed), all open before one Start (a start verifies
+			// the programs, seconds in an emulated guest).
+			name := fmt.Sprintf("%s/%s", tt.name, lo)
+			ns := testnet.NewNetns(t)
+			ns.SetPortRange(t, portLow, portHigh)
+			c := openCase{name: name, gone: tt.gone, client: tt.client, server: tt.server}
+			var ln *net.TCPListener
+			h.cg.Run(t, func() {
+				require.NoError(t, ns.Do(func() (err error) {
+					server := netip.AddrPortFrom(lo, tt.port)
+					if ln, err = testnet.ListenBacklog(server, tt.backlog, false); err != nil {
 						return err
-					}))
-				})
-				defer ln.Close()
-				defer client.Close()
-				server, err := ln.AcceptTCP()
-				require.NoError(t, err)
-				defer server.Close()
-				if !tt.keep {
-					require.NoError(t, ln.Close())
-				}
-				clientCookie, serverCookie := cookieOf(t, client), cookieOf(t, server)
-				if tt.from == bindZero {
-					port := testnet.AddrPort(client.LocalAddr()).Port()
-					require.True(t, port >= portLow && port <= portHigh, "bind() chose %d", port)
-				}
-				switch tt.gone {
-				case "client":
-					require.NoError(t, client.Close())
-					require.NoError(t, readEnd(t, server)) // its FIN is in
-				case "server":
-					require.NoError(t, server.Close())
-					require.NoError(t, readEnd(t, client))
-				}
-
-				// The rules, from a scan of the test's own.
-				table, err := sockscan.Scan(os.Getpid())
-				require.NoError(t, err)
-				for _, c := range []struct {
-					name   string
-					cookie uint64
-					want   side
-				}{{"client", clientCookie, tt.client}, {"server", serverCookie, tt.server}} {
-					got, ok := table.Take(c.cookie, netip.AddrPort{}, netip.AddrPort{})
-					assert.Equal(t, tt.gone != c.name, ok, "%s in the scan", c.name)
-					assert.Equal(t, c.want.rule, got.Rule, "%s: rule", c.name)
-				}
-
-				h.start()
-				switch tt.gone {
-				case "client":
-					require.NoError(t, server.Close())
-				case "server":
-					require.NoError(t, client.Close())
-				default:
-					require.NoError(t, client.Close())
-					require.NoError(t, readEnd(t, server))
-					require.NoError(t, server.Close())
-				}
-				h.stop()
-				got := h.attrsByCookie()
-				self, err := os.Executable()
-				require.NoError(t, err)
-				for _, c := range []struct {
-					name   string
-					cookie uint64
-					want   side
-				}{{"client", clientCookie, tt.client}, {"server", serverCookie, tt.server}} {
-					a := got[c.cookie]
-					if c.name == tt.gone {
-						assert.Nil(t, a, c.name)
-						continue
 					}
-					require.NotNil(t, a, "%s: no record", c.name)
-					assert.Equal(t, c.want.dir, a[attrDirection.String()], c.name)
-					assert.Equal(t, false, a[attrStartObserved.String()], c.name)
-					assert.Equal(t, int64(os.Getpid()), a[attrProcessPID.String()], c.name)
-					assert.Equal(t, filepath.Base(self), a[attrProcessExecutable.String()], c.name)
-				}
-				if tt.gone == "" {
-					assert.Len(t, got, 2)
-				} else {
-					assert.Len(t, got, 1)
-				}
+					if tt.from == fromRange {
+						c.clientConn, err = testnet.Dial(server)
+					} else {
+						c.clientConn, err = testnet.DialFrom(netip.AddrPortFrom(lo, uint16(tt.from)), server)
+					}
+					return err
+				}), name)
 			})
+			t.Cleanup(func() { ln.Close() })
+			t.Cleanup(func() { c.clientConn.Close() })
+			var err error
+			c.serverConn, err = ln.AcceptTCP()
+			require.NoError(t, err, name)
+			t.Cleanup(func() { c.serverConn.Close() })
+			if !tt.keep {
+				require.NoError(t, ln.Close(), name)
+			}
+			c.clientCookie, c.serverCookie = cookieOf(t, c.clientConn), cookieOf(t, c.serverConn)
+			if tt.from == bindZero {
+				port := testnet.AddrPort(c.clientConn.LocalAddr()).Port()
+				require.True(t, port >= portLow && port <= portHigh, "%s: bind() chose %d", name, port)
+			}
+			switch tt.gone {
+			case "client":
+				require.NoError(t, c.clientConn.Close())
+				require.NoError(t, readEnd(t, c.serverConn), name) // its FIN is in
+			case "server":
+				require.NoError(t, c.serverConn.Close())
+				require.NoError(t, readEnd(t, c.clientConn), name)
+			}
+			cases = append(cases, c)
 		}
 	}
+
+	// The rules, from a scan of the test's own.
+	table, err := sockscan.Scan(os.Getpid())
+	require.NoError(t, err)
+	for _, c := range cases {
+		for _, s := range c.sides() {
+			got, ok := table.Take(s.cookie, netip.AddrPort{}, netip.AddrPort{})
+			assert.Equal(t, c.gone != s.name, ok, "%s: %s in the scan", c.name, s.name)
+			assert.Equal(t, s.want.rule, got.Rule, "%s: %s: rule", c.name, s.name)
+		}
+	}
+
+	h.start()
+	for _, c := range cases {
+		switch c.gone {
+		case "client":
+			require.NoError(t, c.serverConn.Close())
+		case "server":
+			require.NoError(t, c.clientConn.Close())
+		default:
+			require.NoError(t, c.clientConn.Close())
+			require.NoError(t, readEnd(t, c.serverConn), c.name)
+			require.NoError(t, c.serverConn.Close())
+		}
+	}
+	h.stop()
+	got := h.attrsByCookie()
+	self, err := os.Executable()
+	require.NoError(t, err)
+	records := 0
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for _, s := range c.sides() {
+				a := got[s.cookie]
+				if s.name == c.gone {
+					assert.Nil(t, a, s.name)
+					continue
+				}
+				records++
+				require.NotNil(t, a, "%s: no record", s.name)
+				assert.Equal(t, s.want.dir, a[attrDirection.String()], s.name)
+				assert.Equal(t, false, a[attrStartObserved.String()], s.name)
+				assert.Equal(t, int64(os.Getpid()), a[attrProcessPID.String()], s.name)
+				assert.Equal(t, filepath.Base(self), a[attrProcessExecutable.String()], s.name)
+			}
+		})
+	}
+	assert.Len(t, got, records, "no record but the cases' sockets'")
+}
+
+// openCase is one case of TestDirectionOfConnectionsOpenBeforeStart: a
+// connection open (or half gone) before Start.
+type openCase struct {
+	name                       string
+	gone                       string
+	client, server             side
+	clientConn, serverConn     *net.TCPConn
+	clientCookie, serverCookie uint64
+}
+
+// sides are the case's two sockets with what is expected of each.
+func (c openCase) sides() []struct {
+	name   string
+	cookie uint64
+	want   side
+} {
+	return []struct {
+		name   string
+		cookie uint64
+		want   side
+	}{{"client", c.clientCookie, c.client}, {"server", c.serverCookie, c.server}}
 }
 
 // The collector's own connections that were open before Start are left out
