@@ -70,16 +70,20 @@ type objects struct {
 	Ingress    *ebpf.Program `ebpf:"netflow_ingress"`
 	Egress     *ebpf.Program `ebpf:"netflow_egress"`
 	SockCreate *ebpf.Program `ebpf:"netflow_sock_create"`
-	// Set once the optional programs are loaded (maps.h).
-	AcceptedStartByState *ebpf.Variable `ebpf:"accepted_start_by_state"`
-	// The TLS slots and their armed bytes (maps.h): only the tests of
-	// tls.h read them.
-	TLSSlots *ebpf.Variable `ebpf:"tls_slots"`
-	TLSArmed *ebpf.Variable `ebpf:"tls_armed"`
+	// accepted_start_by_state, set once the optional programs are loaded
+	// (maps.h). Globals are reached as maps, never as *ebpf.Variable: a
+	// variable maps its whole section into the process until Go's garbage
+	// collector unmaps it, and the kernel keeps the map until then, after
+	// Close.
+	AcceptedStartByState *ebpf.Map `ebpf:".data.accepted"`
+	// The TLS slots and their armed bytes, among other globals (maps.h):
+	// only the tests of tls.h read it.
+	BSS *ebpf.Map `ebpf:".bss"`
 }
 
 func (o *objects) Close() error {
-	return errors.Join(o.netflowMaps.Close(), o.Ingress.Close(), o.Egress.Close(), o.SockCreate.Close())
+	return errors.Join(o.netflowMaps.Close(), o.Ingress.Close(), o.Egress.Close(), o.SockCreate.Close(),
+		o.AcceptedStartByState.Close(), o.BSS.Close())
 }
 
 // Load checks the kernel, then loads the programs and maps into it. Nothing
@@ -239,27 +243,27 @@ type whoamiResult struct {
 // namespace.
 func whoami(spec *ebpf.CollectionSpec) (whoamiResult, error) {
 	var o struct {
-		PID   *ebpf.Program  `ebpf:"netflow_whoami"`
-		Netns *ebpf.Program  `ebpf:"netflow_netns_probe"`
-		TGID  *ebpf.Variable `ebpf:"whoami_tgid"`
-		Inum  *ebpf.Variable `ebpf:"whoami_netns"`
+		PID    *ebpf.Program `ebpf:"netflow_whoami"`
+		Netns  *ebpf.Program `ebpf:"netflow_netns_probe"`
+		Whoami *ebpf.Map     `ebpf:".data.whoami"` // struct whoami (maps.h)
 	}
 	if err := spec.LoadAndAssign(&o, nil); err != nil {
 		return whoamiResult{}, fmt.Errorf("find own process id: %w", loadError(err))
 	}
 	defer o.PID.Close()
 	defer o.Netns.Close()
+	defer o.Whoami.Close()
 	if _, err := o.PID.Run(&ebpf.RunOptions{}); err != nil {
 		return whoamiResult{}, fmt.Errorf("find own process id: %w", wrapPermission(err))
 	}
 	if _, err := o.Netns.Run(&ebpf.RunOptions{Data: make([]byte, 64)}); err != nil {
 		return whoamiResult{}, fmt.Errorf("probe for network namespaces: %w", wrapPermission(err))
 	}
-	var tgid, netns uint32
-	if err := errors.Join(o.TGID.Get(&tgid), o.Inum.Get(&netns)); err != nil {
+	var who struct{ TGID, Netns uint32 }
+	if err := o.Whoami.Lookup(uint32(0), &who); err != nil {
 		return whoamiResult{}, fmt.Errorf("find own process id: %w", err)
 	}
-	return whoamiResult{pid: int(tgid), netns: netns}, nil
+	return whoamiResult{pid: int(who.TGID), netns: who.Netns}, nil
 }
 
 // Attach attaches the cgroup programs (cgroup_skb ingress and egress,

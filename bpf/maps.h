@@ -64,9 +64,15 @@ volatile const __u32 self_tgid = 0;
 // Written by netflow_whoami and netflow_netns_probe: the process id of the
 // task that runs it, and the network namespace that DNS records read from a
 // socket (0 where the kernel cannot tell: no bpf_cast_to_kern_ctx, before
-// Linux 6.3).
-__u32 whoami_tgid = 0;
-__u32 whoami_netns = 0;
+// Linux 6.3). The globals the loader writes or reads live in sections of
+// their own, each a small map it updates or looks up: had it done so
+// through a variable in .bss, it would have mapped all of .bss (the TLS
+// slots) into the process, which only Go's garbage collector unmaps, and
+// the kernel would have kept .bss after the collector's Shutdown.
+struct whoami {
+	__u32 tgid;
+	__u32 netns;
+} whoami SEC(".data.whoami") = {};
 
 // Set by the loader from its probes of the kernel (features.go): a helper
 // the kernel lacks is called only behind one of these, so the verifier,
@@ -181,4 +187,4 @@ volatile const __u32 owner_at_connect = 1;
 // socket's start when the kernel makes it from its listener; 0 (no
 // netflow_state: Linux 5.10): the listener's storage takes the time of each
 // SYN, which the socket accepted next inherits by the clone.
-__u32 accepted_start_by_state = 0;
+__u32 accepted_start_by_state SEC(".data.accepted") = 0;

@@ -266,14 +266,14 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 SEC("raw_tp")
 int netflow_whoami(void *ctx)
 {
-	whoami_tgid = bpf_get_current_pid_tgid() >> 32;
+	whoami.tgid = bpf_get_current_pid_tgid() >> 32;
 	return 0;
 }
 
 SEC("cgroup_skb/egress")
 int netflow_netns_probe(struct __sk_buff *skb)
 {
-	whoami_netns = netns_of(skb);
+	whoami.netns = netns_of(skb);
 	return PASS;
 }
 

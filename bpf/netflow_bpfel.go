@@ -198,6 +198,12 @@ type netflowTlsSlot struct {
 	Started uint16
 }
 
+type netflowWhoami struct {
+	_     structs.HostLayout
+	Tgid  uint32
+	Netns uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -246,8 +252,7 @@ const (
 	netflowVarUnusedStat           = "unused_stat"
 	netflowVarUnusedTlsEvent       = "unused_tls_event"
 	netflowVarWakeupShift          = "wakeup_shift"
-	netflowVarWhoamiNetns          = "whoami_netns"
-	netflowVarWhoamiTgid           = "whoami_tgid"
+	netflowVarWhoami               = "whoami"
 )
 
 // loadNetflow returns the embedded CollectionSpec for netflow.
@@ -348,8 +353,7 @@ type netflowVariableSpecs struct {
 	UnusedStat           *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedTlsEvent       *ebpf.VariableSpec `ebpf:"unused_tls_event"`
 	WakeupShift          *ebpf.VariableSpec `ebpf:"wakeup_shift"`
-	WhoamiNetns          *ebpf.VariableSpec `ebpf:"whoami_netns"`
-	WhoamiTgid           *ebpf.VariableSpec `ebpf:"whoami_tgid"`
+	Whoami               *ebpf.VariableSpec `ebpf:"whoami"`
 }
 
 // netflowObjects contains all objects after they have been loaded into the kernel.
@@ -425,8 +429,7 @@ type netflowVariables struct {
 	UnusedStat           *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedTlsEvent       *ebpf.Variable `ebpf:"unused_tls_event"`
 	WakeupShift          *ebpf.Variable `ebpf:"wakeup_shift"`
-	WhoamiNetns          *ebpf.Variable `ebpf:"whoami_netns"`
-	WhoamiTgid           *ebpf.Variable `ebpf:"whoami_tgid"`
+	Whoami               *ebpf.Variable `ebpf:"whoami"`
 }
 
 // netflowPrograms contains all programs after they have been loaded into the kernel.

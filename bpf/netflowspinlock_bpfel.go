@@ -94,6 +94,12 @@ type netflowSpinlockTlsSlot struct {
 	Started uint16
 }
 
+type netflowSpinlockWhoami struct {
+	_     structs.HostLayout
+	Tgid  uint32
+	Netns uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -142,8 +148,7 @@ const (
 	netflowSpinlockVarUnusedStat           = "unused_stat"
 	netflowSpinlockVarUnusedTlsEvent       = "unused_tls_event"
 	netflowSpinlockVarWakeupShift          = "wakeup_shift"
-	netflowSpinlockVarWhoamiNetns          = "whoami_netns"
-	netflowSpinlockVarWhoamiTgid           = "whoami_tgid"
+	netflowSpinlockVarWhoami               = "whoami"
 )
 
 // loadNetflowSpinlock returns the embedded CollectionSpec for netflowSpinlock.
@@ -244,8 +249,7 @@ type netflowSpinlockVariableSpecs struct {
 	UnusedStat           *ebpf.VariableSpec `ebpf:"unused_stat"`
 	UnusedTlsEvent       *ebpf.VariableSpec `ebpf:"unused_tls_event"`
 	WakeupShift          *ebpf.VariableSpec `ebpf:"wakeup_shift"`
-	WhoamiNetns          *ebpf.VariableSpec `ebpf:"whoami_netns"`
-	WhoamiTgid           *ebpf.VariableSpec `ebpf:"whoami_tgid"`
+	Whoami               *ebpf.VariableSpec `ebpf:"whoami"`
 }
 
 // netflowSpinlockObjects contains all objects after they have been loaded into the kernel.
@@ -321,8 +325,7 @@ type netflowSpinlockVariables struct {
 	UnusedStat           *ebpf.Variable `ebpf:"unused_stat"`
 	UnusedTlsEvent       *ebpf.Variable `ebpf:"unused_tls_event"`
 	WakeupShift          *ebpf.Variable `ebpf:"wakeup_shift"`
-	WhoamiNetns          *ebpf.Variable `ebpf:"whoami_netns"`
-	WhoamiTgid           *ebpf.Variable `ebpf:"whoami_tgid"`
+	Whoami               *ebpf.Variable `ebpf:"whoami"`
 }
 
 // netflowSpinlockPrograms contains all programs after they have been loaded into the kernel.

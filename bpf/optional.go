@@ -96,7 +96,7 @@ func (o *Objects) loadOptional(spec *ebpf.CollectionSpec, opts Options, shared *
 		o.Features.EndsWithoutFINOrRST = true
 		// It starts accepted sockets too (start.h): the listeners'
 		// state need not take the time of every SYN.
-		if err := o.objs.AcceptedStartByState.Set(uint32(1)); err != nil {
+		if err := o.objs.AcceptedStartByState.Update(uint32(0), uint32(1), ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("set accepted_start_by_state: %w", err)
 		}
 	}

@@ -154,7 +154,12 @@ func loadScanProgram(candidates []ScanFeatures) (*ebpf.Program, ScanFeatures, er
 		); err != nil {
 			return nil, feat, fmt.Errorf("set scan constants: %w", err)
 		}
-		var objs scanObjects
+		// The program alone, not bpf2go's scanObjects: its variables
+		// would map the object's .rodata and .bss into the process until
+		// Go's garbage collector unmapped them (loader.go, objects).
+		var objs struct {
+			ScanSockets *ebpf.Program `ebpf:"scan_sockets"`
+		}
 		if err = s.LoadAndAssign(&objs, nil); err == nil {
 			return objs.ScanSockets, feat, nil
 		}

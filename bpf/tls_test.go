@@ -3,6 +3,8 @@
 package bpf
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -277,8 +279,22 @@ func requireArmedMirrorsLimit(t *testing.T, objs *Objects) (nArmed, nDisarmed in
 	t.Helper()
 	var slots [1 << tlsSlotBits]tlsSlotValue
 	var armed [1 << tlsSlotBits]uint8
-	require.NoError(t, objs.objs.TLSSlots.Get(&slots))
-	require.NoError(t, objs.objs.TLSArmed.Get(&armed))
+	bss := make([]byte, objs.objs.BSS.ValueSize())
+	require.NoError(t, objs.objs.BSS.Lookup(uint32(0), bss))
+	load := loadNetflowSpinlock
+	if objs.Features.Atomics {
+		load = loadNetflow
+	}
+	spec, err := load()
+	require.NoError(t, err)
+	for _, v := range []struct {
+		name string
+		into any
+	}{{"tls_slots", &slots}, {"tls_armed", &armed}} {
+		vs := spec.Variables[v.name]
+		require.NotNil(t, vs, v.name)
+		require.NoError(t, binary.Read(bytes.NewReader(bss[vs.Offset:vs.Offset+vs.Size()]), binary.NativeEndian, v.into), v.name)
+	}
 	for i, s := range slots {
 		require.Equal(t, s.Limit != 0, armed[i] == 1, "slot %d: limit %d, armed %d", i, s.Limit, armed[i])
 		if armed[i] == 1 {

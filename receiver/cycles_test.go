@@ -85,11 +85,13 @@ func TestStartShutdownCycles(t *testing.T) {
 	// the kernel frees a program's maps after an RCU grace period, so the
 	// last cycle's maps may take a moment.
 	var alive bpfids.IDs
-	require.Eventually(t, func() bool {
+	if !assert.Eventually(t, func() bool {
 		alive, err = held.Alive()
 		require.NoError(t, err)
 		return alive.Len() == 0
-	}, 10*time.Second, 10*time.Millisecond, "still in the kernel: %v", &alive)
+	}, 10*time.Second, 10*time.Millisecond, "still in the kernel: %v", &alive) {
+		t.Logf("the maps still in the kernel: %s", bpfids.DescribeMaps(alive.Maps))
+	}
 }
 
 // cycle is what one Start/Shutdown cycle measured.
@@ -130,6 +132,11 @@ func runCycle(t *testing.T, cg *testnet.Cgroup, i int) cycle {
 	begin = time.Now()
 	require.NoError(t, r.Shutdown(context.Background()), "cycle %d", i)
 	c.stop = time.Since(begin)
+	// Nothing of a BPF map stays mapped into the process: the kernel
+	// would keep such a map until Go's garbage collector unmapped it.
+	mapped, err := bpfids.Mapped(os.Getpid())
+	require.NoError(t, err)
+	assert.Empty(t, mapped, "cycle %d: BPF maps still mapped into the process after Shutdown", i)
 
 	var cookies []uint64
 	for _, ld := range sink.AllLogs() {

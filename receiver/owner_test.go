@@ -196,7 +196,7 @@ func TestConnectionsOpenBeforeStart(t *testing.T) {
 
 	h.start()
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
+		t.Run(c.name, func(*testing.T) {
 			c.srv.Say("wait-eof")
 			c.srv.Expect("got")
 			c.cli.Close()

@@ -177,6 +177,42 @@ func (ids IDs) Alive() (IDs, error) {
 	return alive, errors.Join(errs...)
 }
 
+// Mapped returns the lines of /proc/PID/maps that map a BPF map into
+// process pid (a ring buffer's reader, a global's *ebpf.Variable): the
+// kernel keeps such a map while it is mapped, whatever its descriptors.
+func Mapped(pid int) ([]string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return nil, err
+	}
+	var lines []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasSuffix(line, "anon_inode:bpf-map") {
+			lines = append(lines, line)
+		}
+	}
+	return lines, nil
+}
+
+// DescribeMaps names each map of ids (its type and name), for the message of
+// a test that found them still in the kernel. It opens them: call it only
+// when the test has failed, as opening a program array can keep it (Alive).
+func DescribeMaps(ids []uint32) string {
+	var b strings.Builder
+	for _, id := range ids {
+		m, err := ebpf.NewMapFromID(ebpf.MapID(id))
+		if err != nil {
+			fmt.Fprintf(&b, " %d (%v)", id, err)
+			continue
+		}
+		if info, err := m.Info(); err == nil {
+			fmt.Fprintf(&b, " %d (%s %q)", id, info.Type, info.Name)
+		}
+		_ = m.Close()
+	}
+	return strings.TrimSpace(b.String())
+}
+
 // mapIDs returns the ids of every map the kernel has, without opening any.
 func mapIDs() (map[uint32]bool, error) {
 	ids := map[uint32]bool{}
