@@ -3,6 +3,8 @@
 package bpftest
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/bits"
 
@@ -17,7 +19,15 @@ import (
 // do. A test reads that ring buffer with NewReader, as the receiver reads
 // the programs'.
 type Filler struct {
-	objs fillerObjects
+	objs struct {
+		fillerPrograms
+		fillerMaps
+		// lost, read with a map lookup: bpf2go's variables would map
+		// .bss into the process until Go's garbage collector unmapped
+		// it, which the receiver's cycles test would see as a leak.
+		BSS *ebpf.Map `ebpf:".bss"`
+	}
+	lostOffset uint32 // of lost in .bss
 }
 
 // NewFiller loads the filler program with a ring buffer of ringSize bytes
@@ -34,7 +44,7 @@ func NewFiller(ringSize int, e bpf.Event) (*Filler, error) {
 	if err := spec.Variables["wakeup_shift"].Set(uint32(bits.Len(uint(wakeup)) - 1)); err != nil {
 		return nil, fmt.Errorf("set filler wake-up threshold: %w", err)
 	}
-	f := &Filler{}
+	f := &Filler{lostOffset: spec.Variables["lost"].Offset}
 	if err := spec.LoadAndAssign(&f.objs, nil); err != nil {
 		return nil, fmt.Errorf("load filler: %w", err)
 	}
@@ -58,10 +68,14 @@ func (f *Filler) Fill(n int) error {
 
 // Lost is how many records did not fit in the ring buffer.
 func (f *Filler) Lost() (uint64, error) {
-	var n uint64
-	err := f.objs.Lost.Get(&n)
-	return n, err
+	bss := make([]byte, f.objs.BSS.ValueSize())
+	if err := f.objs.BSS.Lookup(uint32(0), bss); err != nil {
+		return 0, err
+	}
+	return binary.NativeEndian.Uint64(bss[f.lostOffset:]), nil
 }
 
 // Close frees the filler.
-func (f *Filler) Close() error { return f.objs.Close() }
+func (f *Filler) Close() error {
+	return errors.Join(f.objs.fillerPrograms.Close(), f.objs.fillerMaps.Close(), f.objs.BSS.Close())
+}
