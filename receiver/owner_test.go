@@ -196,30 +196,30 @@ func TestConnectionsOpenBeforeStart(t *testing.T) {
 
 	h.start()
 	for _, c := range cases {
-		t.Run(c.name, func(*testing.T) {
-			c.srv.Say("wait-eof")
-			c.srv.Expect("got")
-			c.cli.Close()
-			c.srv.Expect("eof")
-			c.srv.Close()
-		})
+		c.srv.Say("wait-eof")
+		c.srv.Expect("got")
+		c.cli.Close()
+		c.srv.Expect("eof")
+		c.srv.Close()
 	}
 	h.stop()
 	got := h.attrsByCookie()
 	require.Len(t, got, 2*len(cases))
 	for _, c := range cases {
-		for _, side := range []struct {
-			who *helper
-			dir string
-		}{{c.cli, "outgoing"}, {c.srv, "incoming"}} {
-			a := got[side.who.Cookie]
-			require.NotNil(t, a, "%s: %s", c.name, side.dir)
-			assert.Equal(t, side.dir, a[attrDirection.String()], "%s: from the scan at start", c.name)
-			assert.Equal(t, false, a[attrStartObserved.String()], c.name)
-			assert.NotContains(t, a, attrStartTime.String(), c.name)
-			assert.Equal(t, side.who.PID(), a[attrProcessPID.String()], "%s: from the scan at start", c.name)
-			assert.Equal(t, helperName, a[attrProcessExecutable.String()], c.name)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			for _, side := range []struct {
+				who *helper
+				dir string
+			}{{c.cli, "outgoing"}, {c.srv, "incoming"}} {
+				a := got[side.who.Cookie]
+				require.NotNil(t, a, side.dir)
+				assert.Equal(t, side.dir, a[attrDirection.String()], "from the scan at start")
+				assert.Equal(t, false, a[attrStartObserved.String()])
+				assert.NotContains(t, a, attrStartTime.String())
+				assert.Equal(t, side.who.PID(), a[attrProcessPID.String()], "from the scan at start")
+				assert.Equal(t, helperName, a[attrProcessExecutable.String()])
+			}
+		})
 	}
 }
 

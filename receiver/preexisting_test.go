@@ -225,17 +225,16 @@ type openCase struct {
 	clientCookie, serverCookie uint64
 }
 
-// sides are the case's two sockets with what is expected of each.
-func (c openCase) sides() []struct {
+// caseSocket is one socket of an openCase and what is expected of it.
+type caseSocket struct {
 	name   string
 	cookie uint64
 	want   side
-} {
-	return []struct {
-		name   string
-		cookie uint64
-		want   side
-	}{{"client", c.clientCookie, c.client}, {"server", c.serverCookie, c.server}}
+}
+
+// sides are the case's two sockets.
+func (c openCase) sides() []caseSocket {
+	return []caseSocket{{"client", c.clientCookie, c.client}, {"server", c.serverCookie, c.server}}
 }
 
 // The collector's own connections that were open before Start are left out
