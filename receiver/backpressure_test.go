@@ -5,6 +5,7 @@ package receiver
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -40,6 +41,7 @@ type gate struct {
 	opened  chan struct{}
 	calls   int // calls while closed
 	largest int // most records in one call while closed
+	refused []plog.Logs
 }
 
 func newGate(mode string) *gate { return &gate{mode: mode, closed: true, opened: make(chan struct{})} }
@@ -57,6 +59,11 @@ func (g *gate) ConsumeLogs(ctx context.Context, ld plog.Logs) error {
 	if closed {
 		g.calls++
 		g.largest = max(g.largest, ld.LogRecordCount())
+		if g.mode != "block" { // a copy: the receiver may reuse what was refused
+			c := plog.NewLogs()
+			ld.CopyTo(c)
+			g.refused = append(g.refused, c)
+		}
 	}
 	g.mu.Unlock()
 	if closed {
@@ -102,6 +109,7 @@ func TestBackpressureFromTheNextConsumer(t *testing.T) {
 
 			var mu sync.Mutex
 			made := map[uint64]struct{}{}
+			var churnErrors []string // the first error of each run that had any
 			runChurn := func(d time.Duration) churn.Result {
 				var res churn.Result
 				var err error
@@ -117,6 +125,9 @@ func TestBackpressureFromTheNextConsumer(t *testing.T) {
 					}})
 				})
 				require.NoError(t, err)
+				if res.Errors > 0 {
+					churnErrors = append(churnErrors, fmt.Sprintf("%d errors, first: %s", res.Errors, res.FirstError))
+				}
 				return res
 			}
 
@@ -174,14 +185,22 @@ func TestBackpressureFromTheNextConsumer(t *testing.T) {
 			defer mu.Unlock()
 			var got map[uint64]int
 			var lost, retried, dropped int64
-			require.Eventually(t, func() bool {
+			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 				got = cookies(next)
 				lost = counter(t, tel, "otelcol_netflowtcpend_records_lost")
 				retried = counter(t, tel, "otelcol_netflowtcpend_records_retried")
 				dropped = counter(t, tel, "otelcol_netflowtcpend_records_dropped")
-				return len(got)+int(lost-retried+dropped) == len(made)
-			}, 20*time.Second, 50*time.Millisecond,
-				"%d sockets: %d delivered, %d lost - %d retried, %d dropped", len(made), len(got), lost, retried, dropped)
+				if len(got)+int(lost-retried+dropped) == len(made) || time.Now().After(deadline) {
+					break
+				}
+			}
+			undelivered, unmade := cookieDiff(made, got)
+			require.Equal(t, len(made), len(got)+int(lost-retried+dropped),
+				"sockets made = delivered + lost - retried + dropped: %d delivered, %d lost - %d retried, %d dropped; "+
+					"%d made and not delivered, %d delivered and not made; records of sockets not made, refused ones included: %v; "+
+					"churn errors: %v; socket storage failures: %d",
+				len(got), lost, retried, dropped, len(undelivered), len(unmade), recordsNotMade(next, made), churnErrors,
+				counter(t, tel, "otelcol_netflowtcpend_socket_storage_failures"))
 			for c, n := range got {
 				_, ok := made[c]
 				require.True(t, ok, "a record of a socket the churn did not make: %d", c)
@@ -229,6 +248,40 @@ func startWithConsumers(t *testing.T, cfg Config, next Consumers) (*Receiver, *c
 		_ = r.Shutdown(ctx)
 	})
 	return r, tel
+}
+
+// cookieDiff returns the sockets made whose record was not delivered, and
+// the first few delivered records of sockets not made.
+func cookieDiff(made map[uint64]struct{}, got map[uint64]int) (undelivered, unmade []uint64) {
+	for c := range made {
+		if got[c] == 0 {
+			undelivered = append(undelivered, c)
+		}
+	}
+	for c := range got {
+		if _, ok := made[c]; !ok && len(unmade) < 10 {
+			unmade = append(unmade, c)
+		}
+	}
+	return undelivered, unmade
+}
+
+// recordsNotMade returns the attributes of the records of sockets not made,
+// those the gate refused included.
+func recordsNotMade(sink *gate, made map[uint64]struct{}) []map[string]any {
+	var out []map[string]any
+	sink.mu.Lock()
+	refused := sink.refused
+	sink.mu.Unlock()
+	for _, ld := range append(refused, sink.AllLogs()...) {
+		otlpsink.ForEach(ld, func(_ pcommon.Resource, lr plog.LogRecord) {
+			v, _ := lr.Attributes().Get(attrSocketCookie.String())
+			if _, ok := made[uint64(v.Int())]; !ok {
+				out = append(out, lr.Attributes().AsRaw())
+			}
+		})
+	}
+	return out
 }
 
 // counter returns the value of a counter (0 before its first increment).

@@ -151,8 +151,10 @@ func backpressure(t *testing.T, bin string, sc scenario, failFor time.Duration, 
 	}()
 
 	// Records flow.
-	require.Eventually(t, func() bool { return sink.Records() > 0 }, 30*time.Second, 100*time.Millisecond,
-		"no record reached the endpoint; collector log:\n%s", col.Log())
+	if !assert.Eventually(t, func() bool { return sink.Records() > 0 }, 30*time.Second, 100*time.Millisecond) {
+		// The log as it is now, not as it was when the wait began.
+		require.FailNow(t, "no record reached the endpoint", "collector log:\n%s", col.Log())
+	}
 	time.Sleep(time.Second)
 
 	setPhase(mode.String())

@@ -15,14 +15,14 @@ out=$(cd "$1" && pwd) bindir=$(cd "$2" && pwd)
 shift 2
 uname -r >"$out/uname"
 timeout=${VM_TEST_TIMEOUT:-20m}
-skip=${VM_TEST_SKIP:-}
+skip=${VM_TEST_SKIP:-} run=${VM_TEST_RUN:-} count=${VM_TEST_COUNT:-1}
 status=0
 uptime() { cut -d' ' -f1 /proc/uptime; }
 for arg in "$@"; do
   name=${arg%%=*} dir=${arg#*=}
   start=$(uptime)
   echo "run-tests: $(uname -r): $name ..."
-  (cd "$dir" && exec "$bindir/$name.test" -test.v=test2json -test.timeout="$timeout" -test.count=1 -test.skip="$skip") \
+  (cd "$dir" && exec "$bindir/$name.test" -test.v=test2json -test.timeout="$timeout" -test.count="$count" -test.run="$run" -test.skip="$skip") \
     >"$out/$name.out" 2>&1
   rc=$?
   end=$(uptime)

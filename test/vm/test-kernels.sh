@@ -18,6 +18,9 @@
 #                 kernel) and took 3.5 minutes in a 6.1 guest under TCG;
 #                 the Kubernetes names come from an API server, the same
 #                 on every kernel)
+#   VM_TEST_RUN   go test -run pattern (default: every test), and
+#   VM_TEST_COUNT go test -count (default 1): to run one flaky test many
+#                 times where it failed, say
 #   VM_ACCEL, VM_MEM, VM_CPUS: see run.sh
 #
 # The test binaries are compiled here, on the host (go test -c), and run in
@@ -50,6 +53,7 @@ else
   export VM_TEST_TIMEOUT=${VM_TEST_TIMEOUT:-20m}
 fi
 export VM_TEST_SKIP=${VM_TEST_SKIP-^TestImage|^TestMetrics|^TestPrometheus|^TestK8s}
+export VM_TEST_RUN=${VM_TEST_RUN:-} VM_TEST_COUNT=${VM_TEST_COUNT:-1}
 export CI=true
 export NETFLOWTCPEND_BINARY="$repo/dist/otelcol-netflowtcpend"
 [ -x "$NETFLOWTCPEND_BINARY" ] || { echo "test-kernels: no $NETFLOWTCPEND_BINARY: run make build" >&2; exit 1; }
@@ -107,7 +111,8 @@ run_kernel() {
   else
     echo "test-kernels: $k: booting"
     "$here/run.sh" -q -k "$k" -o "$out" -t "$VM_TIMEOUT" \
-      -e VM_TEST_TIMEOUT="$VM_TEST_TIMEOUT" -e VM_TEST_SKIP="$VM_TEST_SKIP" -- \
+      -e VM_TEST_TIMEOUT="$VM_TEST_TIMEOUT" -e VM_TEST_SKIP="$VM_TEST_SKIP" \
+      -e VM_TEST_RUN="$VM_TEST_RUN" -e VM_TEST_COUNT="$VM_TEST_COUNT" -- \
       "$here/run-tests.sh" "$out" "$bindir" "${pairs[@]}" || status=$?
   fi
   echo "$status" >"$out/guest-status"
