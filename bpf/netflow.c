@@ -201,6 +201,18 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	if (settled_cache)
 		forget_settled(sk);
+	int err = sk->sk_err;
+	// A socket made from its listener and closed before its handshake
+	// was over, without an error, is either not a connection or ends with
+	// a RST that the egress program sees. When the handshake's last ACK
+	// and the first data are taken on two CPUs at once, each makes a
+	// socket from the request; the kernel destroys the one that loses (its
+	// insert into the established table fails), which never sent or took
+	// a segment: the other is the connection. A socket reset in SYN_RECV
+	// (a Fast Open socket closed abortively, one still queued when its
+	// listener closes) sends its RST after this move to CLOSE.
+	if (err == 0 && oldstate == TCP_SYN_RECV)
+		return 0;
 	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 	if (!st || (st->flags & SOCK_ENDED))
 		return 0;
@@ -208,9 +220,8 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	if (!tp)
 		return 0;
 
-	int err = sk->sk_err;
 	__u8 reason = END_CLOSED, by = END_BY_LOCAL;
-	if (err == 0 && (oldstate == TCP_ESTABLISHED || oldstate == TCP_SYN_RECV)) {
+	if (err == 0 && oldstate == TCP_ESTABLISHED) {
 		// An abortive close (SO_LINGER 0, unread data): the kernel moves
 		// the socket to CLOSE, then sends a RST on it.
 		reason = END_RST;
