@@ -72,7 +72,9 @@ func TestResetBeforeTheHandshakeIsOver(t *testing.T) {
 	ns.Run(t, "iptables", "-A", "OUTPUT", "-o", "lo", "-p", "tcp", "--dport", strconv.Itoa(int(port)),
 		"--tcp-flags", "ALL", "ACK", "-j", "DROP")
 	client, server = dial()
-	require.Equal(t, uint8(unix.BPF_TCP_SYN_RECV), tcpState(t, server), "the accepted socket is before its handshake's end")
+	info, err := testnet.TCPInfo(server)
+	require.NoError(t, err)
+	require.Equal(t, uint8(unix.BPF_TCP_SYN_RECV), info.State, "the accepted socket is before its handshake's end")
 	clientCookie, err := testnet.Cookie(client)
 	require.NoError(t, err)
 	serverCookie, err := testnet.Cookie(server)
@@ -99,16 +101,4 @@ func TestResetBeforeTheHandshakeIsOver(t *testing.T) {
 		{Cookie: clientCookie, Direction: "outgoing", Source: serverAddr.String(), Dest: clientAddr.String(),
 			Local: clientAddr.String(), Peer: serverAddr.String(), EndBy: "remote", Reason: "rst", NetType: "ipv4", Netns: netns},
 	}, got)
-}
-
-// tcpState returns the TCP state of c's socket (TCP_INFO's tcpi_state).
-func tcpState(t *testing.T, c *net.TCPConn) uint8 {
-	t.Helper()
-	raw, err := c.SyscallConn()
-	require.NoError(t, err)
-	var info *unix.TCPInfo
-	var serr error
-	require.NoError(t, raw.Control(func(fd uintptr) { info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }))
-	require.NoError(t, serr)
-	return info.State
 }

@@ -102,14 +102,8 @@ func TestBytesSegmentsRTTAndDuration(t *testing.T) {
 // (tcpi_total_retrans, the counter that records carry).
 func totalRetrans(t *testing.T, c *net.TCPConn) int64 {
 	t.Helper()
-	raw, err := c.SyscallConn()
+	info, err := testnet.TCPInfo(c)
 	require.NoError(t, err)
-	var info *unix.TCPInfo
-	var serr error
-	require.NoError(t, raw.Control(func(fd uintptr) {
-		info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
-	}))
-	require.NoError(t, serr)
 	return int64(info.Total_retrans)
 }
 

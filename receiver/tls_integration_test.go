@@ -20,7 +20,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/plog"
-	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testhello"
@@ -320,10 +319,7 @@ func TestTLSServerNameWithFastOpen(t *testing.T) {
 	go testhello.Serve(ln, cert, nil)
 	// synData says whether the server took the data in the SYN.
 	synData := func(conn net.Conn) bool {
-		raw, err := conn.(*net.TCPConn).SyscallConn()
-		require.NoError(t, err)
-		var info *unix.TCPInfo
-		require.NoError(t, raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }))
+		info, err := testnet.TCPInfo(conn.(*net.TCPConn))
 		require.NoError(t, err)
 		const tcpiOptSYNData = 0x20 // TCPI_OPT_SYN_DATA
 		return info.Options&tcpiOptSYNData != 0

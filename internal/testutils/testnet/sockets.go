@@ -68,6 +68,24 @@ func Cookie(c syscall.Conn) (uint64, error) {
 	return cookie, serr
 }
 
+// TCPInfo returns the kernel's TCP_INFO of c's socket: its state and
+// counters, as the records carry them.
+func TCPInfo(c syscall.Conn) (*unix.TCPInfo, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var info *unix.TCPInfo
+	var serr error
+	err = raw.Control(func(fd uintptr) {
+		info, serr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return info, serr
+}
+
 // AddrPort returns a net.Addr as a netip.AddrPort, with IPv4-mapped IPv6
 // addresses unmapped as they are on the wire.
 func AddrPort(a net.Addr) netip.AddrPort {
