@@ -199,7 +199,7 @@ func TestBackpressureFromTheNextConsumer(t *testing.T) {
 				"sockets made = delivered + lost - retried + dropped: %d delivered, %d lost - %d retried, %d dropped; "+
 					"%d made and not delivered, %d delivered and not made; records of sockets not made, refused ones included: %v; "+
 					"churn errors: %v; socket storage failures: %d",
-				len(got), lost, retried, dropped, len(undelivered), len(unmade), recordsNotMade(next, made), churnErrors,
+				len(got), lost, retried, dropped, undelivered, unmade, recordsNotMade(next, made), churnErrors,
 				counter(t, tel, "otelcol_netflowtcpend_socket_storage_failures"))
 			for c, n := range got {
 				_, ok := made[c]
@@ -250,33 +250,37 @@ func startWithConsumers(t *testing.T, cfg Config, next Consumers) (*Receiver, *c
 	return r, tel
 }
 
-// cookieDiff returns the sockets made whose record was not delivered, and
-// the first few delivered records of sockets not made.
-func cookieDiff(made map[uint64]struct{}, got map[uint64]int) (undelivered, unmade []uint64) {
+// cookieDiff counts the sockets made whose record was not delivered, and
+// the sockets delivered that were not made.
+func cookieDiff(made map[uint64]struct{}, got map[uint64]int) (undelivered, unmade int) {
 	for c := range made {
 		if got[c] == 0 {
-			undelivered = append(undelivered, c)
+			undelivered++
 		}
 	}
 	for c := range got {
-		if _, ok := made[c]; !ok && len(unmade) < 10 {
-			unmade = append(unmade, c)
+		if _, ok := made[c]; !ok {
+			unmade++
 		}
 	}
 	return undelivered, unmade
 }
 
 // recordsNotMade returns the attributes of the records of sockets not made,
-// those the gate refused included.
+// those the gate refused included, once per socket (a retried batch was
+// refused more than once).
 func recordsNotMade(sink *gate, made map[uint64]struct{}) []map[string]any {
 	var out []map[string]any
+	seen := map[uint64]bool{}
 	sink.mu.Lock()
 	refused := sink.refused
 	sink.mu.Unlock()
 	for _, ld := range append(refused, sink.AllLogs()...) {
 		otlpsink.ForEach(ld, func(_ pcommon.Resource, lr plog.LogRecord) {
 			v, _ := lr.Attributes().Get(attrSocketCookie.String())
-			if _, ok := made[uint64(v.Int())]; !ok {
+			c := uint64(v.Int())
+			if _, ok := made[c]; !ok && !seen[c] {
+				seen[c] = true
 				out = append(out, lr.Attributes().AsRaw())
 			}
 		})
