@@ -102,7 +102,7 @@ static __always_inline struct event *claim(struct sock_state *st, __u32 *old, __
 		// process seen accepting it, or sending or reading on it, counts.
 		if (!(*old & SOCK_FROM_LISTENER) || (*old & SOCK_OWNER_CONFIRMED)) {
 			e->pid = st->pid;
-			__builtin_memcpy(e->exe, st->exe, sizeof(e->exe));
+			copy_exe(e->exe, st->exe);
 		}
 	} else {
 		e->flags |= EVENT_F_NO_STORAGE;

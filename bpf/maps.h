@@ -102,6 +102,29 @@ struct {
 
 volatile const __u32 settled_cache = 0;
 
+// The executables' names last read on this CPU, by process (owner.h): a
+// process that connects or accepts again and again (a client pool, a
+// server's workers) has its name copied from here instead of read from its
+// file's dentry (two more pointers and a string copy) each time. Per CPU, so
+// only programs nested on one CPU can meet at an entry, which the entry's
+// sequence number settles. Used only by the object for kernels with atomics
+// (the compare-and-swap); the other has the map, unused, for one Go type.
+#define EXE_NAMES 64
+
+struct exe_name {
+	__u32 seq;  // odd while being written
+	__u32 tgid; // the process
+	__u64 file; // its executable's struct file (mm->exe_file); 0: empty
+	char exe[EXE_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EXE_NAMES);
+	__type(key, __u32);
+	__type(value, struct exe_name);
+} exe_names SEC(".maps");
+
 // A DNS record is assembled here, then copied into the ring buffer with its
 // real length: reserving the maximum for every message would waste the ring.
 struct dns_scratch {

@@ -124,6 +124,14 @@ const (
 	netflowEventFlagsEVENT_F_XLAT       netflowEventFlags = 4
 )
 
+type netflowExeName struct {
+	_    structs.HostLayout
+	Seq  uint32
+	Tgid uint32
+	File uint64
+	Exe  [64]int8
+}
+
 type netflowFamily uint32
 
 const (
@@ -211,6 +219,7 @@ const (
 	netflowMapCgroupPathScratch    = "cgroup_path_scratch"
 	netflowMapDnsScratch           = "dns_scratch"
 	netflowMapEvents               = "events"
+	netflowMapExeNames             = "exe_names"
 	netflowMapSettledSocks         = "settled_socks"
 	netflowMapSockStates           = "sock_states"
 	netflowMapStats                = "stats"
@@ -318,6 +327,7 @@ type netflowMapSpecs struct {
 	CgroupPathScratch *ebpf.MapSpec `ebpf:"cgroup_path_scratch"`
 	DnsScratch        *ebpf.MapSpec `ebpf:"dns_scratch"`
 	Events            *ebpf.MapSpec `ebpf:"events"`
+	ExeNames          *ebpf.MapSpec `ebpf:"exe_names"`
 	SettledSocks      *ebpf.MapSpec `ebpf:"settled_socks"`
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
@@ -379,6 +389,7 @@ type netflowMaps struct {
 	CgroupPathScratch *ebpf.Map `ebpf:"cgroup_path_scratch"`
 	DnsScratch        *ebpf.Map `ebpf:"dns_scratch"`
 	Events            *ebpf.Map `ebpf:"events"`
+	ExeNames          *ebpf.Map `ebpf:"exe_names"`
 	SettledSocks      *ebpf.Map `ebpf:"settled_socks"`
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
@@ -393,6 +404,7 @@ func (m *netflowMaps) Close() error {
 		m.CgroupPathScratch,
 		m.DnsScratch,
 		m.Events,
+		m.ExeNames,
 		m.SettledSocks,
 		m.SockStates,
 		m.Stats,

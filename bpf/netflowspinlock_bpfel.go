@@ -44,6 +44,14 @@ type netflowSpinlockDnsScratch struct {
 	Payload [8192]uint8
 }
 
+type netflowSpinlockExeName struct {
+	_    structs.HostLayout
+	Seq  uint32
+	Tgid uint32
+	File uint64
+	Exe  [64]int8
+}
+
 type netflowSpinlockSockState struct {
 	_          structs.HostLayout
 	StartNs    uint64
@@ -59,8 +67,8 @@ type netflowSpinlockSockState struct {
 		_   structs.HostLayout
 		Val uint32
 	}
-	Exe [64]int8
 	_   [4]byte
+	Exe [64]int8
 }
 
 type netflowSpinlockTlsScratch struct {
@@ -107,6 +115,7 @@ const (
 	netflowSpinlockMapCgroupPathScratch    = "cgroup_path_scratch"
 	netflowSpinlockMapDnsScratch           = "dns_scratch"
 	netflowSpinlockMapEvents               = "events"
+	netflowSpinlockMapExeNames             = "exe_names"
 	netflowSpinlockMapSettledSocks         = "settled_socks"
 	netflowSpinlockMapSockStates           = "sock_states"
 	netflowSpinlockMapStats                = "stats"
@@ -214,6 +223,7 @@ type netflowSpinlockMapSpecs struct {
 	CgroupPathScratch *ebpf.MapSpec `ebpf:"cgroup_path_scratch"`
 	DnsScratch        *ebpf.MapSpec `ebpf:"dns_scratch"`
 	Events            *ebpf.MapSpec `ebpf:"events"`
+	ExeNames          *ebpf.MapSpec `ebpf:"exe_names"`
 	SettledSocks      *ebpf.MapSpec `ebpf:"settled_socks"`
 	SockStates        *ebpf.MapSpec `ebpf:"sock_states"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
@@ -275,6 +285,7 @@ type netflowSpinlockMaps struct {
 	CgroupPathScratch *ebpf.Map `ebpf:"cgroup_path_scratch"`
 	DnsScratch        *ebpf.Map `ebpf:"dns_scratch"`
 	Events            *ebpf.Map `ebpf:"events"`
+	ExeNames          *ebpf.Map `ebpf:"exe_names"`
 	SettledSocks      *ebpf.Map `ebpf:"settled_socks"`
 	SockStates        *ebpf.Map `ebpf:"sock_states"`
 	Stats             *ebpf.Map `ebpf:"stats"`
@@ -289,6 +300,7 @@ func (m *netflowSpinlockMaps) Close() error {
 		m.CgroupPathScratch,
 		m.DnsScratch,
 		m.Events,
+		m.ExeNames,
 		m.SettledSocks,
 		m.SockStates,
 		m.Stats,

@@ -58,7 +58,7 @@ struct sock_state {
 	// Guards flags (the kernel copies the rest of the value without it).
 	struct bpf_spin_lock lock;
 #endif
-	char exe[EXE_LEN];
+	char exe[EXE_LEN] __attribute__((aligned(8))); // copied a word at a time
 };
 
 // A connection's two ends from the local socket's side: its own address

@@ -3,9 +3,11 @@
 package receiver
 
 import (
+	"io"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 	"time"
@@ -19,6 +21,7 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/bpf"
 	"github.com/netflowtcpend/netflowtcpend/internal/metadata"
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testproc"
 )
 
 // exchange runs one connection between a server and a client helper: the
@@ -352,5 +355,100 @@ func TestOwnerOfAcceptedSocketsInTurnOnTheFallback(t *testing.T) {
 		assert.Equal(t, len(cookies), named, "every accepted socket names its process")
 	} else {
 		assert.Zero(t, named, "this kernel cannot tell")
+	}
+}
+
+// Each CPU keeps the executable names it last read, by process (exe_names,
+// owner.h). A record must still name the program that made its socket: a
+// process that connects again and again from one CPU (names from the
+// cache), and one that execs another program between two connections, on
+// one CPU too (the same process, another executable: the cache must not
+// give the first name).
+func TestExecutableNamesKeptByEachCPU(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		without []string
+	}{
+		{"task", nil},
+		{"probe reads", []string{bpf.WithoutTaskBTF}}, // RHEL 9, Ubuntu 22.04
+	} {
+		t.Run(tt.name, func(t *testing.T) { executableNames(t, tt.without...) })
+	}
+}
+
+func executableNames(t *testing.T, without ...string) {
+	h := newHarness(t)
+	h.startWithSettings(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond},
+		receivertest.NewNopSettings(metadata.Type), func(o *options) { o.without = append(o.without, without...) })
+	var ln *net.TCPListener
+	h.cg.Run(t, func() {
+		var err error
+		ln, err = testnet.Listen(netip.MustParseAddrPort("127.0.0.1:0"))
+		require.NoError(t, err)
+	})
+	served := make(chan error, 1)
+	go func() { served <- serveUntilClosed(ln) }()
+	addr := testnet.AddrPort(ln.Addr())
+
+	var own []uint64
+	testproc.OnOneCPU(t, func() {
+		h.cg.Run(t, func() {
+			for range 20 {
+				c, err := testnet.Dial(addr)
+				require.NoError(t, err)
+				cookie, err := testnet.Cookie(c)
+				require.NoError(t, err)
+				own = append(own, cookie)
+				require.NoError(t, c.Close())
+			}
+		})
+	})
+
+	dir := t.TempDir()
+	bin := testproc.Binary(t, dir, helperName, "nfexec")
+	cli := testproc.Start(t, bin, testproc.Options{Cgroup: h.cg, Pin: true},
+		"connect-exec", addr.String(), filepath.Join(dir, "nfexec"), addr.String())
+	cli.Socket()
+	before := cli.Cookie
+	cli.Say("close")
+	cli.Socket() // the same process, after its exec
+	after := cli.Cookie
+	cli.Close()
+
+	require.NoError(t, ln.Close())
+	require.ErrorIs(t, <-served, net.ErrClosed)
+	h.stop()
+	got := h.attrsByCookie()
+	name := func(cookie uint64) any {
+		a := got[cookie]
+		require.NotNil(t, a, "no record of socket %d", cookie)
+		return a[attrProcessExecutable.String()]
+	}
+	if !h.features.OwnerExecutable {
+		t.Skip("this kernel gives no executable names")
+	}
+	self, err := os.Executable()
+	require.NoError(t, err)
+	for i, cookie := range own {
+		assert.Equal(t, filepath.Base(self), name(cookie), "the test's connection %d", i)
+		assert.Equal(t, int64(os.Getpid()), got[cookie][attrProcessPID.String()])
+	}
+	assert.Equal(t, helperName, name(before), "before the exec")
+	assert.Equal(t, "nfexec", name(after), "after the exec")
+	assert.Equal(t, cli.PID(), got[after][attrProcessPID.String()])
+}
+
+// serveUntilClosed accepts connections on ln until it is closed, reading
+// each to its end and closing it.
+func serveUntilClosed(ln *net.TCPListener) error {
+	for {
+		c, err := ln.AcceptTCP()
+		if err != nil {
+			return err
+		}
+		go func() {
+			_, _ = io.Copy(io.Discard, c)
+			_ = c.Close()
+		}()
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
 
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
 )
@@ -60,6 +62,10 @@ func Main() {
 //	                           over as fd 3 (a pre-forked worker)
 //	connect ADDR               connect and send two bytes
 //	connect-mptcp ADDR         the same with MPTCP
+//	connect-exec ADDR BIN ADDR2
+//	                           connect as connect does; at "close", close
+//	                           the socket and exec BIN (same process) as
+//	                           connect ADDR2
 //	resolve SERVER NAME PORT   ask the DNS server at SERVER for NAME's IPv4
 //	                           address, over UDP, and connect to it on PORT
 //
@@ -99,7 +105,7 @@ func run(mode string, args []string) error {
 				return err
 			}
 		}
-	case "connect", "connect-mptcp", "resolve":
+	case "connect", "connect-mptcp", "connect-exec", "resolve":
 		addr := args[0]
 		if mode == "resolve" {
 			ip, err := resolve(args[0], args[1])
@@ -131,7 +137,10 @@ func run(mode string, args []string) error {
 	for in.Scan() {
 		switch in.Text() {
 		case "close":
-			return conn.Close()
+			if err := conn.Close(); err != nil || mode != "connect-exec" {
+				return err
+			}
+			return execAs(args[1], "connect", args[2])
 		case "wait-eof":
 			buf, said := make([]byte, 512), false
 			for {
@@ -148,6 +157,18 @@ func run(mode string, args []string) error {
 		}
 	}
 	return conn.Close()
+}
+
+// execAs replaces this process's program with the helper bin running mode
+// with args: the same process, another executable.
+func execAs(bin, mode string, args ...string) error {
+	env := []string{modeEnv + "=" + mode}
+	for _, e := range os.Environ() {
+		if !strings.HasPrefix(e, modeEnv+"=") {
+			env = append(env, e)
+		}
+	}
+	return syscall.Exec(bin, append([]string{bin, "-test.run=^$"}, args...), env)
 }
 
 // resolve asks the DNS server at server for name's IPv4 address over UDP.
@@ -199,6 +220,10 @@ type Options struct {
 	Cgroup *testnet.Cgroup // nil: the test's cgroup
 	Netns  *testnet.Netns  // nil: the test's network namespace
 	Files  []*os.File      // handed over from fd 3
+	// Pin runs the helper on one CPU (the first the test may use), so
+	// that every program run in its process context happens on that CPU
+	// (not with Netns).
+	Pin bool
 }
 
 // Proc is a running helper.
@@ -232,9 +257,14 @@ func Start(t testing.TB, bin string, o Options, mode string, args ...string) *Pr
 	require.NoError(t, err)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	if o.Netns != nil {
+	switch {
+	case o.Netns != nil:
+		require.False(t, o.Pin, "Pin in a network namespace: Netns.Start forks from a thread of its own")
 		require.NoError(t, o.Netns.Start(cmd))
-	} else {
+	case o.Pin:
+		// The child inherits the affinity of the thread that forks it.
+		OnOneCPU(t, func() { require.NoError(t, cmd.Start()) })
+	default:
 		require.NoError(t, cmd.Start())
 	}
 	t.Cleanup(func() {
@@ -242,6 +272,26 @@ func Start(t testing.TB, bin string, o Options, mode string, args ...string) *Pr
 		_ = cmd.Wait()
 	})
 	return &Proc{t: t, cmd: cmd, stdin: stdin, stdout: bufio.NewScanner(stdout)}
+}
+
+// OnOneCPU runs f on a thread that runs only on the first CPU this process
+// may use: the system calls f makes, and the kernel programs they run, all
+// happen on that CPU, and so do processes f starts.
+func OnOneCPU(t testing.TB, f func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var all, one unix.CPUSet
+	require.NoError(t, unix.SchedGetaffinity(0, &all))
+	for cpu := 0; ; cpu++ {
+		if all.IsSet(cpu) {
+			one.Set(cpu)
+			break
+		}
+	}
+	require.NoError(t, unix.SchedSetaffinity(0, &one))
+	defer func() { require.NoError(t, unix.SchedSetaffinity(0, &all)) }()
+	f()
 }
 
 // Expect reads the helper's next line, which must start with word, and
