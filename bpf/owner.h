@@ -18,12 +18,12 @@
 #define OWNER_EXE_TASK_BTF 1     // bpf_get_current_task_btf (Linux 5.11)
 #define OWNER_EXE_CURRENT_TASK 2 // bpf_get_current_task and probe reads
 
-// copy_exe copies an executable's name a word at a time (both are 8-byte
-// aligned): 16 instructions, where a copy of chars takes 128.
 _Static_assert(__builtin_offsetof(struct event, exe) % 8 == 0, "event.exe must be 8-byte aligned");
 _Static_assert(__builtin_offsetof(struct exe_name, exe) % 8 == 0,
 	       "exe_name.exe must be 8-byte aligned");
 
+// copy_exe copies an executable's name a word at a time (both are 8-byte
+// aligned): 16 instructions, where a copy of chars takes 128.
 static __always_inline void copy_exe(char *dst, const char *src)
 {
 	__u64 *d = (__u64 *)dst;
@@ -35,23 +35,23 @@ static __always_inline void copy_exe(char *dst, const char *src)
 
 #ifndef NETFLOW_NO_ATOMICS
 
-// Keeps the compiler from moving memory accesses across it: the sequence
-// number must be read before and after the entry, and written around it.
-#define exe_barrier() asm volatile("" ::: "memory")
-
 // exe_cached copies the name exe_names holds for (tgid, file) into exe and
 // says whether it did: only if the entry is that process's and its sequence
 // number, even, did not change during the copy (no program nested on this
-// CPU rewrote it meanwhile).
+// CPU rewrote it meanwhile). The barriers keep the compiler from moving the
+// entry's loads across the sequence number's.
 static __always_inline int exe_cached(struct exe_name *c, char *exe, __u32 tgid, __u64 file)
 {
 	__u32 seq = *(volatile __u32 *)&c->seq;
-	exe_barrier();
+	barrier();
 	if ((seq & 1) || c->tgid != tgid || c->file != file)
 		return 0;
 	copy_exe(exe, c->exe);
-	exe_barrier();
-	return *(volatile __u32 *)&c->seq == seq;
+	barrier();
+	if (*(volatile __u32 *)&c->seq == seq)
+		return 1;
+	exe[0] = 0; // rewritten meanwhile: what was copied may be half of two names
+	return 0;
 }
 
 // exe_keep writes the name of (tgid, file) into its entry, unless a program
@@ -62,11 +62,11 @@ static __always_inline void exe_keep(struct exe_name *c, const char *exe, __u32 
 	__u32 seq = *(volatile __u32 *)&c->seq;
 	if ((seq & 1) || __sync_val_compare_and_swap(&c->seq, seq, seq + 1) != seq)
 		return;
-	exe_barrier();
+	barrier();
 	c->tgid = tgid;
 	c->file = file;
 	copy_exe(c->exe, exe);
-	exe_barrier();
+	barrier();
 	*(volatile __u32 *)&c->seq = seq + 2;
 }
 
