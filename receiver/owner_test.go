@@ -377,6 +377,7 @@ func TestExecutableNamesKeptByEachCPU(t *testing.T) {
 }
 
 func executableNames(t *testing.T, without ...string) {
+	t.Helper()
 	h := newHarness(t)
 	h.startWithSettings(Config{RingBufferSize: 1 << 20, MaxBatchSize: 64, FlushInterval: 20 * time.Millisecond},
 		receivertest.NewNopSettings(metadata.Type), func(o *options) { o.without = append(o.without, without...) })

@@ -103,8 +103,12 @@ func writeProgram(w io.Writer, id ebpf.ProgramID, prefix string) (bool, error) {
 	lens, _ := info.JitedFuncLens()
 	jited, _ := info.JitedLineInfos()
 	lines, err := info.LineInfos()
-	if err != nil || len(lines) != len(jited) || len(ksyms) != len(lens) {
-		return false, fmt.Errorf("program %d (%s): no JIT-ed line information: %v", id, info.Name, err)
+	if err != nil {
+		return false, fmt.Errorf("program %d (%s): line information: %w", id, info.Name, err)
+	}
+	if len(lines) != len(jited) || len(ksyms) != len(lens) {
+		return false, fmt.Errorf("program %d (%s): %d lines but %d JIT-ed, %d functions but %d lengths",
+			id, info.Name, len(lines), len(jited), len(ksyms), len(lens))
 	}
 	for i, a := range ksyms {
 		fmt.Fprintf(w, "P %x %d %s\n", a, lens[i], info.Name)
