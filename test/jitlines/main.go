@@ -16,7 +16,11 @@
 // sometimes at an address an earlier program had. attribute takes perf's
 // call chains (-g): a sample is counted in the program it was in, at its
 // line when the program itself ran, or under the helper it had called.
-// Needs root (program information with line numbers).
+// Programs of one name must all be the same code (one build, one
+// configuration: not make bench's -compare): a sample is placed by address,
+// and an address that held two different programs of that name in turn
+// gives it the lines of the first. Needs root (program information with
+// line numbers).
 package main
 
 import (
