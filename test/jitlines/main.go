@@ -30,6 +30,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -170,13 +171,7 @@ func attribute(path string, in io.Reader, out io.Writer) error {
 		chain = append(chain, [2]string{f[0], sym})
 	}
 	flush()
-	progs := slices.SortedFunc(func(yield func(string) bool) {
-		for p := range total {
-			if !yield(p) {
-				return
-			}
-		}
-	}, func(a, b string) int { return cmp.Compare(total[b], total[a]) })
+	progs := slices.SortedFunc(maps.Keys(total), func(a, b string) int { return cmp.Compare(total[b], total[a]) })
 	for _, p := range progs {
 		fmt.Fprintf(out, "%s: %d samples\n", p, total[p])
 		type row struct {
