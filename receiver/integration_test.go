@@ -580,6 +580,18 @@ func sequenceNumbers(t *testing.T, c *net.TCPConn) (rcvNxt, sndNxt uint32) {
 	return rcvNxt, sndNxt
 }
 
+// waitAllAcked waits until the peer has acknowledged all that c sent, so
+// that no segment of the connection is still on its way (a delayed ACK, or
+// one queued on another CPU's backlog).
+func waitAllAcked(t *testing.T, c *net.TCPConn) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		info, err := testnet.TCPInfo(c)
+		require.NoError(t, err)
+		return info.Unacked == 0
+	}, 5*time.Second, time.Millisecond, "the peer never acknowledged what was sent")
+}
+
 // inject sends a crafted IPv4 segment through a raw socket, as an attacker
 // on the path would.
 func inject(t *testing.T, s tp.Segment) {
@@ -633,6 +645,10 @@ func TestForgedRSTThatTCPAcceptsEndsTheConnection(t *testing.T) {
 	h.start()
 	tr := loopback4
 	c := dial(t, tr, h, true, true)
+	// The server's ACK of dial's ping must have reached the client first:
+	// arriving after the forged RST, it would meet no socket, and the
+	// kernel's answering RST would end the server's side before its FIN.
+	waitAllAcked(t, c.client)
 
 	rcvNxt, _ := sequenceNumbers(t, c.client)
 	inject(t, tp.Segment{Src: c.serverAddr, Dst: c.clientAddr, Seq: rcvNxt, Flags: tp.RST})
