@@ -230,11 +230,15 @@ static __always_inline struct conn_view *known_translation(void *sk, __u32 old,
 	return (old & SOCK_OUTGOING) ? own : 0;
 }
 
+// emit_end writes the end of sk's connection that seg, a FIN or RST it
+// sends (egress) or TCP takes, marks; st is its state (conn_slots.h), NULL
+// if it has none yet (a socket open before the programs were): storage is
+// made for it then, for the once-only guard.
 static __always_inline void emit_end(struct __sk_buff *skb, struct bpf_sock *sk,
-				     struct segment *seg, int egress)
+				     struct sock_state *st, struct segment *seg, int egress)
 {
-	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0,
-						   BPF_SK_STORAGE_GET_F_CREATE);
+	if (!st)
+		st = bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	// An MPTCP subflow: its owner is the MPTCP socket's.
 	if (st && (!st->pid ||
 		   (st->flags & (SOCK_FROM_LISTENER | SOCK_OWNER_CONFIRMED)) == SOCK_FROM_LISTENER))

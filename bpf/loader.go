@@ -70,12 +70,12 @@ type objects struct {
 	Ingress    *ebpf.Program `ebpf:"netflow_ingress"`
 	Egress     *ebpf.Program `ebpf:"netflow_egress"`
 	SockCreate *ebpf.Program `ebpf:"netflow_sock_create"`
-	// accepted_start_by_state, set once the optional programs are loaded
+	// state_tracepoint, set once the optional programs are loaded
 	// (maps.h). Globals are reached as maps, never as *ebpf.Variable: a
 	// variable maps its whole section into the process until Go's garbage
 	// collector unmaps it, and the kernel keeps the map until then, after
 	// Close.
-	AcceptedStartByState *ebpf.Map `ebpf:".data.accepted"`
+	StateTracepoint *ebpf.Map `ebpf:".data.state"`
 	// The TLS slots and their armed bytes, among other globals (maps.h):
 	// only the tests of tls.h read it.
 	BSS *ebpf.Map `ebpf:".bss"`
@@ -83,7 +83,7 @@ type objects struct {
 
 func (o *objects) Close() error {
 	return errors.Join(o.netflowMaps.Close(), o.Ingress.Close(), o.Egress.Close(), o.SockCreate.Close(),
-		o.AcceptedStartByState.Close(), o.BSS.Close())
+		o.StateTracepoint.Close(), o.BSS.Close())
 }
 
 // Load checks the kernel, then loads the programs and maps into it. Nothing
@@ -122,10 +122,13 @@ func Load(opts Options) (*Objects, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The optional programs share the maps loaded above: socket state and
-	// translations, the ring buffer, the counters.
+	// The optional programs share the maps loaded above: socket state (in
+	// storage and in the table, which netflow_state uses once
+	// state_tracepoint says it runs) and translations, the ring buffer,
+	// the counters.
 	shared := &ebpf.CollectionOptions{Cache: cache, MapReplacements: map[string]*ebpf.Map{
-		"sock_states": o.objs.SockStates, "translations": o.objs.Translations,
+		"sock_states": o.objs.SockStates, "conn_slots": o.objs.ConnSlots,
+		".data.state": o.objs.StateTracepoint, "translations": o.objs.Translations,
 		"events": o.objs.Events, "stats": o.objs.Stats, "settled_socks": o.objs.SettledSocks,
 	}}
 	o.Unavailable = o.Features.unavailable()

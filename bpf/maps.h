@@ -100,6 +100,34 @@ struct {
 	__type(value, __u64);
 } settled_socks SEC(".maps");
 
+// The states of connecting sockets, which take an entry at their SYN
+// instead of socket storage (conn_slots.h): 2^14 entries of 120 bytes
+// (1.9 MiB), preallocated. The object for kernels without atomics, whose
+// state needs its spin lock in storage, uses no table: its map has one
+// unused entry, so that both objects have the same maps.
+#define CONN_SLOT_BITS 14
+
+#ifndef NETFLOW_NO_ATOMICS
+struct conn_slot {
+	__u64 cookie; // the holder's socket cookie; 0: never taken
+	struct sock_state st;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1 << CONN_SLOT_BITS);
+	__type(key, __u32);
+	__type(value, struct conn_slot);
+} conn_slots SEC(".maps");
+#else
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} conn_slots SEC(".maps");
+#endif
+
 volatile const __u32 settled_cache = 0;
 
 // The executables' names last read on this CPU, by process (owner.h): a
@@ -206,8 +234,10 @@ struct {
 volatile const __u32 owner_at_connect = 1;
 
 // Set by the loader after the optional programs load (a global, not a
-// constant: it is known only then). 1: netflow_state writes an accepted
-// socket's start when the kernel makes it from its listener; 0 (no
+// constant: it is known only then). 1: netflow_state runs. It writes an
+// accepted socket's start when the kernel makes it from its listener, and
+// the time a socket moves to CLOSE, which frees its conn_slots entry. 0 (no
 // netflow_state: Linux 5.10): the listener's storage takes the time of each
-// SYN, which the socket accepted next inherits by the clone.
-__u32 accepted_start_by_state SEC(".data.accepted") = 0;
+// SYN, which the socket accepted next inherits by the clone, and no
+// connecting socket takes a conn_slots entry (none would be freed).
+__u32 state_tracepoint SEC(".data.state") = 0;

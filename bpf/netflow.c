@@ -20,7 +20,8 @@
 // This file holds the programs. The maps and load-time constants are in
 // maps.h, which every header that uses one includes. What the programs do
 // is in headers, one concern each: kernel.h (the kernel's types, read with
-// CO-RE), sock_state.h (what is kept per socket), parse.h
+// CO-RE), sock_state.h (what is kept per socket), conn_slots.h (where a
+// connecting socket keeps it), parse.h
 // (packet headers), tcp_check.h (whether TCP takes a FIN or RST), dns.h
 // (DNS copies), owner.h (which process owns a socket), start.h (where a
 // socket's state starts), claim.h (the once-only end record), cgroup.h (new
@@ -62,6 +63,7 @@ const struct tls_event *unused_tls_event __attribute__((unused));
 #include "stats.h"
 #include "owner.h"
 #include "start.h"
+#include "conn_slots.h"
 #include "dns.h"
 #include "claim.h"
 #include "cgroup.h"
@@ -137,20 +139,22 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		// more: its second FIN, a FIN's retransmission, the RST after a
 		// FIN; claim() would refuse them. Told here, before TCP's rules
 		// are checked against its state.
-		struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+		struct sock_state *st = skb_sock_state(skb, sk);
 		if (st && (st->flags & (SOCK_ENDED | SOCK_IGNORE)))
 			return PASS;
 		if (egress || accepted_by_tcp(sk, &seg))
-			emit_end(skb, sk, &seg, egress);
+			emit_end(skb, sk, st, &seg, egress);
 		return PASS;
 	}
 
 	// A SYN without ACK leaving a socket: it is connecting.
 	if (egress && !(seg.flags & TH_ACK)) {
-		struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0,
-							   BPF_SK_STORAGE_GET_F_CREATE);
+		struct sock_state *st = connecting_state(skb, sk);
 		if (!st)
 			return PASS;
+		// Open again, if it had closed: its table entry is its own.
+		if (st->closed_ns)
+			st->closed_ns = 0;
 		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 		// Before the TLS program's tail call, which does not come back.
 		note_translation(sk, tp, &seg);
@@ -201,6 +205,11 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	if (settled_cache)
 		forget_settled(sk);
+	// Before the returns below: the time of the move frees the socket's
+	// table entry, if it has one, whatever else happens here.
+	struct sock_state *st = closing_state(sk);
+	if (!st || (st->flags & SOCK_ENDED))
+		return 0;
 	int err = sk->sk_err;
 	// A socket made from its listener and closed before its handshake
 	// was over, without an error, is either not a connection or ends with
@@ -212,9 +221,6 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	// (a Fast Open socket closed abortively, one still queued when its
 	// listener closes) sends its RST after this move to CLOSE.
 	if (err == 0 && oldstate == TCP_SYN_RECV)
-		return 0;
-	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
-	if (!st || (st->flags & SOCK_ENDED))
 		return 0;
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
@@ -236,7 +242,7 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 		reason = END_ABORT;
 	}
 	__u32 old;
-	struct event *e = claim(st, &old, reason, by, bpf_ktime_get_ns());
+	struct event *e = claim(st, &old, reason, by, st->closed_ns);
 	if (!e)
 		return 0;
 

@@ -24,6 +24,12 @@ type netflowCgroupEvent struct {
 	Path      [512]int8
 }
 
+type netflowConnSlot struct {
+	_      structs.HostLayout
+	Cookie uint64
+	St     netflowSockState
+}
+
 type netflowConnView struct {
 	_     structs.HostLayout
 	Local [4]uint32
@@ -156,6 +162,7 @@ type netflowSockState struct {
 	LostBy     uint8
 	Pad        uint16
 	LostTimeNs uint64
+	ClosedNs   uint64
 	CgroupId   uint64
 	Netns      uint32
 	Pid        uint32
@@ -216,52 +223,53 @@ type netflowWhoami struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	netflowMapCgroupPathScratch    = "cgroup_path_scratch"
-	netflowMapDnsScratch           = "dns_scratch"
-	netflowMapEvents               = "events"
-	netflowMapExeNames             = "exe_names"
-	netflowMapSettledSocks         = "settled_socks"
-	netflowMapSockStates           = "sock_states"
-	netflowMapStats                = "stats"
-	netflowMapTlsEgressProgs       = "tls_egress_progs"
-	netflowMapTlsIngressProgs      = "tls_ingress_progs"
-	netflowMapTlsScratch           = "tls_scratch"
-	netflowMapTranslations         = "translations"
-	netflowProgNetflowAccept       = "netflow_accept"
-	netflowProgNetflowCgroupMkdir  = "netflow_cgroup_mkdir"
-	netflowProgNetflowEgress       = "netflow_egress"
-	netflowProgNetflowIngress      = "netflow_ingress"
-	netflowProgNetflowNetnsProbe   = "netflow_netns_probe"
-	netflowProgNetflowRecv         = "netflow_recv"
-	netflowProgNetflowSend         = "netflow_send"
-	netflowProgNetflowSockCreate   = "netflow_sock_create"
-	netflowProgNetflowState        = "netflow_state"
-	netflowProgNetflowTlsEgress    = "netflow_tls_egress"
-	netflowProgNetflowTlsIngress   = "netflow_tls_ingress"
-	netflowProgNetflowWhoami       = "netflow_whoami"
-	netflowVarAcceptedStartByState = "accepted_start_by_state"
-	netflowVarDnsPayloadLimit      = "dns_payload_limit"
-	netflowVarMptcpOwner           = "mptcp_owner"
-	netflowVarOwnerAtConnect       = "owner_at_connect"
-	netflowVarOwnerExe             = "owner_exe"
-	netflowVarSelfTgid             = "self_tgid"
-	netflowVarSettledCache         = "settled_cache"
-	netflowVarTlsArmed             = "tls_armed"
-	netflowVarTlsHelloLimit        = "tls_hello_limit"
-	netflowVarTlsSlots             = "tls_slots"
-	netflowVarUnusedCgroupEvent    = "unused_cgroup_event"
-	netflowVarUnusedDirection      = "unused_direction"
-	netflowVarUnusedDnsEvent       = "unused_dns_event"
-	netflowVarUnusedEndBy          = "unused_end_by"
-	netflowVarUnusedEndReason      = "unused_end_reason"
-	netflowVarUnusedEvent          = "unused_event"
-	netflowVarUnusedEventFlags     = "unused_event_flags"
-	netflowVarUnusedFamily         = "unused_family"
-	netflowVarUnusedRecordType     = "unused_record_type"
-	netflowVarUnusedStat           = "unused_stat"
-	netflowVarUnusedTlsEvent       = "unused_tls_event"
-	netflowVarWakeupShift          = "wakeup_shift"
-	netflowVarWhoami               = "whoami"
+	netflowMapCgroupPathScratch   = "cgroup_path_scratch"
+	netflowMapConnSlots           = "conn_slots"
+	netflowMapDnsScratch          = "dns_scratch"
+	netflowMapEvents              = "events"
+	netflowMapExeNames            = "exe_names"
+	netflowMapSettledSocks        = "settled_socks"
+	netflowMapSockStates          = "sock_states"
+	netflowMapStats               = "stats"
+	netflowMapTlsEgressProgs      = "tls_egress_progs"
+	netflowMapTlsIngressProgs     = "tls_ingress_progs"
+	netflowMapTlsScratch          = "tls_scratch"
+	netflowMapTranslations        = "translations"
+	netflowProgNetflowAccept      = "netflow_accept"
+	netflowProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
+	netflowProgNetflowEgress      = "netflow_egress"
+	netflowProgNetflowIngress     = "netflow_ingress"
+	netflowProgNetflowNetnsProbe  = "netflow_netns_probe"
+	netflowProgNetflowRecv        = "netflow_recv"
+	netflowProgNetflowSend        = "netflow_send"
+	netflowProgNetflowSockCreate  = "netflow_sock_create"
+	netflowProgNetflowState       = "netflow_state"
+	netflowProgNetflowTlsEgress   = "netflow_tls_egress"
+	netflowProgNetflowTlsIngress  = "netflow_tls_ingress"
+	netflowProgNetflowWhoami      = "netflow_whoami"
+	netflowVarDnsPayloadLimit     = "dns_payload_limit"
+	netflowVarMptcpOwner          = "mptcp_owner"
+	netflowVarOwnerAtConnect      = "owner_at_connect"
+	netflowVarOwnerExe            = "owner_exe"
+	netflowVarSelfTgid            = "self_tgid"
+	netflowVarSettledCache        = "settled_cache"
+	netflowVarStateTracepoint     = "state_tracepoint"
+	netflowVarTlsArmed            = "tls_armed"
+	netflowVarTlsHelloLimit       = "tls_hello_limit"
+	netflowVarTlsSlots            = "tls_slots"
+	netflowVarUnusedCgroupEvent   = "unused_cgroup_event"
+	netflowVarUnusedDirection     = "unused_direction"
+	netflowVarUnusedDnsEvent      = "unused_dns_event"
+	netflowVarUnusedEndBy         = "unused_end_by"
+	netflowVarUnusedEndReason     = "unused_end_reason"
+	netflowVarUnusedEvent         = "unused_event"
+	netflowVarUnusedEventFlags    = "unused_event_flags"
+	netflowVarUnusedFamily        = "unused_family"
+	netflowVarUnusedRecordType    = "unused_record_type"
+	netflowVarUnusedStat          = "unused_stat"
+	netflowVarUnusedTlsEvent      = "unused_tls_event"
+	netflowVarWakeupShift         = "wakeup_shift"
+	netflowVarWhoami              = "whoami"
 )
 
 // loadNetflow returns the embedded CollectionSpec for netflow.
@@ -325,6 +333,7 @@ type netflowProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowMapSpecs struct {
 	CgroupPathScratch *ebpf.MapSpec `ebpf:"cgroup_path_scratch"`
+	ConnSlots         *ebpf.MapSpec `ebpf:"conn_slots"`
 	DnsScratch        *ebpf.MapSpec `ebpf:"dns_scratch"`
 	Events            *ebpf.MapSpec `ebpf:"events"`
 	ExeNames          *ebpf.MapSpec `ebpf:"exe_names"`
@@ -341,29 +350,29 @@ type netflowMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowVariableSpecs struct {
-	AcceptedStartByState *ebpf.VariableSpec `ebpf:"accepted_start_by_state"`
-	DnsPayloadLimit      *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
-	MptcpOwner           *ebpf.VariableSpec `ebpf:"mptcp_owner"`
-	OwnerAtConnect       *ebpf.VariableSpec `ebpf:"owner_at_connect"`
-	OwnerExe             *ebpf.VariableSpec `ebpf:"owner_exe"`
-	SelfTgid             *ebpf.VariableSpec `ebpf:"self_tgid"`
-	SettledCache         *ebpf.VariableSpec `ebpf:"settled_cache"`
-	TlsArmed             *ebpf.VariableSpec `ebpf:"tls_armed"`
-	TlsHelloLimit        *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
-	TlsSlots             *ebpf.VariableSpec `ebpf:"tls_slots"`
-	UnusedCgroupEvent    *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
-	UnusedDirection      *ebpf.VariableSpec `ebpf:"unused_direction"`
-	UnusedDnsEvent       *ebpf.VariableSpec `ebpf:"unused_dns_event"`
-	UnusedEndBy          *ebpf.VariableSpec `ebpf:"unused_end_by"`
-	UnusedEndReason      *ebpf.VariableSpec `ebpf:"unused_end_reason"`
-	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventFlags     *ebpf.VariableSpec `ebpf:"unused_event_flags"`
-	UnusedFamily         *ebpf.VariableSpec `ebpf:"unused_family"`
-	UnusedRecordType     *ebpf.VariableSpec `ebpf:"unused_record_type"`
-	UnusedStat           *ebpf.VariableSpec `ebpf:"unused_stat"`
-	UnusedTlsEvent       *ebpf.VariableSpec `ebpf:"unused_tls_event"`
-	WakeupShift          *ebpf.VariableSpec `ebpf:"wakeup_shift"`
-	Whoami               *ebpf.VariableSpec `ebpf:"whoami"`
+	DnsPayloadLimit   *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
+	MptcpOwner        *ebpf.VariableSpec `ebpf:"mptcp_owner"`
+	OwnerAtConnect    *ebpf.VariableSpec `ebpf:"owner_at_connect"`
+	OwnerExe          *ebpf.VariableSpec `ebpf:"owner_exe"`
+	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SettledCache      *ebpf.VariableSpec `ebpf:"settled_cache"`
+	StateTracepoint   *ebpf.VariableSpec `ebpf:"state_tracepoint"`
+	TlsArmed          *ebpf.VariableSpec `ebpf:"tls_armed"`
+	TlsHelloLimit     *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
+	TlsSlots          *ebpf.VariableSpec `ebpf:"tls_slots"`
+	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
+	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
+	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
+	UnusedEndBy       *ebpf.VariableSpec `ebpf:"unused_end_by"`
+	UnusedEndReason   *ebpf.VariableSpec `ebpf:"unused_end_reason"`
+	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlags  *ebpf.VariableSpec `ebpf:"unused_event_flags"`
+	UnusedFamily      *ebpf.VariableSpec `ebpf:"unused_family"`
+	UnusedRecordType  *ebpf.VariableSpec `ebpf:"unused_record_type"`
+	UnusedStat        *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UnusedTlsEvent    *ebpf.VariableSpec `ebpf:"unused_tls_event"`
+	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
+	Whoami            *ebpf.VariableSpec `ebpf:"whoami"`
 }
 
 // netflowObjects contains all objects after they have been loaded into the kernel.
@@ -387,6 +396,7 @@ func (o *netflowObjects) Close() error {
 // It can be passed to loadNetflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowMaps struct {
 	CgroupPathScratch *ebpf.Map `ebpf:"cgroup_path_scratch"`
+	ConnSlots         *ebpf.Map `ebpf:"conn_slots"`
 	DnsScratch        *ebpf.Map `ebpf:"dns_scratch"`
 	Events            *ebpf.Map `ebpf:"events"`
 	ExeNames          *ebpf.Map `ebpf:"exe_names"`
@@ -402,6 +412,7 @@ type netflowMaps struct {
 func (m *netflowMaps) Close() error {
 	return _NetflowClose(
 		m.CgroupPathScratch,
+		m.ConnSlots,
 		m.DnsScratch,
 		m.Events,
 		m.ExeNames,
@@ -419,29 +430,29 @@ func (m *netflowMaps) Close() error {
 //
 // It can be passed to loadNetflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowVariables struct {
-	AcceptedStartByState *ebpf.Variable `ebpf:"accepted_start_by_state"`
-	DnsPayloadLimit      *ebpf.Variable `ebpf:"dns_payload_limit"`
-	MptcpOwner           *ebpf.Variable `ebpf:"mptcp_owner"`
-	OwnerAtConnect       *ebpf.Variable `ebpf:"owner_at_connect"`
-	OwnerExe             *ebpf.Variable `ebpf:"owner_exe"`
-	SelfTgid             *ebpf.Variable `ebpf:"self_tgid"`
-	SettledCache         *ebpf.Variable `ebpf:"settled_cache"`
-	TlsArmed             *ebpf.Variable `ebpf:"tls_armed"`
-	TlsHelloLimit        *ebpf.Variable `ebpf:"tls_hello_limit"`
-	TlsSlots             *ebpf.Variable `ebpf:"tls_slots"`
-	UnusedCgroupEvent    *ebpf.Variable `ebpf:"unused_cgroup_event"`
-	UnusedDirection      *ebpf.Variable `ebpf:"unused_direction"`
-	UnusedDnsEvent       *ebpf.Variable `ebpf:"unused_dns_event"`
-	UnusedEndBy          *ebpf.Variable `ebpf:"unused_end_by"`
-	UnusedEndReason      *ebpf.Variable `ebpf:"unused_end_reason"`
-	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventFlags     *ebpf.Variable `ebpf:"unused_event_flags"`
-	UnusedFamily         *ebpf.Variable `ebpf:"unused_family"`
-	UnusedRecordType     *ebpf.Variable `ebpf:"unused_record_type"`
-	UnusedStat           *ebpf.Variable `ebpf:"unused_stat"`
-	UnusedTlsEvent       *ebpf.Variable `ebpf:"unused_tls_event"`
-	WakeupShift          *ebpf.Variable `ebpf:"wakeup_shift"`
-	Whoami               *ebpf.Variable `ebpf:"whoami"`
+	DnsPayloadLimit   *ebpf.Variable `ebpf:"dns_payload_limit"`
+	MptcpOwner        *ebpf.Variable `ebpf:"mptcp_owner"`
+	OwnerAtConnect    *ebpf.Variable `ebpf:"owner_at_connect"`
+	OwnerExe          *ebpf.Variable `ebpf:"owner_exe"`
+	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
+	SettledCache      *ebpf.Variable `ebpf:"settled_cache"`
+	StateTracepoint   *ebpf.Variable `ebpf:"state_tracepoint"`
+	TlsArmed          *ebpf.Variable `ebpf:"tls_armed"`
+	TlsHelloLimit     *ebpf.Variable `ebpf:"tls_hello_limit"`
+	TlsSlots          *ebpf.Variable `ebpf:"tls_slots"`
+	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
+	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
+	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`
+	UnusedEndBy       *ebpf.Variable `ebpf:"unused_end_by"`
+	UnusedEndReason   *ebpf.Variable `ebpf:"unused_end_reason"`
+	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlags  *ebpf.Variable `ebpf:"unused_event_flags"`
+	UnusedFamily      *ebpf.Variable `ebpf:"unused_family"`
+	UnusedRecordType  *ebpf.Variable `ebpf:"unused_record_type"`
+	UnusedStat        *ebpf.Variable `ebpf:"unused_stat"`
+	UnusedTlsEvent    *ebpf.Variable `ebpf:"unused_tls_event"`
+	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`
+	Whoami            *ebpf.Variable `ebpf:"whoami"`
 }
 
 // netflowPrograms contains all programs after they have been loaded into the kernel.

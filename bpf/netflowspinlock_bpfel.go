@@ -60,6 +60,7 @@ type netflowSpinlockSockState struct {
 	LostBy     uint8
 	Pad        uint16
 	LostTimeNs uint64
+	ClosedNs   uint64
 	CgroupId   uint64
 	Netns      uint32
 	Pid        uint32
@@ -112,52 +113,53 @@ type netflowSpinlockWhoami struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	netflowSpinlockMapCgroupPathScratch    = "cgroup_path_scratch"
-	netflowSpinlockMapDnsScratch           = "dns_scratch"
-	netflowSpinlockMapEvents               = "events"
-	netflowSpinlockMapExeNames             = "exe_names"
-	netflowSpinlockMapSettledSocks         = "settled_socks"
-	netflowSpinlockMapSockStates           = "sock_states"
-	netflowSpinlockMapStats                = "stats"
-	netflowSpinlockMapTlsEgressProgs       = "tls_egress_progs"
-	netflowSpinlockMapTlsIngressProgs      = "tls_ingress_progs"
-	netflowSpinlockMapTlsScratch           = "tls_scratch"
-	netflowSpinlockMapTranslations         = "translations"
-	netflowSpinlockProgNetflowAccept       = "netflow_accept"
-	netflowSpinlockProgNetflowCgroupMkdir  = "netflow_cgroup_mkdir"
-	netflowSpinlockProgNetflowEgress       = "netflow_egress"
-	netflowSpinlockProgNetflowIngress      = "netflow_ingress"
-	netflowSpinlockProgNetflowNetnsProbe   = "netflow_netns_probe"
-	netflowSpinlockProgNetflowRecv         = "netflow_recv"
-	netflowSpinlockProgNetflowSend         = "netflow_send"
-	netflowSpinlockProgNetflowSockCreate   = "netflow_sock_create"
-	netflowSpinlockProgNetflowState        = "netflow_state"
-	netflowSpinlockProgNetflowTlsEgress    = "netflow_tls_egress"
-	netflowSpinlockProgNetflowTlsIngress   = "netflow_tls_ingress"
-	netflowSpinlockProgNetflowWhoami       = "netflow_whoami"
-	netflowSpinlockVarAcceptedStartByState = "accepted_start_by_state"
-	netflowSpinlockVarDnsPayloadLimit      = "dns_payload_limit"
-	netflowSpinlockVarMptcpOwner           = "mptcp_owner"
-	netflowSpinlockVarOwnerAtConnect       = "owner_at_connect"
-	netflowSpinlockVarOwnerExe             = "owner_exe"
-	netflowSpinlockVarSelfTgid             = "self_tgid"
-	netflowSpinlockVarSettledCache         = "settled_cache"
-	netflowSpinlockVarTlsArmed             = "tls_armed"
-	netflowSpinlockVarTlsHelloLimit        = "tls_hello_limit"
-	netflowSpinlockVarTlsSlots             = "tls_slots"
-	netflowSpinlockVarUnusedCgroupEvent    = "unused_cgroup_event"
-	netflowSpinlockVarUnusedDirection      = "unused_direction"
-	netflowSpinlockVarUnusedDnsEvent       = "unused_dns_event"
-	netflowSpinlockVarUnusedEndBy          = "unused_end_by"
-	netflowSpinlockVarUnusedEndReason      = "unused_end_reason"
-	netflowSpinlockVarUnusedEvent          = "unused_event"
-	netflowSpinlockVarUnusedEventFlags     = "unused_event_flags"
-	netflowSpinlockVarUnusedFamily         = "unused_family"
-	netflowSpinlockVarUnusedRecordType     = "unused_record_type"
-	netflowSpinlockVarUnusedStat           = "unused_stat"
-	netflowSpinlockVarUnusedTlsEvent       = "unused_tls_event"
-	netflowSpinlockVarWakeupShift          = "wakeup_shift"
-	netflowSpinlockVarWhoami               = "whoami"
+	netflowSpinlockMapCgroupPathScratch   = "cgroup_path_scratch"
+	netflowSpinlockMapConnSlots           = "conn_slots"
+	netflowSpinlockMapDnsScratch          = "dns_scratch"
+	netflowSpinlockMapEvents              = "events"
+	netflowSpinlockMapExeNames            = "exe_names"
+	netflowSpinlockMapSettledSocks        = "settled_socks"
+	netflowSpinlockMapSockStates          = "sock_states"
+	netflowSpinlockMapStats               = "stats"
+	netflowSpinlockMapTlsEgressProgs      = "tls_egress_progs"
+	netflowSpinlockMapTlsIngressProgs     = "tls_ingress_progs"
+	netflowSpinlockMapTlsScratch          = "tls_scratch"
+	netflowSpinlockMapTranslations        = "translations"
+	netflowSpinlockProgNetflowAccept      = "netflow_accept"
+	netflowSpinlockProgNetflowCgroupMkdir = "netflow_cgroup_mkdir"
+	netflowSpinlockProgNetflowEgress      = "netflow_egress"
+	netflowSpinlockProgNetflowIngress     = "netflow_ingress"
+	netflowSpinlockProgNetflowNetnsProbe  = "netflow_netns_probe"
+	netflowSpinlockProgNetflowRecv        = "netflow_recv"
+	netflowSpinlockProgNetflowSend        = "netflow_send"
+	netflowSpinlockProgNetflowSockCreate  = "netflow_sock_create"
+	netflowSpinlockProgNetflowState       = "netflow_state"
+	netflowSpinlockProgNetflowTlsEgress   = "netflow_tls_egress"
+	netflowSpinlockProgNetflowTlsIngress  = "netflow_tls_ingress"
+	netflowSpinlockProgNetflowWhoami      = "netflow_whoami"
+	netflowSpinlockVarDnsPayloadLimit     = "dns_payload_limit"
+	netflowSpinlockVarMptcpOwner          = "mptcp_owner"
+	netflowSpinlockVarOwnerAtConnect      = "owner_at_connect"
+	netflowSpinlockVarOwnerExe            = "owner_exe"
+	netflowSpinlockVarSelfTgid            = "self_tgid"
+	netflowSpinlockVarSettledCache        = "settled_cache"
+	netflowSpinlockVarStateTracepoint     = "state_tracepoint"
+	netflowSpinlockVarTlsArmed            = "tls_armed"
+	netflowSpinlockVarTlsHelloLimit       = "tls_hello_limit"
+	netflowSpinlockVarTlsSlots            = "tls_slots"
+	netflowSpinlockVarUnusedCgroupEvent   = "unused_cgroup_event"
+	netflowSpinlockVarUnusedDirection     = "unused_direction"
+	netflowSpinlockVarUnusedDnsEvent      = "unused_dns_event"
+	netflowSpinlockVarUnusedEndBy         = "unused_end_by"
+	netflowSpinlockVarUnusedEndReason     = "unused_end_reason"
+	netflowSpinlockVarUnusedEvent         = "unused_event"
+	netflowSpinlockVarUnusedEventFlags    = "unused_event_flags"
+	netflowSpinlockVarUnusedFamily        = "unused_family"
+	netflowSpinlockVarUnusedRecordType    = "unused_record_type"
+	netflowSpinlockVarUnusedStat          = "unused_stat"
+	netflowSpinlockVarUnusedTlsEvent      = "unused_tls_event"
+	netflowSpinlockVarWakeupShift         = "wakeup_shift"
+	netflowSpinlockVarWhoami              = "whoami"
 )
 
 // loadNetflowSpinlock returns the embedded CollectionSpec for netflowSpinlock.
@@ -221,6 +223,7 @@ type netflowSpinlockProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowSpinlockMapSpecs struct {
 	CgroupPathScratch *ebpf.MapSpec `ebpf:"cgroup_path_scratch"`
+	ConnSlots         *ebpf.MapSpec `ebpf:"conn_slots"`
 	DnsScratch        *ebpf.MapSpec `ebpf:"dns_scratch"`
 	Events            *ebpf.MapSpec `ebpf:"events"`
 	ExeNames          *ebpf.MapSpec `ebpf:"exe_names"`
@@ -237,29 +240,29 @@ type netflowSpinlockMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netflowSpinlockVariableSpecs struct {
-	AcceptedStartByState *ebpf.VariableSpec `ebpf:"accepted_start_by_state"`
-	DnsPayloadLimit      *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
-	MptcpOwner           *ebpf.VariableSpec `ebpf:"mptcp_owner"`
-	OwnerAtConnect       *ebpf.VariableSpec `ebpf:"owner_at_connect"`
-	OwnerExe             *ebpf.VariableSpec `ebpf:"owner_exe"`
-	SelfTgid             *ebpf.VariableSpec `ebpf:"self_tgid"`
-	SettledCache         *ebpf.VariableSpec `ebpf:"settled_cache"`
-	TlsArmed             *ebpf.VariableSpec `ebpf:"tls_armed"`
-	TlsHelloLimit        *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
-	TlsSlots             *ebpf.VariableSpec `ebpf:"tls_slots"`
-	UnusedCgroupEvent    *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
-	UnusedDirection      *ebpf.VariableSpec `ebpf:"unused_direction"`
-	UnusedDnsEvent       *ebpf.VariableSpec `ebpf:"unused_dns_event"`
-	UnusedEndBy          *ebpf.VariableSpec `ebpf:"unused_end_by"`
-	UnusedEndReason      *ebpf.VariableSpec `ebpf:"unused_end_reason"`
-	UnusedEvent          *ebpf.VariableSpec `ebpf:"unused_event"`
-	UnusedEventFlags     *ebpf.VariableSpec `ebpf:"unused_event_flags"`
-	UnusedFamily         *ebpf.VariableSpec `ebpf:"unused_family"`
-	UnusedRecordType     *ebpf.VariableSpec `ebpf:"unused_record_type"`
-	UnusedStat           *ebpf.VariableSpec `ebpf:"unused_stat"`
-	UnusedTlsEvent       *ebpf.VariableSpec `ebpf:"unused_tls_event"`
-	WakeupShift          *ebpf.VariableSpec `ebpf:"wakeup_shift"`
-	Whoami               *ebpf.VariableSpec `ebpf:"whoami"`
+	DnsPayloadLimit   *ebpf.VariableSpec `ebpf:"dns_payload_limit"`
+	MptcpOwner        *ebpf.VariableSpec `ebpf:"mptcp_owner"`
+	OwnerAtConnect    *ebpf.VariableSpec `ebpf:"owner_at_connect"`
+	OwnerExe          *ebpf.VariableSpec `ebpf:"owner_exe"`
+	SelfTgid          *ebpf.VariableSpec `ebpf:"self_tgid"`
+	SettledCache      *ebpf.VariableSpec `ebpf:"settled_cache"`
+	StateTracepoint   *ebpf.VariableSpec `ebpf:"state_tracepoint"`
+	TlsArmed          *ebpf.VariableSpec `ebpf:"tls_armed"`
+	TlsHelloLimit     *ebpf.VariableSpec `ebpf:"tls_hello_limit"`
+	TlsSlots          *ebpf.VariableSpec `ebpf:"tls_slots"`
+	UnusedCgroupEvent *ebpf.VariableSpec `ebpf:"unused_cgroup_event"`
+	UnusedDirection   *ebpf.VariableSpec `ebpf:"unused_direction"`
+	UnusedDnsEvent    *ebpf.VariableSpec `ebpf:"unused_dns_event"`
+	UnusedEndBy       *ebpf.VariableSpec `ebpf:"unused_end_by"`
+	UnusedEndReason   *ebpf.VariableSpec `ebpf:"unused_end_reason"`
+	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedEventFlags  *ebpf.VariableSpec `ebpf:"unused_event_flags"`
+	UnusedFamily      *ebpf.VariableSpec `ebpf:"unused_family"`
+	UnusedRecordType  *ebpf.VariableSpec `ebpf:"unused_record_type"`
+	UnusedStat        *ebpf.VariableSpec `ebpf:"unused_stat"`
+	UnusedTlsEvent    *ebpf.VariableSpec `ebpf:"unused_tls_event"`
+	WakeupShift       *ebpf.VariableSpec `ebpf:"wakeup_shift"`
+	Whoami            *ebpf.VariableSpec `ebpf:"whoami"`
 }
 
 // netflowSpinlockObjects contains all objects after they have been loaded into the kernel.
@@ -283,6 +286,7 @@ func (o *netflowSpinlockObjects) Close() error {
 // It can be passed to loadNetflowSpinlockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowSpinlockMaps struct {
 	CgroupPathScratch *ebpf.Map `ebpf:"cgroup_path_scratch"`
+	ConnSlots         *ebpf.Map `ebpf:"conn_slots"`
 	DnsScratch        *ebpf.Map `ebpf:"dns_scratch"`
 	Events            *ebpf.Map `ebpf:"events"`
 	ExeNames          *ebpf.Map `ebpf:"exe_names"`
@@ -298,6 +302,7 @@ type netflowSpinlockMaps struct {
 func (m *netflowSpinlockMaps) Close() error {
 	return _NetflowSpinlockClose(
 		m.CgroupPathScratch,
+		m.ConnSlots,
 		m.DnsScratch,
 		m.Events,
 		m.ExeNames,
@@ -315,29 +320,29 @@ func (m *netflowSpinlockMaps) Close() error {
 //
 // It can be passed to loadNetflowSpinlockObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netflowSpinlockVariables struct {
-	AcceptedStartByState *ebpf.Variable `ebpf:"accepted_start_by_state"`
-	DnsPayloadLimit      *ebpf.Variable `ebpf:"dns_payload_limit"`
-	MptcpOwner           *ebpf.Variable `ebpf:"mptcp_owner"`
-	OwnerAtConnect       *ebpf.Variable `ebpf:"owner_at_connect"`
-	OwnerExe             *ebpf.Variable `ebpf:"owner_exe"`
-	SelfTgid             *ebpf.Variable `ebpf:"self_tgid"`
-	SettledCache         *ebpf.Variable `ebpf:"settled_cache"`
-	TlsArmed             *ebpf.Variable `ebpf:"tls_armed"`
-	TlsHelloLimit        *ebpf.Variable `ebpf:"tls_hello_limit"`
-	TlsSlots             *ebpf.Variable `ebpf:"tls_slots"`
-	UnusedCgroupEvent    *ebpf.Variable `ebpf:"unused_cgroup_event"`
-	UnusedDirection      *ebpf.Variable `ebpf:"unused_direction"`
-	UnusedDnsEvent       *ebpf.Variable `ebpf:"unused_dns_event"`
-	UnusedEndBy          *ebpf.Variable `ebpf:"unused_end_by"`
-	UnusedEndReason      *ebpf.Variable `ebpf:"unused_end_reason"`
-	UnusedEvent          *ebpf.Variable `ebpf:"unused_event"`
-	UnusedEventFlags     *ebpf.Variable `ebpf:"unused_event_flags"`
-	UnusedFamily         *ebpf.Variable `ebpf:"unused_family"`
-	UnusedRecordType     *ebpf.Variable `ebpf:"unused_record_type"`
-	UnusedStat           *ebpf.Variable `ebpf:"unused_stat"`
-	UnusedTlsEvent       *ebpf.Variable `ebpf:"unused_tls_event"`
-	WakeupShift          *ebpf.Variable `ebpf:"wakeup_shift"`
-	Whoami               *ebpf.Variable `ebpf:"whoami"`
+	DnsPayloadLimit   *ebpf.Variable `ebpf:"dns_payload_limit"`
+	MptcpOwner        *ebpf.Variable `ebpf:"mptcp_owner"`
+	OwnerAtConnect    *ebpf.Variable `ebpf:"owner_at_connect"`
+	OwnerExe          *ebpf.Variable `ebpf:"owner_exe"`
+	SelfTgid          *ebpf.Variable `ebpf:"self_tgid"`
+	SettledCache      *ebpf.Variable `ebpf:"settled_cache"`
+	StateTracepoint   *ebpf.Variable `ebpf:"state_tracepoint"`
+	TlsArmed          *ebpf.Variable `ebpf:"tls_armed"`
+	TlsHelloLimit     *ebpf.Variable `ebpf:"tls_hello_limit"`
+	TlsSlots          *ebpf.Variable `ebpf:"tls_slots"`
+	UnusedCgroupEvent *ebpf.Variable `ebpf:"unused_cgroup_event"`
+	UnusedDirection   *ebpf.Variable `ebpf:"unused_direction"`
+	UnusedDnsEvent    *ebpf.Variable `ebpf:"unused_dns_event"`
+	UnusedEndBy       *ebpf.Variable `ebpf:"unused_end_by"`
+	UnusedEndReason   *ebpf.Variable `ebpf:"unused_end_reason"`
+	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedEventFlags  *ebpf.Variable `ebpf:"unused_event_flags"`
+	UnusedFamily      *ebpf.Variable `ebpf:"unused_family"`
+	UnusedRecordType  *ebpf.Variable `ebpf:"unused_record_type"`
+	UnusedStat        *ebpf.Variable `ebpf:"unused_stat"`
+	UnusedTlsEvent    *ebpf.Variable `ebpf:"unused_tls_event"`
+	WakeupShift       *ebpf.Variable `ebpf:"wakeup_shift"`
+	Whoami            *ebpf.Variable `ebpf:"whoami"`
 }
 
 // netflowSpinlockPrograms contains all programs after they have been loaded into the kernel.

@@ -95,9 +95,11 @@ func (o *Objects) loadOptional(spec *ebpf.CollectionSpec, opts Options, shared *
 	} else {
 		o.Features.EndsWithoutFINOrRST = true
 		// It starts accepted sockets too (start.h): the listeners'
-		// state need not take the time of every SYN.
-		if err := o.objs.AcceptedStartByState.Update(uint32(0), uint32(1), ebpf.UpdateAny); err != nil {
-			return fmt.Errorf("set accepted_start_by_state: %w", err)
+		// state need not take the time of every SYN. And it tells when a
+		// socket closes, which frees connecting sockets' entries in
+		// conn_slots (conn_slots.h): they may take them.
+		if err := o.objs.StateTracepoint.Update(uint32(0), uint32(1), ebpf.UpdateAny); err != nil {
+			return fmt.Errorf("set state_tracepoint: %w", err)
 		}
 	}
 

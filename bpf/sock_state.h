@@ -29,7 +29,9 @@
 // it first (owner.h), not its listener's maker.
 #define SOCK_OWNER_CONFIRMED (1 << 5)
 
-// Per-socket state, freed by the kernel together with the socket. BPF_F_CLONE
+// Per-socket state, in socket storage, which the kernel frees together with
+// the socket, or for a connecting socket in an entry of conn_slots
+// (conn_slots.h). BPF_F_CLONE
 // copies a listener's state into every socket accepted from it, which is how
 // an accepted socket learns that it is incoming: its own handshake is only
 // ever seen on the listener.
@@ -41,6 +43,10 @@ struct sock_state {
 	__u8 lost_by;
 	__u16 _pad;
 	__u64 lost_time_ns;
+	// When the socket moved to CLOSE (netflow_state); 0 while it is open
+	// or connects again. What lets a conn_slots entry be taken over
+	// (conn_slots.h).
+	__u64 closed_ns;
 	// The socket's cgroup v2 id and network namespace, which never change:
 	// written where the socket's state starts (a connecting socket's SYN, a
 	// listener's first SYN, whose accepted sockets have them by the clone),

@@ -62,7 +62,7 @@ static __always_inline void listener_syn(struct __sk_buff *skb, struct bpf_sock 
 	}
 	// Without netflow_state (accepted_made), the start of the socket
 	// accepted next is the time of the last SYN.
-	if (!accepted_start_by_state)
+	if (!state_tracepoint)
 		st->start_ns = bpf_ktime_get_ns();
 }
 

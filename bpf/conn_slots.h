@@ -1,0 +1,130 @@
+// Where a connecting socket's state (sock_state.h) lives: an entry of the
+// preallocated conn_slots table (maps.h), taken at its SYN, rather than
+// socket storage, whose allocation at the SYN (two slab objects, charged to
+// the memory cgroup, linked with interrupts off) was a third of the egress
+// program's time per connection (docs/performance.md). An entry is found by
+// a hash of the socket's cookie and tagged with the cookie.
+//
+// Each socket's state is in one place: readers look in storage first (one
+// load where the socket has none), then in the table. A socket whose entry
+// another holds takes storage, as do accepted sockets (their state is a
+// clone of their listener's storage) and sockets with storage from their
+// creation (sock_create).
+//
+// An entry is taken over only from a holder that moved to CLOSE more than
+// CONN_SLOT_GRACE_NS ago (netflow_state writes the time): after that move a
+// socket sends only the RST of an abortive close, right after it, and the
+// SYN of a new connect(), which finds its own entry (and clears the time) or
+// starts afresh. Taking an entry from a socket that still needs it would
+// cost its record's start and owner, never a second record: it would find
+// no state and make storage at its end. Without netflow_state (the variable
+// state_tracepoint) no entry is taken, since none would be freed; without
+// atomics there is no table at all.
+
+#pragma once
+
+#include <linux/types.h>
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "kernel.h"
+#include "maps.h"
+#include "sock_state.h"
+
+#define CONN_SLOT_GRACE_NS 1000000000ULL // 1 s
+
+#ifndef NETFLOW_NO_ATOMICS
+
+// conn_slot_at returns the entry for a cookie (Fibonacci hashing).
+static __always_inline struct conn_slot *conn_slot_at(__u64 cookie)
+{
+	__u32 i = (cookie * 0x9e3779b97f4a7c15ULL) >> (64 - CONN_SLOT_BITS);
+	return bpf_map_lookup_elem(&conn_slots, &i);
+}
+
+// conn_slot_state returns the state that the socket with this cookie keeps
+// in the table, or NULL.
+static __always_inline struct sock_state *conn_slot_state(__u64 cookie)
+{
+	struct conn_slot *s = conn_slot_at(cookie);
+	if (!s || s->cookie != cookie)
+		return 0;
+	return &s->st;
+}
+
+// conn_slot_take takes s, the entry for cookie, for a connecting socket
+// that has no state yet: if it is free, or if its holder closed long enough
+// ago. It returns the entry's state, zeroed, or NULL. Two SYNs may race for
+// an entry: for a free one the tag's compare-and-swap decides, for a closed
+// holder's the swap of its close time to 0 (which also keeps any other
+// taker away while the tag changes).
+static __always_inline struct sock_state *conn_slot_take(struct conn_slot *s, __u64 cookie)
+{
+	__u64 holder = s->cookie;
+	if (!holder) {
+		if (__sync_val_compare_and_swap(&s->cookie, 0, cookie) != 0)
+			return 0;
+	} else {
+		__u64 closed = s->st.closed_ns;
+		if (!closed || bpf_ktime_get_ns() - closed < CONN_SLOT_GRACE_NS)
+			return 0;
+		if (__sync_val_compare_and_swap(&s->st.closed_ns, closed, 0) != closed)
+			return 0;
+		s->cookie = cookie;
+	}
+	__builtin_memset(&s->st, 0, sizeof(s->st));
+	return &s->st;
+}
+
+#endif
+
+// skb_sock_state returns the state of the packet's socket sk: its storage,
+// else its entry in the table; NULL if it has neither.
+static __always_inline struct sock_state *skb_sock_state(struct __sk_buff *skb, struct bpf_sock *sk)
+{
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+#ifndef NETFLOW_NO_ATOMICS
+	if (!st && state_tracepoint)
+		st = conn_slot_state(bpf_get_socket_cookie(skb));
+#endif
+	return st;
+}
+
+// connecting_state returns the state for a connecting socket's SYN: the one
+// it has (a retransmission, a new connect()), else a table entry, else new
+// storage; NULL if none can be had.
+static __always_inline struct sock_state *connecting_state(struct __sk_buff *skb,
+							   struct bpf_sock *sk)
+{
+	struct sock_state *st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+	if (st)
+		return st;
+#ifndef NETFLOW_NO_ATOMICS
+	if (state_tracepoint) {
+		__u64 cookie = bpf_get_socket_cookie(skb);
+		struct conn_slot *s = conn_slot_at(cookie);
+		if (s && s->cookie == cookie)
+			return &s->st;
+		if (s && (st = conn_slot_take(s, cookie)))
+			return st;
+	}
+#endif
+	return bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+}
+
+// closing_state returns the state of a socket that moves to CLOSE
+// (netflow_state) and writes the time of the move into it, which frees a
+// table entry; NULL if the socket has no state (it is not watched).
+static __always_inline struct sock_state *closing_state(struct sock *sk)
+{
+	struct sock_state *st = 0;
+	if (sk->sk_bpf_storage)
+		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
+#ifndef NETFLOW_NO_ATOMICS
+	if (!st && state_tracepoint)
+		st = conn_slot_state(bpf_get_socket_cookie(sk));
+#endif
+	if (st)
+		st->closed_ns = bpf_ktime_get_ns();
+	return st;
+}

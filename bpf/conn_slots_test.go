@@ -1,0 +1,172 @@
+//go:build linux
+
+package bpf
+
+import (
+	"io"
+	"math/bits"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"golang.org/x/sys/unix"
+
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testenv"
+	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
+)
+
+// slotsRun is a loaded and attached object whose connecting sockets keep
+// their state in conn_slots (conn_slots.h).
+type slotsRun struct {
+	objs  *Objects
+	slots *ebpf.Map
+	cg    *testnet.Cgroup
+	bits  int
+}
+
+func newSlotsRun(t *testing.T) *slotsRun {
+	t.Helper()
+	testenv.RequireRoot(t)
+	cg := testnet.NewCgroup(t)
+	objs, err := testLoad(Options{RingBufferSize: 1 << 16})
+	require.NoError(t, err)
+	t.Cleanup(func() { objs.Close() })
+	if !objs.Features.Atomics || !objs.Features.EndsWithoutFINOrRST {
+		t.Skipf("this kernel keeps every socket's state in storage (atomics %v, netflow_state %v)",
+			objs.Features.Atomics, objs.Features.EndsWithoutFINOrRST)
+	}
+	require.NoError(t, objs.Attach(cg.Path))
+	m := objs.objs.ConnSlots
+	return &slotsRun{objs: objs, slots: m, cg: cg, bits: bits.TrailingZeros32(m.MaxEntries())}
+}
+
+// index is conn_slot_at's.
+func (r *slotsRun) index(cookie uint64) uint32 {
+	return uint32((cookie * 0x9e3779b97f4a7c15) >> (64 - r.bits))
+}
+
+// slot returns the entry for a cookie.
+func (r *slotsRun) slot(t *testing.T, cookie uint64) netflowConnSlot {
+	t.Helper()
+	var s netflowConnSlot
+	require.NoError(t, r.slots.Lookup(r.index(cookie), &s))
+	return s
+}
+
+// fill writes every entry, as held by sockets that do not exist.
+func (r *slotsRun) fill(t *testing.T, s netflowConnSlot) {
+	t.Helper()
+	n := r.slots.MaxEntries()
+	keys := make([]uint32, n)
+	values := make([]netflowConnSlot, n)
+	for i := range keys {
+		keys[i] = uint32(i)
+		values[i] = s
+		values[i].Cookie = 1<<63 | uint64(i) // no cookie of a real socket
+	}
+	_, err := r.slots.BatchUpdate(keys, values, nil)
+	require.NoError(t, err)
+}
+
+// connection makes a connection in the cgroup and returns the cookies of
+// its client and server sockets and a function that ends it with the
+// client's FIN.
+func (r *slotsRun) connection(t *testing.T) (clientCookie, serverCookie uint64, end func()) {
+	t.Helper()
+	client, server := r.cg.Pair(t)
+	clientCookie, err := testnet.Cookie(client)
+	require.NoError(t, err)
+	serverCookie, err = testnet.Cookie(server)
+	require.NoError(t, err)
+	return clientCookie, serverCookie, func() {
+		require.NoError(t, client.Close())
+		_, err := io.Copy(io.Discard, server)
+		require.NoError(t, err)
+		require.NoError(t, server.Close())
+	}
+}
+
+// requireOneEachExact checks that each of the two sockets has exactly one
+// record, with what its start saw.
+func requireOneEachExact(t *testing.T, objs *Objects, clientCookie, serverCookie uint64) {
+	t.Helper()
+	rd, err := objs.NewReader()
+	require.NoError(t, err)
+	defer rd.Close()
+	time.Sleep(50 * time.Millisecond) // a second record would be written by now
+	counts := map[uint64]int{}
+	var client Event
+	for _, e := range drain(t, rd) {
+		counts[e.Cookie]++
+		if e.Cookie == clientCookie {
+			client = e
+		}
+	}
+	assert.Equal(t, map[uint64]int{clientCookie: 1, serverCookie: 1}, counts)
+	assert.Equal(t, DirectionOutgoing, client.Direction)
+	assert.Equal(t, EndByLocal, client.EndBy)
+	assert.Equal(t, EndFIN, client.EndReason)
+	assert.NotZero(t, client.StartNs, "the SYN's start")
+	assert.Equal(t, uint32(os.Getpid()), client.PID, "the owner taken at the SYN")
+}
+
+func TestConnectingSocketKeepsItsStateInTheTable(t *testing.T) {
+	r := newSlotsRun(t)
+	cookie, serverCookie, end := r.connection(t)
+	s := r.slot(t, cookie)
+	assert.Equal(t, cookie, s.Cookie, "the client's SYN took its entry")
+	assert.NotZero(t, s.St.Flags&1, "SOCK_OUTGOING")
+	assert.Zero(t, s.St.ClosedNs)
+
+	end()
+	requireOneEachExact(t, r.objs, cookie, serverCookie)
+	// TIME_WAIT takes over from the client's socket, which moves to CLOSE.
+	require.Eventually(t, func() bool {
+		s = r.slot(t, cookie)
+		return s.St.ClosedNs != 0
+	}, 5*time.Second, time.Millisecond, "netflow_state wrote the close")
+	assert.Equal(t, cookie, s.Cookie, "kept until another socket takes it")
+	assert.NotZero(t, s.St.Flags&4, "SOCK_ENDED")
+}
+
+// Where every entry is held by a socket that is open, connecting sockets
+// take socket storage, as before the table.
+func TestConnectingSocketTakesStorageWhenItsEntryIsHeld(t *testing.T) {
+	r := newSlotsRun(t)
+	r.fill(t, netflowConnSlot{St: netflowSockState{Flags: 1}})
+	cookie, serverCookie, end := r.connection(t)
+	assert.NotEqual(t, cookie, r.slot(t, cookie).Cookie)
+	end()
+	requireOneEachExact(t, r.objs, cookie, serverCookie)
+}
+
+// An entry whose holder closed more than a second ago is taken over; one
+// whose holder closed just now is not: the RST of an abortive close leaves
+// after the move to CLOSE and must still find its socket's ended state.
+func TestConnectingSocketTakesOverOnlyAnEntryClosedLongAgo(t *testing.T) {
+	now := func() uint64 {
+		var ts unix.Timespec
+		require.NoError(t, unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts))
+		return uint64(ts.Nano())
+	}
+	for _, tc := range []struct {
+		name     string
+		closedNs uint64
+		taken    bool
+	}{
+		{"closed 10 s ago", now() - 10e9, true},
+		{"closed now", now(), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newSlotsRun(t)
+			r.fill(t, netflowConnSlot{St: netflowSockState{Flags: 1 | 4, ClosedNs: tc.closedNs}})
+			cookie, serverCookie, end := r.connection(t)
+			assert.Equal(t, tc.taken, cookie == r.slot(t, cookie).Cookie)
+			end()
+			requireOneEachExact(t, r.objs, cookie, serverCookie)
+		})
+	}
+}
