@@ -18,6 +18,12 @@ import (
 	"github.com/netflowtcpend/netflowtcpend/internal/testutils/testnet"
 )
 
+// sock_state.flags (sock_state.h).
+const (
+	sockOutgoing = 1 << 0
+	sockEnded    = 1 << 2
+)
+
 // slotsRun is a loaded and attached object whose connecting sockets keep
 // their state in conn_slots (conn_slots.h).
 type slotsRun struct {
@@ -118,7 +124,7 @@ func TestConnectingSocketKeepsItsStateInTheTable(t *testing.T) {
 	cookie, serverCookie, end := r.connection(t)
 	s := r.slot(t, cookie)
 	assert.Equal(t, cookie, s.Cookie, "the client's SYN took its entry")
-	assert.NotZero(t, s.St.Flags&1, "SOCK_OUTGOING")
+	assert.NotZero(t, s.St.Flags&sockOutgoing)
 	assert.Zero(t, s.St.ClosedNs)
 
 	end()
@@ -129,14 +135,14 @@ func TestConnectingSocketKeepsItsStateInTheTable(t *testing.T) {
 		return s.St.ClosedNs != 0
 	}, 5*time.Second, time.Millisecond, "netflow_state wrote the close")
 	assert.Equal(t, cookie, s.Cookie, "kept until another socket takes it")
-	assert.NotZero(t, s.St.Flags&4, "SOCK_ENDED")
+	assert.NotZero(t, s.St.Flags&sockEnded)
 }
 
 // Where every entry is held by a socket that is open, connecting sockets
 // take socket storage, as before the table.
 func TestConnectingSocketTakesStorageWhenItsEntryIsHeld(t *testing.T) {
 	r := newSlotsRun(t)
-	r.fill(t, netflowConnSlot{St: netflowSockState{Flags: 1}})
+	r.fill(t, netflowConnSlot{St: netflowSockState{Flags: sockOutgoing}})
 	cookie, serverCookie, end := r.connection(t)
 	assert.NotEqual(t, cookie, r.slot(t, cookie).Cookie)
 	end()
@@ -153,16 +159,17 @@ func TestConnectingSocketTakesOverOnlyAnEntryClosedLongAgo(t *testing.T) {
 		return uint64(ts.Nano())
 	}
 	for _, tc := range []struct {
-		name     string
-		closedNs uint64
-		taken    bool
+		name      string
+		closedAgo time.Duration
+		taken     bool
 	}{
-		{"closed 10 s ago", now() - 10e9, true},
-		{"closed now", now(), false},
+		{"closed 10 s ago", 10 * time.Second, true},
+		{"closed now", 0, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newSlotsRun(t)
-			r.fill(t, netflowConnSlot{St: netflowSockState{Flags: 1 | 4, ClosedNs: tc.closedNs}})
+			closed := now() - uint64(tc.closedAgo)
+			r.fill(t, netflowConnSlot{St: netflowSockState{Flags: sockOutgoing | sockEnded, ClosedNs: closed}})
 			cookie, serverCookie, end := r.connection(t)
 			assert.Equal(t, tc.taken, cookie == r.slot(t, cookie).Cookie)
 			end()
