@@ -13,13 +13,15 @@
 //
 // An entry is taken over only from a holder that moved to CLOSE more than
 // CONN_SLOT_GRACE_NS ago (netflow_state writes the time): after that move a
-// socket sends only the RST of an abortive close, right after it, and the
+// socket sends only the RST of an abortive close, in the same call, and the
 // SYN of a new connect(), which finds its own entry (and clears the time) or
-// starts afresh. Taking an entry from a socket that still needs it would
-// cost its record's start and owner, never a second record: it would find
-// no state and make storage at its end. Without netflow_state (the variable
-// state_tracepoint) no entry is taken, since none would be freed; without
-// atomics there is no table at all.
+// starts afresh. A socket would miss its entry only if that RST left more
+// than the grace after the move (its task stalled in between) and another
+// socket's SYN had taken the entry meanwhile: the RST would then find no
+// state and write a second record. The grace is a trade: each entry stays
+// held that long after its socket closes. Without netflow_state (the
+// variable state_tracepoint) no entry is taken, since none would be freed;
+// without atomics there is no table at all.
 
 #pragma once
 
