@@ -123,8 +123,14 @@ static __always_inline struct sock_state *closing_state(struct sock *sk)
 	if (sk->sk_bpf_storage)
 		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 #ifndef NETFLOW_NO_ATOMICS
-	if (!st && state_tracepoint)
-		st = conn_slot_state(bpf_get_socket_cookie(sk));
+	if (!st && state_tracepoint) {
+		// The cookie as it is, not bpf_get_socket_cookie, which makes
+		// one: a socket without one never sent a SYN past the egress
+		// program, and the sockets of other cgroups need none.
+		__u64 cookie = sk->__sk_common.skc_cookie.counter;
+		if (cookie)
+			st = conn_slot_state(cookie);
+	}
 #endif
 	if (st)
 		st->closed_ns = bpf_ktime_get_ns();

@@ -57,6 +57,9 @@ struct sock_common {
 	} skc_net;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
+	struct {
+		__s64 counter;
+	} skc_cookie; // atomic64_t: 0 until something asks for the cookie
 } __attribute__((preserve_access_index));
 
 struct kernfs_node {
