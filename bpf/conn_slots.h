@@ -11,17 +11,25 @@
 // clone of their listener's storage) and sockets with storage from their
 // creation (sock_create).
 //
-// An entry is taken over only from a holder that moved to CLOSE more than
-// CONN_SLOT_GRACE_NS ago (netflow_state writes the time): after that move a
-// socket sends only the RST of an abortive close, in the same call, and the
-// SYN of a new connect(), which finds its own entry (and clears the time) or
-// starts afresh. A socket would miss its entry only if that RST left more
-// than the grace after the move (its task stalled in between) and another
-// socket's SYN had taken the entry meanwhile: the RST would then find no
-// state and write a second record. The grace is a trade: each entry stays
-// held that long after its socket closes. Without netflow_state (the
-// variable state_tracepoint) no entry is taken, since none would be freed;
-// without atomics there is no table at all.
+// An entry is freed when its holder moves to CLOSE (netflow_state), after
+// the end record, where the socket can send nothing more: the move was not
+// made by a task holding the socket (a softirq or a timer: the ACK of its
+// FIN, the peer's FIN in FIN_WAIT2, a RST, a timeout), or the socket is an
+// orphan (its file is closed). TCP discards whatever reaches a socket in
+// CLOSE, and so does accepted_by_tcp (tcp_check.h). A RST leaves after the
+// move only in an abortive close, by tcp_close() or tcp_disconnect() in a
+// task that holds the socket and may stall before it sends the RST: that
+// entry is kept, and taken over only CONN_SLOT_GRACE_NS after the move, so
+// that the RST still finds its socket's ended state. An orphan's RSTs (a
+// FIN_WAIT2 socket with TCP_LINGER2 below 0, too many orphans) leave right
+// after the move with bottom halves off: only a SYN on another CPU taking
+// the freed entry in those microseconds could make such a RST find no
+// state and write a second record; so could the RST of a kept entry whose
+// task stalled longer than the grace. A socket that connects again after
+// it closed takes its own entry back as others take one (compare-and-swap
+// of the close time), or takes storage if that fails.
+// Without netflow_state (the variable state_tracepoint) no entry is taken,
+// since none would be freed; without atomics there is no table at all.
 
 #pragma once
 
@@ -34,6 +42,8 @@
 #include "sock_state.h"
 
 #define CONN_SLOT_GRACE_NS 1000000000ULL // 1 s
+// The close time of a freed entry: long past, so the entry is taken at once.
+#define CONN_SLOT_FREED 1ULL
 
 #ifndef NETFLOW_NO_ATOMICS
 
@@ -105,10 +115,16 @@ static __always_inline struct sock_state *connecting_state(struct __sk_buff *skb
 	if (state_tracepoint) {
 		__u64 cookie = bpf_get_socket_cookie(skb);
 		struct conn_slot *s = conn_slot_at(cookie);
-		if (s && s->cookie == cookie)
-			return &s->st;
-		if (s && (st = conn_slot_take(s, cookie)))
+		if (s && s->cookie == cookie) {
+			// Its own: open (a retransmitted SYN), or closed and
+			// connecting again, which another SYN may be taking.
+			__u64 closed = s->st.closed_ns;
+			if (!closed ||
+			    __sync_val_compare_and_swap(&s->st.closed_ns, closed, 0) == closed)
+				return &s->st;
+		} else if (s && (st = conn_slot_take(s, cookie))) {
 			return st;
+		}
 	}
 #endif
 	return bpf_sk_storage_get(&sock_states, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
@@ -116,10 +132,12 @@ static __always_inline struct sock_state *connecting_state(struct __sk_buff *skb
 
 // closing_state returns the state of a socket that moves to CLOSE
 // (netflow_state) and writes the time of the move into it, which frees a
-// table entry; NULL if the socket has no state (it is not watched).
-static __always_inline struct sock_state *closing_state(struct sock *sk)
+// table entry after the grace; NULL if the socket has no state (it is not
+// watched). *in_table says where the state is.
+static __always_inline struct sock_state *closing_state(struct sock *sk, int *in_table)
 {
 	struct sock_state *st = 0;
+	*in_table = 0;
 	if (sk->sk_bpf_storage)
 		st = bpf_sk_storage_get(&sock_states, sk, 0, 0);
 #ifndef NETFLOW_NO_ATOMICS
@@ -130,9 +148,19 @@ static __always_inline struct sock_state *closing_state(struct sock *sk)
 		__u64 cookie = sk->__sk_common.skc_cookie.counter;
 		if (cookie)
 			st = conn_slot_state(cookie);
+		*in_table = st != 0;
 	}
 #endif
 	if (st)
 		st->closed_ns = bpf_ktime_get_ns();
 	return st;
+}
+
+// conn_slot_free frees the table entry of a socket that moved to CLOSE, after
+// its end record, where no segment of it can follow (see the top): the move
+// was not made by a task holding the socket, or the socket is an orphan.
+static __always_inline void conn_slot_free(struct sock *sk, struct sock_state *st)
+{
+	if (!sk->sk_lock.owned || !sk->sk_socket)
+		st->closed_ns = CONN_SLOT_FREED;
 }

@@ -5,6 +5,7 @@ package bpf
 import (
 	"io"
 	"math/bits"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -23,6 +24,10 @@ const (
 	sockOutgoing = 1 << 0
 	sockEnded    = 1 << 2
 )
+
+// connSlotFreed is CONN_SLOT_FREED (conn_slots.h): the close time of an entry
+// freed at once.
+const connSlotFreed = 1
 
 // slotsRun is a loaded and attached object whose connecting sockets keep
 // their state in conn_slots (conn_slots.h).
@@ -134,8 +139,119 @@ func TestConnectingSocketKeepsItsStateInTheTable(t *testing.T) {
 		s = r.slot(t, cookie)
 		return s.St.ClosedNs != 0
 	}, 5*time.Second, time.Millisecond, "netflow_state wrote the close")
-	assert.Equal(t, cookie, s.Cookie, "kept until another socket takes it")
+	assert.Equal(t, cookie, s.Cookie, "tagged until another socket takes it")
 	assert.NotZero(t, s.St.Flags&sockEnded)
+	// The server's FIN moved the client to CLOSE in a softirq, after its
+	// file was closed: no segment of it can follow.
+	assert.EqualValues(t, connSlotFreed, s.St.ClosedNs, "freed at once")
+}
+
+// An abortive close moves the socket to CLOSE in the closing task, then sends
+// the RST: the entry is kept for the grace, and the RST finds the end that
+// netflow_state wrote (one record, the local RST).
+func TestAbortiveCloseKeepsTheEntry(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		abort func(t *testing.T, client, server *net.TCPConn)
+	}{
+		{"SO_LINGER 0", func(t *testing.T, client, _ *net.TCPConn) {
+			t.Helper()
+			require.NoError(t, client.SetLinger(0))
+		}},
+		{"unread data", func(t *testing.T, client, server *net.TCPConn) {
+			t.Helper()
+			_, err := server.Write([]byte("unread"))
+			require.NoError(t, err)
+			require.Eventually(t, func() bool {
+				info, err := testnet.TCPInfo(client)
+				return err == nil && info.Bytes_received > 0
+			}, 5*time.Second, time.Millisecond, "in the client's receive queue")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newSlotsRun(t)
+			client, server := r.cg.Pair(t)
+			defer server.Close()
+			cookie, err := testnet.Cookie(client)
+			require.NoError(t, err)
+			tc.abort(t, client, server)
+			require.NoError(t, client.Close())
+			_, _ = io.Copy(io.Discard, server) // until the RST
+
+			s := r.slot(t, cookie)
+			assert.Equal(t, cookie, s.Cookie)
+			assert.Greater(t, s.St.ClosedNs, uint64(connSlotFreed), "kept: the close time")
+
+			rd, err := r.objs.NewReader()
+			require.NoError(t, err)
+			defer rd.Close()
+			time.Sleep(50 * time.Millisecond) // a second record would be written by now
+			var ends []Event
+			for _, e := range drain(t, rd) {
+				if e.Cookie == cookie {
+					ends = append(ends, e)
+				}
+			}
+			require.Len(t, ends, 1)
+			assert.Equal(t, EndRST, ends[0].EndReason)
+			assert.Equal(t, EndByLocal, ends[0].EndBy)
+			assert.Equal(t, DirectionOutgoing, ends[0].Direction)
+		})
+	}
+}
+
+// A socket whose connect() was refused connects again: it takes its own entry
+// back, and its second connection has one record with its own start.
+func TestSocketConnectingAgainTakesItsEntryBack(t *testing.T) {
+	r := newSlotsRun(t)
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	closed, err := net.Listen("tcp4", "127.0.0.1:0")
+	require.NoError(t, err)
+	refused := closed.Addr().(*net.TCPAddr).Port
+	require.NoError(t, closed.Close())
+
+	var fd int
+	r.cg.Run(t, func() {
+		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		require.NoError(t, err)
+	})
+	f := os.NewFile(uintptr(fd), "client")
+	defer f.Close()
+	loopback := [4]byte{127, 0, 0, 1}
+	require.ErrorIs(t, unix.Connect(fd, &unix.SockaddrInet4{Port: refused, Addr: loopback}), unix.ECONNREFUSED)
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return r.slot(t, cookie).St.ClosedNs != 0 }, 5*time.Second, time.Millisecond)
+
+	port := ln.Addr().(*net.TCPAddr).Port
+	require.NoError(t, unix.Connect(fd, &unix.SockaddrInet4{Port: port, Addr: loopback}))
+	s := r.slot(t, cookie)
+	assert.Equal(t, cookie, s.Cookie, "its own entry")
+	assert.Zero(t, s.St.ClosedNs, "open again")
+	server, err := ln.Accept()
+	require.NoError(t, err)
+	require.NoError(t, unix.Shutdown(fd, unix.SHUT_WR))
+	_, err = io.Copy(io.Discard, server)
+	require.NoError(t, err)
+	require.NoError(t, server.Close())
+
+	rd, err := r.objs.NewReader()
+	require.NoError(t, err)
+	defer rd.Close()
+	time.Sleep(50 * time.Millisecond)
+	var ends []Event
+	for _, e := range drain(t, rd) {
+		if e.Cookie == cookie {
+			ends = append(ends, e)
+		}
+	}
+	require.Len(t, ends, 2, "the refused connect's and the connection's")
+	assert.Equal(t, EndByRemote, ends[0].EndBy, "refused")
+	assert.Equal(t, EndFIN, ends[1].EndReason)
+	assert.Equal(t, EndByLocal, ends[1].EndBy)
+	assert.Greater(t, ends[1].StartNs, ends[0].TimeNs, "the second connection's own start")
 }
 
 // Where every entry is held by a socket that is open, connecting sockets

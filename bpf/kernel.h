@@ -86,6 +86,7 @@ struct cgroup {
 } __attribute__((preserve_access_index));
 
 struct bpf_local_storage;
+struct socket;
 
 struct sock {
 	struct sock_common __sk_common;
@@ -99,6 +100,9 @@ struct sock {
 	} sk_backlog;
 	int sk_err;
 	__u16 sk_protocol;
+	// NULL once no file holds the socket (sock_orphan), or before
+	// accept() gives an accepted socket one.
+	struct socket *sk_socket;
 	struct {
 		struct cgroup *cgroup;
 	} sk_cgrp_data;

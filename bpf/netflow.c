@@ -152,9 +152,6 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		struct sock_state *st = connecting_state(skb, sk);
 		if (!st)
 			return PASS;
-		// Open again, if it had closed: its table entry is its own.
-		if (st->closed_ns)
-			st->closed_ns = 0;
 		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 		// Before the TLS program's tail call, which does not come back.
 		note_translation(sk, tp, &seg);
@@ -185,31 +182,15 @@ int netflow_egress(struct __sk_buff *skb)
 // The start of an accepted socket: the kernel makes it from its listener
 // (LISTEN to SYN_RECV), cloning the listener's state (start.h).
 //
-// Connections that end without a FIN or RST: a connect or retransmission or
-// keepalive timeout, an ICMP error, a connect the application gave up on.
-// TCP moves the socket to CLOSE; if the cgroup programs saw the socket (it
-// has state) and it has not ended yet, this is its end. It also catches the
-// RST of an abortive close, which the kernel sends after the move to CLOSE,
-// and a RST that TCP took although the ingress program judged it out of
+// close_end writes the end of a connection that ends without a FIN or RST
+// of its own (netflow_state below) as the socket moves to CLOSE, if none was
+// written: a connect or retransmission or keepalive timeout, an ICMP error,
+// a connect the application gave up on. It also writes the end of an
+// abortive close, whose RST the kernel sends after the move to CLOSE, and
+// of a RST that TCP took although the ingress program judged it out of
 // window (a backlog it could not see).
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
+static __always_inline void close_end(struct sock *sk, struct sock_state *st, int oldstate)
 {
-	if (sk->sk_protocol != IPPROTO_TCP)
-		return 0;
-	if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN) {
-		accepted_made(sk);
-		return 0;
-	}
-	if (newstate != TCP_CLOSE || oldstate == TCP_LISTEN)
-		return 0;
-	if (settled_cache)
-		forget_settled(sk);
-	// Before the returns below: the time of the move frees the socket's
-	// table entry, if it has one, whatever else happens here.
-	struct sock_state *st = closing_state(sk);
-	if (!st || (st->flags & SOCK_ENDED))
-		return 0;
 	int err = sk->sk_err;
 	// A socket made from its listener and closed before its handshake
 	// was over, without an error, is either not a connection or ends with
@@ -221,10 +202,10 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	// (a Fast Open socket closed abortively, one still queued when its
 	// listener closes) sends its RST after this move to CLOSE.
 	if (err == 0 && oldstate == TCP_SYN_RECV)
-		return 0;
+		return;
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
-		return 0;
+		return;
 
 	__u8 reason = END_CLOSED, by = END_BY_LOCAL;
 	if (err == 0 && oldstate == TCP_ESTABLISHED) {
@@ -244,7 +225,7 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	__u32 old;
 	struct event *e = claim(st, &old, reason, by, st->closed_ns);
 	if (!e)
-		return 0;
+		return;
 
 	struct sock_common *skc = &sk->__sk_common;
 	e->error = err;
@@ -269,6 +250,36 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	set_addresses(e, &own, known_translation(sk, old, &own));
 	fill_counters(e, tp, 0, 1);
 	submit(e);
+}
+
+// The start of an accepted socket: the kernel makes it from its listener
+// (LISTEN to SYN_RECV), cloning the listener's state (start.h). The end of
+// a socket that TCP moves to CLOSE (close_end), and the time of the move,
+// which frees a connecting socket's table entry (conn_slots.h).
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
+{
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	if (newstate == TCP_SYN_RECV && oldstate == TCP_LISTEN) {
+		accepted_made(sk);
+		return 0;
+	}
+	if (newstate != TCP_CLOSE || oldstate == TCP_LISTEN)
+		return 0;
+	if (settled_cache)
+		forget_settled(sk);
+	int in_table;
+	struct sock_state *st = closing_state(sk, &in_table);
+	if (!st)
+		return 0;
+	if (!(st->flags & SOCK_ENDED))
+		close_end(sk, st, oldstate);
+#ifndef NETFLOW_NO_ATOMICS
+	// After the record, which reads the state.
+	if (in_table)
+		conn_slot_free(sk, st);
+#endif
 	return 0;
 }
 

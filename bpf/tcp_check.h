@@ -22,6 +22,11 @@ static __always_inline int accepted_by_tcp(struct bpf_sock *sk, struct segment *
 	if (!tp)
 		return 1;
 
+	// TCP discards every segment for a socket in CLOSE: one that arrived
+	// as the socket closed on another CPU (its table entry may be free).
+	if (sk->state == TCP_CLOSE)
+		return 0;
+
 	__u32 rcv_nxt = tp->rcv_nxt;
 
 	// Acknowledgments are bounded by write_seq, the end of what the socket
