@@ -179,9 +179,6 @@ int netflow_egress(struct __sk_buff *skb)
 	return handle(skb, 1);
 }
 
-// The start of an accepted socket: the kernel makes it from its listener
-// (LISTEN to SYN_RECV), cloning the listener's state (start.h).
-//
 // close_end writes the end of a connection that ends without a FIN or RST
 // of its own (netflow_state below) as the socket moves to CLOSE, if none was
 // written: a connect or retransmission or keepalive timeout, an ICMP error,
