@@ -100,6 +100,23 @@ func (r *slotsRun) connection(t *testing.T) (clientCookie, serverCookie uint64, 
 	}
 }
 
+// recordsOf returns the records written so far for the socket with this
+// cookie, in order.
+func recordsOf(t *testing.T, objs *Objects, cookie uint64) []Event {
+	t.Helper()
+	rd, err := objs.NewReader()
+	require.NoError(t, err)
+	defer rd.Close()
+	time.Sleep(50 * time.Millisecond) // a second record would be written by now
+	var ends []Event
+	for _, e := range drain(t, rd) {
+		if e.Cookie == cookie {
+			ends = append(ends, e)
+		}
+	}
+	return ends
+}
+
 // requireOneEachExact checks that each of the two sockets has exactly one
 // record, with what its start saw.
 func requireOneEachExact(t *testing.T, objs *Objects, clientCookie, serverCookie uint64) {
@@ -182,16 +199,7 @@ func TestAbortiveCloseKeepsTheEntry(t *testing.T) {
 			assert.Equal(t, cookie, s.Cookie)
 			assert.Greater(t, s.St.ClosedNs, uint64(connSlotFreed), "kept: the close time")
 
-			rd, err := r.objs.NewReader()
-			require.NoError(t, err)
-			defer rd.Close()
-			time.Sleep(50 * time.Millisecond) // a second record would be written by now
-			var ends []Event
-			for _, e := range drain(t, rd) {
-				if e.Cookie == cookie {
-					ends = append(ends, e)
-				}
-			}
+			ends := recordsOf(t, r.objs, cookie)
 			require.Len(t, ends, 1)
 			assert.Equal(t, EndRST, ends[0].EndReason)
 			assert.Equal(t, EndByLocal, ends[0].EndBy)
@@ -237,16 +245,7 @@ func TestSocketConnectingAgainTakesItsEntryBack(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, server.Close())
 
-	rd, err := r.objs.NewReader()
-	require.NoError(t, err)
-	defer rd.Close()
-	time.Sleep(50 * time.Millisecond)
-	var ends []Event
-	for _, e := range drain(t, rd) {
-		if e.Cookie == cookie {
-			ends = append(ends, e)
-		}
-	}
+	ends := recordsOf(t, r.objs, cookie)
 	require.Len(t, ends, 2, "the refused connect's and the connection's")
 	assert.Equal(t, EndByRemote, ends[0].EndBy, "refused")
 	assert.Equal(t, EndFIN, ends[1].EndReason)

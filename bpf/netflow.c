@@ -272,11 +272,9 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	if (!(st->flags & SOCK_ENDED))
 		close_end(sk, st, oldstate);
-#ifndef NETFLOW_NO_ATOMICS
 	// After the record, which reads the state.
 	if (in_table)
 		conn_slot_free(sk, st);
-#endif
 	return 0;
 }
 
