@@ -13,13 +13,25 @@ GOLANGCI_VERSION := v2.15.0
 CLANG            := clang-19
 CLANG_VERSION    := 19.1.7
 
-# How long make test fuzzes each fuzz target (make fuzz: 5m each, unless
-# FUZZTIME is given): FuzzObserve (the DNS parse path), FuzzServerName (the
-# TLS ClientHello parse path), FuzzDecode (the ring buffer record decoders)
-# and FuzzPrograms (the kernel programs under BPF_PROG_TEST_RUN, TLS pieces
-# included; needs root). go test -fuzz takes one target at a time.
-FUZZTIME ?= 15s
-fuzz-run = $(GO) test -run '^$$' -fuzz '^$(1)$$' -fuzztime $(FUZZTIME) $(2)
+# How much make test fuzzes each fuzz target: FuzzObserve (the DNS parse
+# path), FuzzServerName (the TLS ClientHello parse path), FuzzDecode (the
+# ring buffer record decoders) and FuzzPrograms (the kernel programs under
+# BPF_PROG_TEST_RUN, TLS pieces included; needs root). go test -fuzz takes
+# one target at a time. Each runs a number of inputs, about 15 s on two
+# cores (make fuzz: FUZZ_TIMES=20 times as many), not for a time: Go 1.26's
+# fuzz coordinator can fail a timed run at its deadline with a bare "context
+# deadline exceeded" and no failing input when its workers are slow to stop
+# on a busy machine (go.dev/issue/75804, fixed in Go 1.27); a count has no
+# deadline to race. A FUZZTIME (FUZZTIME=1h make fuzz) fuzzes for that time
+# instead, and may end in that error.
+FUZZTIME ?=
+fuzz-run = $(GO) test -run '^$$' -fuzz '^$(1)$$' -fuzztime $(or $(FUZZTIME),$$(($(2) * $(or $(FUZZ_TIMES),1)))x) $(3)
+define fuzz-all
+$(call fuzz-run,FuzzObserve,250000,./internal/dnscache/)
+$(call fuzz-run,FuzzServerName,400000,./internal/tlshello/)
+$(call fuzz-run,FuzzDecode,250000,./bpf/)
+$(call fuzz-run,FuzzPrograms,150000,./bpf/)
+endef
 
 TOOLS    := $(CURDIR)/.tools
 BUILDER  := $(TOOLS)/builder
@@ -137,18 +149,13 @@ test-steps: build $(if $(IS_ROOT),image) k8s-tools
 	cd test && $(GO) vet ./...
 	$(TEST_ENV) $(GO) test -count=1 -timeout 15m ./...
 	cd test && $(TEST_ENV) $(GO) test -count=1 -timeout 15m ./...
-	$(call fuzz-run,FuzzObserve,./internal/dnscache/)
-	$(call fuzz-run,FuzzServerName,./internal/tlshello/)
-	$(call fuzz-run,FuzzDecode,./bpf/)
-	$(call fuzz-run,FuzzPrograms,./bpf/)
+	$(fuzz-all)
 
-# fuzz: each fuzz target for longer, 5m by default (FUZZTIME=1h make fuzz).
-fuzz: FUZZTIME = 5m
+# fuzz: each fuzz target 20 times longer than make test, about 5 minutes
+# each (FUZZ_TIMES=240 make fuzz: about an hour each).
+fuzz: FUZZ_TIMES ?= 20
 fuzz:
-	$(call fuzz-run,FuzzObserve,./internal/dnscache/)
-	$(call fuzz-run,FuzzServerName,./internal/tlshello/)
-	$(call fuzz-run,FuzzDecode,./bpf/)
-	$(call fuzz-run,FuzzPrograms,./bpf/)
+	$(fuzz-all)
 
 # unit: the quick edit-test loop: unit tests only (-short skips the tests
 # that load BPF programs or run the built collector), no ocb build, no root.
