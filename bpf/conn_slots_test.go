@@ -56,7 +56,7 @@ func newSlotsRun(t *testing.T) *slotsRun {
 
 // index is conn_slot_at's.
 func (r *slotsRun) index(cookie uint64) uint32 {
-	return uint32((cookie * 0x9e3779b97f4a7c15) >> (64 - r.bits))
+	return uint32(cookie & (1<<r.bits - 1))
 }
 
 // slot returns the entry for a cookie.
