@@ -205,13 +205,14 @@ fmt-check:
 # test-kernels: the tests that depend on the kernel (./bpf, ./receiver,
 # ./internal/sockscan, ., test/e2e) on each kernel of KERNELS, booted under
 # QEMU from pinned Debian packages (test/vm/kernels.txt), and on this
-# machine ("host"); prints one table. Needs root; installs qemu-system-x86
-# and busybox-static; kernels go to .tools/vm. KERNELS='5.10 6.1' selects.
+# machine ("host"); prints one table. Needs root; installs qemu-system-x86,
+# busybox-static and what the tests run (the guests take the host's
+# dnsmasq, iptables, ip, openssl, curl); kernels go to .tools/vm. KERNELS='5.10 6.1' selects.
 # Runs under hostcheck, like make test. Works from a checkout anywhere,
 # /tmp included (the guest sees it at its own path).
 KERNELS ?=
 test-kernels: build hostcheck
-	@./scripts/ensure-packages.sh qemu-system-x86 busybox-static cpio dnsmasq-base
+	@./scripts/ensure-packages.sh qemu-system-x86 busybox-static cpio dnsmasq-base iptables iproute2 openssl curl
 	KERNELS='$(KERNELS)' $(hostchecked) ./test/vm/test-kernels.sh
 
 # vm: a command in a guest of one kernel, in this directory (read-only; the

@@ -63,9 +63,10 @@ for k in $KERNELS; do
     { echo "test-kernels: unknown kernel '$k' (kernels.txt has: $all_kernels; and host)" >&2; exit 2; }
 done
 
-# qemu and busybox for the guests; dnsmasq for the DNS tests (the guests
-# run the host's).
-"$repo/scripts/ensure-packages.sh" qemu-system-x86 busybox-static cpio dnsmasq-base
+# qemu and busybox for the guests; what the tests run, which the guests
+# take from the host: dnsmasq (DNS tests), iptables and ip (NAT tests),
+# openssl and curl (TLS tests), as make test installs them.
+"$repo/scripts/ensure-packages.sh" qemu-system-x86 busybox-static cpio dnsmasq-base iptables iproute2 openssl curl
 
 # Kernels and initramfs first, so that a download problem shows as one.
 for k in $KERNELS; do
