@@ -133,3 +133,41 @@ func lostRecords(t *testing.T, without ...string) {
 	assert.NotZero(t, got[serverCookie].StartNs, "the handshake was observed on the listener")
 	assert.Less(t, got[clientCookie].StartNs, got[clientCookie].TimeNs)
 }
+
+// A socket open before the programs that sent its FIN then writes no record
+// for the FIN it receives after: its end was its own FIN, which the
+// programs did not see. Its peer, which had sent none, writes its own end.
+func TestSocketThatSentItsFINBeforeAttachWritesNoRecord(t *testing.T) {
+	testenv.RequireRoot(t)
+	cg := testnet.NewCgroup(t)
+	client, server := cg.Pair(t)
+	clientCookie, err := testnet.Cookie(client)
+	require.NoError(t, err)
+	serverCookie, err := testnet.Cookie(server)
+	require.NoError(t, err)
+	require.NoError(t, client.CloseWrite()) // FIN_WAIT2, a full socket
+	_, err = io.Copy(io.Discard, server)
+	require.NoError(t, err)
+
+	objs, err := testLoad(Options{RingBufferSize: 1 << 16})
+	require.NoError(t, err)
+	t.Cleanup(func() { objs.Close() })
+	require.NoError(t, objs.Attach(cg.Path))
+	rd, err := objs.NewReader()
+	require.NoError(t, err)
+	defer rd.Close()
+
+	require.NoError(t, server.Close())
+	_, err = io.Copy(io.Discard, client) // the server's FIN reached the client
+	require.NoError(t, err)
+	time.Sleep(50 * time.Millisecond)
+	got := map[uint64][]Event{}
+	for _, e := range drain(t, rd) {
+		got[e.Cookie] = append(got[e.Cookie], e)
+	}
+	assert.Empty(t, got[clientCookie], "client")
+	require.Len(t, got[serverCookie], 1, "server")
+	assert.Equal(t, EndByLocal, got[serverCookie][0].EndBy)
+	assert.Equal(t, EndFIN, got[serverCookie][0].EndReason)
+	assert.Zero(t, got[serverCookie][0].StartNs, "the handshake was before the programs")
+}

@@ -230,6 +230,21 @@ static __always_inline struct conn_view *known_translation(void *sk, __u32 old,
 	return (old & SOCK_OUTGOING) ? own : 0;
 }
 
+// sent_fin_unseen says whether a socket that has no state, to which a FIN or
+// RST comes, is in a state TCP reaches only once the socket has sent its
+// FIN. The egress program would have made its state had it seen that FIN:
+// the socket was open before the programs and its connection ended then
+// (its process closed it, or shut down writing), and what it receives now
+// is not its end. A socket that shut down writing stays a full socket, and
+// so, at times, does a closed one (it usually becomes a timewait socket,
+// which the programs cannot read).
+static __always_inline int sent_fin_unseen(struct bpf_sock *sk)
+{
+	__u32 state = sk->state;
+	return state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 || state == TCP_CLOSING ||
+	       state == TCP_TIME_WAIT || state == TCP_LAST_ACK;
+}
+
 // emit_end writes the end of sk's connection that seg, a FIN or RST it
 // sends (egress) or TCP takes, marks; st is its state (conn_slots.h), NULL
 // if it has none yet (a socket open before the programs were): storage is

@@ -142,6 +142,8 @@ static __always_inline int handle(struct __sk_buff *skb, int egress)
 		struct sock_state *st = skb_sock_state(skb, sk);
 		if (st && (st->flags & (SOCK_ENDED | SOCK_IGNORE)))
 			return PASS;
+		if (!st && !egress && sent_fin_unseen(sk))
+			return PASS;
 		if (egress || accepted_by_tcp(sk, &seg))
 			emit_end(skb, sk, st, &seg, egress);
 		return PASS;
