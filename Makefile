@@ -134,9 +134,10 @@ hostcheck:
 # their own; the TLS tests run openssl (s_server, s_client) and curl. As root it also builds the image and runs it with podman and
 # runc. Packages are installed before hostcheck starts comparing.
 IS_ROOT := $(filter 0,$(shell id -u))
+TEST_PACKAGES := dnsmasq-base iptables iproute2 openssl curl
 TEST_ENV = NETFLOWTCPEND_BINARY=$(BINARY) NETFLOWTCPEND_K8S_DIR=$(K8S_DIR) $(if $(IS_ROOT),NETFLOWTCPEND_IMAGE=$(IMAGE_ARCHIVE))
 test: hostcheck
-	@./scripts/ensure-packages.sh --best-effort dnsmasq-base iptables iproute2 openssl curl $(if $(IS_ROOT),podman runc buildah libcap2-bin file)
+	@./scripts/ensure-packages.sh --best-effort $(TEST_PACKAGES) $(if $(IS_ROOT),podman runc buildah libcap2-bin file)
 	$(hostchecked) $(MAKE) --no-print-directory -j2 test-steps
 
 # test-steps: make test's steps, which make test runs under hostcheck. Its
@@ -206,13 +207,13 @@ fmt-check:
 # ./internal/sockscan, ., test/e2e) on each kernel of KERNELS, booted under
 # QEMU from pinned Debian packages (test/vm/kernels.txt), and on this
 # machine ("host"); prints one table. Needs root; installs qemu-system-x86,
-# busybox-static and what the tests run (the guests take the host's
-# dnsmasq, iptables, ip, openssl, curl); kernels go to .tools/vm. KERNELS='5.10 6.1' selects.
+# busybox-static and what the tests run (TEST_PACKAGES: the guests run the
+# host's); kernels go to .tools/vm. KERNELS='5.10 6.1' selects.
 # Runs under hostcheck, like make test. Works from a checkout anywhere,
 # /tmp included (the guest sees it at its own path).
 KERNELS ?=
 test-kernels: build hostcheck
-	@./scripts/ensure-packages.sh qemu-system-x86 busybox-static cpio dnsmasq-base iptables iproute2 openssl curl
+	@./scripts/ensure-packages.sh qemu-system-x86 busybox-static cpio $(TEST_PACKAGES)
 	KERNELS='$(KERNELS)' $(hostchecked) ./test/vm/test-kernels.sh
 
 # vm: a command in a guest of one kernel, in this directory (read-only; the
