@@ -49,6 +49,21 @@ func drain(t *testing.T, rd *ringbuf.Reader) []Event {
 	return events
 }
 
+// recordsByCookie returns the connection-end records written so far, in
+// order, by socket cookie.
+func recordsByCookie(t *testing.T, objs *Objects) map[uint64][]Event {
+	t.Helper()
+	rd, err := objs.NewReader()
+	require.NoError(t, err)
+	defer rd.Close()
+	time.Sleep(50 * time.Millisecond) // a second record would be written by now
+	got := map[uint64][]Event{}
+	for _, e := range drain(t, rd) {
+		got[e.Cookie] = append(got[e.Cookie], e)
+	}
+	return got
+}
+
 // A record that does not fit in the ring buffer is counted once per socket,
 // and the socket's next FIN or RST writes it after all, marked as retried.
 func TestLostRecordsAreCountedAndRetried(t *testing.T) { lostRecords(t) }
@@ -153,18 +168,11 @@ func TestSocketThatSentItsFINBeforeAttachWritesNoRecord(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(func() { objs.Close() })
 	require.NoError(t, objs.Attach(cg.Path))
-	rd, err := objs.NewReader()
-	require.NoError(t, err)
-	defer rd.Close()
 
 	require.NoError(t, server.Close())
 	_, err = io.Copy(io.Discard, client) // the server's FIN reached the client
 	require.NoError(t, err)
-	time.Sleep(50 * time.Millisecond)
-	got := map[uint64][]Event{}
-	for _, e := range drain(t, rd) {
-		got[e.Cookie] = append(got[e.Cookie], e)
-	}
+	got := recordsByCookie(t, objs)
 	assert.Empty(t, got[clientCookie], "client")
 	require.Len(t, got[serverCookie], 1, "server")
 	assert.Equal(t, EndByLocal, got[serverCookie][0].EndBy)

@@ -104,17 +104,7 @@ func (r *slotsRun) connection(t *testing.T) (clientCookie, serverCookie uint64, 
 // cookie, in order.
 func recordsOf(t *testing.T, objs *Objects, cookie uint64) []Event {
 	t.Helper()
-	rd, err := objs.NewReader()
-	require.NoError(t, err)
-	defer rd.Close()
-	time.Sleep(50 * time.Millisecond) // a second record would be written by now
-	var ends []Event
-	for _, e := range drain(t, rd) {
-		if e.Cookie == cookie {
-			ends = append(ends, e)
-		}
-	}
-	return ends
+	return recordsByCookie(t, objs)[cookie]
 }
 
 // requireOneEachExact checks that each of the two sockets has exactly one
