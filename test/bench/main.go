@@ -264,6 +264,22 @@ func kernelCost(e *env, t *table) error {
 			}
 		}
 	}
+	// The kernel side per connection: every program's time above its
+	// empty program, summed round by round.
+	perConnOver := map[string][]float64{}
+	for _, b := range binaries {
+		all, fallback := overPerUnit(figs[b], "churn", nil), overPerUnit(figs[b], "churn", isFallback)
+		perConnOver[b] = all
+		r := row{figure: "kernel us per connection above empty programs, churn, all programs", measured: all, unit: "us",
+			extra: fmt.Sprintf("%.2f us of it the fallback's tracepoints, which kernels with fexit do not run", median(fallback))}
+		if b == *binary {
+			r.target, r.met = "<= 1.5 us", metIf(true, median(all) <= 1.5)
+		} else {
+			r.figure += " [compare]"
+			r.baseline, r.baseName, r.ratios = perConnOver[*binary], "this build", paired(all, perConnOver[*binary])
+		}
+		t.add(r)
+	}
 	// What a connection that starts with a ClientHello adds in the
 	// cgroup_skb programs: their ns per connection under TLS churn less
 	// under plain churn (ns per run times runs per connection, summed).
@@ -284,6 +300,36 @@ func kernelCost(e *env, t *table) error {
 	t.add(row{figure: "kernel map memory (memlock)", measured: []float64{float64(mem) / (1 << 20)}, unit: "MiB",
 		extra: "ring buffer, socket storage map, counters; socket storage itself is charged per socket"})
 	return nil
+}
+
+// overPerUnit is, round by round, the microseconds per unit of workload w
+// that the programs of figs (those that keep passes, or all) spend above
+// their empty programs: (ns per run - the empty program's) x runs per unit,
+// summed. A program without an empty program beside it counts whole.
+func overPerUnit(figs map[string]*kernelFigure, w string, keep func(kernelProgram) bool) []float64 {
+	var sums []float64
+	for key, f := range figs {
+		if !strings.HasPrefix(key, w+"/") || (keep != nil && !keep(f.program)) {
+			continue
+		}
+		for i := range f.nsPerRun {
+			over := f.nsPerRun[i]
+			if i < len(f.emptyNsPerRun) {
+				over -= f.emptyNsPerRun[i]
+			}
+			if i >= len(sums) {
+				sums = append(sums, make([]float64, i+1-len(sums))...)
+			}
+			sums[i] += over * f.runsPerUnit[i] / 1000
+		}
+	}
+	return sums
+}
+
+// isFallback tells the tracepoints that name an accepted socket's owner
+// on kernels without fexit (netflow.c: netflow_send, netflow_recv).
+func isFallback(p kernelProgram) bool {
+	return p.hook == "tp_btf/tcp_sendmsg_locked" || p.hook == "tp_btf/tcp_rcv_space_adjust"
 }
 
 // kernelProgram is one program of a collector, by name and hook.
