@@ -137,9 +137,8 @@ static __always_inline struct sock_state *connecting_state(struct __sk_buff *skb
 }
 
 // closing_state returns the state of a socket that moves to CLOSE
-// (netflow_state) and writes the time of the move into it, which frees a
-// table entry after the grace; NULL if the socket has no state (it is not
-// watched). *in_table says where the state is.
+// (netflow_state); NULL if the socket has no state (it is not watched).
+// *in_table says where the state is.
 static __always_inline struct sock_state *closing_state(struct sock *sk, int *in_table)
 {
 	struct sock_state *st = 0;
@@ -157,16 +156,15 @@ static __always_inline struct sock_state *closing_state(struct sock *sk, int *in
 		*in_table = st != 0;
 	}
 #endif
-	if (st)
-		st->closed_ns = bpf_ktime_get_ns();
 	return st;
 }
 
-// conn_slot_free frees the table entry of a socket that moved to CLOSE, after
-// its end record, where no segment of it can follow (see the top): the move
-// was not made by a task holding the socket, or the socket is an orphan.
-static __always_inline void conn_slot_free(struct sock *sk, struct sock_state *st)
+// conn_slot_freeable says whether the table entry of a socket that moves to
+// CLOSE can be freed after its end record, since no segment of it can follow
+// (see the top): the move was not made by a task holding the socket, or the
+// socket is an orphan. Otherwise the entry keeps the time of the move, and
+// is taken over only after the grace.
+static __always_inline int conn_slot_freeable(struct sock *sk)
 {
-	if (!sk->sk_lock.owned || !sk->sk_socket)
-		st->closed_ns = CONN_SLOT_FREED;
+	return !sk->sk_lock.owned || !sk->sk_socket;
 }

@@ -253,8 +253,8 @@ static __always_inline void close_end(struct sock *sk, struct sock_state *st, in
 
 // The start of an accepted socket: the kernel makes it from its listener
 // (LISTEN to SYN_RECV), cloning the listener's state (start.h). The end of
-// a socket that TCP moves to CLOSE (close_end), and the time of the move,
-// which frees a connecting socket's table entry (conn_slots.h).
+// a socket that TCP moves to CLOSE (close_end), and a connecting socket's
+// table entry freed, or kept with the time of the move (conn_slots.h).
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 {
@@ -272,11 +272,20 @@ int BPF_PROG(netflow_state, struct sock *sk, int oldstate, int newstate)
 	struct sock_state *st = closing_state(sk, &in_table);
 	if (!st)
 		return 0;
-	if (!(st->flags & SOCK_ENDED))
+	int freeable = in_table && conn_slot_freeable(sk);
+	// The time of the move only where it is read: as the end's time, and
+	// for an entry kept, as the start of its grace. Most connections have
+	// ended (a FIN or RST) and free their entry or keep storage: they need
+	// none, and the clock was a quarter of this program's time.
+	if (!(st->flags & SOCK_ENDED)) {
+		st->closed_ns = bpf_ktime_get_ns();
 		close_end(sk, st, oldstate);
+	} else if (in_table && !freeable) {
+		st->closed_ns = bpf_ktime_get_ns();
+	}
 	// After the record, which reads the state.
-	if (in_table)
-		conn_slot_free(sk, st);
+	if (freeable)
+		st->closed_ns = CONN_SLOT_FREED;
 	return 0;
 }
 
