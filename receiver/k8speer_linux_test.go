@@ -289,8 +289,7 @@ func TestK8sAPIServerAway(t *testing.T) {
 	_, err = w.objects.Pod(ctx, kubeapi.Pod{Namespace: w.ns, Name: "server", Node: "node-b", IPs: []netip.Addr{k8sServerIP}})
 	require.NoError(t, err)
 	want := podNames(w.ns, "server", "Pod", "server", "node-b")
-	// The informers retry with a backoff that grows to 30 s.
-	deadline := time.Now().Add(45 * time.Second)
+	deadline := time.Now().Add(kubeapi.InformersBack)
 	var names map[string]string
 	for time.Now().Before(deadline) {
 		client, _ = w.connect(t, h, k8sServerIP)
@@ -301,7 +300,7 @@ func TestK8sAPIServerAway(t *testing.T) {
 	}
 	assert.Equal(t, want, names, "names come back with the API server")
 	require.Eventually(t, func() bool { return logs.FilterMessageSnippet("Kubernetes names are back").Len() == 1 },
-		45*time.Second, 50*time.Millisecond, "every informer back")
+		kubeapi.InformersBack, 50*time.Millisecond, "every informer back")
 
 	// Away again: records still flow, with what was known.
 	cluster.StopAPIServer()

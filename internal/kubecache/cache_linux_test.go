@@ -332,8 +332,8 @@ func TestAPIServerAway(t *testing.T) {
 	assert.False(t, ok)
 
 	require.NoError(t, c.StartAPIServer())
-	eventuallyWithin(t, informersBack, cache, ip1, first, true)
-	require.Eventually(t, func() bool { return logs.FilterMessageSnippet("names are back").Len() == 1 }, informersBack, 50*time.Millisecond)
+	eventuallyWithin(t, kubeapi.InformersBack, cache, ip1, first, true)
+	require.Eventually(t, func() bool { return logs.FilterMessageSnippet("names are back").Len() == 1 }, kubeapi.InformersBack, 50*time.Millisecond)
 	assert.Len(t, warnings(logs), 1)
 
 	// Away later: what was known stays known.
@@ -347,17 +347,9 @@ func TestAPIServerAway(t *testing.T) {
 	// Back, with a pod made while the collector could not watch.
 	require.NoError(t, c.StartAPIServer())
 	second := pod("second", ip2)
-	eventuallyWithin(t, informersBack, cache, ip2, second, true)
-	require.Eventually(t, func() bool { return logs.FilterMessageSnippet("names are back").Len() == 2 }, informersBack, 50*time.Millisecond)
+	eventuallyWithin(t, kubeapi.InformersBack, cache, ip2, second, true)
+	require.Eventually(t, func() bool { return logs.FilterMessageSnippet("names are back").Len() == 2 }, kubeapi.InformersBack, 50*time.Millisecond)
 }
-
-// informersBack bounds how long every informer takes to watch again once
-// the API server is back: each retries on its own, with client-go's
-// reflector backoff, whose steps stop at 30 s with a jitter of up to as
-// much again ([30, 60) s), and which resets only after 2 minutes without
-// a failure, so the second outage starts where the first left off. Names
-// of one resource can be back while another informer still waits.
-const informersBack = 65 * time.Second
 
 // warnings are the warnings logged so far (an observer's filters are
 // snapshots).

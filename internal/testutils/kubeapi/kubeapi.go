@@ -277,6 +277,15 @@ func (c *Cluster) StartAPIServer() error {
 	return nil
 }
 
+// InformersBack bounds how long every informer of a collector takes to
+// watch again once the API server is back (StartAPIServer returned): each
+// retries on its own, with client-go's reflector backoff, whose steps stop
+// at 30 s plus a jitter of up to as much again ([30, 60) s), and which
+// resets only after 2 minutes without a failure, so a second outage starts
+// where the first left off. One resource's names can be back while
+// another's informer still waits.
+const InformersBack = 65 * time.Second
+
 // StopAPIServer stops the API server, as an outage would; etcd keeps the
 // cluster's objects.
 func (c *Cluster) StopAPIServer() {
